@@ -1,0 +1,127 @@
+"""Cross-sectional kernels on dense (dates × slots) arrays, NaN marking an empty or missing cell.
+
+The built-in style factors and the regression run their per-date statistics here rather than through
+polars window expressions: a row of a dense array is one date's cross-section, so a statistic over every
+date is one vectorized numpy call. Semantics match the ``pl.Expr`` builders of :mod:`factor_engine.xsection`
+(statistics over finite values only; missing stays missing), which the tests check against each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from factor_engine.panel import DATE
+
+
+@dataclass(frozen=True)
+class DateLayout:
+    """Where each row of a date-sorted long frame sits in a dense (T, width) array.
+
+    Attributes
+    ----------
+    t: (n,) date index of each row.
+    slot: (n,) position of each row within its date.
+    n_dates: T, the number of distinct dates.
+    width: the largest number of rows on one date.
+    """
+
+    t: np.ndarray
+    slot: np.ndarray
+    n_dates: int
+    width: int
+
+    def to_dense(self, values: np.ndarray) -> np.ndarray:
+        """Row values as a (T, width) float64 array, NaN in unused slots."""
+        dense = np.full((self.n_dates, self.width), np.nan)
+        dense[self.t, self.slot] = values
+        return dense
+
+    def to_rows(self, dense: np.ndarray) -> np.ndarray:
+        """The (n,) row values of a (T, width) array."""
+        rows: np.ndarray = dense[self.t, self.slot]
+        return rows
+
+
+def date_layout(frame: pl.DataFrame) -> DateLayout:
+    """The dense layout of ``frame``, which must be sorted by date (rows of one date contiguous)."""
+    days = frame[DATE].to_physical().to_numpy()
+    n = days.shape[0]
+    if n == 0:
+        return DateLayout(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(days[1:], days[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    t = np.cumsum(change) - 1
+    slot = np.arange(n) - starts[t]
+    counts = np.diff(np.append(starts, n))
+    return DateLayout(t=t, slot=slot, n_dates=int(starts.shape[0]), width=int(counts.max()))
+
+
+def dates_sorted(frame: pl.DataFrame) -> bool:
+    """Whether the ``date`` column of ``frame`` is non-decreasing."""
+    days = frame[DATE].to_physical().to_numpy()
+    return bool(np.all(days[1:] >= days[:-1])) if days.shape[0] > 1 else True
+
+
+def _finite_sorted(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's finite values sorted ascending (NaN after them) and their count per row."""
+    finite = np.isfinite(dense)
+    ordered = np.sort(np.where(finite, dense, np.nan), axis=1)
+    return ordered, finite.sum(axis=1)
+
+
+def quantile_linear(dense: np.ndarray, q: float) -> np.ndarray:
+    """Per-row ``q`` quantile of the finite values with linear interpolation (numpy's default method)."""
+    ordered, count = _finite_sorted(dense)
+    return _linear_from_sorted(ordered, count, q)
+
+
+def _linear_from_sorted(ordered: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
+    rows = np.arange(ordered.shape[0])
+    position = q * (count - 1)
+    lower = np.clip(np.floor(position).astype(np.int64), 0, None)
+    upper = np.minimum(lower + 1, np.maximum(count - 1, 0))
+    frac = position - lower
+    a = ordered[rows, np.minimum(lower, ordered.shape[1] - 1)]
+    b = ordered[rows, np.minimum(upper, ordered.shape[1] - 1)]
+    diff = b - a
+    result = np.where(frac >= 0.5, b - diff * (1.0 - frac), a + diff * frac)
+    result[count == 0] = np.nan
+    return result
+
+
+def quantile_nearest(dense: np.ndarray, q: float) -> np.ndarray:
+    """Per-row ``q`` quantile of the non-NaN values by polars' ``nearest`` rule (index rounded half away)."""
+    ordered = np.sort(dense, axis=1)  # NaN sort last
+    count = (~np.isnan(dense)).sum(axis=1)
+    index = np.floor((count - 1) * q + 0.5).astype(np.int64)
+    index = np.clip(index, 0, max(ordered.shape[1] - 1, 0))
+    result: np.ndarray = ordered[np.arange(ordered.shape[0]), index] if ordered.shape[1] else np.full(0, np.nan)
+    result = np.where(count > 0, result, np.nan)
+    return result
+
+
+def winsorize(dense: np.ndarray, percentile: float) -> np.ndarray:
+    """Clip each row to its [percentile, 1 − percentile] linear quantiles of the finite values."""
+    ordered, count = _finite_sorted(dense)
+    lower = _linear_from_sorted(ordered, count, percentile)[:, None]
+    upper = _linear_from_sorted(ordered, count, 1.0 - percentile)[:, None]
+    clipped: np.ndarray = np.clip(dense, lower, upper)
+    return clipped
+
+
+def standardize(dense: np.ndarray) -> np.ndarray:
+    """Subtract each row's mean and divide by its sample std (ddof=1), both over the finite values."""
+    finite = np.isfinite(dense)
+    count = finite.sum(axis=1)
+    values = np.where(finite, dense, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values.sum(axis=1) / count
+        centered = np.where(finite, dense - mean[:, None], 0.0)
+        std = np.sqrt((centered * centered).sum(axis=1) / (count - 1))
+        result: np.ndarray = (dense - mean[:, None]) / std[:, None]
+    return result

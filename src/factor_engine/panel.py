@@ -1,0 +1,478 @@
+"""The data contract: column names, schema and validation of the long daily equity panel.
+
+Users bring one long frame with one row per (date, symbol). :func:`validate_panel` checks it and returns
+a canonically typed copy sorted by (date, symbol); :func:`load_panel` reads it from Parquet or CSV first;
+:func:`to_toraniko_frames` splits a validated panel into the per-input frames toraniko expects.
+
+Schema
+------
+
+=================  ==========  =========  ==================================================================
+column             dtype       required   meaning and units
+=================  ==========  =========  ==================================================================
+``date``           ``Date``    yes        trading day. Accepted as Date, Datetime (truncated to the day)
+                                          or ISO strings ``'YYYY-MM-DD'``.
+``symbol``         ``String``  yes        asset identifier. Categorical, Enum and integer ids are cast.
+``asset_returns``  ``Float64`` yes        daily simple return as a fraction (0.01 is +1 %), finite and
+                                          > -1. Null is allowed and kept (a missing observation).
+``market_cap``     ``Float64`` yes        market capitalisation in currency units; finite and > 0.
+``sector``         ``String``  yes        sector label; by default one of :data:`GICS_SECTORS`.
+``book_price``     ``Float64`` no         book value to price ratio (book-to-price), unitless.
+``sales_price``    ``Float64`` no         sales to price ratio, unitless.
+``cf_price``       ``Float64`` no         cash flow to price ratio, unitless.
+other numeric      ``Float64`` no         kept and cast to Float64; other non-numeric columns are kept as is.
+=================  ==========  =========  ==================================================================
+
+Value features may be null (a missing observation; NaN is read as null) but never infinite.
+Every violation raises :class:`PanelError` naming the column, the number of offending rows and up to
+five examples as ``(date, symbol)`` pairs, or as 0-based row numbers for rows lacking them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+__all__ = [
+    "DATE",
+    "GICS_SECTORS",
+    "MARKET_CAP",
+    "REQUIRED_COLUMNS",
+    "RETURNS",
+    "SECTOR",
+    "SYMBOL",
+    "VALUE_FEATURES",
+    "PanelError",
+    "load_panel",
+    "to_toraniko_frames",
+    "validate_panel",
+]
+
+DATE = "date"
+SYMBOL = "symbol"
+RETURNS = "asset_returns"
+MARKET_CAP = "market_cap"
+SECTOR = "sector"
+VALUE_FEATURES: tuple[str, ...] = ("book_price", "sales_price", "cf_price")
+REQUIRED_COLUMNS = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR)
+GICS_SECTORS: tuple[str, ...] = (
+    "Communication Services",
+    "Consumer Discretionary",
+    "Consumer Staples",
+    "Energy",
+    "Financials",
+    "Health Care",
+    "Industrials",
+    "Information Technology",
+    "Materials",
+    "Real Estate",
+    "Utilities",
+)
+
+PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
+CSV_SUFFIXES: tuple[str, ...] = (".csv",)
+
+_KEY = (DATE, SYMBOL)
+_FLOAT_COLUMNS = (RETURNS, MARKET_CAP, *VALUE_FEATURES)
+_LABEL_COLUMNS = (SYMBOL, SECTOR)
+_CANONICAL_ORDER = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR, *VALUE_FEATURES)
+_MAX_EXAMPLES = 5
+_ROW = "__panel_row_nr__"
+_ISO_DATE = "%Y-%m-%d"
+
+
+class PanelError(ValueError):
+    """A panel violates the data contract; the message names the column, the count and example rows."""
+
+
+# --------------------------------------------------------------------------------------------------
+# message helpers
+
+
+def _rows(count: int) -> str:
+    return f"{count} bad row" if count == 1 else f"{count} bad rows"
+
+
+def _location(row: dict[str, object]) -> str:
+    """``(date, symbol)`` when both are known and the date is parsed, else ``row i`` (0-based)."""
+    date, symbol = row.get(DATE), row.get(SYMBOL)
+    if date is not None and symbol is not None and not isinstance(date, str):
+        return f"({date}, {symbol})"
+    return f"row {row[_ROW]}"
+
+
+def _examples(bad: pl.DataFrame, value_column: str | None = None) -> str:
+    """Format up to five offending rows; ``bad`` holds the key columns and, if given, ``value_column``."""
+    parts = []
+    for row in bad.head(_MAX_EXAMPLES).iter_rows(named=True):
+        where = _location(row)
+        parts.append(where if value_column is None else f"{where} = {row[value_column]!r}")
+    return ", ".join(parts)
+
+
+def _raise_if_any(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise PanelError(problems[0])
+    if problems:
+        raise PanelError(f"panel has {len(problems)} problems:\n- " + "\n- ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------------
+# type coercion
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)
+
+
+def _is_number(dtype: pl.DataType) -> bool:
+    return dtype.is_integer() or dtype.is_float() or dtype.is_decimal()
+
+
+def _coercion(name: str, dtype: pl.DataType) -> tuple[pl.Expr | None, str | None]:
+    """Return the cast expression for ``name`` (None: unsupported dtype) and what parsing text means.
+
+    The second element is a description such as ``"numbers"`` when the column is parsed from text, so
+    values that fail to parse can be reported; it is None when the cast cannot fail.
+    """
+    column = pl.col(name)
+    if dtype == pl.Null:
+        target = pl.Date if name == DATE else pl.String if name in _LABEL_COLUMNS else pl.Float64
+        return column.cast(target), None
+    if name == DATE:
+        if dtype == pl.Date:
+            return column, None
+        if isinstance(dtype, pl.Datetime):
+            return column.dt.date(), None
+        if _is_text(dtype):
+            return column.cast(pl.String).str.to_date(_ISO_DATE, strict=False), "ISO dates 'YYYY-MM-DD'"
+        return None, None
+    if name in _LABEL_COLUMNS:
+        if _is_text(dtype) or dtype.is_integer():
+            return column.cast(pl.String), None
+        return None, None
+    if name in _FLOAT_COLUMNS:
+        if _is_number(dtype):
+            return column.cast(pl.Float64), None
+        if _is_text(dtype):
+            return column.cast(pl.String).cast(pl.Float64, strict=False), "numbers"
+        return None, None
+    if _is_number(dtype):
+        return column.cast(pl.Float64), None
+    return column, None
+
+
+_EXPECTED = {
+    DATE: "Date, Datetime or ISO 'YYYY-MM-DD' strings",
+    SYMBOL: "String, Categorical or integer ids",
+    SECTOR: "String or Categorical labels",
+}
+
+
+def _coerce(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast every column to its canonical dtype, raising PanelError for unsupported or unparseable data."""
+    expressions: list[pl.Expr] = []
+    parsed: dict[str, str] = {}
+    problems: list[str] = []
+    for name, dtype in frame.schema.items():
+        expression, parsed_as = _coercion(name, dtype)
+        if expression is None:
+            sample = frame.get_column(name).drop_nulls().head(3).to_list()
+            expected = _EXPECTED.get(name, "a numeric dtype or numeric strings")
+            problems.append(f"{name} has dtype {dtype}, expected {expected}; e.g. values {sample}")
+            continue
+        expressions.append(expression)
+        if parsed_as is not None:
+            parsed[name] = parsed_as
+    _raise_if_any(problems)
+
+    coerced = frame.with_columns(expressions)
+    if not parsed:
+        return coerced
+    failed = {name: frame.get_column(name).is_not_null() & coerced.get_column(name).is_null() for name in parsed}
+    for name, mask in failed.items():
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        key_columns = [c for c in _KEY if c in coerced.columns]
+        bad = (
+            coerced.select(key_columns)
+            .with_columns(frame.get_column(name).cast(pl.String).alias(f"raw {name}"))
+            .with_row_index(_ROW)
+            .filter(mask)
+        )
+        if DATE in bad.columns and bad.schema[DATE] != pl.Date:
+            bad = bad.drop(DATE)
+        examples = ", ".join(
+            f"{row[f'raw {name}']!r} at {_location(row)}" for row in bad.head(_MAX_EXAMPLES).iter_rows(named=True)
+        )
+        dtype = frame.schema[name]
+        problems.append(
+            f"{name} has dtype {dtype} and {count} value{'s' if count > 1 else ''} cannot be parsed as "
+            f"{parsed[name]}: e.g. {examples}"
+        )
+    _raise_if_any(problems)
+    return coerced
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+
+
+def _check_keys_not_null(panel: pl.DataFrame) -> None:
+    counts = panel.select(pl.col(c).null_count() for c in _KEY).row(0)
+    problems = []
+    for name, count in zip(_KEY, counts, strict=True):
+        if count:
+            bad = panel.select(_KEY).with_row_index(_ROW).filter(pl.col(name).is_null())
+            problems.append(f"{name} must not be null: {_rows(count)}, e.g. {_examples(bad)}")
+    _raise_if_any(problems)
+
+
+def _duplicate_flags() -> tuple[pl.Expr, pl.Expr]:
+    """On a frame sorted by (date, symbol): (same key as the previous row, same key as the next row)."""
+    same_previous = (pl.col(DATE) == pl.col(DATE).shift(1)) & (pl.col(SYMBOL) == pl.col(SYMBOL).shift(1))
+    same_next = (pl.col(DATE) == pl.col(DATE).shift(-1)) & (pl.col(SYMBOL) == pl.col(SYMBOL).shift(-1))
+    return same_previous.fill_null(False), same_next.fill_null(False)
+
+
+@dataclass(frozen=True)
+class _RowCheck:
+    """A row-level check: ``bad`` marks offending rows of ``column``; ``message`` says what is required.
+
+    ``show_value`` prints each example's value; ``list_labels`` lists the distinct offending labels.
+    """
+
+    column: str
+    bad: pl.Expr
+    message: str
+    show_value: bool = True
+    list_labels: bool = False
+
+
+def _row_checks(columns: Sequence[str], sectors: Sequence[str] | None) -> list[_RowCheck]:
+    """The row-level checks that apply to the columns present."""
+    checks: list[_RowCheck] = []
+    if MARKET_CAP in columns:
+        cap = pl.col(MARKET_CAP)
+        checks.append(
+            _RowCheck(
+                MARKET_CAP,
+                (cap.is_finite() & (cap > 0)).fill_null(False).not_(),
+                f"{MARKET_CAP} must be positive and finite (not null, NaN, inf or <= 0)",
+            )
+        )
+    if RETURNS in columns:
+        returns = pl.col(RETURNS)
+        checks.append(
+            _RowCheck(
+                RETURNS,
+                (returns.is_finite().not_() | (returns <= -1.0)).fill_null(False),
+                f"{RETURNS} must be finite and > -1 (a daily loss of less than 100 %; null is allowed)",
+            )
+        )
+    if SECTOR in columns:
+        checks.append(_RowCheck(SECTOR, pl.col(SECTOR).is_null(), f"{SECTOR} must not be null", False))
+        if sectors is not None:
+            checks.append(
+                _RowCheck(
+                    SECTOR,
+                    pl.col(SECTOR).is_in(list(sectors)).not_().fill_null(False),
+                    f"{SECTOR} labels must be among the {len(sectors)} allowed sectors "
+                    "(pass sectors=None to accept any label)",
+                    list_labels=True,
+                )
+            )
+    checks.extend(
+        _RowCheck(feature, pl.col(feature).is_infinite().fill_null(False), f"{feature} must not be infinite")
+        for feature in VALUE_FEATURES
+        if feature in columns
+    )
+    return checks
+
+
+def _check_values(panel: pl.DataFrame, sectors: Sequence[str] | None) -> None:
+    """Run the duplicate and row-level checks in one pass over a panel sorted by (date, symbol)."""
+    same_previous, same_next = _duplicate_flags()
+    checks = _row_checks(panel.columns, sectors)
+    duplicate_rows, extra_rows, *bad_counts = panel.select(
+        (same_previous | same_next).sum().alias("duplicate rows"),
+        same_previous.sum().alias("extra rows"),
+        *(check.bad.sum().alias(f"check {i}") for i, check in enumerate(checks)),
+    ).row(0)
+
+    problems: list[str] = []
+    if duplicate_rows:
+        duplicate_keys = duplicate_rows - extra_rows
+        groups = panel.filter(same_previous | same_next).group_by(_KEY, maintain_order=True).len().head(_MAX_EXAMPLES)
+        examples = ", ".join(f"({date}, {symbol}) x{n}" for date, symbol, n in groups.iter_rows())
+        problems.append(
+            f"(date, symbol) must be unique: {duplicate_keys} "
+            f"{'pairs occur' if duplicate_keys > 1 else 'pair occurs'} more than once "
+            f"({duplicate_rows} rows), e.g. {examples}"
+        )
+    for check, count in zip(checks, bad_counts, strict=True):
+        if not count:
+            continue
+        bad = panel.select(*_KEY, check.column).filter(check.bad)
+        detail = ""
+        if check.list_labels:
+            unknown = bad.get_column(check.column).unique().sort().to_list()
+            shown = ", ".join(repr(label) for label in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            detail = f"; unknown labels: {shown}{more}"
+        examples = _examples(bad, check.column if check.show_value else None)
+        problems.append(f"{check.message}: {_rows(count)}, e.g. {examples}{detail}")
+    _raise_if_any(problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def validate_panel(
+    df: pl.DataFrame | pl.LazyFrame,
+    *,
+    sectors: Sequence[str] | None = GICS_SECTORS,
+    require: Sequence[str] = REQUIRED_COLUMNS,
+) -> pl.DataFrame:
+    """Check a long daily panel against the data contract and return a clean, canonically typed copy.
+
+    Parameters
+    ----------
+    df:
+        One row per (date, symbol). ``asset_returns`` are daily simple returns as fractions,
+        ``market_cap`` is in currency units, value features are ratios to price (see the module
+        docstring for the full schema). A LazyFrame is collected.
+    sectors:
+        Allowed sector labels (default: the 11 GICS sectors). ``None`` accepts any non-null label.
+    require:
+        Columns that must be present. ``date`` and ``symbol`` are always required. Known columns that
+        are present but not required (e.g. the optional value features) are still validated.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date`` as Date, ``symbol`` and ``sector`` as String, ``asset_returns``, ``market_cap``, value
+        features and every other numeric column as Float64 (NaN in value features becomes null), known
+        columns first in schema order, then the other columns in input order; sorted by (date, symbol).
+        Null returns are kept.
+
+    Raises
+    ------
+    PanelError
+        For an empty panel, missing columns, unparseable or mistyped columns, null dates or symbols,
+        duplicate (date, symbol) pairs, non-positive or non-finite market caps, returns <= -1 or
+        non-finite, null or unknown sectors and infinite value features. Problems found at the same
+        stage are reported together in one message.
+    """
+    if isinstance(sectors, str):
+        raise TypeError("sectors must be a sequence of labels or None, not a single string")
+    if isinstance(df, pl.LazyFrame):
+        df = df.collect()
+    if not isinstance(df, pl.DataFrame):
+        raise TypeError(f"validate_panel expects a polars DataFrame or LazyFrame, got {type(df).__name__}")
+
+    if df.height == 0:
+        raise PanelError(f"panel is empty: 0 rows (columns: {df.columns})")
+    required = list(dict.fromkeys([*_KEY, *require]))
+    missing = [name for name in required if name not in df.columns]
+    if missing:
+        raise PanelError(f"panel is missing required column(s) {missing}; columns present: {df.columns}")
+
+    panel = _coerce(df)
+    _check_keys_not_null(panel)
+    panel = panel.sort(_KEY)
+    _check_values(panel, sectors)
+
+    if any(feature in panel.columns for feature in VALUE_FEATURES):
+        panel = panel.with_columns(
+            pl.col(feature).fill_nan(None) for feature in VALUE_FEATURES if feature in panel.columns
+        )
+    known = [name for name in _CANONICAL_ORDER if name in panel.columns]
+    return panel.select(*known, *(name for name in panel.columns if name not in _CANONICAL_ORDER))
+
+
+def load_panel(
+    path: str | Path,
+    *,
+    sectors: Sequence[str] | None = GICS_SECTORS,
+    require: Sequence[str] = REQUIRED_COLUMNS,
+) -> pl.DataFrame:
+    """Read a panel from ``.parquet`` / ``.pq`` or ``.csv`` and validate it with :func:`validate_panel`.
+
+    Parameters
+    ----------
+    path:
+        File path. CSV files need a header row; their date column must hold ISO ``YYYY-MM-DD`` strings
+        and empty fields are read as null. Units as in :func:`validate_panel`.
+    sectors, require:
+        Passed to :func:`validate_panel`.
+
+    Raises
+    ------
+    PanelError
+        If the file does not exist, its suffix is not supported, it cannot be read, or the panel is
+        invalid.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        supported = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
+        raise PanelError(f"cannot read panel {path}: unsupported suffix {path.suffix!r} (use {supported})")
+    if not path.is_file():
+        raise PanelError(f"cannot read panel {path}: no such file")
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            frame = pl.read_parquet(path)
+        else:
+            # Known columns are read as text so validate_panel can report unparseable values row by row
+            # (and symbols such as "0050" keep their leading zeros).
+            header = pl.read_csv(path, n_rows=0).columns
+            as_text = {name: pl.String for name in (*_CANONICAL_ORDER,) if name in header}
+            frame = pl.read_csv(path, schema_overrides=as_text)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise PanelError(f"cannot read panel {path}: {error}") from error
+    return validate_panel(frame, sectors=sectors, require=require)
+
+
+def to_toraniko_frames(panel: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Split a validated panel into the long frames toraniko's estimators and style scores take.
+
+    Parameters
+    ----------
+    panel:
+        Output of :func:`validate_panel` (not re-validated here).
+
+    Returns
+    -------
+    dict[str, pl.DataFrame]
+        ``returns``: date, symbol, asset_returns (daily simple returns, fractions);
+        ``market_cap``: date, symbol, market_cap (currency units);
+        ``sector_dummies``: date, symbol and one Float64 0/1 column per sector label present, named by the
+        label, in sorted order (each row has exactly one 1.0);
+        ``value``: date, symbol, book_price, sales_price, cf_price (ratios to price), only when all three
+        value features are present.
+    """
+    missing = [name for name in REQUIRED_COLUMNS if name not in panel.columns]
+    if missing:
+        raise PanelError(f"panel is missing column(s) {missing}; columns present: {panel.columns}")
+    labels = panel.get_column(SECTOR).drop_nulls().unique().sort().to_list()
+    clashing = [label for label in labels if label in _KEY]
+    if clashing:
+        raise PanelError(f"sector labels {clashing} clash with the key columns {_KEY}")
+    frames = {
+        "returns": panel.select(DATE, SYMBOL, RETURNS),
+        "market_cap": panel.select(DATE, SYMBOL, MARKET_CAP),
+        "sector_dummies": panel.select(
+            DATE,
+            SYMBOL,
+            *((pl.col(SECTOR) == label).cast(pl.Float64).alias(label) for label in labels),
+        ),
+    }
+    if all(feature in panel.columns for feature in VALUE_FEATURES):
+        frames["value"] = panel.select(DATE, SYMBOL, *VALUE_FEATURES)
+    return frames

@@ -1,0 +1,175 @@
+"""Momentum: exponentially weighted trailing cumulative return, skipping the latest ``lag`` observations."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import polars as pl
+from scipy.signal import lfilter
+
+from factor_engine._dense import standardize, winsorize
+from factor_engine._grid import build_grid, check_unique
+from factor_engine.panel import RETURNS
+from factor_engine.styles._common import load_inputs, with_score
+
+SCORE = "mom_score"
+
+# Returns at least this large in magnitude are handled exactly; smaller ones through the power series.
+_SERIES_LIMIT = 0.1
+# Stop the power series when the largest remaining term is below this (absolute, in log-growth units).
+_SERIES_TOL = 1e-14
+
+
+def momentum(
+    df: pl.DataFrame | pl.LazyFrame,
+    *,
+    trailing_days: int = 252,
+    half_life: int | float = 126,
+    lag: int = 20,
+    winsor_factor: float | None = 0.01,
+) -> pl.DataFrame:
+    """Momentum score per date and symbol: the exponentially weighted cumulative return
+    ``prod(1 + w_j r_j) - 1`` over ``trailing_days`` observations ending ``lag`` observations before the date,
+    winsorized and standardized cross-sectionally (toraniko 1.1.1's definition).
+
+    Parameters
+    ----------
+    df: long frame with ``date, symbol, asset_returns`` (daily simple returns, fractions).
+    trailing_days: window length in observations (rows of the symbol, not calendar days).
+    half_life: observations over which the weight of a return halves; the newest return has weight 1.
+    lag: observations skipped before the window ends (20 ≈ one month, excludes short-term reversal).
+    winsor_factor: fraction clipped at each tail per date before standardizing; None disables.
+
+    Returns
+    -------
+    DataFrame ``date, symbol, mom_score`` sorted by (date, symbol); the score is null until a symbol has
+    ``lag + trailing_days`` observations, and when any return in its window is missing.
+    """
+    if isinstance(trailing_days, bool) or not isinstance(trailing_days, int) or trailing_days <= 0:
+        raise ValueError(f"trailing_days must be a positive integer, got {trailing_days!r}")
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
+    if not np.isfinite(half_life) or half_life <= 0:
+        raise ValueError(f"half_life must be positive, got {half_life!r}")
+    frame = load_inputs(df, "momentum", (RETURNS,))
+    grid = build_grid([frame])
+    t, n = grid.locate(frame)
+    check_unique(grid, t, n, "momentum input")
+    # each symbol's history in date order, symbols one after another: the transposed grid, flattened
+    present = np.zeros((grid.n_symbols, grid.n_dates), dtype=bool)
+    present[n, t] = True
+    by_symbol = np.full((grid.n_symbols, grid.n_dates), np.nan)
+    by_symbol[n, t] = frame[RETURNS].to_numpy()
+    symbol_of_row = np.nonzero(present)[0]
+    new_symbol = np.ones(symbol_of_row.shape[0], dtype=bool)
+    new_symbol[1:] = symbol_of_row[1:] != symbol_of_row[:-1]
+    by_symbol[present] = trailing_weighted_growth(by_symbol[present], new_symbol, trailing_days, half_life, lag)
+    scores = by_symbol.T  # (dates, symbols)
+    if winsor_factor is not None:
+        scores = winsorize(scores, winsor_factor)
+    return with_score(frame, SCORE, standardize(scores)[t, n])
+
+
+def trailing_weighted_growth(
+    returns: np.ndarray, new_segment: np.ndarray, window: int, half_life: float, lag: int
+) -> np.ndarray:
+    """``prod_j(1 + w_j r_{p-lag-window+1+j}) - 1`` for every position ``p`` of a series of concatenated
+    symbol histories, with ``w_j = 2**(-(window-1-j)/half_life)``; NaN where the window leaves the symbol's
+    history or holds a non-finite return.
+
+    The log of the product is a sum of ``log1p(w r)`` over the window. Returns below ``_SERIES_LIMIT`` in
+    magnitude enter through the power series of ``log1p``: each power is a truncated exponentially weighted
+    sum, computed for all positions at once with a first-order recursive filter. Larger returns (rare) are
+    added exactly. The result matches the direct product to about 1e-14. Work is split across CPU cores
+    at symbol boundaries.
+
+    Parameters
+    ----------
+    returns: daily simple returns (fractions), symbol by symbol, each symbol's rows in date order.
+    new_segment: boolean flags, True on the first row of each symbol.
+    window, half_life, lag: as in :func:`momentum` (observations).
+    """
+    n = returns.shape[0]
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    starts = np.flatnonzero(new_segment)
+    if starts.size == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    cuts = starts[np.searchsorted(starts, np.linspace(0, n, workers + 1)[1:-1])] if workers > 1 else []
+    bounds = [0, *sorted(set(int(c) for c in cuts) - {0, n}), n]
+    pieces = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def run(piece: tuple[int, int]) -> None:
+        lo, hi = piece
+        seg_starts = starts[(starts >= lo) & (starts < hi)] - lo
+        out[lo:hi] = _growth_piece(returns[lo:hi], seg_starts, window, half_life, lag)
+
+    if len(pieces) == 1:
+        run(pieces[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
+            list(pool.map(run, pieces))
+    return out
+
+
+def _growth_piece(
+    returns: np.ndarray, seg_starts: np.ndarray, window: int, half_life: float, lag: int
+) -> np.ndarray:
+    """:func:`trailing_weighted_growth` on whole symbols; ``seg_starts`` are the first rows of each symbol."""
+    n = returns.shape[0]
+    out = np.full(n, np.nan)
+    decay = np.exp(-np.log(2.0) / half_life)
+    finite = np.isfinite(returns)
+    clean = np.where(finite, returns, 0.0)
+    large = np.abs(clean) >= _SERIES_LIMIT
+    small = np.where(large, 0.0, clean)
+
+    # log growth at window end e = A[e] - B[e - window], A and B sums over the power series terms
+    head = np.zeros(n)  # sum_k c_k E_k
+    tail = np.zeros(n)  # sum_k c_k decay**(k*window) E_k
+    power = small.copy()
+    max_small = float(np.max(np.abs(small)))
+    k = 1
+    while max_small > 0.0:
+        factor = decay**k
+        coef = (1.0 if k % 2 else -1.0) / k
+        ewsum = lfilter([coef], [1.0, -factor], power)
+        head += ewsum
+        tail += factor**window * ewsum
+        if window * max_small ** (k + 1) / (k + 1) < _SERIES_TOL:
+            break
+        power *= small
+        k += 1
+    log_growth = head
+    log_growth[window:] -= tail[:-window]
+
+    large_idx = np.flatnonzero(large)
+    if large_idx.size:
+        offsets = np.arange(window)
+        weights = decay**offsets
+        for start in range(0, large_idx.size, 4096):  # bounded memory: 4096 x window at a time
+            idx = large_idx[start : start + 4096]
+            ends = idx[:, None] + offsets[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                contrib = np.log1p(clean[idx][:, None] * weights[None, :])
+            keep = ends < n
+            log_growth += np.bincount(ends[keep], weights=contrib[keep], minlength=n)
+
+    # position of each row inside its symbol's history
+    segment_id = np.zeros(n, dtype=np.int64)
+    segment_id[seg_starts[1:]] = 1
+    segment_id = np.cumsum(segment_id)
+    pos = np.arange(n) - seg_starts[segment_id]
+    n_bad = np.cumsum(~finite, dtype=np.int64)
+    bad_in_window = n_bad.copy()
+    bad_in_window[window:] -= n_bad[:-window]
+
+    rows = np.flatnonzero(pos >= lag + window - 1)
+    ends = rows - lag
+    ok = bad_in_window[ends] == 0
+    out[rows[ok]] = np.expm1(log_growth[ends[ok]])
+    return out

@@ -1,0 +1,48 @@
+"""Value: the average of standardized log book-to-price, log sales-to-price and cash-flow-to-price."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from factor_engine._dense import date_layout, standardize, winsorize
+from factor_engine.panel import VALUE_FEATURES
+from factor_engine.styles._common import load_inputs, with_score
+
+SCORE = "val_score"
+
+
+def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None = None) -> pl.DataFrame:
+    """Value score per date and symbol (toraniko 1.1.1's definition).
+
+    ``log(book_price)``, ``log(sales_price)`` and ``cf_price`` are each standardized per date, averaged
+    (ignoring a missing one) and the average standardized again.
+
+    Parameters
+    ----------
+    df: long frame with ``date, symbol, book_price, sales_price, cf_price`` (ratios to price).
+    winsorize_features: if given, the fraction clipped at each tail of each feature per date first.
+        (toraniko 1.1.1 clips at 0.05 whatever value is passed; here the value passed is used.)
+
+    Returns
+    -------
+    DataFrame ``date, symbol, val_score`` in date order (input order within a date).
+    """
+    if winsorize_features is not None and not 0.0 <= winsorize_features <= 0.5:
+        raise ValueError(f"winsorize_features must be a fraction in [0, 0.5], got {winsorize_features}")
+    frame = load_inputs(df, "value", VALUE_FEATURES)
+    layout = date_layout(frame)
+    standardized = []
+    for position, name in enumerate(VALUE_FEATURES):
+        feature = layout.to_dense(frame[name].to_numpy())
+        if winsorize_features is not None:
+            feature = winsorize(feature, winsorize_features)
+        if position < 2:  # book and sales ratios enter in logs
+            with np.errstate(invalid="ignore", divide="ignore"):
+                feature = np.log(feature)
+        standardized.append(standardize(feature))
+    stacked = np.stack(standardized)
+    present = np.isfinite(stacked)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        average = np.where(present, stacked, 0.0).sum(axis=0) / present.sum(axis=0)
+    return with_score(frame, SCORE, layout.to_rows(standardize(average)))
