@@ -171,8 +171,10 @@ and stored as `returns`, `mkt_caps`, `sector_scores`, `style_scores`. Outputs, s
   dates), 8 assets list late and 6 delist early, every asset's first return is null, one mid-series return
   is null ({mid_null}), book_price is null in 3 rows ({null_book}) and cf_price is NaN in one
   ({nan_cf}). Sector {late_sector} has one member, {late_symbol}, listed on {late_listing}: it has no
-  regression rows until its momentum exists, so on those dates the sector column is all zero and
-  toraniko's `lstsq` returns the minimum-norm solution of a rank-deficient system.
+  regression rows until its momentum exists (nor on the dates where its row is missing), so on
+  {n_deficient} regression dates (`golden_meta.json` lists them; first {first_deficient}, last {last_deficient})
+  the sector column is all zero and toraniko's `lstsq` returns the minimum-norm solution of a rank-deficient
+  system (there it gives Utilities = -market).
 * `mom_scores.parquet`, `val_scores.parquet`, `sze_scores.parquet`: date, symbol, <x>_score from
   `factor_mom(returns, trailing_days={mom_trailing}, half_life={mom_half_life}, lag={mom_lag},
   winsor_factor={mom_winsor})`, `factor_val(value_df)` and `factor_sze(mkt_cap_df)` (defaults), one row per
@@ -239,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             frame.write_parquet(out / f"{name.removesuffix('_score')}_scores.parquet")
 
         inputs = prepare_regression_inputs(panel, scores)
+        late_members = inputs["sector"].group_by("date").agg(pl.col(LATE_SECTOR).sum()).sort("date")
+        deficient = late_members.filter(pl.col(LATE_SECTOR) == 0).get_column("date")
+        planted["late_sector"]["rank_deficient_regression_dates"] = {
+            "count": deficient.len(),
+            "first": str(deficient.min()),
+            "last": str(deficient.max()),
+            "dates": [str(d) for d in deficient],
+        }
         write_frames(inputs, work / "inputs")
         write_frames({f"regression_{name}": frame for name, frame in inputs.items()}, out)
 
@@ -284,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             late_sector=LATE_SECTOR,
             late_symbol=planted["late_sector"]["symbol"],
             late_listing=planted["late_sector"]["listing"],
+            n_deficient=planted["late_sector"]["rank_deficient_regression_dates"]["count"],
+            first_deficient=planted["late_sector"]["rank_deficient_regression_dates"]["first"],
+            last_deficient=planted["late_sector"]["rank_deficient_regression_dates"]["last"],
             mom_trailing=momentum["trailing_days"],
             mom_half_life=momentum["half_life"],
             mom_lag=momentum["lag"],

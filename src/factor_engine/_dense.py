@@ -8,12 +8,39 @@ date is one vectorized numpy call. Semantics match the ``pl.Expr`` builders of :
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
 
 from factor_engine.panel import DATE
+
+_Item = TypeVar("_Item")
+
+
+def worker_count() -> int:
+    """Threads for the numerical kernels: the usable CPU cores (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def run_parallel(task: Callable[[_Item], object], items: Iterable[_Item]) -> None:
+    """Run ``task`` on each item using :func:`worker_count` threads (numpy releases the GIL)."""
+    work = list(items)
+    if len(work) <= 1 or worker_count() == 1:
+        for item in work:
+            task(item)
+        return
+    with ThreadPoolExecutor(max_workers=worker_count()) as pool:
+        for _ in pool.map(task, work):
+            pass
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def _coercion(name: str, dtype: pl.DataType) -> tuple[pl.Expr | None, str | None
 _EXPECTED = {
     DATE: "Date, Datetime or ISO 'YYYY-MM-DD' strings",
     SYMBOL: "String, Categorical or integer ids",
-    SECTOR: "String or Categorical labels",
+    SECTOR: "String, Categorical or integer labels",
 }
 
 
@@ -230,6 +230,20 @@ def _check_keys_not_null(panel: pl.DataFrame) -> None:
             bad = panel.select(_KEY).with_row_index(_ROW).filter(pl.col(name).is_null())
             problems.append(f"{name} must not be null: {_rows(count)}, e.g. {_examples(bad)}")
     _raise_if_any(problems)
+
+
+def _sort_by_key(panel: pl.DataFrame) -> pl.DataFrame:
+    """Sort by (date, symbol) ascending; keys must be non-null.
+
+    Already sorted panels are returned as they are. Otherwise symbols are sorted through an Enum whose
+    categories are the distinct symbols in sorted order, so the sort compares integers, not strings.
+    """
+    date, symbol = pl.col(DATE), pl.col(SYMBOL)
+    ascending = (date > date.shift(1)) | ((date == date.shift(1)) & (symbol >= symbol.shift(1)))
+    if panel.select(ascending.fill_null(True).all()).item():
+        return panel
+    symbols = panel.get_column(SYMBOL).unique().sort()
+    return panel.sort(date, symbol.cast(pl.Enum(symbols)))
 
 
 def _duplicate_flags() -> tuple[pl.Expr, pl.Expr]:
@@ -385,7 +399,7 @@ def validate_panel(
 
     panel = _coerce(df)
     _check_keys_not_null(panel)
-    panel = panel.sort(_KEY)
+    panel = _sort_by_key(panel)
     _check_values(panel, sectors)
 
     if any(feature in panel.columns for feature in VALUE_FEATURES):

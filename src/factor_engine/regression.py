@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import winsorize
+from factor_engine._dense import run_parallel, winsorize
 from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 
@@ -232,19 +233,19 @@ def estimate_factor_returns(
     skip_reason = np.full(n_ret_dates, "", dtype=object)
 
     block = max(1, _BLOCK_CELLS // max(1, n_symbols * len(factors)))
-    for lo in range(0, n_ret_dates, block):
+
+    def solve_block(lo: int) -> None:
         hi = min(lo + block, n_ret_dates)
         ok = valid[lo:hi]
-        design = _design_block(
-            ok, sector_codes, sector_exposure, style_exposure, n_sec, lo, hi
-        )  # (b, N, K), zero where not ok
+        design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sec, lo, hi)
         weight = np.where(ok, np.sqrt(np.where(ok, cap_x[lo:hi], 1.0)), 0.0)
         target = np.where(ok, fitted_y[lo:hi], 0.0)
         if method == "barra":
             sector_weight = np.where(ok, cap_x[lo:hi], 0.0)
             solved = _solve_barra(design, weight, target, sector_weight, n_sec)
-            fit_residual = target - np.einsum("tnk,tk->tn", design, np.nan_to_num(solved.factor_returns))
-            raw_residual = np.where(ok, y[lo:hi], 0.0) - (target - fit_residual)
+            fitted = np.matmul(design, np.nan_to_num(solved.factor_returns)[:, :, None])[:, :, 0]
+            fit_residual = target - fitted
+            raw_residual = np.where(ok, y[lo:hi], 0.0) - fitted
         else:
             solved = _solve_toraniko(design, weight, target, n_sec, residualize_styles)
             fit_residual = solved.residual
@@ -255,17 +256,19 @@ def estimate_factor_returns(
         residual[lo:hi] = np.where(ok, raw_residual, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             r2[lo:hi] = 1.0 - (weight * fit_residual**2).sum(axis=1) / (weight * target**2).sum(axis=1)
+        n_candidates[lo:hi] = solved.n_candidates
 
-        n_candidates = solved.n_candidates
-        few = (n_used[lo:hi] < n_candidates) if method == "barra" else np.zeros(hi - lo, dtype=bool)
-        none = n_used[lo:hi] == 0
-        for local in np.flatnonzero(few | none):
-            t = lo + local
-            skip_reason[t] = (
-                "no usable assets"
-                if none[local]
-                else f"fewer assets ({n_used[t]}) than factors ({n_candidates[local]})"
-            )
+    n_candidates = np.zeros(n_ret_dates, dtype=np.int64)
+    # Blocks run on all cores; each block's small batched products run single-threaded in BLAS
+    # (multi-threaded BLAS on many small matrices is slower, and much slower on a busy machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        run_parallel(solve_block, range(0, n_ret_dates, block))
+    none = n_used == 0
+    few = (n_used < n_candidates) & ~none if method == "barra" else np.zeros(n_ret_dates, dtype=bool)
+    for t in np.flatnonzero(none | few):
+        skip_reason[t] = (
+            "no usable assets" if none[t] else f"fewer assets ({n_used[t]}) than factors ({n_candidates[t]})"
+        )
     skipped = skip_reason != ""
     factor_values[skipped] = np.nan
     residual[skipped] = np.nan

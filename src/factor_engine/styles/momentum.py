@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+import itertools
 
 import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
-from factor_engine._dense import standardize, winsorize
+from factor_engine._dense import run_parallel, standardize, winsorize, worker_count
 from factor_engine._grid import build_grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
@@ -98,27 +97,21 @@ def trailing_weighted_growth(
     starts = np.flatnonzero(new_segment)
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
-    workers = max(1, min(os.cpu_count() or 1, 8))
+    workers = worker_count()
     cuts = starts[np.searchsorted(starts, np.linspace(0, n, workers + 1)[1:-1])] if workers > 1 else []
     bounds = [0, *sorted(set(int(c) for c in cuts) - {0, n}), n]
-    pieces = list(zip(bounds[:-1], bounds[1:], strict=True))
+    pieces = list(itertools.pairwise(bounds))
 
     def run(piece: tuple[int, int]) -> None:
         lo, hi = piece
         seg_starts = starts[(starts >= lo) & (starts < hi)] - lo
         out[lo:hi] = _growth_piece(returns[lo:hi], seg_starts, window, half_life, lag)
 
-    if len(pieces) == 1:
-        run(pieces[0])
-    else:
-        with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
-            list(pool.map(run, pieces))
+    run_parallel(run, pieces)
     return out
 
 
-def _growth_piece(
-    returns: np.ndarray, seg_starts: np.ndarray, window: int, half_life: float, lag: int
-) -> np.ndarray:
+def _growth_piece(returns: np.ndarray, seg_starts: np.ndarray, window: int, half_life: float, lag: int) -> np.ndarray:
     """:func:`trailing_weighted_growth` on whole symbols; ``seg_starts`` are the first rows of each symbol."""
     n = returns.shape[0]
     out = np.full(n, np.nan)
