@@ -144,11 +144,13 @@ def winsorize(dense: np.ndarray, percentile: float) -> np.ndarray:
 def standardize(dense: np.ndarray) -> np.ndarray:
     """Subtract each row's mean and divide by its sample std (ddof=1), both over the finite values."""
     finite = np.isfinite(dense)
-    count = finite.sum(axis=1)
-    values = np.where(finite, dense, 0.0)
+    count = np.count_nonzero(finite, axis=1)
+    deviation = np.where(finite, dense, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = values.sum(axis=1) / count
-        centered = np.where(finite, dense - mean[:, None], 0.0)
-        std = np.sqrt((centered * centered).sum(axis=1) / (count - 1))
-        result: np.ndarray = (dense - mean[:, None]) / std[:, None]
+        mean = deviation.sum(axis=1) / count
+        deviation -= mean[:, None]
+        deviation *= finite
+        std = np.sqrt(np.einsum("ij,ij->i", deviation, deviation) / (count - 1))
+        result: np.ndarray = dense - mean[:, None]
+        result /= std[:, None]
     return result

@@ -44,9 +44,13 @@ class Grid:
     def locate(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Row-wise (date index, symbol index) of ``frame`` on this grid (int64 arrays)."""
         days = _days(frame)
-        t = np.searchsorted(self.days, days)
+        # day -> date index through a lookup table over the date range (O(n), no search)
+        first = int(self.days[0]) if self.days.shape[0] else 0
+        lookup = np.full(int(self.days[-1]) - first + 1 if self.days.shape[0] else 1, -1, dtype=np.int64)
+        lookup[self.days.astype(np.int64) - first] = np.arange(self.days.shape[0])
+        t = lookup[days.astype(np.int64) - first]
         codes = frame[SYMBOL].cast(pl.String).cast(pl.Enum(self.symbols)).to_physical().to_numpy()
-        return t.astype(np.int64), codes.astype(np.int64)
+        return t, codes.astype(np.int64)
 
     def scatter(self, t: np.ndarray, n: np.ndarray, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """A (T, N) float64 array holding ``values`` at (t, n) and ``fill`` elsewhere."""

@@ -172,21 +172,24 @@ def estimate_factor_returns(
     caps = _collect(mkt_cap_df, "mkt_cap_df", (MARKET_CAP,))
     sectors_frame = None if sector_df is None else _collect(sector_df, "sector_df", ())
     styles_frame = None if style_df is None else _collect(style_df, "style_df", ())
-    frames = [f for f in (returns, caps, sectors_frame, styles_frame) if f is not None]
     if returns.height == 0:
         raise ValueError("returns_df is empty")
-    grid = build_grid(frames)
+    # inputs cut from one panel share the returns' keys: index those only once
+    grid = build_grid(
+        [returns] + [f for f in (caps, sectors_frame, styles_frame) if f is not None and not _same_keys(f, returns)]
+    )
     n_dates, n_symbols = grid.n_dates, grid.n_symbols
 
     t_r, n_r = _locate(grid, returns, "returns_df")
     has_row = np.zeros((n_dates, n_symbols), dtype=bool)
     has_row[t_r, n_r] = True
     y = grid.scatter(t_r, n_r, returns[RETURNS].cast(pl.Float64).to_numpy())
-    t_c, n_c = _locate(grid, caps, "mkt_cap_df")
+    known = (returns, t_r, n_r)
+    t_c, n_c = _locate_like(grid, caps, "mkt_cap_df", known)
     cap = grid.scatter(t_c, n_c, caps[MARKET_CAP].cast(pl.Float64).to_numpy())
 
-    sector_names, sector_codes, sector_exposure = _sector_inputs(grid, sectors_frame)
-    style_names, style_exposure = _style_inputs(grid, styles_frame)
+    sector_names, sector_codes, sector_exposure = _sector_inputs(grid, sectors_frame, known)
+    style_names, style_exposure = _style_inputs(grid, styles_frame, known)
     n_sec = len(sector_names)
     factors = (MARKET, *sector_names, *style_names)
     if len(set(factors)) != len(factors):
@@ -346,6 +349,19 @@ def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.
     return t, n
 
 
+def _locate_like(
+    grid: Grid, frame: pl.DataFrame, what: str, known: tuple[pl.DataFrame, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid positions of ``frame``'s rows, reusing ``known`` = (frame, t, n) when the keys are identical
+    (the common case of several inputs cut from one panel)."""
+    reference, t, n = known
+    return (t, n) if _same_keys(frame, reference) else _locate(grid, frame, what)
+
+
+def _same_keys(frame: pl.DataFrame, reference: pl.DataFrame) -> bool:
+    return frame.height == reference.height and frame.select(DATE, SYMBOL).equals(reference.select(DATE, SYMBOL))
+
+
 def _numeric_columns(frame: pl.DataFrame, what: str) -> list[str]:
     names = [c for c in frame.columns if c not in (DATE, SYMBOL)]
     bad = [c for c in names if not frame[c].dtype.is_numeric()]
@@ -355,12 +371,12 @@ def _numeric_columns(frame: pl.DataFrame, what: str) -> list[str]:
 
 
 def _sector_inputs(
-    grid: Grid, frame: pl.DataFrame | None
+    grid: Grid, frame: pl.DataFrame | None, known: tuple[pl.DataFrame, np.ndarray, np.ndarray]
 ) -> tuple[tuple[str, ...], np.ndarray | None, np.ndarray | None]:
     """Sector names and either (T, N) integer codes (one-hot sectors) or (T, N, S) exposures."""
     if frame is None:
         return (), None, None
-    t, n = _locate(grid, frame, "sector_df")
+    t, n = _locate_like(grid, frame, "sector_df", known)
     if SECTOR in frame.columns and not frame[SECTOR].dtype.is_numeric():
         extra = [c for c in frame.columns if c not in (DATE, SYMBOL, SECTOR)]
         if extra:
@@ -388,11 +404,13 @@ def _sector_inputs(
     return names, None, dense
 
 
-def _style_inputs(grid: Grid, frame: pl.DataFrame | None) -> tuple[tuple[str, ...], np.ndarray]:
+def _style_inputs(
+    grid: Grid, frame: pl.DataFrame | None, known: tuple[pl.DataFrame, np.ndarray, np.ndarray]
+) -> tuple[tuple[str, ...], np.ndarray]:
     if frame is None:
         return (), np.zeros((grid.n_dates, grid.n_symbols, 0))
     names = tuple(_numeric_columns(frame, "style_df"))
-    t, n = _locate(grid, frame, "style_df")
+    t, n = _locate_like(grid, frame, "style_df", known)
     dense = np.full((grid.n_dates, grid.n_symbols, len(names)), np.nan)
     if names:
         dense[t, n] = frame.select(pl.col(c).cast(pl.Float64) for c in names).to_numpy()

@@ -18,12 +18,12 @@ The generative model (all returns are daily simple returns as fractions, market 
   ``0.95·std(−log cap[t]) + √(1−0.95²)·z[t]``. Every style is then standardized over the assets alive
   that date (equal-weight mean 0, sample std 1 with ddof=1, as :func:`factor_engine.xsection.center_xsection`).
   These standardized values, known at the close of date t, are ``truth.exposures``.
-* Factor returns: ``g[t] ~ N(0, Σ)`` with :func:`base_factor_covariance` (market 1 %, sectors 0.5 %,
+* Factor returns: ``g[t] ~ N(0, Σ)`` with :func:`base_factor_covariance` (market 1 %, sectors 1.2 %,
   styles 0.3 % daily vol), scaled by the factor regime multiplier ``m_f[t]``. The sector block is then
   made to satisfy the cap-weighted constraint ``Σ_s c_s[t−1]·f_s[t] = 0`` by subtracting its
   cap-weighted mean, ``c_s[t−1]`` being the total cap of sector s at the previous close (Barra USE4).
 * Specific returns: ``u[t, i] = σ[t, i]·e[t, i]`` with ``e`` Student-t(``specific_df``) scaled to unit
-  variance and ``σ[t, i] = (1 % + 2 %·q[t−1, i])·a_i·m_u[t]`` where ``q = clip((ln 1e12 − ln cap)/(ln 1e12 −
+  variance and ``σ[t, i] = (1 % + 1.5 %·q[t−1, i])·a_i·m_u[t]`` where ``q = clip((ln 1e12 − ln cap)/(ln 1e12 −
   ln 1e8), 0, 1)`` is a smallness score of the previous close cap, ``a_i`` a fixed per-asset lognormal
   dispersion (log-sd 0.15) and ``m_u[t]`` the specific regime multiplier.
 * Returns (point in time): ``r[t, i] = f_market[t] + f_sector(i)[t] + Σ_s X[t−1, i, s]·f_s[t] + u[t, i]``
@@ -86,11 +86,11 @@ FACTOR_REGIME = "factor_regime"
 SPECIFIC_REGIME = "specific_regime"
 
 #: Share of assets drawn into each GICS sector (in ``GICS_SECTORS`` order), roughly a broad US universe.
-SECTOR_WEIGHTS: tuple[float, ...] = (0.04, 0.12, 0.05, 0.05, 0.15, 0.15, 0.15, 0.14, 0.05, 0.07, 0.03)
+SECTOR_WEIGHTS: tuple[float, ...] = (0.06, 0.12, 0.07, 0.06, 0.13, 0.13, 0.13, 0.12, 0.06, 0.06, 0.06)
 
 # Daily volatilities (fractions) of the base factor covariance.
 _MARKET_VOL = 0.010
-_SECTOR_VOL = 0.005
+_SECTOR_VOL = 0.012
 _STYLE_VOL = 0.003
 _SECTOR_SECTOR_CORR = 0.20
 # Correlations between named factors; pairs involving styles that are not generated are ignored.
@@ -117,7 +117,7 @@ _CAP_FLOOR = 1e8
 _CAP_CEILING = 2e12
 _VOL_CAP_SMALL = 1e8  # cap at (and below) which the base specific vol is _VOL_SMALL
 _VOL_CAP_LARGE = 1e12  # cap at (and above) which the base specific vol is _VOL_LARGE
-_VOL_SMALL = 0.03
+_VOL_SMALL = 0.025
 _VOL_LARGE = 0.01
 _VOL_DISPERSION = 0.15
 
@@ -203,7 +203,7 @@ def base_factor_covariance(styles: Sequence[str]) -> np.ndarray:
     ----------
     styles: style names; ``momentum``, ``value`` and ``size`` get built-in correlations, others none.
 
-    Vols (daily fractions): market 0.010, sectors 0.005, styles 0.003. Sectors are pairwise correlated
+    Vols (daily fractions): market 0.010, sectors 0.012, styles 0.003. Sectors are pairwise correlated
     0.20; named pairs follow ``_PAIR_CORR``.
     """
     factors = (MARKET, *_GICS_SECTORS, *styles)

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from factor_engine._grid import is_sorted_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SYMBOL, VALUE_FEATURES
 from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
@@ -155,15 +156,26 @@ def compute_styles(
     unknown_params = sorted(set(params) - set(names))
     if unknown_params:
         raise ValueError(f"params given for style(s) {unknown_params} that are not requested ({list(names)})")
-    result = lazy.select(DATE, SYMBOL).unique(maintain_order=False)
+    score_frames = []
     for name in names:
         factor = get_style(name)
         missing = [c for c in factor.inputs if c not in columns]
         if missing:
             raise ValueError(f"style {name!r} needs column(s) {missing}, which the panel lacks")
-        scores = factor.function(lazy, **dict(params.get(name, {}))).lazy()
-        result = result.join(scores.select(DATE, SYMBOL, factor.score), on=[DATE, SYMBOL], how="left")
-    return result.sort(DATE, SYMBOL).collect()
+        scores = factor.function(lazy, **dict(params.get(name, {})))
+        scores = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+        score_frames.append(scores.select(DATE, SYMBOL, factor.score))
+    n_rows = lazy.select(pl.len()).collect().item()
+    if score_frames and all(f.height == n_rows for f in score_frames):
+        first = score_frames[0]
+        if all(f.select(DATE, SYMBOL).equals(first.select(DATE, SYMBOL)) for f in score_frames[1:]):
+            # the built-ins keep the panel's row order: columns line up, no join needed
+            result = first.hstack([f.to_series(2) for f in score_frames[1:]])
+            return result if is_sorted_by_keys(result) else result.sort(DATE, SYMBOL)
+    result = lazy.select(DATE, SYMBOL).unique().collect()
+    for scores in score_frames:
+        result = result.join(scores, on=[DATE, SYMBOL], how="left")
+    return result.sort(DATE, SYMBOL)
 
 
 register_style(

@@ -1,0 +1,558 @@
+"""``factor-engine`` command line: style scores and factor returns from a panel file, and a synthetic demo.
+
+Every command calls the library (:mod:`factor_engine.panel`, :mod:`factor_engine.styles`,
+:func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.synthetic`) and only formats its results.
+A library error (an invalid panel, a bad parameter, an unwritable path) is printed as one red line
+``error: <message>`` and the command exits with code 1; ``--verbose`` prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from factor_engine import styles
+from factor_engine.panel import (
+    CSV_SUFFIXES,
+    DATE,
+    MARKET_CAP,
+    PARQUET_SUFFIXES,
+    RETURNS,
+    SECTOR,
+    SYMBOL,
+    load_panel,
+    validate_panel,
+)
+from factor_engine.regression import FactorReturns, estimate_factor_returns
+from factor_engine.synthetic import SyntheticTruth, generate_market
+
+__all__ = ["app", "main"]
+
+DEFAULT_STYLES = ("momentum", "value", "size")
+TRADING_DAYS_PER_YEAR = 252
+TRUE_EXPOSURES_COLUMN = "corr vs truth (true exposures)"
+
+app = typer.Typer(
+    name="factor-engine",
+    help="Factor Engine: characteristic factor equity risk model — style scores and factor returns.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Method(StrEnum):
+    """Factor return estimators of :func:`factor_engine.estimate_factor_returns`."""
+
+    barra = "barra"
+    toraniko = "toraniko"
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="On error, print the full traceback too.")]
+DataPath = Annotated[
+    Path, typer.Option("--data", "-d", help="Panel file (.parquet, .pq or .csv) following the data contract.")
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# plumbing: errors, stages, files
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-problem panel messages joined with '; ')."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    message = str(message).replace("\n- ", "; ").replace("\n", " ")
+    if isinstance(error, ValueError | KeyError | OSError | pl.exceptions.PolarsError):
+        return message
+    return f"{type(error).__name__}: {message} (run with --verbose for the traceback)"
+
+
+@contextmanager
+def _reported_errors(verbose: bool) -> Iterator[None]:
+    """Turn any exception into ``error: <message>`` on stderr and exit code 1 (traceback with ``verbose``)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as error:
+        if verbose:
+            err_console.print_exception()
+        err_console.print(Text(f"error: {_one_line(error)}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+class _Stages:
+    """Runs named stages under a spinner, prints a check mark when each ends and records its seconds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def run(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with console.status(f"{label}…"):
+            yield
+        self.seconds[label] = time.perf_counter() - start
+        console.print(Text.assemble(("✓ ", "green"), label))
+
+    def table(self) -> Table:
+        table = Table(title="Seconds per stage", title_justify="left")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for label, seconds in self.seconds.items():
+            table.add_row(label, f"{seconds:.2f}")
+        table.add_row(Text("total", style="bold"), Text(f"{sum(self.seconds.values()):.2f}", style="bold"))
+        return table
+
+
+def _write_frame(frame: pl.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as Parquet (``.parquet``/``.pq``) or CSV (``.csv``), creating parent directories."""
+    suffix = path.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        supported = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
+        raise ValueError(f"cannot write {path}: unsupported suffix {path.suffix!r} (use {supported})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in CSV_SUFFIXES:
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+    return path
+
+
+def _write_frames(frames: Mapping[str, pl.DataFrame], directory: Path) -> list[Path]:
+    """Write each frame to ``directory/<name>.parquet``."""
+    return [_write_frame(frame, directory / f"{name}.parquet") for name, frame in frames.items()]
+
+
+def _print_written(paths: Sequence[Path]) -> None:
+    console.print(Text("wrote:", style="bold"))
+    for path in paths:
+        console.print(Text(f"  {path}"), soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# library calls shared by the commands
+
+
+def _style_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--styles needs at least one style name, got {text!r}")
+    for name in names:
+        styles.get_style(name)  # raises KeyError naming the registered styles
+    return names
+
+
+def _estimate(panel: pl.DataFrame, style_df: pl.DataFrame | None, **options: Any) -> FactorReturns:
+    """:func:`estimate_factor_returns` on a validated panel: its returns, market caps and sector labels."""
+    return estimate_factor_returns(
+        panel.select(DATE, SYMBOL, RETURNS),
+        panel.select(DATE, SYMBOL, MARKET_CAP),
+        panel.select(DATE, SYMBOL, SECTOR),
+        style_df,
+        **options,
+    )
+
+
+def _result_frames(result: FactorReturns) -> dict[str, pl.DataFrame]:
+    return {
+        "factor_returns": result.factor_returns,
+        "residuals": result.residuals,
+        "diagnostics": result.diagnostics,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# summaries
+
+
+def _format(value: float | None, spec: str) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _panel_summary(panel: pl.DataFrame) -> str:
+    first, last, n_dates, n_assets = panel.select(
+        pl.col(DATE).min().alias("first"),
+        pl.col(DATE).max().alias("last"),
+        pl.col(DATE).n_unique().alias("n_dates"),
+        pl.col(SYMBOL).n_unique().alias("n_assets"),
+    ).row(0)
+    return f"{panel.height:,} rows, {n_assets:,} assets, {n_dates:,} dates, {first} → {last}"
+
+
+def _solved_diagnostics(result: FactorReturns) -> pl.DataFrame:
+    """Diagnostics of the dates whose factor returns were solved."""
+    return result.diagnostics.join(result.factor_returns.select(DATE), on=DATE, how="semi")
+
+
+def _fit_summary(result: FactorReturns) -> dict[str, str]:
+    """Dates solved, rows used, mean R² and median condition number (over solved dates) of a result."""
+    solved = _solved_diagnostics(result)
+    mean_r2 = solved.get_column("r2").mean()
+    median_condition = solved.get_column("condition_number").median()
+    return {
+        "dates solved": f"{result.factor_returns.height:,} of {result.diagnostics.height:,} return dates",
+        "rows used": f"{result.residuals.height:,}",
+        "mean R²": _format(mean_r2 if isinstance(mean_r2, float) else None, ".3f"),
+        "median condition number": _format(median_condition if isinstance(median_condition, float) else None, ".1f"),
+    }
+
+
+def _excluded_table(result: FactorReturns) -> Table:
+    table = Table(title="Rows excluded from the regressions, by first reason", title_justify="left")
+    table.add_column("reason")
+    table.add_column("rows", justify="right")
+    for reason, n_rows in result.excluded.iter_rows():
+        table.add_row(reason, f"{n_rows:,}")
+    return table
+
+
+def _annualized_vol(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.std(finite, ddof=1) * math.sqrt(TRADING_DAYS_PER_YEAR)) if finite.size > 1 else math.nan
+
+
+def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    both = np.isfinite(first) & np.isfinite(second)
+    if both.sum() < 3 or np.std(first[both]) == 0.0 or np.std(second[both]) == 0.0:
+        return math.nan
+    return float(np.corrcoef(first[both], second[both])[0, 1])
+
+
+def _versus_truth(
+    result: FactorReturns, truth: SyntheticTruth, truth_name: Mapping[str, str]
+) -> dict[str, tuple[float, float, float]]:
+    """Per true factor: annualized vol of the estimated and of the true returns, and their correlation.
+
+    ``truth_name`` maps an estimated factor column to the true factor it estimates (identity if absent).
+    Everything is measured over the dates solved in ``result``; a factor not estimated gets NaN.
+    """
+    estimated = result.factor_returns.rename({name: truth_name.get(name, name) for name in result.factors})
+    joined = estimated.join(truth.factor_returns, on=DATE, how="inner", suffix="_true")
+    comparison: dict[str, tuple[float, float, float]] = {}
+    for factor in truth.factors:
+        if factor not in estimated.columns:
+            comparison[factor] = (math.nan, math.nan, math.nan)
+            continue
+        values = joined.get_column(factor).cast(pl.Float64).fill_null(math.nan).to_numpy()
+        true_values = joined.get_column(f"{factor}_true").to_numpy()
+        comparison[factor] = (_annualized_vol(values), _annualized_vol(true_values), _correlation(values, true_values))
+    return comparison
+
+
+def _factor_table(
+    truth: SyntheticTruth,
+    from_scores: Mapping[str, tuple[float, float, float]],
+    from_true_exposures: Mapping[str, tuple[float, float, float]],
+    score_of: Mapping[str, str],
+) -> Table:
+    """Rows: true factors. Columns: vols and correlation of the regression on the computed style scores
+    (over its solved dates), and the correlation of the same regression on the true exposures."""
+    table = Table(
+        title=f"Factor returns versus the synthetic truth (annualized vol = daily sd × √{TRADING_DAYS_PER_YEAR})",
+        title_justify="left",
+        caption=(
+            "vols and corr vs truth: regression on the style scores computed from the panel, over its solved "
+            "dates; (true exposures): the same regression on truth.exposures."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("factor")
+    table.add_column("ann. vol\n(est.)", justify="right")
+    table.add_column("ann. vol\n(truth)", justify="right")
+    table.add_column("corr vs\ntruth", justify="right")
+    table.add_column(TRUE_EXPOSURES_COLUMN.replace(" (", "\n("), justify="right")
+    for factor in truth.factors:
+        label = f"{factor} ({score_of[factor]})" if factor in score_of else factor
+        vol, true_vol, corr = from_scores[factor]
+        corr_true_exposures = from_true_exposures[factor][2]
+        table.add_row(
+            label,
+            _format(100 * vol, ".1f") + " %",
+            _format(100 * true_vol, ".1f") + " %",
+            _format(corr, ".3f"),
+            _format(corr_true_exposures, ".3f"),
+        )
+    return table
+
+
+def _score_exposure_correlation(
+    style_scores: pl.DataFrame, truth: SyntheticTruth, score_of: Mapping[str, str]
+) -> dict[str, float]:
+    """Per style: correlation of the computed score with the true exposure, pooled over (date, symbol) rows."""
+    joined = style_scores.join(truth.exposures, on=[DATE, SYMBOL], how="inner")
+    return {
+        style: _correlation(
+            joined.get_column(score).cast(pl.Float64).fill_null(math.nan).to_numpy(),
+            joined.get_column(style).cast(pl.Float64).fill_null(math.nan).to_numpy(),
+        )
+        for style, score in score_of.items()
+        if score in joined.columns
+    }
+
+
+def _fit_table(results: Mapping[str, FactorReturns]) -> Table:
+    """One column of :func:`_fit_summary` per result (all estimated with the same method and lag)."""
+    first = next(iter(results.values()))
+    table = Table(
+        title=f"Regression fit (method {first.method}, exposure_lag {first.exposure_lag})", title_justify="left"
+    )
+    table.add_column("")
+    summaries = {heading: _fit_summary(result) for heading, result in results.items()}
+    for heading in summaries:
+        table.add_column(heading, justify="right")
+    for key in summaries[next(iter(summaries))]:
+        table.add_row(key, *(summary[key] for summary in summaries.values()))
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+
+@app.command()
+def demo(
+    assets: Annotated[int, typer.Option("--assets", help="Distinct assets over the whole history.")] = 500,
+    days: Annotated[int, typer.Option("--days", help="Business days of the synthetic panel.")] = 756,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic market.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the output Parquet files.")] = Path(
+        "demo_out"
+    ),
+    verbose: Verbose = False,
+) -> None:
+    """Run the whole pipeline on a synthetic market and compare the estimates with its known truth.
+
+    Generates a seeded synthetic market, validates the panel, computes the momentum, value and size
+    scores, estimates factor returns (method barra, exposure_lag 1) once on those scores and once on
+    the true exposures, prints a summary and writes factor_returns, residuals, diagnostics and
+    style_scores as Parquet files to --out.
+
+    Example:
+
+        factor-engine demo --assets 500 --days 756 --seed 0 --out demo_out
+    """
+    with _reported_errors(verbose):
+        stages = _Stages()
+        with stages.run("generate synthetic market"):
+            market = generate_market(assets, days, seed=seed)
+        with stages.run("validate panel"):
+            panel = validate_panel(market.panel)
+        with stages.run("compute style scores"):
+            style_scores = styles.compute_styles(panel, list(DEFAULT_STYLES))
+        with stages.run("estimate factor returns (style scores)"):
+            result = _estimate(panel, style_scores, method="barra")
+        with stages.run("estimate factor returns (true exposures)"):
+            result_true_exposures = _estimate(panel, market.truth.exposures, method="barra")
+        with stages.run("write outputs"):
+            written = _write_frames({**_result_frames(result), "style_scores": style_scores}, out)
+
+        truth = market.truth
+        score_of = {name: styles.get_style(name).score for name in truth.styles}
+        from_scores = _versus_truth(result, truth, {score: name for name, score in score_of.items()})
+        from_true_exposures = _versus_truth(result_true_exposures, truth, {})
+
+        console.print()
+        console.rule("Factor Engine demo")
+        console.print(Text.assemble(("panel: ", "bold"), _panel_summary(panel), f" (seed {seed})"))
+        console.print(_excluded_table(result))
+        console.print(stages.table())
+        console.print(_factor_table(truth, from_scores, from_true_exposures, score_of))
+        score_vs_exposure = _score_exposure_correlation(style_scores, truth, score_of)
+        console.print(
+            "computed score vs true exposure, pooled correlation: "
+            + ", ".join(f"{style} {_format(corr, '.3f')}" for style, corr in score_vs_exposure.items())
+            + " (the synthetic momentum exposure is a latent process, not built from past returns)"
+        )
+        console.print(_fit_table({"style scores": result, "true exposures": result_true_exposures}))
+        _print_written(written)
+
+
+@app.command("styles")
+def styles_command(
+    data: DataPath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.parquet, .pq or .csv).")],
+    style_list: Annotated[str, typer.Option("--styles", help="Comma-separated registered style names.")] = ",".join(
+        DEFAULT_STYLES
+    ),
+    trailing_days: Annotated[
+        int, typer.Option("--trailing-days", help="Momentum window in observations (rows of the symbol).")
+    ] = 252,
+    half_life: Annotated[float, typer.Option("--half-life", help="Momentum weight half-life in observations.")] = 126,
+    lag: Annotated[int, typer.Option("--lag", help="Momentum: latest observations skipped.")] = 20,
+    winsor_factor: Annotated[
+        float, typer.Option("--winsor-factor", help="Momentum: fraction clipped at each tail per date.")
+    ] = 0.01,
+    verbose: Verbose = False,
+) -> None:
+    """Compute style scores (date, symbol and one score column per style, e.g. mom_score) from a panel file.
+
+    The momentum options apply to the momentum style; value and size use their defaults.
+
+    Example:
+
+        factor-engine styles --data panel.parquet --out scores.parquet --styles momentum,value,size --lag 20
+    """
+    with _reported_errors(verbose):
+        names = _style_names(style_list)
+        params: dict[str, dict[str, Any]] = {}
+        if "momentum" in names:
+            params["momentum"] = {
+                "trailing_days": trailing_days,
+                "half_life": half_life,
+                "lag": lag,
+                "winsor_factor": winsor_factor,
+            }
+        stages = _Stages()
+        with stages.run(f"load panel {data}"):
+            panel = load_panel(data)
+        with stages.run(f"compute {', '.join(names)}"):
+            scores = styles.compute_styles(panel, names, params=params)
+        with stages.run("write scores"):
+            written = _write_frame(scores, out)
+
+        console.print(Text.assemble(("panel: ", "bold"), _panel_summary(panel)))
+        table = Table(title="Style scores", title_justify="left")
+        table.add_column("score")
+        table.add_column("non-null rows", justify="right")
+        for column in scores.columns[2:]:
+            table.add_row(column, f"{scores.height - scores.get_column(column).null_count():,} of {scores.height:,}")
+        console.print(table)
+        console.print(stages.table())
+        _print_written([written])
+
+
+@app.command("factor-returns")
+def factor_returns_command(
+    data: DataPath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the output Parquet files.")],
+    method: Annotated[
+        Method, typer.Option("--method", help="barra: joint WLS, cap-weighted constraint; toraniko: two-stage.")
+    ] = Method.barra,
+    exposure_lag: Annotated[
+        int | None,
+        typer.Option("--exposure-lag", help="Dates between exposures and returns (default: 1 for barra, 0 for toraniko)."),
+    ] = None,
+    winsor_factor: Annotated[
+        float, typer.Option("--winsor-factor", help="Fraction of returns clipped at each tail per date.")
+    ] = 0.05,
+    residualize_styles: Annotated[
+        bool,
+        typer.Option(
+            "--residualize-styles/--no-residualize-styles",
+            help="toraniko: fit styles on the returns left after market and sectors.",
+        ),
+    ] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Estimate daily factor returns (market, sectors, momentum, value, size) from a panel file.
+
+    Computes the three style scores with their default parameters, regresses each date's returns on
+    them and writes factor_returns, residuals and diagnostics as Parquet files to --out.
+
+    Example:
+
+        factor-engine factor-returns --data panel.parquet --out model --method barra --exposure-lag 1
+    """
+    with _reported_errors(verbose):
+        stages = _Stages()
+        with stages.run(f"load panel {data}"):
+            panel = load_panel(data)
+        with stages.run("compute style scores"):
+            style_scores = styles.compute_styles(panel, list(DEFAULT_STYLES))
+        with stages.run(f"estimate factor returns ({method.value})"):
+            result = _estimate(
+                panel,
+                style_scores,
+                method=method.value,
+                exposure_lag=exposure_lag,
+                winsor_factor=winsor_factor,
+                residualize_styles=residualize_styles,
+            )
+        with stages.run("write outputs"):
+            written = _write_frames(_result_frames(result), out)
+
+        console.print(Text.assemble(("panel: ", "bold"), _panel_summary(panel)))
+        console.print(
+            Text.assemble(
+                ("model: ", "bold"),
+                f"method {result.method}, exposure_lag {result.exposure_lag}, {len(result.factors)} factors "
+                f"(market, {len(result.sectors)} sectors, styles {', '.join(result.styles)})",
+            )
+        )
+        for key, value in _fit_summary(result).items():
+            console.print(Text.assemble((f"{key}: ", "bold"), value))
+        console.print(_excluded_table(result))
+        console.print(stages.table())
+        _print_written(written)
+
+
+@app.command()
+def synthetic(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Panel file to write (.parquet, .pq or .csv).")],
+    assets: Annotated[int, typer.Option("--assets", help="Distinct assets over the whole history.")] = 500,
+    days: Annotated[int, typer.Option("--days", help="Business days.")] = 756,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed writes the same panel.")] = 0,
+    truth_dir: Annotated[
+        Path | None,
+        typer.Option("--truth-dir", help="Also write the true factor returns, exposures, ... here as Parquet."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Write a seeded synthetic panel that follows the data contract (and optionally its known truth).
+
+    The truth directory receives factor_returns, exposures, specific_returns, specific_vol,
+    factor_vol_multiplier, sector_weights and factor_covariance (rows and columns in factor order).
+
+    Example:
+
+        factor-engine synthetic --assets 500 --days 756 --seed 0 --out panel.parquet --truth-dir truth
+    """
+    with _reported_errors(verbose):
+        stages = _Stages()
+        with stages.run("generate synthetic market"):
+            market = generate_market(assets, days, seed=seed)
+        with stages.run("write files"):
+            written = [_write_frame(market.panel, out)]
+            if truth_dir is not None:
+                written += _write_frames(_truth_frames(market.truth), truth_dir)
+        console.print(Text.assemble(("panel: ", "bold"), _panel_summary(market.panel), f" (seed {seed})"))
+        _print_written(written)
+
+
+def _truth_frames(truth: SyntheticTruth) -> dict[str, pl.DataFrame]:
+    covariance = pl.DataFrame(
+        {"factor": list(truth.factors)} | {name: truth.factor_covariance[:, k] for k, name in enumerate(truth.factors)}
+    )
+    return {
+        "factor_returns": truth.factor_returns,
+        "exposures": truth.exposures,
+        "specific_returns": truth.specific_returns,
+        "specific_vol": truth.specific_vol,
+        "factor_vol_multiplier": truth.factor_vol_multiplier,
+        "sector_weights": truth.sector_weights,
+        "factor_covariance": covariance,
+    }
+
+
+def main() -> None:
+    """Entry point of the ``factor-engine`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
