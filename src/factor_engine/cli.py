@@ -105,7 +105,7 @@ class _Stages:
     @contextmanager
     def run(self, label: str) -> Iterator[None]:
         start = time.perf_counter()
-        with console.status(f"{label}…"):
+        with console.status(Text(f"{label}…")):
             yield
         self.seconds[label] = time.perf_counter() - start
         console.print(Text.assemble(("✓ ", "green"), label))
@@ -120,14 +120,19 @@ class _Stages:
         return table
 
 
-def _write_frame(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` as Parquet (``.parquet``/``.pq``) or CSV (``.csv``), creating parent directories."""
-    suffix = path.suffix.lower()
-    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+def _check_output_file(path: Path) -> Path:
+    """``path`` if its suffix is one :func:`_write_frame` writes; checked before any work is done."""
+    if path.suffix.lower() not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         supported = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
         raise ValueError(f"cannot write {path}: unsupported suffix {path.suffix!r} (use {supported})")
+    return path
+
+
+def _write_frame(frame: pl.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as Parquet (``.parquet``/``.pq``) or CSV (``.csv``), creating parent directories."""
+    _check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in CSV_SUFFIXES:
+    if path.suffix.lower() in CSV_SUFFIXES:
         frame.write_csv(path)
     else:
         frame.write_parquet(path)
@@ -218,7 +223,7 @@ def _excluded_table(result: FactorReturns) -> Table:
     table.add_column("reason")
     table.add_column("rows", justify="right")
     for reason, n_rows in result.excluded.iter_rows():
-        table.add_row(reason, f"{n_rows:,}")
+        table.add_row(Text(reason), f"{n_rows:,}")
     return table
 
 
@@ -374,9 +379,11 @@ def demo(
         console.print(_factor_table(truth, from_scores, from_true_exposures, score_of))
         score_vs_exposure = _score_exposure_correlation(style_scores, truth, score_of)
         console.print(
-            "computed score vs true exposure, pooled correlation: "
-            + ", ".join(f"{style} {_format(corr, '.3f')}" for style, corr in score_vs_exposure.items())
-            + " (the synthetic momentum exposure is a latent process, not built from past returns)"
+            Text(
+                "computed score vs true exposure, pooled correlation: "
+                + ", ".join(f"{style} {_format(corr, '.3f')}" for style, corr in score_vs_exposure.items())
+                + " (the synthetic momentum exposure is a latent process, not built from past returns)"
+            )
         )
         console.print(_fit_table({"style scores": result, "true exposures": result_true_exposures}))
         _print_written(written)
@@ -409,6 +416,7 @@ def styles_command(
     """
     with _reported_errors(verbose):
         names = _style_names(style_list)
+        _check_output_file(out)
         params: dict[str, dict[str, Any]] = {}
         if "momentum" in names:
             params["momentum"] = {
@@ -445,7 +453,9 @@ def factor_returns_command(
     ] = Method.barra,
     exposure_lag: Annotated[
         int | None,
-        typer.Option("--exposure-lag", help="Dates between exposures and returns (default: 1 for barra, 0 for toraniko)."),
+        typer.Option(
+            "--exposure-lag", help="Dates between exposures and returns (default: 1 for barra, 0 for toraniko)."
+        ),
     ] = None,
     winsor_factor: Annotated[
         float, typer.Option("--winsor-factor", help="Fraction of returns clipped at each tail per date.")
@@ -523,6 +533,7 @@ def synthetic(
         factor-engine synthetic --assets 500 --days 756 --seed 0 --out panel.parquet --truth-dir truth
     """
     with _reported_errors(verbose):
+        _check_output_file(out)
         stages = _Stages()
         with stages.run("generate synthetic market"):
             market = generate_market(assets, days, seed=seed)

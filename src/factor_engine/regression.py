@@ -278,7 +278,7 @@ def estimate_factor_returns(
     r2[skipped] = np.nan
     valid_out = valid & ~skipped[:, None]
 
-    dates_with_rows = has_row.any(axis=1)
+    dates_with_rows: np.ndarray = np.asarray(has_row.any(axis=1))
     solved_dates = dates_with_rows & ~skipped
     factor_frame = pl.DataFrame(
         {DATE: ret_dates.filter(pl.Series(solved_dates))}

@@ -98,8 +98,10 @@ def trailing_weighted_growth(
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
     workers = worker_count()
-    cuts = starts[np.searchsorted(starts, np.linspace(0, n, workers + 1)[1:-1])] if workers > 1 else []
-    bounds = [0, *sorted(set(int(c) for c in cuts) - {0, n}), n]
+    # split into one piece per worker at the symbol starts nearest to equal sizes
+    targets = np.searchsorted(starts, np.linspace(0, n, workers + 1)[1:-1])
+    cuts = {int(c) for c in starts[np.clip(targets, 0, starts.size - 1)]}
+    bounds = [0, *sorted(cuts - {0, n}), n]
     pieces = list(itertools.pairwise(bounds))
 
     def run(piece: tuple[int, int]) -> None:
