@@ -190,6 +190,10 @@ def _format(value: float | None, spec: str) -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+def _percent(value: float) -> str:
+    return _format(100 * value, ".1f") + " %" if math.isfinite(value) else "n/a"
+
+
 def _panel_summary(panel: pl.DataFrame) -> str:
     first, last, n_dates, n_assets = panel.select(
         pl.col(DATE).min().alias("first"),
@@ -288,8 +292,8 @@ def _factor_table(
         corr_true_exposures = from_true_exposures[factor][2]
         table.add_row(
             label,
-            _format(100 * vol, ".1f") + " %",
-            _format(100 * true_vol, ".1f") + " %",
+            _percent(vol),
+            _percent(true_vol),
             _format(corr, ".3f"),
             _format(corr_true_exposures, ".3f"),
         )
@@ -386,6 +390,15 @@ def demo(
             )
         )
         console.print(_fit_table({"style scores": result, "true exposures": result_true_exposures}))
+        if result.factor_returns.height == 0:
+            defaults = styles.get_style("momentum").defaults
+            console.print(
+                Text(
+                    "note: no date could be solved with the computed style scores: momentum needs "
+                    f"{defaults['lag'] + defaults['trailing_days']} observations of an asset; use more --days.",
+                    style="yellow",
+                )
+            )
         _print_written(written)
 
 

@@ -199,6 +199,7 @@ def estimate_factor_returns(
     ret_dates = grid.date_series()[lag:]
     end = n_dates - lag
     y = y[lag:]
+    n_before_exposures = int(has_row[:lag].sum())
     has_row = has_row[lag:]
     cap_x = cap[:end]
     reasons: list[tuple[str, np.ndarray]] = [
@@ -215,7 +216,8 @@ def estimate_factor_returns(
     for p, name in enumerate(style_names):
         reasons.append((f"no {name} exposure {_when(lag)}", np.isfinite(style_exposure[:end, :, p])))
     valid = has_row.copy()
-    excluded_rows = []
+    # returns of the first `lag` dates have no earlier exposures to be explained by
+    excluded_rows = [(f"no exposures {lag} date(s) earlier (first dates of the panel)", n_before_exposures)] * (lag > 0)
     for reason, ok in reasons:
         dropped = valid & ~ok
         excluded_rows.append((reason, int(dropped.sum())))
