@@ -61,7 +61,9 @@ def assert_frames_match(
             continue
         got_values = both[column].to_numpy()
         want_values = both[f"{column}__expected"].to_numpy()
-        excess = np.abs(got_values - want_values) - (atol + rtol * np.abs(want_values))
+        with np.errstate(invalid="ignore"):  # equal infinities differ by nan: they count as equal
+            difference = np.where(got_values == want_values, 0.0, np.abs(got_values - want_values))
+            excess = difference - (atol + rtol * np.where(np.isfinite(want_values), np.abs(want_values), 0.0))
         worst = int(np.argmax(excess))
         if excess[worst] > 0:
             n_bad = int((excess > 0).sum())
