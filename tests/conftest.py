@@ -42,9 +42,7 @@ def assert_frames_match(
         if n_keys != frame.height:
             raise AssertionError(f"{name} frame has {frame.height - n_keys} duplicate key rows on {on}")
     left = actual.select(*on, *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in columns))
-    right = expected.select(
-        *on, *(pl.col(c).cast(pl.Float64).fill_nan(None).alias(f"{c}__expected") for c in columns)
-    )
+    right = expected.select(*on, *(pl.col(c).cast(pl.Float64).fill_nan(None).alias(f"{c}__expected") for c in columns))
     joined = left.join(right, on=on, how="full", coalesce=True, nulls_equal=True)
     problems: list[str] = []
     for column in columns:
@@ -109,4 +107,3 @@ def golden_regression_inputs(golden_dir: Path) -> dict[str, pl.DataFrame]:
         name: pl.read_parquet(golden_dir / f"regression_{name}.parquet")
         for name in ("returns", "mkt_cap", "sector", "style")
     }
-

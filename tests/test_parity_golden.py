@@ -187,14 +187,18 @@ def golden_regression(
     return result, golden_factor_returns, golden_residuals
 
 
-def test_factor_returns_match_golden(golden_regression: Any, golden_meta: dict[str, Any], frames_match: FrameMatcher) -> None:
+def test_factor_returns_match_golden(
+    golden_regression: Any, golden_meta: dict[str, Any], frames_match: FrameMatcher
+) -> None:
     result, golden_factor_returns, _ = golden_regression
     assert result.factors == (MARKET, *golden_meta["sectors"], *golden_meta["styles"])
     assert result.factor_returns.columns == golden_factor_returns.columns
     frames_match(result.factor_returns, golden_factor_returns, ["date"], atol=ATOL)
 
 
-def test_residuals_match_golden(golden_regression: Any, golden_meta: dict[str, Any], frames_match: FrameMatcher) -> None:
+def test_residuals_match_golden(
+    golden_regression: Any, golden_meta: dict[str, Any], frames_match: FrameMatcher
+) -> None:
     result, _, golden_residuals = golden_regression
     assert golden_residuals.height == golden_meta["rows"]["regression"]
     frames_match(result.residuals, golden_residuals, KEYS, ["residual"], atol=ATOL)
@@ -208,9 +212,7 @@ def test_rank_deficient_dates_give_toraniko_minimum_norm_solution(
     result, golden_factor_returns, _ = golden_regression
     late = golden_meta["planted"]["late_sector"]
     deficient = [dt.date.fromisoformat(d) for d in late["rank_deficient_regression_dates"]["dates"]]
-    members = (
-        golden_regression_inputs["sector"].group_by("date").agg(pl.col(late["sector"]).sum().alias("members"))
-    )
+    members = golden_regression_inputs["sector"].group_by("date").agg(pl.col(late["sector"]).sum().alias("members"))
     empty_dates = members.filter(pl.col("members") == 0)["date"].sort().to_list()
     assert empty_dates == deficient  # exactly the planted dates are singular
 

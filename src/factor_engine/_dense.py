@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine.panel import DATE
+from factor_engine.xsection import CONSTANT_TOL
 
 _Item = TypeVar("_Item")
 
@@ -125,7 +126,9 @@ def quantile_nearest(dense: np.ndarray, q: float) -> np.ndarray:
     """Per-row ``q`` quantile of the non-NaN values by polars' ``nearest`` rule (index rounded half away)."""
     ordered = np.sort(dense, axis=1)  # NaN sort last
     count = (~np.isnan(dense)).sum(axis=1)
-    index = np.floor((count - 1) * q + 0.5).astype(np.int64)
+    position = (count - 1) * q
+    index = np.floor(position)
+    index = (index + (position - index >= 0.5)).astype(np.int64)  # round half away from zero, as polars
     index = np.clip(index, 0, max(ordered.shape[1] - 1, 0))
     result: np.ndarray = ordered[np.arange(ordered.shape[0]), index] if ordered.shape[1] else np.full(0, np.nan)
     result = np.where(count > 0, result, np.nan)
@@ -137,12 +140,17 @@ def winsorize(dense: np.ndarray, percentile: float) -> np.ndarray:
     ordered, count = _finite_sorted(dense)
     lower = _linear_from_sorted(ordered, count, percentile)[:, None]
     upper = _linear_from_sorted(ordered, count, 1.0 - percentile)[:, None]
+    # a row without finite values is left as it is
+    lower = np.where(np.isnan(lower), -np.inf, lower)
+    upper = np.where(np.isnan(upper), np.inf, upper)
     clipped: np.ndarray = np.clip(dense, lower, upper)
     return clipped
 
 
 def standardize(dense: np.ndarray) -> np.ndarray:
-    """Subtract each row's mean and divide by its sample std (ddof=1), both over the finite values."""
+    """Subtract each row's mean and divide by its sample std (ddof=1), both over the finite values.
+
+    A constant row (std zero up to rounding) becomes NaN."""
     finite = np.isfinite(dense)
     count = np.count_nonzero(finite, axis=1)
     deviation = np.where(finite, dense, 0.0)
@@ -151,6 +159,7 @@ def standardize(dense: np.ndarray) -> np.ndarray:
         deviation -= mean[:, None]
         deviation *= finite
         std = np.sqrt(np.einsum("ij,ij->i", deviation, deviation) / (count - 1))
+        std[~(std > CONSTANT_TOL * np.abs(mean))] = np.nan  # constant row: no standardized value
         result: np.ndarray = dense - mean[:, None]
         result /= std[:, None]
     return result

@@ -379,7 +379,7 @@ def _sector_inputs(
     if frame is None:
         return (), None, None
     t, n = _locate_like(grid, frame, "sector_df", known)
-    if SECTOR in frame.columns and not frame[SECTOR].dtype.is_numeric():
+    if SECTOR in frame.columns:  # a `sector` column holds labels, whatever their dtype
         extra = [c for c in frame.columns if c not in (DATE, SYMBOL, SECTOR)]
         if extra:
             raise ValueError(f"sector_df: give either a 'sector' label column or exposure columns, not both {extra}")

@@ -15,6 +15,9 @@ import polars as pl
 
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 
+# Relative size of a cross-sectional standard deviation below which the cross-section counts as constant.
+CONSTANT_TOL = 1e-12
+
 __all__ = [
     "center_xsection",
     "exp_weights",
@@ -47,25 +50,29 @@ def center_xsection(target: str | pl.Expr, over: str = DATE, *, standardize: boo
     over: column defining the cross-section, normally the date.
     standardize: also divide by the cross-sectional sample standard deviation (ddof=1).
 
-    The mean and standard deviation use only finite values; null/NaN inputs stay null/NaN.
+    The mean and standard deviation use only finite values; null/NaN inputs stay null/NaN. A constant
+    cross-section (standard deviation zero up to rounding) standardizes to null.
     """
     expr = _col(target)
     centered = expr - finite(expr).mean().over(over)
     if standardize:
-        return centered / finite(expr).std().over(over)
+        std = finite(expr).std().over(over)
+        mean = finite(expr).mean().over(over)
+        # a constant cross-section (std zero up to rounding) has no standardized value
+        return pl.when(std > CONSTANT_TOL * mean.abs()).then(centered / std)
     return centered
 
 
 def norm_xsection(target: str | pl.Expr, over: str = DATE, *, lower: float = 0.0, upper: float = 1.0) -> pl.Expr:
     """Rescale ``target`` linearly per ``over`` group so its minimum maps to ``lower`` and maximum to ``upper``.
 
-    A constant cross-section maps to ``lower``; NaN stays NaN.
+    A constant cross-section maps to ``lower``; null and NaN stay missing.
     """
     expr = _col(target)
     lo = expr.drop_nans().min().over(over)
     hi = expr.drop_nans().max().over(over)
     return (
-        pl.when(expr.is_nan())
+        pl.when(expr.is_nan() | expr.is_null())
         .then(expr)
         .when(hi != lo)
         .then((expr - lo) / (hi - lo) * (upper - lower) + lower)
@@ -109,7 +116,7 @@ def percentiles_xsection(
     expr = _col(target)
     q_lo = expr.drop_nans().quantile(lower_pct).over(over)
     q_hi = expr.drop_nans().quantile(upper_pct).over(over)
-    return pl.when((expr <= q_lo) | (expr >= q_hi)).then(expr).otherwise(pl.lit(fill_value))
+    return pl.when(expr.is_not_nan() & ((expr <= q_lo) | (expr >= q_hi))).then(expr).otherwise(pl.lit(fill_value))
 
 
 def exp_weights(window: int, half_life: int | float) -> np.ndarray:

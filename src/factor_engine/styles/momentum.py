@@ -43,7 +43,8 @@ def momentum(
 
     Returns
     -------
-    DataFrame ``date, symbol, mom_score`` sorted by (date, symbol); the score is null until a symbol has
+    DataFrame ``date, symbol, mom_score`` in date order (input order within a date; input not sorted by
+    date is sorted by (date, symbol)); the score is null until a symbol has
     ``lag + trailing_days`` observations, and when any return in its window is missing.
     """
     if isinstance(trailing_days, bool) or not isinstance(trailing_days, int) or trailing_days <= 0:

@@ -16,7 +16,8 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
     """Value score per date and symbol (toraniko 1.1.1's definition).
 
     ``log(book_price)``, ``log(sales_price)`` and ``cf_price`` are each standardized per date, averaged
-    (ignoring a missing one) and the average standardized again.
+    (ignoring a null one; a NaN, infinite or non-positive ratio makes the score missing) and the average
+    standardized again.
 
     Parameters
     ----------
@@ -33,6 +34,9 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
     frame = load_inputs(df, "value", VALUE_FEATURES)
     layout = date_layout(frame)
     standardized = []
+    # a feature that is present but not a finite number after the transform (NaN, ±inf, log of a
+    # non-positive ratio) makes the score missing, as in toraniko; a null feature is skipped
+    invalid = np.zeros(frame.height, dtype=bool)
     for position, name in enumerate(VALUE_FEATURES):
         feature = layout.to_dense(frame[name].to_numpy())
         if winsorize_features is not None:
@@ -40,9 +44,11 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
         if position < 2:  # book and sales ratios enter in logs
             with np.errstate(invalid="ignore", divide="ignore"):
                 feature = np.log(feature)
+        invalid |= frame[name].is_not_null().to_numpy() & ~np.isfinite(layout.to_rows(feature))
         standardized.append(standardize(feature))
     stacked = np.stack(standardized)
     present = np.isfinite(stacked)
     with np.errstate(invalid="ignore", divide="ignore"):
         average = np.where(present, stacked, 0.0).sum(axis=0) / present.sum(axis=0)
+    average[layout.t[invalid], layout.slot[invalid]] = np.nan
     return with_score(frame, SCORE, layout.to_rows(standardize(average)))
