@@ -19,6 +19,8 @@ SCORE = "mom_score"
 _SERIES_LIMIT = 0.1
 # Stop the power series when the largest remaining term is below this (absolute, in log-growth units).
 _SERIES_TOL = 1e-14
+# Rows per piece of work (about 8 MB per work array).
+_PIECE_ROWS = 1_000_000
 
 
 def momentum(
@@ -98,9 +100,10 @@ def trailing_weighted_growth(
     starts = np.flatnonzero(new_segment)
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
-    workers = worker_count()
-    # split into one piece per worker at the symbol starts nearest to equal sizes
-    targets = np.searchsorted(starts, np.linspace(0, n, workers + 1)[1:-1])
+    # pieces of whole symbols, small enough that their work arrays stay in the allocator's heap (large
+    # arrays are mapped and page-faulted afresh on every allocation) and at least one per worker
+    n_pieces = max(worker_count(), -(-n // _PIECE_ROWS))
+    targets = np.searchsorted(starts, np.linspace(0, n, n_pieces + 1)[1:-1])
     cuts = {int(c) for c in starts[np.clip(targets, 0, starts.size - 1)]}
     bounds = [0, *sorted(cuts - {0, n}), n]
     pieces = list(itertools.pairwise(bounds))
