@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from scipy import stats
 
+from factor_engine.panel import GICS_SECTORS
 from factor_engine.synthetic import (
     SyntheticMarket,
     base_factor_covariance,
@@ -20,19 +21,6 @@ from factor_engine.synthetic import (
     sector_constraint_projection,
 )
 
-GICS_SECTORS = (
-    "Communication Services",
-    "Consumer Discretionary",
-    "Consumer Staples",
-    "Energy",
-    "Financials",
-    "Health Care",
-    "Industrials",
-    "Information Technology",
-    "Materials",
-    "Real Estate",
-    "Utilities",
-)
 STYLES = ("momentum", "value", "size")
 VALUE_FEATURES = ("book_price", "sales_price", "cf_price")
 

@@ -49,6 +49,14 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
+from factor_engine.panel import DATE as _DATE
+from factor_engine.panel import GICS_SECTORS as _GICS_SECTORS
+from factor_engine.panel import MARKET_CAP as _MARKET_CAP
+from factor_engine.panel import RETURNS as _RETURNS
+from factor_engine.panel import SECTOR as _SECTOR
+from factor_engine.panel import SYMBOL as _SYMBOL
+from factor_engine.panel import VALUE_FEATURES as _VALUE_FEATURES
+
 __all__ = [
     "SECTOR_WEIGHTS",
     "SyntheticMarket",
@@ -58,26 +66,6 @@ __all__ = [
     "sector_constraint_projection",
 ]
 
-# mirrors factor_engine.panel
-_DATE = "date"
-_SYMBOL = "symbol"
-_RETURNS = "asset_returns"
-_MARKET_CAP = "market_cap"
-_SECTOR = "sector"
-_VALUE_FEATURES = ("book_price", "sales_price", "cf_price")
-_GICS_SECTORS = (
-    "Communication Services",
-    "Consumer Discretionary",
-    "Consumer Staples",
-    "Energy",
-    "Financials",
-    "Health Care",
-    "Industrials",
-    "Information Technology",
-    "Materials",
-    "Real Estate",
-    "Utilities",
-)
 
 MARKET = "market"
 SPECIFIC_RETURN = "specific_return"
