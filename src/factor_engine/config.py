@@ -1,0 +1,194 @@
+"""Model configuration: one TOML file with documented defaults.
+
+Every section and key is optional; what is left out takes the default below. The effective configuration
+(defaults filled in) is what a model records, so a result can be reproduced from it::
+
+    [universe]
+    size = 3000                 # keep the N largest assets by market cap on each date; 0 keeps all
+
+    [styles]
+    names = ["momentum", "value", "size"]   # registered style factors (see factor_engine.styles)
+
+    [styles.momentum]           # keyword arguments of each style function
+    trailing_days = 252
+    half_life = 126
+    lag = 20
+    winsor_factor = 0.01
+
+    [regression]
+    method = "barra"            # "barra" (joint WLS, cap-weighted sector constraint) or "toraniko"
+    exposure_lag = 1            # dates between exposures and the returns they explain
+    winsor_factor = 0.05        # fraction of returns clipped at each tail per date; false disables
+    residualize_styles = true   # toraniko method only
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from factor_engine.styles import get_style
+
+__all__ = ["ConfigError", "ModelConfig", "RegressionConfig", "StylesConfig", "UniverseConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be used; the message names the section and key."""
+
+
+@dataclass(frozen=True)
+class UniverseConfig:
+    """Which assets enter the model on each date.
+
+    size: the number of largest assets by market cap kept per date; 0 keeps every asset.
+    """
+
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise ConfigError(f"[universe] size must be a non-negative integer, got {self.size!r}")
+
+
+@dataclass(frozen=True)
+class StylesConfig:
+    """Style factors and their parameters.
+
+    names: registered style names, in order.
+    params: per-style keyword arguments (merged over each style's documented defaults).
+    """
+
+    names: tuple[str, ...] = ("momentum", "value", "size")
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.names:
+            try:
+                get_style(name)
+            except KeyError as exc:
+                raise ConfigError(f"[styles] names: {exc.args[0]}") from None
+        unknown = sorted(set(self.params) - set(self.names))
+        if unknown:
+            raise ConfigError(f"[styles.{unknown[0]}] configures a style that is not in [styles] names")
+        for name, params in self.params.items():
+            accepted = {
+                p.name
+                for p in inspect.signature(get_style(name).function).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+            }
+            extra = sorted(set(params) - accepted)
+            if extra:
+                raise ConfigError(f"[styles.{name}] unknown parameter(s) {extra}; accepted: {sorted(accepted)}")
+
+    def effective_params(self) -> dict[str, dict[str, Any]]:
+        """Each style's parameters: its defaults overridden by the configured values."""
+        return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in self.names}
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """Cross-sectional regression settings (see :func:`factor_engine.estimate_factor_returns`).
+
+    method: "barra" or "toraniko".
+    exposure_lag: dates between exposures and returns; None means the method's default (barra 1, toraniko 0).
+    winsor_factor: fraction clipped at each tail of the returns per date; None disables.
+    residualize_styles: toraniko method only.
+    """
+
+    method: str = "barra"
+    exposure_lag: int | None = None
+    winsor_factor: float | None = 0.05
+    residualize_styles: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("barra", "toraniko"):
+            raise ConfigError(f"[regression] method must be 'barra' or 'toraniko', got {self.method!r}")
+        if self.exposure_lag is not None and (
+            isinstance(self.exposure_lag, bool) or not isinstance(self.exposure_lag, int) or self.exposure_lag < 0
+        ):
+            raise ConfigError(f"[regression] exposure_lag must be a non-negative integer, got {self.exposure_lag!r}")
+        if self.winsor_factor is not None and not (
+            isinstance(self.winsor_factor, int | float) and 0.0 <= self.winsor_factor <= 0.5
+        ):
+            raise ConfigError(f"[regression] winsor_factor must be a fraction in [0, 0.5], got {self.winsor_factor!r}")
+
+    @property
+    def effective_exposure_lag(self) -> int:
+        """The lag in force: the configured one, or the method's default."""
+        if self.exposure_lag is not None:
+            return self.exposure_lag
+        return 1 if self.method == "barra" else 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model configuration."""
+
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
+    styles: StylesConfig = field(default_factory=StylesConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+
+    def effective(self) -> dict[str, Any]:
+        """The configuration with every default filled in, as plain JSON-compatible data."""
+        return {
+            "universe": asdict(self.universe),
+            "styles": {"names": list(self.styles.names), "params": self.styles.effective_params()},
+            "regression": {
+                **asdict(self.regression),
+                "exposure_lag": self.regression.effective_exposure_lag,
+            },
+        }
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build from parsed TOML/JSON data; unknown sections or keys are errors naming them."""
+        known_sections = {"universe", "styles", "regression"}
+        unknown = sorted(set(data) - known_sections)
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(known_sections)}")
+        universe = _section(UniverseConfig, "universe", data.get("universe", {}))
+        styles_data = dict(data.get("styles", {}))
+        names = styles_data.pop("names", list(StylesConfig().names))
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"[styles] names must be a list of style names, got {names!r}")
+        # per-style tables, either as [styles.<name>] or (in a recorded effective configuration) under params
+        params: dict[str, Mapping[str, Any]] = dict(styles_data.pop("params", {}))
+        for name, value in styles_data.items():
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[styles] unknown key {name!r}: expected names or a [styles.<name>] table")
+            params[name] = dict(value)
+        styles = StylesConfig(names=tuple(names), params=params)
+        regression_data = {
+            key: (None if key == "winsor_factor" and value is False else value)
+            for key, value in dict(data.get("regression", {})).items()
+        }
+        regression = _section(RegressionConfig, "regression", regression_data)
+        return cls(universe=universe, styles=styles, regression=regression)
+
+
+def _section(kind: Any, name: str, data: Mapping[str, Any]) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{name}] must be a table, got {data!r}")
+    allowed = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"[{name}] unknown key(s) {unknown}; known: {sorted(allowed)}")
+    return kind(**data)
+
+
+def load_config(path: str | Path | None = None) -> ModelConfig:
+    """Read a model configuration TOML file; ``None`` gives the defaults."""
+    if path is None:
+        return ModelConfig()
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"configuration file {file} does not exist")
+    try:
+        data = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from exc
+    return ModelConfig.from_mapping(data)
