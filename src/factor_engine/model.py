@@ -1,0 +1,172 @@
+"""The risk model artifact: build it from a panel and a configuration, save it to a folder, load it back.
+
+``build_model`` runs universe selection → style scores → factor returns (→ factor covariance → specific risk
+as those stages are configured) and returns a :class:`RiskModel`. ``RiskModel.save(folder)`` writes, in daily
+units:
+
+- ``factor_returns.parquet``: ``date`` + one column per factor;
+- ``exposures.parquet``: ``date, symbol`` + one column per factor — the exposures known at that date's close;
+- ``residuals.parquet``: ``date, symbol, residual``;
+- ``diagnostics.parquet``: the regression's per-date diagnostics;
+- ``model.json``: the effective configuration, factor list, date range, units and engine version.
+
+``load_model(folder)`` reads them back with identical numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from factor_engine import __version__
+from factor_engine.config import ModelConfig
+from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
+from factor_engine.regression import MARKET, FactorReturns, estimate_factor_returns
+from factor_engine.styles import compute_styles
+from factor_engine.xsection import top_n_by_group
+
+__all__ = ["ModelError", "RiskModel", "build_model", "load_model", "select_universe"]
+
+_FILES = ("factor_returns", "exposures", "residuals", "diagnostics")
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be read, or a build that cannot run; the message says which file or step."""
+
+
+@dataclass(frozen=True)
+class RiskModel:
+    """A built factor risk model (daily units).
+
+    Attributes
+    ----------
+    factor_returns: ``date`` + one column per factor (daily returns, fractions).
+    exposures: ``date, symbol`` + one column per factor, known at that date's close.
+    residuals: ``date, symbol, residual`` (daily, fractions).
+    diagnostics: per-date regression diagnostics (see :class:`factor_engine.FactorReturns`).
+    factors, sectors, styles: factor names in column order.
+    config: the effective configuration (JSON-compatible).
+    """
+
+    factor_returns: pl.DataFrame
+    exposures: pl.DataFrame
+    residuals: pl.DataFrame
+    diagnostics: pl.DataFrame
+    factors: tuple[str, ...]
+    sectors: tuple[str, ...]
+    styles: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """What ``model.json`` records."""
+        dates = self.factor_returns[DATE]
+        return {
+            "engine": "factor_engine",
+            "engine_version": __version__,
+            "units": "daily; returns and volatilities as fractions",
+            "factors": list(self.factors),
+            "sectors": list(self.sectors),
+            "styles": list(self.styles),
+            "date_range": [str(dates.min()), str(dates.max())] if dates.len() else [None, None],
+            "config": self.config,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the model to ``folder`` (created if needed); files are written to a temporary name and
+        renamed, so an interrupted save never leaves a half-written file under a final name."""
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _FILES:
+            frame: pl.DataFrame = getattr(self, name)
+            _atomic_write(target / f"{name}.parquet", lambda path, frame=frame: frame.write_parquet(path))
+        text = json.dumps(self.metadata(), indent=2)
+        _atomic_write(target / "model.json", lambda path: path.write_text(text))
+        return target
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(temporary)
+    temporary.replace(path)
+
+
+def load_model(folder: str | Path) -> RiskModel:
+    """Read a model written by :meth:`RiskModel.save`."""
+    source = Path(folder)
+    meta_path = source / "model.json"
+    if not meta_path.is_file():
+        raise ModelError(f"{source} is not a model folder: {meta_path.name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta_path} is not valid JSON: {exc}") from exc
+    frames = {}
+    for name in _FILES:
+        path = source / f"{name}.parquet"
+        if not path.is_file():
+            raise ModelError(f"model folder {source} lacks {path.name}")
+        frames[name] = pl.read_parquet(path)
+    return RiskModel(
+        **frames,
+        factors=tuple(meta["factors"]),
+        sectors=tuple(meta["sectors"]),
+        styles=tuple(meta["styles"]),
+        config=meta["config"],
+    )
+
+
+def select_universe(panel: pl.DataFrame, size: int) -> pl.DataFrame:
+    """The ``size`` largest assets by market cap on each date (all of them when ``size`` is 0)."""
+    if size == 0:
+        return panel
+    return top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE).sort(DATE, SYMBOL).collect()
+
+
+def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskModel:
+    """Build a risk model from a validated panel (see :func:`factor_engine.validate_panel`).
+
+    Parameters
+    ----------
+    panel: long frame with ``date, symbol, asset_returns, market_cap, sector`` and the style inputs.
+    config: the model configuration; defaults when None.
+    """
+    config = config or ModelConfig()
+    universe = select_universe(panel, config.universe.size)
+    scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
+    regression = config.regression
+    result: FactorReturns = estimate_factor_returns(
+        universe.select(DATE, SYMBOL, RETURNS),
+        universe.select(DATE, SYMBOL, MARKET_CAP),
+        universe.select(DATE, SYMBOL, SECTOR),
+        scores,
+        winsor_factor=regression.winsor_factor,
+        residualize_styles=regression.residualize_styles,
+        method="barra" if regression.method == "barra" else "toraniko",
+        exposure_lag=regression.effective_exposure_lag,
+    )
+    exposures = _exposures_at_close(universe, scores, result)
+    return RiskModel(
+        factor_returns=result.factor_returns,
+        exposures=exposures,
+        residuals=result.residuals,
+        diagnostics=result.diagnostics,
+        factors=result.factors,
+        sectors=result.sectors,
+        styles=result.styles,
+        config=config.effective(),
+    )
+
+
+def _exposures_at_close(universe: pl.DataFrame, scores: pl.DataFrame, result: FactorReturns) -> pl.DataFrame:
+    """``date, symbol`` + one column per factor: each asset's exposures as known at that date's close."""
+    sector_dummies = [(pl.col(SECTOR) == name).cast(pl.Float64).alias(name) for name in result.sectors]
+    base = universe.select(DATE, SYMBOL, pl.lit(1.0).alias(MARKET), *sector_dummies)
+    if scores.select(DATE, SYMBOL).equals(base.select(DATE, SYMBOL)):  # same rows in the same order
+        combined = base.hstack(scores.select(result.styles).get_columns())
+    else:
+        combined = base.join(scores.select(DATE, SYMBOL, *result.styles), on=[DATE, SYMBOL], how="left")
+    return combined.select(DATE, SYMBOL, *result.factors)

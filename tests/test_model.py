@@ -1,0 +1,114 @@
+"""Risk model artifact: build from a synthetic panel, save, load back identically; universe selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from factor_engine import estimate_factor_returns, styles
+from factor_engine.config import ModelConfig, RegressionConfig, StylesConfig, UniverseConfig
+from factor_engine.model import ModelError, RiskModel, build_model, load_model, select_universe
+from factor_engine.synthetic import generate_market
+
+
+@pytest.fixture(scope="module")
+def panel() -> pl.DataFrame:
+    return generate_market(150, 320, seed=11).panel
+
+
+@pytest.fixture(scope="module")
+def model(panel: pl.DataFrame) -> RiskModel:
+    config = ModelConfig(
+        styles=StylesConfig(params={"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}),
+    )
+    return build_model(panel, config)
+
+
+def test_build_matches_the_library_stages(panel: pl.DataFrame, model: RiskModel) -> None:
+    scores = styles.compute_styles(
+        panel, ["momentum", "value", "size"], params={"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}
+    )
+    direct = estimate_factor_returns(
+        panel.select("date", "symbol", "asset_returns"),
+        panel.select("date", "symbol", "market_cap"),
+        panel.select("date", "symbol", "sector"),
+        scores,
+    )
+    assert model.factor_returns.equals(direct.factor_returns)
+    assert model.residuals.equals(direct.residuals)
+    assert model.factors == direct.factors
+    # exposures at each date's close: market 1, the sector dummy, the style scores of that date
+    row = model.exposures.filter(pl.col("mom_score").is_not_null()).row(0, named=True)
+    source = panel.filter((pl.col("date") == row["date"]) & (pl.col("symbol") == row["symbol"])).row(0, named=True)
+    assert row["market"] == 1.0
+    assert row[source["sector"]] == 1.0
+    assert sum(row[s] for s in model.sectors) == 1.0
+    score = scores.filter((pl.col("date") == row["date"]) & (pl.col("symbol") == row["symbol"]))
+    assert row["mom_score"] == score["mom_score"].item()
+    # the exposures that explained date t's returns are the close-of-(t-1) exposures saved here
+    used = direct.exposures.filter(pl.col("date") == model.factor_returns["date"][5])
+    dates = model.exposures["date"].unique().sort()
+    previous = dates[dates.search_sorted(model.factor_returns["date"][5]) - 1]
+    saved = model.exposures.filter(pl.col("date") == previous).join(used.select("symbol"), on="symbol")
+    joined = used.join(saved, on="symbol", suffix=" saved")
+    for factor in model.factors:
+        np.testing.assert_array_equal(joined[factor].to_numpy(), joined[f"{factor} saved"].to_numpy())
+
+
+def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
+    folder = model.save(tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "diagnostics.parquet",
+        "exposures.parquet",
+        "factor_returns.parquet",
+        "model.json",
+        "residuals.parquet",
+    ]
+    loaded = load_model(folder)
+    for name in ("factor_returns", "exposures", "residuals", "diagnostics"):
+        assert getattr(loaded, name).equals(getattr(model, name)), name
+    assert loaded.factors == model.factors and loaded.config == model.config
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["units"].startswith("daily")
+    assert meta["config"]["styles"]["params"]["momentum"]["trailing_days"] == 60
+    assert meta["date_range"][0] == str(model.factor_returns["date"].min())
+
+
+def test_universe_keeps_largest_caps(panel: pl.DataFrame) -> None:
+    kept = select_universe(panel, 40)
+    counts = kept.group_by("date").len()["len"]
+    assert counts.max() == 40
+    day = panel["date"][-1]
+    expected = panel.filter(pl.col("date") == day).top_k(40, by="market_cap")["symbol"].sort()
+    assert kept.filter(pl.col("date") == day)["symbol"].sort().equals(expected)
+    assert select_universe(panel, 0) is panel
+
+
+def test_toraniko_method_through_config(panel: pl.DataFrame) -> None:
+    config = ModelConfig(
+        universe=UniverseConfig(size=100),
+        styles=StylesConfig(names=("value", "size")),
+        regression=RegressionConfig(method="toraniko"),
+    )
+    model = build_model(panel, config)
+    assert model.config["regression"]["exposure_lag"] == 0
+    assert model.styles == ("sze_score", "val_score")
+    # toraniko's equal-weight constraint: sector returns sum to zero
+    sums = model.factor_returns.select(pl.sum_horizontal(model.sectors)).to_series().to_numpy()
+    assert np.max(np.abs(sums)) < 1e-12
+
+
+def test_load_errors_name_the_file(model: RiskModel, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"not a model folder: model.json is missing"):
+        load_model(tmp_path)
+    folder = model.save(tmp_path / "m")
+    (folder / "residuals.parquet").unlink()
+    with pytest.raises(ModelError, match=r"lacks residuals.parquet"):
+        load_model(folder)
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match=r"model.json is not valid JSON"):
+        load_model(folder)
