@@ -265,7 +265,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 
 
 def test_every_command_is_covered() -> None:
-    assert COMMANDS == ["demo", "factor-returns", "styles", "synthetic"]
+    assert COMMANDS == ["build", "demo", "factor-returns", "styles", "synthetic"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -274,3 +274,28 @@ def test_help_shows_an_example(command: str) -> None:
     assert code == 0
     assert "Example:" in stdout
     assert f"factor-engine {command} --" in stdout
+
+
+def test_build_writes_the_model_of_build_model(tmp_path: Path) -> None:
+    from factor_engine.config import load_config
+    from factor_engine.model import build_model, load_model
+
+    panel_path = tmp_path / "panel.parquet"
+    generate_market(120, 320, seed=4).panel.write_parquet(panel_path)
+    config_path = tmp_path / "model.toml"
+    config_path.write_text("[universe]\nsize = 100\n[styles.momentum]\ntrailing_days = 60\nlag = 5\n")
+    code, out, err = invoke(
+        "build", "--data", str(panel_path), "--out", str(tmp_path / "model"), "--config", str(config_path)
+    )
+    assert code == 0, err
+    assert "wrote model folder" in out
+    written = load_model(tmp_path / "model")
+    expected = build_model(load_panel(panel_path), load_config(config_path))
+    assert_frame_equal(written.factor_returns, expected.factor_returns)
+    assert_frame_equal(written.exposures, expected.exposures)
+    assert written.config["universe"]["size"] == 100
+    code, _, err = invoke(
+        "build", "--data", str(panel_path), "--out", str(tmp_path / "m2"), "--config", str(tmp_path / "x.toml")
+    )
+    assert code == 1
+    assert "error: configuration file" in err and "does not exist" in err

@@ -24,6 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from factor_engine import styles
+from factor_engine.config import load_config
+from factor_engine.model import build_model
 from factor_engine.panel import (
     CSV_SUFFIXES,
     DATE,
@@ -522,6 +524,49 @@ def factor_returns_command(
         console.print(_excluded_table(result))
         console.print(stages.table())
         _print_written(written)
+
+
+@app.command()
+def build(
+    data: DataPath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (created if needed).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Model configuration TOML (defaults when omitted).")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Build a risk model from a panel file and write it as a model folder.
+
+    Runs validation, universe selection, style scores and factor returns as configured, and writes
+    factor_returns, exposures (known at each date's close), residuals and diagnostics as Parquet files,
+    plus model.json with the effective configuration, factor list, date range, units and engine version.
+
+    Example:
+
+        factor-engine build --data panel.parquet --out model --config model.toml
+    """
+    with _reported_errors(verbose):
+        stages = _Stages()
+        with stages.run("read configuration"):
+            model_config = load_config(config)
+        with stages.run(f"load panel {data}"):
+            panel = load_panel(data)
+        with stages.run("build model (universe, styles, factor returns)"):
+            model = build_model(panel, model_config)
+        with stages.run(f"write model folder {out}"):
+            model.save(out)
+        console.print(Text.assemble(("panel: ", "bold"), _panel_summary(panel)))
+        meta = model.metadata()
+        console.print(
+            Text.assemble(
+                ("model: ", "bold"),
+                f"{len(model.factors)} factors (market, {len(model.sectors)} sectors, styles "
+                f"{', '.join(model.styles)}), {model.factor_returns.height} dates solved, "
+                f"{meta['date_range'][0]} → {meta['date_range'][1]}",
+            )
+        )
+        console.print(stages.table())
+        console.print(f"wrote model folder {out}")
 
 
 @app.command()
