@@ -64,6 +64,7 @@ def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [
         "diagnostics.parquet",
         "exposures.parquet",
+        "factor_covariance.parquet",
         "factor_returns.parquet",
         "model.json",
         "residuals.parquet",
@@ -72,10 +73,38 @@ def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
     for name in ("factor_returns", "exposures", "residuals", "diagnostics"):
         assert getattr(loaded, name).equals(getattr(model, name)), name
     assert loaded.factors == model.factors and loaded.config == model.config
+    assert model.factor_covariance is not None and loaded.factor_covariance is not None
+    np.testing.assert_array_equal(loaded.factor_covariance.values, model.factor_covariance.values)
+    assert loaded.factor_covariance.dates.equals(model.factor_covariance.dates)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["units"].startswith("daily")
     assert meta["config"]["styles"]["params"]["momentum"]["trailing_days"] == 60
     assert meta["date_range"][0] == str(model.factor_returns["date"].min())
+
+
+def test_covariance_follows_the_configuration(model: RiskModel) -> None:
+    from factor_engine.config import ModelConfig as Config
+    from factor_engine.model import forecast_factor_covariance
+    from factor_engine.risk import eigenfactor_adjustment, factor_covariance, volatility_regime_adjustment
+
+    covariance = model.factor_covariance
+    assert covariance is not None
+    assert covariance.factors == model.factors
+    assert covariance.dates[0] == model.factor_returns["date"][62]  # min_periods = 63 solved dates
+    raw = factor_covariance(model.factor_returns, Config().covariance)
+    decay = 0.5 ** (1 / 504)
+    expected = volatility_regime_adjustment(
+        eigenfactor_adjustment(raw, effective_observations=(1 + decay) / (1 - decay), n_simulations=1000),
+        model.factor_returns,
+        half_life=42,
+    )
+    np.testing.assert_allclose(covariance.values, expected.values, rtol=1e-12, atol=0)
+    plain = forecast_factor_covariance(
+        model.factor_returns,
+        Config.from_mapping({"adjustments": {"eigenfactor": False, "vra_half_life": False}}),
+    )
+    np.testing.assert_array_equal(plain.values, raw.values)
+    assert np.linalg.eigvalsh(covariance.values).min() >= -1e-18
 
 
 def test_universe_keeps_largest_caps(panel: pl.DataFrame) -> None:

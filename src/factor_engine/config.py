@@ -20,6 +20,22 @@ Every section and key is optional; what is left out takes the default below. The
     exposure_lag = 1            # dates between exposures and the returns they explain
     winsor_factor = 0.05        # fraction of returns clipped at each tail per date; false disables
     residualize_styles = true   # toraniko method only
+
+    [covariance]                # factor covariance forecast (factor_engine.risk.CovarianceConfig)
+    vol_half_life = 84          # trading days
+    corr_half_life = 504
+    vol_nw_lags = 5
+    corr_nw_lags = 2
+    min_periods = 63
+    shrinkage = "none"          # or "ledoit_wolf"
+    horizon = 1                 # forecast horizon in trading days (21 monthly, 252 annual)
+
+    [adjustments]
+    eigenfactor = true          # eigenfactor risk adjustment (simulated eigenportfolio bias)
+    eigenfactor_simulations = 1000
+    eigenfactor_scale = 1.4
+    eigenfactor_every = 21      # simulate the bias profile every N dates
+    vra_half_life = 42          # factor volatility regime adjustment; false disables
 """
 
 from __future__ import annotations
@@ -31,9 +47,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from factor_engine.risk import CovarianceConfig
 from factor_engine.styles import get_style
 
-__all__ = ["ConfigError", "ModelConfig", "RegressionConfig", "StylesConfig", "UniverseConfig", "load_config"]
+__all__ = [
+    "AdjustmentConfig",
+    "ConfigError",
+    "ModelConfig",
+    "RegressionConfig",
+    "StylesConfig",
+    "UniverseConfig",
+    "load_config",
+]
 
 
 class ConfigError(ValueError):
@@ -125,12 +150,39 @@ class RegressionConfig:
 
 
 @dataclass(frozen=True)
+class AdjustmentConfig:
+    """Adjustments of the factor covariance forecast (see :mod:`factor_engine.risk.adjustments`).
+
+    eigenfactor: apply the eigenfactor risk adjustment.
+    eigenfactor_simulations, eigenfactor_scale, eigenfactor_every: its simulations per date, scaling ``a``
+        and the spacing (dates) of the simulated bias profiles.
+    vra_half_life: half-life (trading days) of the volatility regime adjustment; None disables it.
+    """
+
+    eigenfactor: bool = True
+    eigenfactor_simulations: int = 1000
+    eigenfactor_scale: float = 1.4
+    eigenfactor_every: int = 21
+    vra_half_life: float | None = 42.0
+
+    def __post_init__(self) -> None:
+        if self.eigenfactor_simulations < 2 or self.eigenfactor_every < 1 or self.eigenfactor_scale < 0:
+            raise ConfigError(
+                "[adjustments] need eigenfactor_simulations >= 2, eigenfactor_every >= 1 and eigenfactor_scale >= 0"
+            )
+        if self.vra_half_life is not None and not self.vra_half_life > 0:
+            raise ConfigError(f"[adjustments] vra_half_life must be positive or false, got {self.vra_half_life!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole model configuration."""
 
     universe: UniverseConfig = field(default_factory=UniverseConfig)
     styles: StylesConfig = field(default_factory=StylesConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
+    covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
+    adjustments: AdjustmentConfig = field(default_factory=AdjustmentConfig)
 
     def effective(self) -> dict[str, Any]:
         """The configuration with every default filled in, as plain JSON-compatible data."""
@@ -141,12 +193,14 @@ class ModelConfig:
                 **asdict(self.regression),
                 "exposure_lag": self.regression.effective_exposure_lag,
             },
+            "covariance": asdict(self.covariance),
+            "adjustments": asdict(self.adjustments),
         }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from parsed TOML/JSON data; unknown sections or keys are errors naming them."""
-        known_sections = {"universe", "styles", "regression"}
+        known_sections = {"universe", "styles", "regression", "covariance", "adjustments"}
         unknown = sorted(set(data) - known_sections)
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(known_sections)}")
@@ -167,7 +221,15 @@ class ModelConfig:
             for key, value in dict(data.get("regression", {})).items()
         }
         regression = _section(RegressionConfig, "regression", regression_data)
-        return cls(universe=universe, styles=styles, regression=regression)
+        covariance = _section(CovarianceConfig, "covariance", data.get("covariance", {}))
+        adjustments_data = {
+            key: (None if key == "vra_half_life" and value is False else value)
+            for key, value in dict(data.get("adjustments", {})).items()
+        }
+        adjustments = _section(AdjustmentConfig, "adjustments", adjustments_data)
+        return cls(
+            universe=universe, styles=styles, regression=regression, covariance=covariance, adjustments=adjustments
+        )
 
 
 def _section(kind: Any, name: str, data: Mapping[str, Any]) -> Any:
@@ -177,7 +239,12 @@ def _section(kind: Any, name: str, data: Mapping[str, Any]) -> Any:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"[{name}] unknown key(s) {unknown}; known: {sorted(allowed)}")
-    return kind(**data)
+    try:
+        return kind(**data)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[{name}] {exc}") from exc
 
 
 def load_config(path: str | Path | None = None) -> ModelConfig:

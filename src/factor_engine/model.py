@@ -8,6 +8,8 @@ units:
 - ``exposures.parquet``: ``date, symbol`` + one column per factor — the exposures known at that date's close;
 - ``residuals.parquet``: ``date, symbol, residual``;
 - ``diagnostics.parquet``: the regression's per-date diagnostics;
+- ``factor_covariance.parquet``: ``date, factor`` + one column per factor — the forecast made at each date's
+  close (daily units × the configured horizon), for every date once enough history exists;
 - ``model.json``: the effective configuration, factor list, date range, units and engine version.
 
 ``load_model(folder)`` reads them back with identical numbers.
@@ -26,12 +28,26 @@ from factor_engine import __version__
 from factor_engine.config import ModelConfig
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_factor_returns
+from factor_engine.risk import (
+    FactorCovariance,
+    eigenfactor_adjustment,
+    factor_covariance,
+    volatility_regime_adjustment,
+)
 from factor_engine.styles import compute_styles
 from factor_engine.xsection import top_n_by_group
 
-__all__ = ["ModelError", "RiskModel", "build_model", "load_model", "select_universe"]
+__all__ = [
+    "ModelError",
+    "RiskModel",
+    "build_model",
+    "forecast_factor_covariance",
+    "load_model",
+    "select_universe",
+]
 
 _FILES = ("factor_returns", "exposures", "residuals", "diagnostics")
+COVARIANCE_FILE = "factor_covariance.parquet"
 
 
 class ModelError(ValueError):
@@ -49,6 +65,7 @@ class RiskModel:
     residuals: ``date, symbol, residual`` (daily, fractions).
     diagnostics: per-date regression diagnostics (see :class:`factor_engine.FactorReturns`).
     factors, sectors, styles: factor names in column order.
+    factor_covariance: the forecast factor covariance of every date with enough history.
     config: the effective configuration (JSON-compatible).
     """
 
@@ -59,6 +76,7 @@ class RiskModel:
     factors: tuple[str, ...]
     sectors: tuple[str, ...]
     styles: tuple[str, ...]
+    factor_covariance: FactorCovariance | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
@@ -72,6 +90,7 @@ class RiskModel:
             "sectors": list(self.sectors),
             "styles": list(self.styles),
             "date_range": [str(dates.min()), str(dates.max())] if dates.len() else [None, None],
+            "covariance_horizon": None if self.factor_covariance is None else self.factor_covariance.horizon,
             "config": self.config,
         }
 
@@ -83,6 +102,9 @@ class RiskModel:
         for name in _FILES:
             frame: pl.DataFrame = getattr(self, name)
             _atomic_write(target / f"{name}.parquet", lambda path, frame=frame: frame.write_parquet(path))
+        if self.factor_covariance is not None:
+            frame = self.factor_covariance.to_frame()
+            _atomic_write(target / COVARIANCE_FILE, lambda path: frame.write_parquet(path))
         text = json.dumps(self.metadata(), indent=2)
         _atomic_write(target / "model.json", lambda path: path.write_text(text))
         return target
@@ -110,8 +132,15 @@ def load_model(folder: str | Path) -> RiskModel:
         if not path.is_file():
             raise ModelError(f"model folder {source} lacks {path.name}")
         frames[name] = pl.read_parquet(path)
+    covariance_path = source / COVARIANCE_FILE
+    covariance = None
+    if covariance_path.is_file():
+        covariance = FactorCovariance.from_frame(
+            pl.read_parquet(covariance_path), horizon=int(meta.get("covariance_horizon") or 1)
+        )
     return RiskModel(
         **frames,
+        factor_covariance=covariance,
         factors=tuple(meta["factors"]),
         sectors=tuple(meta["sectors"]),
         styles=tuple(meta["styles"]),
@@ -149,6 +178,7 @@ def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskM
         exposure_lag=regression.effective_exposure_lag,
     )
     exposures = _exposures_at_close(universe, scores, result)
+    covariance = forecast_factor_covariance(result.factor_returns, config)
     return RiskModel(
         factor_returns=result.factor_returns,
         exposures=exposures,
@@ -157,8 +187,28 @@ def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskM
         factors=result.factors,
         sectors=result.sectors,
         styles=result.styles,
+        factor_covariance=covariance,
         config=config.effective(),
     )
+
+
+def forecast_factor_covariance(factor_returns: pl.DataFrame, config: ModelConfig) -> FactorCovariance:
+    """The configured factor covariance forecast: EWMA + Newey-West, then the eigenfactor and volatility
+    regime adjustments when enabled."""
+    covariance = factor_covariance(factor_returns, config.covariance)
+    adjustments = config.adjustments
+    if adjustments.eigenfactor and covariance.values.shape[0]:
+        decay = 0.5 ** (1.0 / config.covariance.corr_half_life)
+        covariance = eigenfactor_adjustment(
+            covariance,
+            effective_observations=max((1 + decay) / (1 - decay), len(covariance.factors) + 1.0),
+            n_simulations=adjustments.eigenfactor_simulations,
+            scale=adjustments.eigenfactor_scale,
+            every=adjustments.eigenfactor_every,
+        )
+    if adjustments.vra_half_life is not None and covariance.values.shape[0]:
+        covariance = volatility_regime_adjustment(covariance, factor_returns, half_life=adjustments.vra_half_life)
+    return covariance
 
 
 def _exposures_at_close(universe: pl.DataFrame, scores: pl.DataFrame, result: FactorReturns) -> pl.DataFrame:

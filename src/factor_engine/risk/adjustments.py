@@ -50,9 +50,13 @@ def _bias_profile(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -
     sim_vals, sim_vecs = np.linalg.eigh(simulated)
     true_cov = np.matmul(root, root.transpose(0, 2, 1))  # F0 (D, K, K)
     true_var = np.einsum("dmik,dij,dmjk->dmk", sim_vecs, true_cov, sim_vecs, optimize=True)
+    # eigenvalues that are zero up to rounding (a degenerate forecast) carry no bias information
+    usable = sim_vals > 1e-12 * sim_vals.max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(sim_vals > 0, true_var / sim_vals, np.nan)
-    profile: np.ndarray = np.sqrt(np.nanmean(ratio, axis=1))
+        ratio = np.where(usable, np.maximum(true_var, 0.0) / sim_vals, np.nan)
+    counts = usable.sum(axis=1)
+    mean_ratio = np.where(counts > 0, np.nansum(ratio, axis=1) / np.maximum(counts, 1), 1.0)
+    profile: np.ndarray = np.sqrt(mean_ratio)
     return profile
 
 
