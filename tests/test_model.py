@@ -68,6 +68,7 @@ def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
         "factor_returns.parquet",
         "model.json",
         "residuals.parquet",
+        "specific_risk.parquet",
     ]
     loaded = load_model(folder)
     for name in ("factor_returns", "exposures", "residuals", "diagnostics"):
@@ -76,6 +77,8 @@ def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
     assert model.factor_covariance is not None and loaded.factor_covariance is not None
     np.testing.assert_array_equal(loaded.factor_covariance.values, model.factor_covariance.values)
     assert loaded.factor_covariance.dates.equals(model.factor_covariance.dates)
+    assert loaded.specific_risk is not None and model.specific_risk is not None
+    assert loaded.specific_risk.equals(model.specific_risk)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["units"].startswith("daily")
     assert meta["config"]["styles"]["params"]["momentum"]["trailing_days"] == 60
@@ -105,6 +108,19 @@ def test_covariance_follows_the_configuration(model: RiskModel) -> None:
     )
     np.testing.assert_array_equal(plain.values, raw.values)
     assert np.linalg.eigvalsh(covariance.values).min() >= -1e-18
+
+
+def test_specific_risk_is_the_configured_forecast(panel: pl.DataFrame, model: RiskModel) -> None:
+    from factor_engine.risk import SpecificRiskConfig, specific_risk
+
+    assert model.specific_risk is not None
+    expected = specific_risk(
+        model.residuals, panel.select("date", "symbol", "market_cap"), model.exposures, SpecificRiskConfig()
+    )
+    assert model.specific_risk.equals(expected)
+    assert model.specific_risk.columns == ["date", "symbol", "specific_vol"]
+    vols = model.specific_risk["specific_vol"].drop_nulls().to_numpy()
+    assert vols.size > 0 and (vols > 0).all() and np.median(vols) < 0.1  # daily sd, fraction
 
 
 def test_universe_keeps_largest_caps(panel: pl.DataFrame) -> None:

@@ -36,6 +36,16 @@ Every section and key is optional; what is left out takes the default below. The
     eigenfactor_scale = 1.4
     eigenfactor_every = 21      # simulate the bias profile every N dates
     vra_half_life = 42          # factor volatility regime adjustment; false disables
+
+    [specific_risk]             # factor_engine.risk.SpecificRiskConfig
+    half_life = 84              # trading days, EWMA of squared residuals
+    nw_lags = 5
+    min_periods = 21            # observations before an asset gets a time-series estimate
+    full_history = 180          # observations for full weight on the time-series estimate
+    shrinkage = 0.1             # Bayesian shrinkage toward the size-decile cap-weighted mean
+    n_size_groups = 10
+    structural = true           # structural estimate (log vol on exposures) for short histories
+    vra_half_life = 42          # specific volatility regime adjustment; false disables
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from factor_engine.risk import CovarianceConfig
+from factor_engine.risk import CovarianceConfig, SpecificRiskConfig
 from factor_engine.styles import get_style
 
 __all__ = [
@@ -183,6 +193,7 @@ class ModelConfig:
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
     adjustments: AdjustmentConfig = field(default_factory=AdjustmentConfig)
+    specific_risk: SpecificRiskConfig = field(default_factory=SpecificRiskConfig)
 
     def effective(self) -> dict[str, Any]:
         """The configuration with every default filled in, as plain JSON-compatible data."""
@@ -195,12 +206,13 @@ class ModelConfig:
             },
             "covariance": asdict(self.covariance),
             "adjustments": asdict(self.adjustments),
+            "specific_risk": asdict(self.specific_risk),
         }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from parsed TOML/JSON data; unknown sections or keys are errors naming them."""
-        known_sections = {"universe", "styles", "regression", "covariance", "adjustments"}
+        known_sections = {"universe", "styles", "regression", "covariance", "adjustments", "specific_risk"}
         unknown = sorted(set(data) - known_sections)
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(known_sections)}")
@@ -227,8 +239,18 @@ class ModelConfig:
             for key, value in dict(data.get("adjustments", {})).items()
         }
         adjustments = _section(AdjustmentConfig, "adjustments", adjustments_data)
+        specific_data = {
+            key: (None if key == "vra_half_life" and value is False else value)
+            for key, value in dict(data.get("specific_risk", {})).items()
+        }
+        specific = _section(SpecificRiskConfig, "specific_risk", specific_data)
         return cls(
-            universe=universe, styles=styles, regression=regression, covariance=covariance, adjustments=adjustments
+            universe=universe,
+            styles=styles,
+            regression=regression,
+            covariance=covariance,
+            adjustments=adjustments,
+            specific_risk=specific,
         )
 
 

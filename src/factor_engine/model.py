@@ -8,6 +8,8 @@ units:
 - ``exposures.parquet``: ``date, symbol`` + one column per factor — the exposures known at that date's close;
 - ``residuals.parquet``: ``date, symbol, residual``;
 - ``diagnostics.parquet``: the regression's per-date diagnostics;
+- ``specific_risk.parquet``: ``date, symbol, specific_vol`` — the specific volatility forecast (daily sd)
+  made at each date's close;
 - ``factor_covariance.parquet``: ``date, factor`` + one column per factor — the forecast made at each date's
   close (daily units × the configured horizon), for every date once enough history exists;
 - ``model.json``: the effective configuration, factor list, date range, units and engine version.
@@ -32,6 +34,7 @@ from factor_engine.risk import (
     FactorCovariance,
     eigenfactor_adjustment,
     factor_covariance,
+    specific_risk,
     volatility_regime_adjustment,
 )
 from factor_engine.styles import compute_styles
@@ -48,6 +51,7 @@ __all__ = [
 
 _FILES = ("factor_returns", "exposures", "residuals", "diagnostics")
 COVARIANCE_FILE = "factor_covariance.parquet"
+SPECIFIC_FILE = "specific_risk.parquet"
 
 
 class ModelError(ValueError):
@@ -66,6 +70,7 @@ class RiskModel:
     diagnostics: per-date regression diagnostics (see :class:`factor_engine.FactorReturns`).
     factors, sectors, styles: factor names in column order.
     factor_covariance: the forecast factor covariance of every date with enough history.
+    specific_risk: ``date, symbol, specific_vol`` forecasts (daily sd, fraction).
     config: the effective configuration (JSON-compatible).
     """
 
@@ -77,6 +82,7 @@ class RiskModel:
     sectors: tuple[str, ...]
     styles: tuple[str, ...]
     factor_covariance: FactorCovariance | None = None
+    specific_risk: pl.DataFrame | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
@@ -105,6 +111,9 @@ class RiskModel:
         if self.factor_covariance is not None:
             frame = self.factor_covariance.to_frame()
             _atomic_write(target / COVARIANCE_FILE, lambda path: frame.write_parquet(path))
+        if self.specific_risk is not None:
+            specific = self.specific_risk
+            _atomic_write(target / SPECIFIC_FILE, lambda path: specific.write_parquet(path))
         text = json.dumps(self.metadata(), indent=2)
         _atomic_write(target / "model.json", lambda path: path.write_text(text))
         return target
@@ -138,9 +147,11 @@ def load_model(folder: str | Path) -> RiskModel:
         covariance = FactorCovariance.from_frame(
             pl.read_parquet(covariance_path), horizon=int(meta.get("covariance_horizon") or 1)
         )
+    specific_path = source / SPECIFIC_FILE
     return RiskModel(
         **frames,
         factor_covariance=covariance,
+        specific_risk=pl.read_parquet(specific_path) if specific_path.is_file() else None,
         factors=tuple(meta["factors"]),
         sectors=tuple(meta["sectors"]),
         styles=tuple(meta["styles"]),
@@ -179,6 +190,9 @@ def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskM
     )
     exposures = _exposures_at_close(universe, scores, result)
     covariance = forecast_factor_covariance(result.factor_returns, config)
+    specific = specific_risk(
+        result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, config.specific_risk
+    )
     return RiskModel(
         factor_returns=result.factor_returns,
         exposures=exposures,
@@ -188,6 +202,7 @@ def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskM
         sectors=result.sectors,
         styles=result.styles,
         factor_covariance=covariance,
+        specific_risk=specific,
         config=config.effective(),
     )
 

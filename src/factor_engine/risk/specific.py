@@ -1,0 +1,447 @@
+"""Specific (idiosyncratic) risk per asset and date, in the style of Barra USE4.
+
+References: Menchero, Orr and Wang, *The Barra US Equity Model (USE4), Methodology Notes* (MSCI, 2011),
+sections on specific risk: Newey–West EWMA time-series estimate, structural model, Bayesian shrinkage and
+the volatility regime adjustment.
+
+Notation: ``u[s, n]`` is the residual (specific return, daily fraction) of asset ``n`` on date ``s`` of the
+residuals' date axis; ``P[s, n]`` is 1 when that residual is observed (a row with a finite value) and 0
+otherwise; ``δ = 0.5 ** (1 / half_life)``. Every quantity on date ``t`` uses residuals of dates ``≤ t`` only,
+so the forecast of date ``t`` (for ``t + 1``) is point in time.
+
+1. **Time-series estimate** (Newey–West EWMA). With EWMA sums ``E_t[x] = Σ_{s≤t} δ^{t−s} x_s``::
+
+       Γ_0(t) = E_t[u_s²] / E_t[P_s]
+       Γ_l(t) = E_t[u_s u_{s−l}] / E_t[P_s P_{s−l}]          (l = 1..nw_lags, lags in dates of the axis)
+       σ_TS²(t) = Γ_0(t) + Σ_l 2 (1 − l / (nw_lags + 1)) Γ_l(t)        (Bartlett weights)
+
+   A missing residual contributes nothing (it is 0 with ``P = 0``); a lag with no observed pair so far has
+   ``Γ_l = 0``; if the Newey–West sum is not positive the plain ``Γ_0`` is used. ``σ_TS`` exists once the
+   asset has ``h(t) = Σ_{s≤t} P_s ≥ min_periods`` observations. Each EWMA sum is one ``lfilter`` along time
+   on dense (dates × assets) arrays, blocks of assets running in parallel.
+
+2. **Structural estimate** (``structural=True`` and exposures given). On each date ``t`` the assets with a
+   full history (``h ≥ full_history``, ``σ_TS > 0``) are regressed, with weights ``sqrt(market_cap)``, as
+   ``log σ_TS = X b + e`` where ``X`` is an intercept followed by the exposure columns of that date
+   (collinear or empty columns are dropped on that date only, so a market column of ones adds nothing; a
+   date needs more regression assets than estimable columns). For every asset with exposures::
+
+       σ_STR(t) = E0(t) · exp(X b(t)),    E0(t) = mean over the regression assets of σ_TS / exp(X b)
+
+   (``E0`` removes the bias of the log transform). With ``γ = clip((h − min_periods) / (full_history −
+   min_periods), 0, 1)`` the blend is ``σ = γ σ_TS + (1 − γ) σ_STR``; an asset without ``σ_TS`` gets
+   ``σ_STR`` (its ``γ`` is 0) and one without exposures on that date keeps ``σ_TS``. The per-date normal
+   equations are stacked over blocks of dates and solved in one batched call.
+
+3. **Bayesian shrinkage** toward the size group. Assets with a ``σ`` on date ``t`` are ranked by market cap
+   (ascending, 0-based rank ``r`` among ``m`` assets) into ``G = n_size_groups`` groups ``g = ⌊G r / m⌋``.
+   With the cap-weighted group mean ``σ̄_g = Σ c σ / Σ c`` and ``Δ_g = sqrt(mean_g (σ − σ̄_g)²)``::
+
+       v = q |σ − σ̄_g| / (Δ_g + q |σ − σ̄_g|),     σ_SH = v σ̄_g + (1 − v) σ
+
+   (``v = 0`` when ``σ = σ̄_g``).
+
+4. **Volatility regime adjustment** (``vra_half_life`` not None). The cross-sectional bias statistic of
+   date ``t`` uses the assets with a forecast ``σ_SH(t−1) > 0`` on the previous date of the residuals' date
+   axis and a residual on ``t``, weighted by their caps ``w`` of date ``t − 1`` (normalized to sum 1)::
+
+       B_t = sqrt(Σ_n w_n (u_{t,n} / σ_SH_{t−1,n})²)
+       λ_t = sqrt(Σ_{s≤t} δ_V^{t−s} B_s² / Σ_{s≤t} δ_V^{t−s})   (over dates with a B_s; δ_V from vra_half_life)
+       σ_VRA(t) = λ_t σ_SH(t)
+
+   with ``λ_t = 1`` before the first date with a bias statistic.
+
+The result is a daily standard deviation (fraction) for every residual row whose asset has a forecast.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import TypeGuard
+
+import numpy as np
+import polars as pl
+from scipy.signal import lfilter
+from threadpoolctl import threadpool_limits
+
+from factor_engine._dense import run_parallel
+from factor_engine._grid import Grid, build_grid, check_unique, sort_by_keys
+from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
+from factor_engine.regression import _rank_revealing_solve
+
+__all__ = ["RESIDUAL", "SPECIFIC_VOL", "SpecificRiskConfig", "specific_risk"]
+
+RESIDUAL = "residual"
+SPECIFIC_VOL = "specific_vol"
+# Cells (dates × assets × exposure columns) per batch of dates in the structural regressions.
+_BLOCK_CELLS = 1_500_000
+
+
+@dataclass(frozen=True)
+class SpecificRiskConfig:
+    """Parameters of :func:`specific_risk` (USE4 defaults). All horizons are in dates of the residuals.
+
+    Attributes
+    ----------
+    half_life: half-life (dates) of the EWMA of squared residuals and their autocovariances.
+    nw_lags: Newey–West lags (Bartlett weights); 0 disables the autocovariance terms.
+    min_periods: observed residuals an asset needs before it gets a time-series estimate.
+    full_history: observations at which the time-series estimate gets full weight against the structural one
+        (must exceed ``min_periods``).
+    shrinkage: Bayesian shrinkage intensity ``q ≥ 0`` toward the cap-weighted mean of the size group.
+    n_size_groups: number of market-cap groups (deciles by default) used by the shrinkage.
+    structural: blend with the structural estimate for short histories (needs exposures).
+    vra_half_life: half-life (dates) of the volatility regime adjustment; ``None`` disables it.
+    """
+
+    half_life: float = 84
+    nw_lags: int = 5
+    min_periods: int = 21
+    full_history: int = 180
+    shrinkage: float = 0.1
+    n_size_groups: int = 10
+    structural: bool = True
+    vra_half_life: float | None = 42
+
+    def __post_init__(self) -> None:
+        _check_positive("half_life", self.half_life)
+        _check_int("nw_lags", self.nw_lags, minimum=0)
+        _check_int("min_periods", self.min_periods, minimum=1)
+        _check_int("full_history", self.full_history, minimum=1)
+        if self.full_history <= self.min_periods:
+            raise ValueError(
+                f"full_history ({self.full_history}) must be greater than min_periods ({self.min_periods})"
+            )
+        if not _is_real(self.shrinkage) or not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
+            raise ValueError(f"shrinkage must be a finite number ≥ 0, got {self.shrinkage!r}")
+        _check_int("n_size_groups", self.n_size_groups, minimum=1)
+        if not isinstance(self.structural, bool):
+            raise ValueError(f"structural must be a bool, got {self.structural!r}")
+        if self.vra_half_life is not None:
+            _check_positive("vra_half_life", self.vra_half_life)
+
+
+def _is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number (a Python or numpy int or float, not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not (_is_real(value) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
+def specific_risk(
+    residuals: pl.DataFrame,
+    market_cap: pl.DataFrame,
+    exposures: pl.DataFrame | None = None,
+    config: SpecificRiskConfig | None = None,
+) -> pl.DataFrame:
+    """Forecast each asset's specific volatility on every date (Barra USE4 method, see the module docstring).
+
+    Parameters
+    ----------
+    residuals: ``date, symbol, residual`` — daily specific returns (fractions), e.g.
+        :attr:`factor_engine.regression.FactorReturns.residuals`. A null or NaN residual is an unobserved
+        date for that asset (its row still gets a forecast when one exists).
+    market_cap: ``date, symbol, market_cap`` (currency units) with a positive cap for every residual row;
+        extra rows are ignored.
+    exposures: ``date, symbol`` + numeric exposure columns (e.g. :attr:`FactorReturns.exposures`) for the
+        structural model; rows missing or with a non-finite value give that asset no structural estimate
+        on that date. ``None`` skips the structural model.
+    config: :class:`SpecificRiskConfig`; ``None`` for the USE4 defaults.
+
+    Returns
+    -------
+    ``date, symbol, specific_vol`` — daily specific standard deviation (fraction) forecast at the close of
+    ``date`` from residuals up to ``date``, one row per residual row whose asset has a forecast, sorted by
+    (date, symbol).
+    """
+    config = SpecificRiskConfig() if config is None else config
+    if not isinstance(config, SpecificRiskConfig):
+        raise TypeError(f"config must be a SpecificRiskConfig, got {type(config).__name__}")
+    residuals = sort_by_keys(_check_frame(residuals, "residuals", (RESIDUAL,)))
+    market_cap = _check_frame(market_cap, "market_cap", (MARKET_CAP,))
+    if exposures is not None:
+        exposures = _check_frame(exposures, "exposures", ())
+    if residuals.height == 0:
+        raise ValueError("residuals is empty")
+
+    grid = build_grid([residuals])
+    t, n = grid.locate(residuals)
+    check_unique(grid, t, n, "residuals")
+    keys = residuals.select(DATE, SYMBOL)
+    has_row = np.zeros((grid.n_dates, grid.n_symbols), dtype=bool)
+    has_row[t, n] = True
+    resid = grid.scatter(t, n, residuals[RESIDUAL].cast(pl.Float64).fill_null(np.nan).to_numpy())
+    present = np.isfinite(resid)
+
+    cap = _dense_column(grid, market_cap, MARKET_CAP, "market_cap")
+    bad = has_row & ~((cap > 0) & np.isfinite(cap))
+    if bad.any():
+        bad_t, bad_n = np.nonzero(bad)
+        dates = grid.date_series()
+        examples = [(str(dates[int(i)]), grid.symbols[int(j)]) for i, j in zip(bad_t[:5], bad_n[:5], strict=True)]
+        raise ValueError(
+            f"market_cap must be positive and finite for every residual row: {bad_t.shape[0]} rows are "
+            f"missing, null or not positive, e.g. {examples}"
+        )
+
+    decay = 0.5 ** (1.0 / config.half_life)
+    sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
+
+    sigma = sigma_ts
+    if config.structural and exposures is not None:
+        sigma_str = _structural(grid, t, n, keys, exposures, sigma_ts, count, cap, config)
+        gamma = np.clip((count - config.min_periods) / (config.full_history - config.min_periods), 0.0, 1.0)
+        blend = gamma * np.where(gamma > 0, sigma_ts, 0.0) + (1.0 - gamma) * sigma_str
+        sigma = np.where(np.isfinite(sigma_str), blend, sigma_ts)
+    sigma = _shrink(sigma, has_row, cap, config.shrinkage, config.n_size_groups)
+    if config.vra_half_life is not None:
+        sigma = sigma * _regime_multiplier(resid, present, sigma, cap, 0.5 ** (1.0 / config.vra_half_life))[:, None]
+
+    t_out, n_out = np.nonzero(np.isfinite(sigma))
+    return pl.DataFrame(
+        {
+            DATE: grid.date_series().gather(t_out),
+            SYMBOL: grid.symbols.gather(n_out),
+            SPECIFIC_VOL: sigma[t_out, n_out],
+        }
+    )
+
+
+def _check_frame(frame: pl.DataFrame, what: str, required: tuple[str, ...]) -> pl.DataFrame:
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError(f"{what} must be a polars DataFrame, got {type(frame).__name__}")
+    missing = [c for c in (DATE, SYMBOL, *required) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} is missing column(s) {missing}; it has {frame.columns}")
+    if frame[DATE].dtype != pl.Date:
+        try:
+            frame = frame.with_columns(pl.col(DATE).cast(pl.Date))
+        except pl.exceptions.PolarsError as exc:
+            raise ValueError(f"{what}: column 'date' of type {frame[DATE].dtype} is not a date") from exc
+    for column in required:
+        if not frame[column].dtype.is_numeric():
+            raise ValueError(f"{what}: column {column!r} must be numeric, got {frame[column].dtype}")
+    return frame
+
+
+def _dense_column(grid: Grid, frame: pl.DataFrame, column: str, what: str) -> np.ndarray:
+    """``column`` of ``frame`` as a (T, N) array on ``grid``; rows off the grid are ignored, absent cells NaN."""
+    first = int(grid.days[0])
+    span = int(grid.days[-1]) - first + 1
+    lookup = np.full(span, -1, dtype=np.int64)
+    lookup[grid.days.astype(np.int64) - first] = np.arange(grid.n_dates)
+    offset = frame[DATE].to_physical().cast(pl.Int64).fill_null(-1 - first).to_numpy() - first
+    inside = (offset >= 0) & (offset < span)
+    t = np.full(frame.height, -1, dtype=np.int64)
+    t[inside] = lookup[offset[inside]]
+    symbols = frame[SYMBOL].cast(pl.String).cast(pl.Enum(grid.symbols), strict=False)
+    n = symbols.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+    keep = (t >= 0) & (n >= 0)
+    check_unique(grid, t[keep], n[keep], what)
+    values = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return grid.scatter(t[keep], n[keep], values[keep])
+
+
+def _align(frame: pl.DataFrame, keys: pl.DataFrame, what: str, columns: tuple[str, ...]) -> pl.DataFrame:
+    """``columns`` of ``frame`` on the rows of ``keys`` (same order; null where ``frame`` has no row)."""
+    if frame.height == keys.height and frame.select(DATE, SYMBOL).equals(keys):
+        return frame.select(columns)
+    selected = frame.select(DATE, pl.col(SYMBOL).cast(pl.String), *columns)
+    joined = keys.with_columns(pl.col(SYMBOL).cast(pl.String)).join(
+        selected, on=[DATE, SYMBOL], how="left", maintain_order="left"
+    )
+    if joined.height != keys.height:
+        raise ValueError(f"{what} has more than one row for some (date, symbol) pair")
+    return joined.select(columns)
+
+
+def _ewma(values: np.ndarray, decay: float) -> np.ndarray:
+    """``Σ_{s≤t} decay^{t−s} values[s]`` along axis 0."""
+    filtered: np.ndarray = lfilter([1.0], [1.0, -decay], values, axis=0)
+    return filtered
+
+
+def _time_series_vol(
+    resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int, min_periods: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Newey–West EWMA volatility ``σ_TS`` (T, N), NaN before ``min_periods`` observations, and the (T, N)
+    observation counts ``h``. Computed on blocks of assets in parallel."""
+    n_dates, n_symbols = resid.shape
+    count = np.cumsum(present, axis=0, dtype=np.int32)
+    sigma_ts = np.empty((n_dates, n_symbols))
+    width = max(1, _BLOCK_CELLS // max(1, n_dates))
+
+    def solve_block(lo: int) -> None:
+        hi = min(lo + width, n_symbols)
+        variance = _newey_west_variance(resid[:, lo:hi], present[:, lo:hi], decay, nw_lags)
+        with np.errstate(invalid="ignore"):
+            sigma_ts[:, lo:hi] = np.where(count[:, lo:hi] >= min_periods, np.sqrt(variance), np.nan)
+
+    run_parallel(solve_block, range(0, n_symbols, width))
+    return sigma_ts, count
+
+
+def _newey_west_variance(resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int) -> np.ndarray:
+    """Newey–West EWMA variance (T, n) of the given assets (NaN before an asset's first observation)."""
+    observed = present.astype(np.float64)
+    u = np.where(present, resid, 0.0)
+    cross = np.empty_like(u)
+    pairs = np.empty_like(u)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma0 = _ewma(u * u, decay) / _ewma(observed, decay)
+        variance = gamma0.copy()
+        for lag in range(1, nw_lags + 1):
+            cross[:lag] = 0.0
+            np.multiply(u[lag:], u[:-lag], out=cross[lag:])
+            pairs[:lag] = 0.0
+            np.multiply(observed[lag:], observed[:-lag], out=pairs[lag:])
+            pair_weight = _ewma(pairs, decay)
+            has_pair = pair_weight > 0
+            autocovariance = _ewma(cross, decay)
+            np.divide(autocovariance, pair_weight, out=autocovariance, where=has_pair)
+            autocovariance[~has_pair] = 0.0
+            variance += 2.0 * (1.0 - lag / (nw_lags + 1)) * autocovariance
+    result: np.ndarray = np.where(variance > 0, variance, gamma0)
+    return result
+
+
+def _structural(
+    grid: Grid,
+    t: np.ndarray,
+    n: np.ndarray,
+    keys: pl.DataFrame,
+    exposures: pl.DataFrame,
+    sigma_ts: np.ndarray,
+    count: np.ndarray,
+    cap: np.ndarray,
+    config: SpecificRiskConfig,
+) -> np.ndarray:
+    """Structural estimate ``σ_STR`` (T, N), NaN where an asset has no exposures or its date no regression."""
+    names = [c for c in exposures.columns if c not in (DATE, SYMBOL)]
+    non_numeric = [c for c in names if not exposures[c].dtype.is_numeric()]
+    if non_numeric:
+        raise ValueError(f"exposures: column(s) {non_numeric} must be numeric")
+    aligned = _align(exposures, keys, "exposures", tuple(names))
+    n_dates, n_symbols = sigma_ts.shape
+    n_columns = 1 + len(names)
+    # residual rows are sorted by date: rows of a block of dates are one contiguous slice
+    row_start = np.searchsorted(t, np.arange(n_dates + 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sigma = np.log(sigma_ts)
+    in_regression = (count >= config.full_history) & (sigma_ts > 0)
+    result = np.full((n_dates, n_symbols), np.nan)
+    block = max(1, _BLOCK_CELLS // max(1, n_symbols * n_columns))
+
+    def solve_block(lo: int) -> None:
+        hi = min(lo + block, n_dates)
+        first, last = row_start[lo], row_start[hi]
+        values = aligned.slice(first, last - first).select(pl.col(c).cast(pl.Float64) for c in names).to_numpy()
+        values = values.reshape(last - first, len(names))
+        known = np.isfinite(values).all(axis=1)
+        tt, nn = t[first:last] - lo, n[first:last]
+        design = np.zeros((hi - lo, n_symbols, n_columns))
+        design[tt[known], nn[known], 0] = 1.0
+        design[tt[known], nn[known], 1:] = values[known]
+        has_exposure = np.zeros((hi - lo, n_symbols), dtype=bool)
+        has_exposure[tt[known], nn[known]] = True
+        used = in_regression[lo:hi] & has_exposure
+        weight = np.where(used, np.sqrt(cap[lo:hi]), 0.0)
+        target = np.where(used, log_sigma[lo:hi], 0.0)
+        weighted = design * weight[:, :, None]
+        gram = np.matmul(weighted.transpose(0, 2, 1), design)
+        rhs = np.einsum("tnk,tn->tk", weighted, target)
+        params, active, _, _ = _rank_revealing_solve(gram, rhs)
+        fitted = np.einsum("tnk,tk->tn", design, params)
+        solvable = used.sum(axis=1) > active.sum(axis=1)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ratio = np.where(used, np.exp(log_sigma[lo:hi] - fitted), 0.0)
+            bias = ratio.sum(axis=1) / used.sum(axis=1)
+            estimate = bias[:, None] * np.exp(fitted)
+        result[lo:hi] = np.where(has_exposure & solvable[:, None], estimate, np.nan)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        run_parallel(solve_block, range(0, n_dates, block))
+    return result
+
+
+def _shrink(sigma: np.ndarray, has_row: np.ndarray, cap: np.ndarray, intensity: float, n_groups: int) -> np.ndarray:
+    """Bayesian shrinkage of each finite ``sigma`` of a residual row (``has_row``) toward the cap-weighted mean
+    of its size group, NaN elsewhere. Computed on blocks of dates in parallel."""
+    if intensity == 0:
+        return np.where(has_row & np.isfinite(sigma), sigma, np.nan)
+    n_dates, n_symbols = sigma.shape
+    shrunk = np.empty_like(sigma)
+    block = max(1, _BLOCK_CELLS // max(1, n_symbols))
+
+    def solve_block(lo: int) -> None:
+        hi = min(lo + block, n_dates)
+        shrunk[lo:hi] = _shrink_block(sigma[lo:hi], has_row[lo:hi], cap[lo:hi], intensity, n_groups)
+
+    run_parallel(solve_block, range(0, n_dates, block))
+    return shrunk
+
+
+def _shrink_block(
+    sigma: np.ndarray, has_row: np.ndarray, cap: np.ndarray, intensity: float, n_groups: int
+) -> np.ndarray:
+    """:func:`_shrink` on a (b, N) block of dates.
+
+    Works on each date's assets sorted by cap (assets without a ``sigma`` last, in an extra discarded group),
+    with one segment per (date, group) for the sums."""
+    n_dates, n_symbols = sigma.shape
+    ok = has_row & np.isfinite(sigma)
+    order = np.argsort(np.where(ok, cap, np.inf), axis=1)
+    n_ok = ok.sum(axis=1)[:, None]
+    position = np.arange(n_symbols)[None, :]
+    valid = position < n_ok
+    # the position r (0-based) of m assets falls in group floor(G r / m)
+    group = np.where(valid, position * n_groups // np.maximum(n_ok, 1), n_groups)
+    segment = (group + np.arange(n_dates)[:, None] * (n_groups + 1)).ravel()
+    n_segments = n_dates * (n_groups + 1)
+    sorted_sigma = np.where(valid, np.take_along_axis(sigma, order, axis=1), 0.0)
+    weight = np.where(valid, np.take_along_axis(cap, order, axis=1), 0.0)
+    members = np.bincount(segment, minlength=n_segments)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        group_mean = np.bincount(segment, (weight * sorted_sigma).ravel(), n_segments) / np.bincount(
+            segment, weight.ravel(), n_segments
+        )
+        mean = group_mean[segment].reshape(n_dates, n_symbols)
+        deviation = np.where(valid, sorted_sigma - mean, 0.0)
+        spread = np.sqrt(np.bincount(segment, (deviation * deviation).ravel(), n_segments) / members)[segment]
+    distance = intensity * np.abs(deviation)
+    denominator = spread.reshape(n_dates, n_symbols) + distance
+    share = np.divide(distance, denominator, out=np.zeros_like(distance), where=denominator > 0)
+    shrunk_sorted = np.where(valid, sorted_sigma + share * (mean - sorted_sigma), np.nan)
+    shrunk = np.empty_like(sigma)
+    np.put_along_axis(shrunk, order, shrunk_sorted, axis=1)
+    return shrunk
+
+
+def _regime_multiplier(
+    resid: np.ndarray, present: np.ndarray, sigma: np.ndarray, cap: np.ndarray, decay: float
+) -> np.ndarray:
+    """Volatility regime multiplier ``λ_t`` (T,) from the cap-weighted bias statistics of earlier forecasts."""
+    previous = sigma[:-1]
+    usable = present[1:] & np.isfinite(previous) & (previous > 0)
+    weight = np.where(usable, cap[:-1], 0.0)
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        standardized = np.where(usable, resid[1:] / np.where(usable, previous, 1.0), 0.0)
+        bias_sq = (weight * standardized**2).sum(axis=1) / total
+    has_bias = np.concatenate([[False], total > 0])
+    bias_sq = np.concatenate([[0.0], np.where(total > 0, bias_sq, 0.0)])
+    weight_sum = _ewma(has_bias.astype(np.float64), decay)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        multiplier = np.sqrt(_ewma(bias_sq, decay) / weight_sum)
+    result: np.ndarray = np.where(weight_sum > 0, multiplier, 1.0)
+    return result

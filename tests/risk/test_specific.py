@@ -1,0 +1,457 @@
+"""Specific risk: each step against an independent reference (slow loops, closed forms, the synthetic truth)."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factor_engine import estimate_factor_returns
+from factor_engine.risk.specific import SpecificRiskConfig, specific_risk
+from factor_engine.synthetic import SyntheticMarket, generate_market
+
+START = datetime.date(2020, 1, 1)
+# only the time-series step: no structural blend, no shrinkage, no regime adjustment
+TS_ONLY = {"structural": False, "shrinkage": 0.0, "vra_half_life": None}
+
+
+def _dates(n_dates: int) -> list[datetime.date]:
+    return [START + datetime.timedelta(days=i) for i in range(n_dates)]
+
+
+def _config(**changes: Any) -> SpecificRiskConfig:
+    return SpecificRiskConfig(**changes)
+
+
+def _long(values: np.ndarray, name: str, keep: np.ndarray | None = None) -> pl.DataFrame:
+    """A long ``date, symbol, name`` frame of the (T, N) ``values`` at the cells where ``keep`` is True."""
+    n_dates = values.shape[0]
+    keep = np.ones(values.shape, dtype=bool) if keep is None else keep
+    t, n = np.nonzero(keep)
+    dates = _dates(n_dates)
+    return pl.DataFrame(
+        {
+            "date": [dates[i] for i in t],
+            "symbol": [f"S{j:03d}" for j in n],
+            name: values[t, n],
+        },
+        schema={"date": pl.Date, "symbol": pl.String, name: pl.Float64},
+    )
+
+
+def _vol_frame(frame: pl.DataFrame, n_dates: int, n_assets: int, column: str = "specific_vol") -> np.ndarray:
+    """``column`` of a frame built by :func:`_long` back on a (T, N) array, NaN where there is no row."""
+    dense = np.full((n_dates, n_assets), np.nan)
+    t = frame.select((pl.col("date") - pl.lit(START)).dt.total_days()).to_series().to_numpy()
+    n = frame["symbol"].str.slice(1).cast(pl.Int64).to_numpy()
+    dense[t, n] = frame[column].to_numpy()
+    return dense
+
+
+def _signs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
+# --- step 1: the Newey–West EWMA time-series estimate --------------------------------------------------------
+
+
+def _slow_time_series(resid: np.ndarray, has_row: np.ndarray, config: SpecificRiskConfig) -> np.ndarray:
+    """σ_TS by the definition: a loop over assets and dates summing over earlier observations."""
+    n_dates, n_assets = resid.shape
+    decay = 0.5 ** (1.0 / config.half_life)
+    lags = config.nw_lags
+    out = np.full((n_dates, n_assets), np.nan)
+    for n in range(n_assets):
+        observed = [s for s in range(n_dates) if has_row[s, n] and math.isfinite(resid[s, n])]
+        for t in range(n_dates):
+            if not has_row[t, n]:
+                continue
+            seen = [s for s in observed if s <= t]
+            if len(seen) < config.min_periods:
+                continue
+            weights = {s: decay ** (t - s) for s in seen}
+            gamma0 = sum(weights[s] * resid[s, n] ** 2 for s in seen) / sum(weights.values())
+            variance = gamma0
+            for lag in range(1, lags + 1):
+                pairs = [s for s in seen if s - lag in weights]
+                if pairs:
+                    autocovariance = sum(weights[s] * resid[s, n] * resid[s - lag, n] for s in pairs) / sum(
+                        weights[s] for s in pairs
+                    )
+                    variance += 2.0 * (1.0 - lag / (lags + 1)) * autocovariance
+            out[t, n] = math.sqrt(variance if variance > 0 else gamma0)
+    return out
+
+
+def test_time_series_matches_slow_loop() -> None:
+    rng = np.random.default_rng(11)
+    n_dates, n_assets = 70, 6
+    vols = rng.uniform(0.01, 0.03, n_assets)
+    resid = rng.standard_normal((n_dates, n_assets)) * vols
+    resid[1:, 0] += 0.6 * resid[:-1, 0]  # autocorrelated: the Newey–West terms matter
+    has_row = rng.random((n_dates, n_assets)) > 0.15  # gaps
+    has_row[:20, 1] = False  # listed late
+    has_row[50:, 2] = False  # delisted
+    resid[30, 3] = np.nan  # a row whose residual is missing still gets a forecast
+    config = SpecificRiskConfig(half_life=12, nw_lags=3, min_periods=8, full_history=30, **TS_ONLY)
+    caps = np.full((n_dates, n_assets), 1e9)
+    result = specific_risk(_long(resid, "residual", has_row), _long(caps, "market_cap"), config=config)
+    expected = _slow_time_series(resid, has_row, config)
+    actual = _vol_frame(result, n_dates, n_assets)
+    assert np.array_equal(np.isnan(actual), np.isnan(expected))
+    assert np.isfinite(actual[30, 3])
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=0)
+    assert result.columns == ["date", "symbol", "specific_vol"]
+    assert result.equals(result.sort("date", "symbol"))
+
+
+# --- step 3: Bayesian shrinkage --------------------------------------------------------------------------------
+
+
+def test_shrinkage_matches_hand_computation() -> None:
+    """Residuals ±a_i make σ_TS = a_i exactly (no lags); the shrunk values follow the closed form."""
+    vols = np.array([0.010, 0.030, 0.020, 0.050, 0.015])
+    caps = np.array([3e9, 1e9, 4e9, 2e9, 9e9])
+    n_dates = 6
+    rng = np.random.default_rng(3)
+    resid = _signs(rng, (n_dates, vols.shape[0])) * vols
+    q = 0.25
+    base = {"half_life": 5, "nw_lags": 0, "min_periods": 2, "full_history": 4, "shrinkage": q, "structural": False}
+    residuals, cap_frame = _long(resid, "residual"), _long(np.tile(caps, (n_dates, 1)), "market_cap")
+    result = specific_risk(residuals, cap_frame, config=_config(**base, n_size_groups=2, vra_half_life=None))
+    actual = _vol_frame(result, n_dates, vols.shape[0])[-1]
+    # ranks by cap: asset 1 (0), 3 (1), 0 (2), 2 (3), 4 (4); group floor(2 r / 5): {1, 3, 0} and {2, 4}
+    expected = np.empty_like(vols)
+    for members in ([1, 3, 0], [2, 4]):
+        sigma, weight = vols[members], caps[members]
+        mean = float(np.sum(weight * sigma) / np.sum(weight))
+        spread = math.sqrt(float(np.mean((sigma - mean) ** 2)))
+        share = q * np.abs(sigma - mean) / (spread + q * np.abs(sigma - mean))
+        expected[members] = share * mean + (1 - share) * sigma
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+    # one asset per group: nothing to shrink toward but itself
+    alone = specific_risk(residuals, cap_frame, config=_config(**base, n_size_groups=5, vra_half_life=None))
+    np.testing.assert_allclose(_vol_frame(alone, n_dates, vols.shape[0])[-1], vols, rtol=1e-12)
+
+
+# --- step 2: structural model and blend ---------------------------------------------------------------------------
+
+
+class StructuralCase(NamedTuple):
+    residuals: pl.DataFrame
+    caps: pl.DataFrame
+    exposures: pl.DataFrame
+    x: np.ndarray  # (N,) each asset's exposure
+    cap: np.ndarray  # (N,) each asset's market cap
+    vols: np.ndarray  # (N,) each asset's own (time-series) vol
+    shape: tuple[int, int]
+
+
+@pytest.fixture(scope="module")
+def structural_case() -> StructuralCase:
+    """Established assets whose vol is about exp(log 0.015 + 0.4 x), one late lister (25 observations at the
+    last date) whose own vol is off the model, and one too new for a time-series estimate (5 observations)."""
+    rng = np.random.default_rng(5)
+    n_dates, n_assets = 80, 40
+    x = rng.standard_normal(n_assets)
+    vols = 0.015 * np.exp(0.4 * x + 0.2 * rng.standard_normal(n_assets))
+    vols[-2] = 0.05  # the late lister's own vol, far above the model's
+    resid = _signs(rng, (n_dates, n_assets)) * vols
+    has_row = np.ones((n_dates, n_assets), dtype=bool)
+    has_row[: n_dates - 25, -2] = False
+    has_row[: n_dates - 5, -1] = False
+    cap = rng.uniform(1e8, 1e11, n_assets)
+    caps = np.tile(cap, (n_dates, 1))
+    return StructuralCase(
+        residuals=_long(resid, "residual", has_row),
+        caps=_long(caps, "market_cap", has_row),
+        exposures=_long(np.tile(x, (n_dates, 1)), "x", has_row),
+        x=x,
+        cap=cap,
+        vols=vols,
+        shape=(n_dates, n_assets),
+    )
+
+
+def test_structural_blend_uses_the_documented_gamma(structural_case: StructuralCase) -> None:
+    case = structural_case
+    vols = case.vols
+    # reference: weighted least squares (weights sqrt cap) of log vol on [1, x] over the full-history assets
+    design = np.column_stack([np.ones_like(case.x), case.x])
+    root_weight = case.cap[:-2, None] ** 0.25
+    coef = np.linalg.lstsq(design[:-2] * root_weight, np.log(vols[:-2]) * root_weight[:, 0], rcond=None)[0]
+    bias = np.mean(vols[:-2] / np.exp(design[:-2] @ coef))
+    model = bias * np.exp(design @ coef)
+    assert abs(bias - 1.0) > 1e-3  # the log-bias correction matters here
+    base = {"half_life": 20, "nw_lags": 0, "min_periods": 10, "full_history": 40, "vra_half_life": None}
+    blended = specific_risk(case.residuals, case.caps, case.exposures, _config(**base, shrinkage=0.0))
+    last = _vol_frame(blended, *case.shape)[-1]
+    gamma = (25 - 10) / (40 - 10)
+    late_ts, late_str = vols[-2], model[-2]
+    assert late_str < last[-2] < late_ts
+    np.testing.assert_allclose(last[-2], gamma * late_ts + (1 - gamma) * late_str, rtol=1e-10)
+    np.testing.assert_allclose(last[-1], model[-1], rtol=1e-10)  # no σ_TS yet: the structural value
+    np.testing.assert_allclose(last[:-2], vols[:-2], rtol=1e-12)  # full history: γ = 1
+
+    ts_only = specific_risk(case.residuals, case.caps, case.exposures, _config(**base, shrinkage=0.0, structural=False))
+    last_ts = _vol_frame(ts_only, *case.shape)[-1]
+    np.testing.assert_allclose(last_ts[:-1], vols[:-1], rtol=1e-12)
+    assert np.isnan(last_ts[-1])  # 5 observations < min_periods and no structural model
+    # with shrinkage: structural=False is the shrunk time-series estimate, the same as without exposures
+    shrunk = _config(**base, structural=False)
+    with_exposures = specific_risk(case.residuals, case.caps, case.exposures, shrunk)
+    without = specific_risk(case.residuals, case.caps, None, shrunk)
+    assert with_exposures.equals(without)
+    assert not np.allclose(_vol_frame(without, *case.shape)[-1][:-1], vols[:-1])
+
+
+# --- step 4: volatility regime adjustment -------------------------------------------------------------------------
+
+
+def test_regime_adjustment_tracks_doubled_residuals() -> None:
+    """Residuals ±a_i for 1000 dates then ±2 a_i: λ stays 1 before, then rises toward 2.
+
+    With residual magnitudes m_s a_i, σ_TS(t) = a_i sqrt(G_t), G_t the normalized EWMA of m_s², so the bias
+    statistic is B_t = m_t / sqrt(G_{t−1}) for every weighting; λ_t² is the normalized EWMA of B²."""
+    rng = np.random.default_rng(9)
+    n_before, n_after, n_assets = 1000, 30, 8
+    n_dates = n_before + n_after
+    scale = np.where(np.arange(n_dates) < n_before, 1.0, 2.0)
+    vols = rng.uniform(0.01, 0.03, n_assets)
+    resid = _signs(rng, (n_dates, n_assets)) * vols * scale[:, None]
+    caps = _long(np.tile(rng.uniform(1e9, 1e10, n_assets), (n_dates, 1)), "market_cap")
+    half_life, vra_half_life, min_periods = 1e5, 5.0, 3
+    base = {"half_life": half_life, "nw_lags": 0, "min_periods": min_periods, "full_history": 10, "shrinkage": 0.0}
+    off = specific_risk(_long(resid, "residual"), caps, config=_config(**base, vra_half_life=None))
+    on = specific_risk(_long(resid, "residual"), caps, config=_config(**base, vra_half_life=vra_half_life))
+    ratio = _vol_frame(on, n_dates, n_assets) / _vol_frame(off, n_dates, n_assets)
+    multiplier = ratio[:, 0]
+    np.testing.assert_allclose(ratio, np.repeat(multiplier[:, None], n_assets, axis=1), rtol=1e-12, equal_nan=True)
+
+    decay, vra_decay = 0.5 ** (1 / half_life), 0.5 ** (1 / vra_half_life)
+    ewma_m2, ewma_w, bias_sum, bias_w = 0.0, 0.0, 0.0, 0.0
+    expected = np.full(n_dates, np.nan)
+    previous_g = None
+    for t in range(n_dates):
+        ewma_m2, ewma_w = decay * ewma_m2 + scale[t] ** 2, decay * ewma_w + 1.0
+        bias_sum, bias_w = vra_decay * bias_sum, vra_decay * bias_w
+        if previous_g is not None:  # a forecast exists on the previous date
+            bias_sum += scale[t] ** 2 / previous_g
+            bias_w += 1.0
+        if t + 1 >= min_periods:
+            expected[t] = math.sqrt(bias_sum / bias_w) if bias_w else 1.0
+            previous_g = ewma_m2 / ewma_w
+    np.testing.assert_allclose(multiplier, expected, rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(multiplier[min_periods - 1 : n_before], 1.0, rtol=1e-12)
+    # σ_TS barely moves (half-life 1e5): λ² → the EWMA of the constant B² ≈ 4, 1 − δ^30 of the way there
+    closed_form = math.sqrt(1 + 3 * (1 - vra_decay**n_after))
+    assert 1.85 < multiplier[-1] < 2.0
+    assert abs(multiplier[-1] - closed_form) < 0.05 * closed_form
+    assert np.all(np.diff(multiplier[n_before - 1 : n_before + 15]) > 0)
+
+
+def test_regime_adjustment_matches_slow_loop() -> None:
+    """λ_t from a per-date loop over the previous date's forecasts and caps (full model, random panel)."""
+    residuals, caps, exposures = _random_case(4)
+    n_dates, n_assets = 60, 30
+    vra_half_life = 6.0
+    before = specific_risk(residuals, caps, exposures, _config(**SMALL, vra_half_life=None))
+    after = specific_risk(residuals, caps, exposures, _config(**SMALL, vra_half_life=vra_half_life))
+    sigma = _vol_frame(before, n_dates, n_assets)
+    resid = _vol_frame(residuals, n_dates, n_assets, "residual")
+    cap = _vol_frame(caps, n_dates, n_assets, "market_cap")
+    decay = 0.5 ** (1 / vra_half_life)
+    total, weight_sum = 0.0, 0.0
+    expected = np.full((n_dates, n_assets), np.nan)
+    for t in range(n_dates):
+        total, weight_sum = decay * total, decay * weight_sum
+        if t > 0:
+            assets = [n for n in range(n_assets) if sigma[t - 1, n] > 0 and math.isfinite(resid[t, n])]
+            if assets:
+                weights = cap[t - 1, assets] / cap[t - 1, assets].sum()
+                total += float(np.sum(weights * (resid[t, assets] / sigma[t - 1, assets]) ** 2))
+                weight_sum += 1.0
+        expected[t] = sigma[t] * (math.sqrt(total / weight_sum) if weight_sum else 1.0)
+    actual = _vol_frame(after, n_dates, n_assets)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, equal_nan=True)
+    assert not np.allclose(actual, sigma, equal_nan=True)
+
+
+# --- point in time, scaling --------------------------------------------------------------------------------------
+
+
+def _random_case(seed: int, n_dates: int = 60, n_assets: int = 30) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_dates, n_assets, 2))
+    vols = 0.02 * np.exp(0.3 * x[:, :, 0])
+    resid = rng.standard_normal((n_dates, n_assets)) * vols
+    has_row = rng.random((n_dates, n_assets)) > 0.1
+    has_row[: n_dates // 2, : n_assets // 4] = False  # late listers: the structural model fills in
+    caps = np.exp(rng.normal(21, 1.5, n_assets))[None, :] * np.exp(np.cumsum(0.01 * resid, axis=0))
+    exposures = pl.concat(
+        [_long(x[:, :, 0], "beta", has_row), _long(x[:, :, 1], "value", has_row).select("value")], how="horizontal"
+    )
+    return _long(resid, "residual", has_row), _long(caps, "market_cap", has_row), exposures
+
+
+SMALL = {"half_life": 10, "nw_lags": 2, "min_periods": 5, "full_history": 20, "n_size_groups": 3}
+
+
+def test_point_in_time() -> None:
+    """Forecasts up to a date do not change when later residuals are dropped."""
+    residuals, caps, exposures = _random_case(1)
+    config = _config(**SMALL, vra_half_life=8)
+    full = specific_risk(residuals, caps, exposures, config)
+    cut = START + datetime.timedelta(days=40)
+    early = specific_risk(residuals.filter(pl.col("date") <= cut), caps, exposures, config)
+    head = full.filter(pl.col("date") <= cut)
+    assert early.select("date", "symbol").equals(head.select("date", "symbol"))
+    np.testing.assert_allclose(early["specific_vol"].to_numpy(), head["specific_vol"].to_numpy(), rtol=1e-12)
+    # every residual row from some date on has a forecast (structural model for the short histories)
+    assert full.height > 0.8 * residuals.height
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 1000),
+    scale=st.floats(1e-3, 1e3),
+    vra=st.sampled_from([None, 8.0]),
+    structural=st.booleans(),
+)
+def test_scaling_residuals_scales_specific_vol(seed: int, scale: float, vra: float | None, structural: bool) -> None:
+    residuals, caps, exposures = _random_case(seed, n_dates=40, n_assets=20)
+    config = _config(**SMALL, vra_half_life=vra, structural=structural)
+    base = specific_risk(residuals, caps, exposures, config)
+    scaled = specific_risk(residuals.with_columns(pl.col("residual") * scale), caps, exposures, config)
+    assert scaled.select("date", "symbol").equals(base.select("date", "symbol"))
+    np.testing.assert_allclose(scaled["specific_vol"].to_numpy(), scale * base["specific_vol"].to_numpy(), rtol=1e-9)
+
+
+def test_input_order_and_extra_rows_do_not_matter() -> None:
+    residuals, caps, exposures = _random_case(2)
+    config = _config(**SMALL)
+    expected = specific_risk(residuals, caps, exposures, config)
+    extra_caps = pl.concat(
+        [caps, pl.DataFrame({"date": [START - datetime.timedelta(days=3)], "symbol": ["ZZZ"], "market_cap": [1.0]})]
+    )
+    shuffled = specific_risk(
+        residuals.sample(fraction=1.0, shuffle=True, seed=1),
+        extra_caps.sample(fraction=1.0, shuffle=True, seed=2),
+        exposures.sample(fraction=1.0, shuffle=True, seed=3),
+        config,
+    )
+    assert shuffled.select("date", "symbol").equals(expected.select("date", "symbol"))
+    np.testing.assert_allclose(shuffled["specific_vol"].to_numpy(), expected["specific_vol"].to_numpy(), rtol=1e-12)
+
+
+# --- the synthetic market's truth --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return generate_market(400, 700, seed=5)
+
+
+@pytest.fixture(scope="module")
+def forecast(market: SyntheticMarket) -> tuple[pl.DataFrame, pl.DataFrame]:
+    panel, truth = market.panel, market.truth
+    result = estimate_factor_returns(
+        panel.select("date", "symbol", "asset_returns"),
+        panel.select("date", "symbol", "market_cap"),
+        panel.select("date", "symbol", "sector"),
+        truth.exposures,
+    )
+    vols = specific_risk(result.residuals, panel.select("date", "symbol", "market_cap"), result.exposures)
+    return vols, result.residuals
+
+
+def test_forecast_tracks_true_specific_vol(
+    market: SyntheticMarket, forecast: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    vols, _ = forecast
+    joined = vols.join(market.truth.specific_vol.rename({"specific_vol": "true_vol"}), on=["date", "symbol"])
+    last_dates = joined["date"].unique().sort().tail(100)
+    recent = joined.filter(pl.col("date").is_in(last_dates.implode()))
+    rank_corr = recent.group_by("date").agg(pl.corr("specific_vol", "true_vol", method="spearman").alias("rho"))
+    mean_rank_corr = rank_corr["rho"].mean()
+    assert isinstance(mean_rank_corr, float)
+    assert mean_rank_corr > 0.6
+    mean_ratio = (recent["specific_vol"] / recent["true_vol"]).mean()
+    assert isinstance(mean_ratio, float)
+    assert 0.8 <= mean_ratio <= 1.25
+
+
+def test_next_day_residuals_are_standardized(forecast: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    """The forecast of date t is for t + 1: u_{t+1} / σ_t has unit standard deviation."""
+    vols, residuals = forecast
+    dates = residuals["date"].unique().sort()
+    following = pl.DataFrame({"date": dates[:-1], "next_date": dates[1:]})
+    standardized = (
+        vols.join(following, on="date")
+        .join(residuals.rename({"date": "next_date"}), on=["next_date", "symbol"])
+        .filter(pl.col("date").is_in(dates[-301:-1].implode()))
+        .select(pl.col("residual") / pl.col("specific_vol"))
+        .to_series()
+    )
+    assert standardized.len() > 300 * 300
+    bias = standardized.std()
+    assert isinstance(bias, float)
+    assert 0.85 <= bias <= 1.15
+
+
+# --- errors -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"half_life": 0}, "half_life must be a finite number > 0"),
+        ({"nw_lags": -1}, "nw_lags must be an integer ≥ 0"),
+        ({"nw_lags": 1.5}, "nw_lags must be an integer ≥ 0"),
+        ({"min_periods": 0}, "min_periods must be an integer ≥ 1"),
+        ({"min_periods": 30, "full_history": 30}, r"full_history \(30\) must be greater than min_periods \(30\)"),
+        ({"shrinkage": -0.1}, "shrinkage must be a finite number ≥ 0"),
+        ({"shrinkage": "0.1"}, "shrinkage must be a finite number ≥ 0"),
+        ({"n_size_groups": 0}, "n_size_groups must be an integer ≥ 1"),
+        ({"structural": 1}, "structural must be a bool"),
+        ({"vra_half_life": -5.0}, "vra_half_life must be a finite number > 0"),
+    ],
+)
+def test_bad_config(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _config(**changes)
+
+
+def test_bad_inputs() -> None:
+    residuals, caps, exposures = _random_case(3, n_dates=10, n_assets=5)
+    with pytest.raises(ValueError, match=r"residuals is missing column\(s\) \['residual'\]"):
+        specific_risk(residuals.rename({"residual": "resid"}), caps)
+    with pytest.raises(ValueError, match=r"market_cap is missing column\(s\) \['market_cap'\]"):
+        specific_risk(residuals, caps.rename({"market_cap": "cap"}))
+    with pytest.raises(ValueError, match=r"market_cap must be positive and finite for every residual row: 1 rows"):
+        specific_risk(residuals, caps.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(0.0)
+                                                   .otherwise(pl.col("market_cap")).alias("market_cap")))  # fmt: skip
+    with pytest.raises(ValueError, match=r"market_cap must be positive and finite for every residual row: 2 rows"):
+        specific_risk(residuals, caps.slice(2))
+    with pytest.raises(ValueError, match=r"residuals: 2 rows share 1 \(date, symbol\) pairs"):
+        specific_risk(pl.concat([residuals, residuals.head(1)]), caps)
+    with pytest.raises(ValueError, match=r"market_cap: 2 rows share 1 \(date, symbol\) pairs"):
+        specific_risk(residuals, pl.concat([caps, caps.head(1)]))
+    with pytest.raises(ValueError, match="exposures has more than one row for some"):
+        specific_risk(residuals, caps, pl.concat([exposures, exposures.head(1)]))
+    with pytest.raises(ValueError, match=r"exposures: column\(s\) \['sector'\] must be numeric"):
+        specific_risk(residuals, caps, exposures.with_columns(sector=pl.lit("Energy")))
+    with pytest.raises(ValueError, match="residuals: column 'residual' must be numeric"):
+        specific_risk(residuals.with_columns(pl.col("residual").cast(pl.String)), caps)
+    with pytest.raises(ValueError, match="residuals is empty"):
+        specific_risk(residuals.clear(), caps)
+    with pytest.raises(TypeError, match="config must be a SpecificRiskConfig"):
+        specific_risk(residuals, caps, config={"half_life": 5})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="residuals must be a polars DataFrame"):
+        specific_risk(residuals.lazy(), caps)  # type: ignore[arg-type]
