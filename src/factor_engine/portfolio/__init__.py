@@ -1,4 +1,5 @@
-"""Portfolio analytics on a factor risk model: exposures, risk decomposition and return attribution."""
+"""Portfolio analytics on a factor risk model: exposures, risk decomposition, return attribution and
+factor-constrained optimization."""
 
 from factor_engine.portfolio.analytics import (
     PortfolioError,
@@ -9,13 +10,18 @@ from factor_engine.portfolio.analytics import (
     decompose_risk,
     portfolio_exposures,
 )
+from factor_engine.portfolio.optimizer import Constraints, OptimizationError, OptimizationResult, optimize
 
 __all__ = [
+    "Constraints",
+    "OptimizationError",
+    "OptimizationResult",
     "PortfolioError",
     "RiskDecomposition",
     "RiskModelSnapshot",
     "attribute_returns",
     "cumulative_attribution",
     "decompose_risk",
+    "optimize",
     "portfolio_exposures",
 ]

@@ -1,0 +1,406 @@
+"""Factor-constrained portfolio optimization over a :class:`RiskModelSnapshot`, without the N×N covariance.
+
+The asset covariance ``Σ = B F Bᵀ + diag(σ²)`` enters only in factored form: with an auxiliary variable
+``y = Bᵀ h`` (K factor exposures) and ``F = L Lᵀ`` (from an eigen-decomposition, so a singular but positive
+semi-definite ``F`` is fine), the variance of holdings ``h`` is ``‖Lᵀ y‖² + ‖σ ⊙ h‖²``. The problem has N + K
+variables and O(NK) non-zeros, so thousands of assets solve in about a second.
+
+Objectives (daily units, fractions of capital; ``h = w − benchmark`` with a benchmark, else ``h = w``):
+
+- ``"min_variance"``: minimize ``hᵀ Σ h``.
+- ``"mean_variance"``: maximize ``μᵀ h − λ hᵀ Σ h`` with daily expected returns ``μ`` and ``λ = risk_aversion``.
+
+The problem is solved by cvxpy with Clarabel (OSQP as the fallback). Infeasible problems raise
+:class:`OptimizationError` naming the first constraint group whose removal restores feasibility and the groups it
+conflicts with; malformed constraints raise before any solve, naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cvxpy as cp
+import numpy as np
+import polars as pl
+
+from factor_engine.portfolio.analytics import FACTOR, WEIGHT, PortfolioError, RiskModelSnapshot, Weights
+
+__all__ = ["Constraints", "OptimizationError", "OptimizationResult", "optimize"]
+
+SYMBOL = "symbol"
+EXPECTED_RETURN = "expected_return"
+Objective = Literal["min_variance", "mean_variance"]
+# Solvers tried in order (those installed); the first that returns a usable status wins.
+SOLVERS = ("CLARABEL", "OSQP")
+# Tighter than the defaults: near-zero optima (e.g. tracking a benchmark) need a small absolute gap for the
+# weights to be accurate to ~1e-6.
+_SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
+    "CLARABEL": {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-10, "tol_feas": 1e-10},
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000, "polish": True},
+}
+_SOLVED = ("optimal", "optimal_inaccurate")
+_INFEASIBLE = ("infeasible", "infeasible_inaccurate")
+_UNBOUNDED = ("unbounded", "unbounded_inaccurate")
+# Eigenvalues of F below this fraction of the largest are treated as zero.
+_EIGEN_TOL = 1e-12
+
+
+class OptimizationError(ValueError):
+    """Malformed constraints, or an infeasible, unbounded or failed optimization; the message says which."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Constraints on the weights ``w`` (fractions of capital, by symbol) of an optimized portfolio.
+
+    Attributes
+    ----------
+    long_only: ``w_n ≥ 0`` for every asset.
+    budget: ``Σ w = budget`` (1.0 fully invested, 0.0 dollar neutral); ``None`` for no budget constraint.
+    gross_exposure: ``Σ |w_n| ≤ gross_exposure`` (≥ 0); ``None`` for no limit.
+    asset_bounds: ``(lower, upper)`` with ``lower ≤ w_n ≤ upper`` for every asset (±inf allowed).
+    factor_bounds: factor name → ``(lower, upper)`` bounds on the portfolio's exposure ``(Bᵀ w)_k`` (absolute,
+        also with a benchmark), e.g. ``{"market": (1.0, 1.0)}``.
+    neutral_factors: factor names with zero active exposure ``(Bᵀ (w − benchmark))_k = 0`` (``Bᵀ w = 0``
+        without a benchmark).
+    benchmark: benchmark weights (frame ``symbol, weight``, mapping or (N,) array); the objective is then on the
+        active weights ``w − benchmark``.
+    current: current holdings, in the same forms; needed by ``max_turnover``.
+    max_turnover: ``Σ |w_n − current_n| ≤ max_turnover`` (≥ 0); ``None`` for no limit.
+    """
+
+    long_only: bool = True
+    budget: float | None = 1.0
+    gross_exposure: float | None = None
+    asset_bounds: tuple[float, float] | None = None
+    factor_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    neutral_factors: Sequence[str] = ()
+    benchmark: Weights | None = None
+    current: Weights | None = None
+    max_turnover: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    """Result of :func:`optimize`.
+
+    Attributes
+    ----------
+    weights: ``symbol, weight``, one row per model symbol in snapshot order (fractions of capital).
+    status: the solver status reported by cvxpy (``"optimal"`` or ``"optimal_inaccurate"``).
+    objective_value: the objective at the solution, daily: the variance ``hᵀΣh`` for ``"min_variance"``, the
+        utility ``μᵀh − λ hᵀΣh`` for ``"mean_variance"``.
+    risk: daily standard deviation of the portfolio return, ``sqrt(wᵀΣw)``.
+    tracking_error: daily standard deviation of the active return ``sqrt(hᵀΣh)`` with a benchmark, else None.
+    factor_exposures: ``factor, exposure``: the portfolio's exposures ``Bᵀ w``.
+    solver: name of the solver that produced the solution.
+    solve_seconds: wall-clock seconds spent building and solving the problem.
+    """
+
+    weights: pl.DataFrame
+    status: str
+    objective_value: float
+    risk: float
+    tracking_error: float | None
+    factor_exposures: pl.DataFrame
+    solver: str
+    solve_seconds: float
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Validated constraints as arrays in snapshot order."""
+
+    factor_bounds: dict[int, tuple[float, float]]
+    neutral: list[int]
+    benchmark: np.ndarray | None
+    current: np.ndarray | None
+    expected_returns: np.ndarray | None
+
+
+def _finite(value: float, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise OptimizationError(f"{what} must be a number, not {value!r}") from None
+    if math.isnan(number):
+        raise OptimizationError(f"{what} is NaN")
+    return number
+
+
+def _bounds(pair: tuple[float, float], what: str) -> tuple[float, float]:
+    if not isinstance(pair, Sequence) or len(pair) != 2:
+        raise OptimizationError(f"{what} must be a (lower, upper) pair, not {pair!r}")
+    lower, upper = _finite(pair[0], f"{what} lower"), _finite(pair[1], f"{what} upper")
+    if lower > upper:
+        raise OptimizationError(f"{what} has lower {lower} > upper {upper}")
+    return lower, upper
+
+
+def _factor_index(snapshot: RiskModelSnapshot, name: str, what: str) -> int:
+    try:
+        return snapshot.factors.index(name)
+    except ValueError:
+        raise OptimizationError(
+            f"{what} names unknown factor {name!r}; the model has {list(snapshot.factors)}"
+        ) from None
+
+
+def _weights(snapshot: RiskModelSnapshot, weights: Weights, what: str) -> np.ndarray:
+    try:
+        return snapshot.align_weights(weights, what=what)
+    except PortfolioError as error:
+        raise OptimizationError(str(error)) from None
+
+
+def _expected_returns(snapshot: RiskModelSnapshot, expected_returns: object) -> np.ndarray:
+    if isinstance(expected_returns, pl.DataFrame):
+        if not {SYMBOL, EXPECTED_RETURN} <= set(expected_returns.columns):
+            raise OptimizationError(
+                f"expected_returns frame needs columns '{SYMBOL}', '{EXPECTED_RETURN}'; "
+                f"it has {expected_returns.columns}"
+            )
+        expected_returns = dict(
+            zip(
+                expected_returns.get_column(SYMBOL).cast(pl.String).to_list(),
+                expected_returns.get_column(EXPECTED_RETURN).cast(pl.Float64).fill_null(np.nan).to_list(),
+                strict=True,
+            )
+        )
+    if isinstance(expected_returns, Mapping):
+        missing = [s for s in snapshot.symbols if s not in expected_returns]
+        if missing:
+            shown = ", ".join(repr(s) for s in missing[:5])
+            raise OptimizationError(f"expected_returns lack {len(missing)} model symbol(s): {shown}")
+    elif not isinstance(expected_returns, np.ndarray):
+        raise OptimizationError(
+            f"expected_returns must be a polars frame, a mapping or a numpy array, not {type(expected_returns)}"
+        )
+    return _weights(snapshot, expected_returns, "expected_returns")
+
+
+def _validate(
+    snapshot: RiskModelSnapshot,
+    objective: str,
+    expected_returns: object,
+    risk_aversion: float,
+    constraints: Constraints,
+) -> _Inputs:
+    if objective not in ("min_variance", "mean_variance"):
+        raise OptimizationError(f"objective must be 'min_variance' or 'mean_variance', not {objective!r}")
+    mu: np.ndarray | None = None
+    if objective == "mean_variance":
+        if expected_returns is None:
+            raise OptimizationError("objective='mean_variance' needs expected_returns")
+        aversion = _finite(risk_aversion, "risk_aversion")
+        if not aversion > 0 or math.isinf(aversion):
+            raise OptimizationError(f"risk_aversion must be finite and > 0, not {risk_aversion}")
+        mu = _expected_returns(snapshot, expected_returns)
+    elif expected_returns is not None:
+        raise OptimizationError("expected_returns are only used with objective='mean_variance'")
+    c = constraints
+    if c.budget is not None and math.isinf(_finite(c.budget, "budget")):
+        raise OptimizationError(f"budget must be finite, not {c.budget}")
+    if c.gross_exposure is not None:
+        gross = _finite(c.gross_exposure, "gross_exposure")
+        if gross < 0:
+            raise OptimizationError(f"gross_exposure must be >= 0, not {gross}")
+    if c.asset_bounds is not None:
+        _bounds(c.asset_bounds, "asset_bounds")
+    if not isinstance(c.factor_bounds, Mapping):
+        raise OptimizationError(
+            f"factor_bounds must be a mapping factor -> (lower, upper), not {type(c.factor_bounds)}"
+        )
+    factor_bounds = {
+        _factor_index(snapshot, name, "factor_bounds"): _bounds(pair, f"factor_bounds[{name!r}]")
+        for name, pair in c.factor_bounds.items()
+    }
+    if isinstance(c.neutral_factors, str):
+        raise OptimizationError(
+            f"neutral_factors must be a sequence of factor names, not the string {c.neutral_factors!r}"
+        )
+    neutral = [_factor_index(snapshot, name, "neutral_factors") for name in dict.fromkeys(c.neutral_factors)]
+    if c.max_turnover is not None:
+        turnover = _finite(c.max_turnover, "max_turnover")
+        if turnover < 0:
+            raise OptimizationError(f"max_turnover must be >= 0, not {turnover}")
+        if c.current is None:
+            raise OptimizationError("max_turnover needs current weights (constraints.current)")
+    benchmark = None if c.benchmark is None else _weights(snapshot, c.benchmark, "benchmark weights")
+    current = None if c.current is None else _weights(snapshot, c.current, "current weights")
+    return _Inputs(factor_bounds, neutral, benchmark, current, mu)
+
+
+def _factor_root(covariance: np.ndarray) -> np.ndarray:
+    """``L`` (K×r) with ``F = L Lᵀ``, dropping the null space of a positive semi-definite ``F``."""
+    if covariance.shape[0] == 0:
+        return np.zeros((0, 0))
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    keep = eigenvalues > _EIGEN_TOL * max(float(eigenvalues[-1]), 0.0)
+    return eigenvectors[:, keep] * np.sqrt(eigenvalues[keep])
+
+
+def _describe(value: object) -> str:
+    return repr(value) if isinstance(value, tuple) else f"{value}"
+
+
+def _constraint_groups(
+    snapshot: RiskModelSnapshot, constraints: Constraints, inputs: _Inputs, w: cp.Variable, y: cp.Variable
+) -> list[tuple[str, list[Any]]]:
+    """Constraint groups, most specific first (the order in which infeasibility is diagnosed)."""
+    c = constraints
+    groups: list[tuple[str, list[Any]]] = []
+    for k, (lower, upper) in inputs.factor_bounds.items():
+        name = snapshot.factors[k]
+        label = f"factor_bounds[{name!r}] = {_describe((lower, upper))}"
+        groups.append((label, [y[k] == lower] if lower == upper else [y[k] >= lower, y[k] <= upper]))
+    if inputs.neutral:
+        index = np.array(inputs.neutral)
+        target = np.zeros(len(index)) if inputs.benchmark is None else (snapshot.exposures.T @ inputs.benchmark)[index]
+        names = [snapshot.factors[k] for k in inputs.neutral]
+        groups.append((f"neutral_factors {names}", [y[index] == target]))
+    if c.max_turnover is not None and inputs.current is not None:
+        groups.append((f"max_turnover = {c.max_turnover}", [cp.norm1(w - inputs.current) <= c.max_turnover]))
+    if c.gross_exposure is not None:
+        groups.append((f"gross_exposure = {c.gross_exposure}", [cp.norm1(w) <= c.gross_exposure]))
+    if c.asset_bounds is not None:
+        lower, upper = (float(b) for b in c.asset_bounds)
+        bounds = ([w >= lower] if np.isfinite(lower) else []) + ([w <= upper] if np.isfinite(upper) else [])
+        groups.append((f"asset_bounds = {_describe((lower, upper))}", bounds))
+    if c.long_only:
+        groups.append(("long_only", [w >= 0]))
+    if c.budget is not None:
+        groups.append((f"budget = {c.budget}", [cp.sum(w) == c.budget]))
+    return groups
+
+
+def _solve(problem: cp.Problem) -> str:
+    """Solve with the first installed solver that works; return its name (problem.status holds the outcome)."""
+    installed = set(cp.installed_solvers())
+    candidates = [s for s in SOLVERS if s in installed]
+    if not candidates:
+        raise OptimizationError(f"no supported solver installed: need one of {list(SOLVERS)}")
+    failures = []
+    for solver in candidates:
+        try:
+            problem.solve(solver=solver, **_SOLVER_OPTIONS.get(solver, {}))
+        except cp.error.SolverError as error:
+            failures.append(f"{solver}: {error}")
+            continue
+        if problem.status in _SOLVED + _INFEASIBLE + _UNBOUNDED:
+            return solver
+        failures.append(f"{solver}: status {problem.status}")
+    raise OptimizationError(f"the solvers failed: {'; '.join(failures)}")
+
+
+def _feasible(groups: Sequence[list[Any]], link: list[Any]) -> bool:
+    problem = cp.Problem(cp.Minimize(0), [*link, *(con for group in groups for con in group)])
+    _solve(problem)
+    return problem.status in _SOLVED
+
+
+def _diagnose(groups: list[tuple[str, list[Any]]], link: list[Any]) -> str:
+    """Name the first group whose removal makes the constraints feasible, and the groups it conflicts with."""
+    labels = [label for label, _ in groups]
+    for i, (label, _) in enumerate(groups):
+        others = groups[:i] + groups[i + 1 :]
+        if not _feasible([g for _, g in others], link):
+            continue
+        partners = [
+            other
+            for j, (other, _) in enumerate(others)
+            if _feasible([g for m, (_, g) in enumerate(others) if m != j] + [groups[i][1]], link)
+        ]
+        with_ = " and ".join(partners) if partners else "the other constraints"
+        return f"infeasible: {label} conflicts with {with_}"
+    return f"infeasible: no single constraint group's removal makes the problem feasible; groups: {'; '.join(labels)}"
+
+
+def optimize(
+    snapshot: RiskModelSnapshot,
+    *,
+    objective: Objective = "min_variance",
+    expected_returns: Mapping[str, float] | np.ndarray | pl.DataFrame | None = None,
+    risk_aversion: float = 1.0,
+    constraints: Constraints | None = None,
+) -> OptimizationResult:
+    """Optimize a portfolio over a factor risk model without forming the N×N covariance.
+
+    Parameters
+    ----------
+    snapshot: the date's risk model (daily units).
+    objective: ``"min_variance"`` (minimize ``hᵀΣh``) or ``"mean_variance"`` (maximize ``μᵀh − λ hᵀΣh``), with
+        ``h`` the active weights ``w − benchmark`` when ``constraints.benchmark`` is given, else ``w``.
+    expected_returns: daily expected returns (fractions), by symbol: a mapping, a frame ``symbol,
+        expected_return`` (every model symbol needed) or an (N,) array in snapshot order. Only for
+        ``"mean_variance"``.
+    risk_aversion: ``λ > 0`` of the mean-variance utility.
+    constraints: :class:`Constraints`; default long-only and fully invested.
+
+    Returns
+    -------
+    :class:`OptimizationResult`. Raises :class:`OptimizationError` for malformed inputs (before solving) and for
+    infeasible (naming the conflicting constraints), unbounded or failed problems.
+    """
+    constraints = Constraints() if constraints is None else constraints
+    inputs = _validate(snapshot, objective, expected_returns, risk_aversion, constraints)
+    started = time.perf_counter()
+    n, k = snapshot.n_assets, snapshot.n_factors
+    exposures, specific_vol = snapshot.exposures, snapshot.specific_vol
+    root = _factor_root(snapshot.factor_covariance)
+    # Scale the objective to O(1) by the average asset variance so solver tolerances are meaningful.
+    average_variance = (float(np.sum((exposures @ root) ** 2)) + float(specific_vol @ specific_vol)) / max(n, 1)
+    scale = 1.0 / average_variance if average_variance > 0 else 1.0
+
+    w = cp.Variable(n, name="weights")
+    y = cp.Variable(k, name="factor_exposures")
+    link = [y == exposures.T @ w]
+    bench = inputs.benchmark
+    active = w if bench is None else w - bench
+    active_factor = y if bench is None else y - exposures.T @ bench
+    variance = cp.sum_squares(cp.multiply(specific_vol, active))
+    if root.shape[1]:
+        variance = variance + cp.sum_squares(root.T @ active_factor)
+    mu = inputs.expected_returns
+    if mu is None:
+        goal = cp.Minimize(scale * variance)
+    else:
+        goal = cp.Minimize(scale * (risk_aversion * variance - mu @ active))
+    groups = _constraint_groups(snapshot, constraints, inputs, w, y)
+    problem = cp.Problem(goal, [*link, *(con for _, group in groups for con in group)])
+    solver = _solve(problem)
+    if problem.status in _INFEASIBLE:
+        raise OptimizationError(_diagnose(groups, link))
+    if problem.status in _UNBOUNDED:
+        raise OptimizationError(
+            f"unbounded: the {objective} objective can grow without limit under the constraints "
+            f"({'; '.join(label for label, _ in groups) or 'none'}); add bounds such as gross_exposure"
+        )
+    solve_seconds = time.perf_counter() - started
+
+    weights = np.asarray(w.value, dtype=np.float64)
+    x = exposures.T @ weights
+    factor_part = root.T @ x if root.shape[1] else np.zeros(0)
+    risk = float(np.sqrt(factor_part @ factor_part + np.sum((specific_vol * weights) ** 2)))
+    tracking_error: float | None = None
+    held = weights
+    if bench is not None:
+        held = weights - bench
+        active_part = root.T @ (exposures.T @ held) if root.shape[1] else np.zeros(0)
+        tracking_error = float(np.sqrt(active_part @ active_part + np.sum((specific_vol * held) ** 2)))
+    active_variance = (risk if tracking_error is None else tracking_error) ** 2
+    objective_value = active_variance if mu is None else float(mu @ held) - risk_aversion * active_variance
+    return OptimizationResult(
+        weights=pl.DataFrame([pl.Series(SYMBOL, snapshot.symbols, dtype=pl.String), pl.Series(WEIGHT, weights)]),
+        status=str(problem.status),
+        objective_value=objective_value,
+        risk=risk,
+        tracking_error=tracking_error,
+        factor_exposures=pl.DataFrame([pl.Series(FACTOR, snapshot.factors, dtype=pl.String), pl.Series("exposure", x)]),
+        solver=solver,
+        solve_seconds=solve_seconds,
+    )
