@@ -1,7 +1,9 @@
-"""``factor-engine`` command line: style scores and factor returns from a panel file, and a synthetic demo.
+"""``factor-engine`` command line: style scores, factor returns and risk models from a panel file, a portfolio's
+risk decomposition on a built model, and a synthetic demo.
 
 Every command calls the library (:mod:`factor_engine.panel`, :mod:`factor_engine.styles`,
-:func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.synthetic`) and only formats its results.
+:func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.model`, :mod:`factor_engine.portfolio`,
+:mod:`factor_engine.synthetic`) and only formats its results.
 A library error (an invalid panel, a bad parameter, an unwritable path) is printed as one red line
 ``error: <message>`` and the command exits with code 1; ``--verbose`` prints the traceback as well.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
@@ -25,7 +28,7 @@ from rich.text import Text
 
 from factor_engine import styles
 from factor_engine.config import load_config
-from factor_engine.model import build_model
+from factor_engine.model import build_model, load_model
 from factor_engine.panel import (
     CSV_SUFFIXES,
     DATE,
@@ -37,6 +40,8 @@ from factor_engine.panel import (
     load_panel,
     validate_panel,
 )
+from factor_engine.portfolio import PortfolioError, RiskDecomposition, decompose_risk
+from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.regression import FactorReturns, estimate_factor_returns
 from factor_engine.synthetic import SyntheticTruth, generate_market
 
@@ -567,6 +572,148 @@ def build(
         )
         console.print(stages.table())
         console.print(f"wrote model folder {out}")
+
+
+def _read_weights(path: Path, what: str) -> pl.DataFrame:
+    """A weights file (.csv, or .parquet/.pq) with columns ``symbol, weight`` as ``symbol`` String, ``weight``
+    Float64."""
+    if not path.is_file():
+        raise ValueError(f"cannot read {what} {path}: no such file")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        frame = pl.read_parquet(path)
+    else:
+        frame = pl.read_csv(path, schema_overrides={SYMBOL: pl.String})
+    missing = [c for c in (SYMBOL, "weight") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} {path} lacks column(s) {missing}; it has {frame.columns}")
+    return frame.select(pl.col(SYMBOL).cast(pl.String), pl.col("weight").cast(pl.Float64))
+
+
+def _risk(value: float | None) -> str:
+    """A risk figure (fraction) as a percentage with 3 decimals."""
+    return _format(None if value is None else 100 * value, ".3f") + " %"
+
+
+def _risk_summary_table(decomposition: RiskDecomposition, units: str) -> Table:
+    table = Table(title=f"Risk ({units})", title_justify="left")
+    table.add_column("")
+    table.add_column("risk", justify="right")
+    table.add_column("share of variance", justify="right")
+    rows: list[tuple[str, float | None, str]] = [
+        ("total risk", decomposition.total_risk, "100.0 %"),
+        ("factor risk", decomposition.factor_risk, _percent(decomposition.factor_variance_share)),
+        ("specific risk", decomposition.specific_risk, _percent(decomposition.specific_variance_share)),
+    ]
+    if decomposition.tracking_error is not None:
+        rows.append(("tracking error", decomposition.tracking_error, ""))
+    for label, value, share in rows:
+        table.add_row(label, _risk(value), share)
+    return table
+
+
+def _factor_contribution_table(decomposition: RiskDecomposition, top: int) -> Table:
+    contributions = decomposition.factor_contributions.sort(pl.col("contribution").abs(), descending=True).head(top)
+    table = Table(
+        title=f"Top {contributions.height} factor contributions (x·σ·ρ, sum = factor risk)", title_justify="left"
+    )
+    for heading in ("factor", "exposure", "vol", "corr", "x·σ·ρ", "% var"):
+        table.add_column(heading, justify="left" if heading == "factor" else "right", no_wrap=heading == "factor")
+    for factor, exposure, vol, corr, contribution, share in contributions.iter_rows():
+        table.add_row(
+            Text(factor),
+            _format(exposure, ".3f"),
+            _risk(vol),
+            _format(corr, ".3f"),
+            _risk(contribution),
+            _percent(share),
+        )
+    return table
+
+
+def _asset_contribution_table(decomposition: RiskDecomposition, top: int, active: bool) -> Table:
+    contributions = decomposition.asset_contributions.sort(pl.col("contribution").abs(), descending=True).head(top)
+    table = Table(
+        title=f"Top {contributions.height} asset contributions (all sum to total risk)",
+        title_justify="left",
+    )
+    for heading in ("symbol", "active weight" if active else "weight", "mcr", "contribution", "share"):
+        table.add_column(heading, justify="left" if heading == "symbol" else "right")
+    for symbol, weight, mcr, contribution, share in contributions.iter_rows():
+        weight_text = _format(100 * weight, ".2f") + " %"
+        table.add_row(Text(symbol), weight_text, _risk(mcr), _risk(contribution), _percent(share))
+    return table
+
+
+@app.command()
+def risk(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder written by factor-engine build.")],
+    portfolio: Annotated[
+        Path, typer.Option("--portfolio", "-p", help="Weights file (.csv or .parquet): symbol, weight (fractions).")
+    ],
+    benchmark: Annotated[
+        Path | None,
+        typer.Option("--benchmark", "-b", help="Benchmark weights (symbol, weight): decompose the active weights."),
+    ] = None,
+    date: Annotated[
+        str | None,
+        typer.Option("--date", help="YYYY-MM-DD: the model as of that close (default: the last forecast date)."),
+    ] = None,
+    annualize: Annotated[
+        bool,
+        typer.Option("--annualize/--daily", help=f"Annualized (daily × √{TRADING_DAYS_PER_YEAR}) or daily figures."),
+    ] = True,
+    drop_unknown: Annotated[
+        bool, typer.Option("--drop-unknown", help="Drop symbols the model does not cover (default: error).")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="Rows of the factor and asset contribution tables.")] = 10,
+    verbose: Verbose = False,
+) -> None:
+    """Decompose a portfolio's risk (or its tracking error against a benchmark) with a built risk model.
+
+    Takes the model as of the close of --date (exposures, factor covariance, specific risk) and prints
+    total, factor and specific risk, the tracking error when --benchmark is given, the largest factor
+    contributions (exposure x, vol σ and correlation ρ with the factor part: x·σ·ρ adds up to the factor
+    risk) and the largest asset contributions. Weights are fractions of capital; a symbol the model does
+    not cover on that date is an error unless --drop-unknown.
+
+    Example:
+
+        factor-engine risk --model model --portfolio weights.csv --benchmark bench.csv --date 2024-06-28
+    """
+    with _reported_errors(verbose):
+        if top < 1:
+            raise ValueError(f"--top must be at least 1, got {top}")
+        weights = _read_weights(portfolio, "portfolio")
+        bench = None if benchmark is None else _read_weights(benchmark, "benchmark")
+        model = load_model(model_dir)
+        snapshot = snapshot_at(model, date)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the dropped symbols are reported below
+            try:
+                decomposition = decompose_risk(snapshot, weights, bench, unknown="drop" if drop_unknown else "raise")
+            except PortfolioError as error:
+                raise PortfolioError(str(error).replace("pass unknown='drop'", "pass --drop-unknown")) from None
+        if annualize:
+            decomposition = decomposition.annualized(TRADING_DAYS_PER_YEAR)
+        units = f"annualized: daily sd × √{TRADING_DAYS_PER_YEAR}" if annualize else "daily sd"
+        day = date if date is not None else f"{forecast_dates(model)[-1]} (last forecast date)"
+        console.print(
+            Text.assemble(
+                ("model: ", "bold"),
+                f"{model_dir} as of {day}, {snapshot.n_assets:,} assets, {snapshot.n_factors} factors",
+            ),
+            soft_wrap=True,
+        )
+        if decomposition.dropped_symbols:
+            dropped = decomposition.dropped_symbols
+            shown = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+            console.print(
+                Text(f"dropped {len(dropped)} symbol(s) the model does not cover: {shown}", style="yellow"),
+                soft_wrap=True,
+            )
+        console.print(_risk_summary_table(decomposition, units))
+        console.print(_factor_contribution_table(decomposition, top))
+        console.print(_asset_contribution_table(decomposition, top, active=bench is not None))
 
 
 @app.command()

@@ -1,0 +1,138 @@
+"""Benchmark of ``factor-engine build`` and of one portfolio risk decomposition on the built model.
+
+Generates the synthetic market (``factor_engine.synthetic.generate_market``, seed 0), writes it to a
+temporary parquet file, runs ``factor-engine build --data P --out DIR`` in a subprocess and reports its wall
+seconds and peak resident memory (``/usr/bin/time -v`` "Maximum resident set size" when available, else the
+child's VmHWM polled from /proc). Then loads the model, takes the snapshot at its last forecast date and
+times :func:`factor_engine.portfolio.decompose_risk` of the equal-weight portfolio of all its assets (best
+of ``--repeat`` calls, milliseconds; weights passed as a frame ``symbol, weight``).
+
+Targets at 3,000 assets × 2,520 days: build ≤ 15 s, risk decomposition ≤ 10 ms.
+
+Usage::
+
+    python bench/bench_build.py                          # 3000 assets x 2520 days
+    python bench/bench_build.py --assets 300 --days 400  # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from factor_engine.model import load_model
+from factor_engine.portfolio import decompose_risk
+from factor_engine.portfolio.snapshot import snapshot_at
+from factor_engine.synthetic import generate_market
+
+BUILD_TARGET_SECONDS = 15.0
+RISK_TARGET_MS = 10.0
+GNU_TIME = Path("/usr/bin/time")
+
+
+def _cli() -> list[str]:
+    """The ``factor-engine`` console script next to this interpreter, else ``python -m factor_engine.cli``."""
+    script = Path(sys.executable).with_name("factor-engine")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "factor_engine.cli"]
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def time_build(panel_path: Path, out: Path) -> tuple[float, float | None, str]:
+    """Run the build command; return (wall seconds, peak RSS in MiB or None, how the peak was measured)."""
+    command = [*_cli(), "build", "--data", str(panel_path), "--out", str(out)]
+    if GNU_TIME.is_file():
+        start = time.perf_counter()
+        done = subprocess.run([str(GNU_TIME), "-v", *command], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+        return seconds, int(match.group(1)) / 1024 if match else None, "/usr/bin/time -v"
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak: float | None = None
+    while child.poll() is None:
+        peak = max(peak or 0.0, _vm_hwm_mib(child.pid) or 0.0)
+        time.sleep(0.02)
+    seconds = time.perf_counter() - start
+    if child.returncode != 0:
+        raise SystemExit(f"build failed ({child.returncode}): {child.stderr.read() if child.stderr else ''}")
+    return seconds, peak, "VmHWM polled every 20 ms (a lower bound)"
+
+
+def time_risk(model_dir: Path, repeat: int) -> tuple[float, float, int]:
+    """Best-of-``repeat`` milliseconds of decompose_risk (equal weights over the snapshot's assets), the
+    milliseconds of snapshot_at(load_model(...)), and the number of assets."""
+    model = load_model(model_dir)
+    start = time.perf_counter()
+    snapshot = snapshot_at(model)
+    snapshot_ms = 1e3 * (time.perf_counter() - start)
+    n = snapshot.n_assets
+    weights = pl.DataFrame({"symbol": list(snapshot.symbols), "weight": np.full(n, 1.0 / n)})
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        decompose_risk(snapshot, weights)
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best, snapshot_ms, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", type=int, default=3000, help="assets of the synthetic market")
+    parser.add_argument("--days", type=int, default=2520, help="business days of the synthetic market")
+    parser.add_argument("--repeat", type=int, default=200, help="decompose_risk calls (the best is reported)")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench_build_"))
+    try:
+        start = time.perf_counter()
+        panel = generate_market(args.assets, args.days, seed=0).panel
+        panel_path = work / "panel.parquet"
+        panel.write_parquet(panel_path)
+        print(
+            f"panel: {panel.height:,} rows, {args.assets} assets x {args.days} days, seed 0 "
+            f"(generated and written in {time.perf_counter() - start:.1f} s)"
+        )
+        del panel
+
+        seconds, peak_mib, how = time_build(panel_path, work / "model")
+        peak = "n/a" if peak_mib is None else f"{peak_mib:,.0f} MiB"
+        verdict = "ok" if seconds <= BUILD_TARGET_SECONDS else "OVER TARGET"
+        print(
+            f"factor-engine build: {seconds:.2f} s wall (target <= {BUILD_TARGET_SECONDS:.0f} s: {verdict}), "
+            f"peak RSS {peak} ({how})"
+        )
+
+        risk_ms, snapshot_ms, n = time_risk(work / "model", args.repeat)
+        verdict = "ok" if risk_ms <= RISK_TARGET_MS else "OVER TARGET"
+        print(f"snapshot_at (last date): {snapshot_ms:.1f} ms, {n:,} assets")
+        print(
+            f"decompose_risk, {n:,}-asset equal-weight portfolio: {risk_ms:.2f} ms best of {args.repeat} "
+            f"(target <= {RISK_TARGET_MS:.0f} ms: {verdict})"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
