@@ -110,3 +110,23 @@ def is_sorted_by_keys(frame: pl.DataFrame) -> bool:
 def sort_by_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` sorted by (date, symbol); returned as is when it already is."""
     return frame if is_sorted_by_keys(frame) else frame.sort(DATE, SYMBOL)
+
+
+def collect_keyed(df: pl.DataFrame | pl.LazyFrame, what: str, required: Sequence[str] = ()) -> pl.DataFrame:
+    """``df`` collected, checked to hold ``date``, ``symbol`` and ``required``, with ``date`` as pl.Date.
+
+    Raises TypeError for a non-polars input and ValueError naming ``what`` and the missing or bad column.
+    """
+    if isinstance(df, pl.LazyFrame):
+        df = df.collect()
+    elif not isinstance(df, pl.DataFrame):
+        raise TypeError(f"{what} must be a polars DataFrame or LazyFrame, got {type(df).__name__}")
+    missing = [c for c in (DATE, SYMBOL, *required) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} is missing column(s) {missing}; it has {df.columns}")
+    if df[DATE].dtype != pl.Date:
+        try:
+            df = df.with_columns(pl.col(DATE).cast(pl.Date))
+        except pl.exceptions.PolarsError as exc:
+            raise ValueError(f"{what}: column 'date' of type {df[DATE].dtype} is not a date") from exc
+    return df

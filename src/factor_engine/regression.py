@@ -24,7 +24,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from factor_engine._dense import run_parallel, winsorize
-from factor_engine._grid import Grid, build_grid, check_unique
+from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 
 __all__ = ["MARKET", "FactorReturns", "estimate_factor_returns"]
@@ -331,19 +331,7 @@ def _when(lag: int) -> str:
 
 
 def _collect(df: pl.DataFrame | pl.LazyFrame, what: str, required: Sequence[str]) -> pl.DataFrame:
-    if isinstance(df, pl.LazyFrame):
-        df = df.collect()
-    elif not isinstance(df, pl.DataFrame):
-        raise TypeError(f"{what} must be a polars DataFrame or LazyFrame, got {type(df).__name__}")
-    missing = [c for c in (DATE, SYMBOL, *required) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} is missing column(s) {missing}; it has {df.columns}")
-    if df[DATE].dtype != pl.Date:
-        try:
-            df = df.with_columns(pl.col(DATE).cast(pl.Date))
-        except pl.exceptions.PolarsError as exc:
-            raise ValueError(f"{what}: column 'date' of type {df[DATE].dtype} is not a date") from exc
-    return df
+    return collect_keyed(df, what, required)
 
 
 def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -453,5 +453,6 @@ def test_bad_inputs() -> None:
         specific_risk(residuals.clear(), caps)
     with pytest.raises(TypeError, match="config must be a SpecificRiskConfig"):
         specific_risk(residuals, caps, config={"half_life": 5})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="residuals must be a polars DataFrame"):
-        specific_risk(residuals.lazy(), caps)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="residuals must be a polars DataFrame or LazyFrame, got dict"):
+        specific_risk(residuals.to_dict(), caps)  # type: ignore[arg-type]
+    assert specific_risk(residuals.lazy(), caps).equals(specific_risk(residuals, caps))  # type: ignore[arg-type]

@@ -67,7 +67,7 @@ from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
 from factor_engine._dense import run_parallel
-from factor_engine._grid import Grid, build_grid, check_unique, sort_by_keys
+from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed, sort_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.regression import _rank_revealing_solve
 
@@ -218,16 +218,7 @@ def specific_risk(
 
 
 def _check_frame(frame: pl.DataFrame, what: str, required: tuple[str, ...]) -> pl.DataFrame:
-    if not isinstance(frame, pl.DataFrame):
-        raise TypeError(f"{what} must be a polars DataFrame, got {type(frame).__name__}")
-    missing = [c for c in (DATE, SYMBOL, *required) if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} is missing column(s) {missing}; it has {frame.columns}")
-    if frame[DATE].dtype != pl.Date:
-        try:
-            frame = frame.with_columns(pl.col(DATE).cast(pl.Date))
-        except pl.exceptions.PolarsError as exc:
-            raise ValueError(f"{what}: column 'date' of type {frame[DATE].dtype} is not a date") from exc
+    frame = collect_keyed(frame, what, required)
     for column in required:
         if not frame[column].dtype.is_numeric():
             raise ValueError(f"{what}: column {column!r} must be numeric, got {frame[column].dtype}")
