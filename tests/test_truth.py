@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from factor_engine import estimate_factor_returns, styles
+from factor_engine import styles
+from factor_engine.regression import estimate_from_panel
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
 
@@ -32,10 +33,8 @@ def _correlations(estimated: pl.DataFrame, truth: pl.DataFrame, pairs: dict[str,
 
 def test_barra_recovers_true_factor_returns(market: SyntheticMarket) -> None:
     panel, truth = market.panel, market.truth
-    result = estimate_factor_returns(
-        panel.select("date", "symbol", "asset_returns"),
-        panel.select("date", "symbol", "market_cap"),
-        panel.select("date", "symbol", "sector"),
+    result = estimate_from_panel(
+        panel,
         truth.exposures,
     )
     assert sorted(result.factors) == sorted(truth.factors)
@@ -61,14 +60,8 @@ def test_barra_recovers_true_factor_returns(market: SyntheticMarket) -> None:
 def test_point_in_time_beats_same_day_exposures(market: SyntheticMarket) -> None:
     """Returns are generated from the previous close's exposures: exposure_lag=1 must fit them better."""
     panel, truth = market.panel, market.truth
-    args = (
-        panel.select("date", "symbol", "asset_returns"),
-        panel.select("date", "symbol", "market_cap"),
-        panel.select("date", "symbol", "sector"),
-        truth.exposures,
-    )
-    lagged = estimate_factor_returns(*args, exposure_lag=1)
-    same_day = estimate_factor_returns(*args, exposure_lag=0)
+    lagged = estimate_from_panel(panel, truth.exposures, exposure_lag=1)
+    same_day = estimate_from_panel(panel, truth.exposures, exposure_lag=0)
     corr_lagged = _correlations(lagged.factor_returns, truth.factor_returns, {s: s for s in truth.styles})
     corr_same = _correlations(same_day.factor_returns, truth.factor_returns, {s: s for s in truth.styles})
     assert corr_lagged["size"] > corr_same["size"]
@@ -78,10 +71,8 @@ def test_engine_styles_explain_the_market(market: SyntheticMarket) -> None:
     """With the engine's own style scores the market and sector returns are still recovered."""
     panel, truth = market.panel, market.truth
     scores = styles.compute_styles(panel).drop_nulls()
-    result = estimate_factor_returns(
-        panel.select("date", "symbol", "asset_returns"),
-        panel.select("date", "symbol", "market_cap"),
-        panel.select("date", "symbol", "sector"),
+    result = estimate_from_panel(
+        panel,
         scores,
     )
     corr = _correlations(result.factor_returns, truth.factor_returns, {"market": "market", "Energy": "Energy"})

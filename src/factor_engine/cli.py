@@ -32,17 +32,15 @@ from factor_engine.model import build_model, load_model
 from factor_engine.panel import (
     CSV_SUFFIXES,
     DATE,
-    MARKET_CAP,
     PARQUET_SUFFIXES,
     RETURNS,
-    SECTOR,
     SYMBOL,
     load_panel,
     validate_panel,
 )
 from factor_engine.portfolio import PortfolioError, RiskDecomposition, decompose_risk
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
-from factor_engine.regression import FactorReturns, estimate_factor_returns
+from factor_engine.regression import FactorReturns, estimate_from_panel
 from factor_engine.risk import validation
 from factor_engine.synthetic import SyntheticTruth, generate_market
 
@@ -169,17 +167,6 @@ def _style_names(text: str) -> list[str]:
     for name in names:
         styles.get_style(name)  # raises KeyError naming the registered styles
     return names
-
-
-def _estimate(panel: pl.DataFrame, style_df: pl.DataFrame | None, **options: Any) -> FactorReturns:
-    """:func:`estimate_factor_returns` on a validated panel: its returns, market caps and sector labels."""
-    return estimate_factor_returns(
-        panel.select(DATE, SYMBOL, RETURNS),
-        panel.select(DATE, SYMBOL, MARKET_CAP),
-        panel.select(DATE, SYMBOL, SECTOR),
-        style_df,
-        **options,
-    )
 
 
 def _result_frames(result: FactorReturns) -> dict[str, pl.DataFrame]:
@@ -372,9 +359,9 @@ def demo(
         with stages.run("compute style scores"):
             style_scores = styles.compute_styles(panel, list(DEFAULT_STYLES))
         with stages.run("estimate factor returns (style scores)"):
-            result = _estimate(panel, style_scores, method="barra")
+            result = estimate_from_panel(panel, style_scores, method="barra")
         with stages.run("estimate factor returns (true exposures)"):
-            result_true_exposures = _estimate(panel, market.truth.exposures, method="barra")
+            result_true_exposures = estimate_from_panel(panel, market.truth.exposures, method="barra")
         with stages.run("write outputs"):
             written = _write_frames({**_result_frames(result), "style_scores": style_scores}, out)
 
@@ -506,7 +493,7 @@ def factor_returns_command(
         with stages.run("compute style scores"):
             style_scores = styles.compute_styles(panel, list(DEFAULT_STYLES))
         with stages.run(f"estimate factor returns ({method.value})"):
-            result = _estimate(
+            result = estimate_from_panel(
                 panel,
                 style_scores,
                 method=method.value,

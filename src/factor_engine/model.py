@@ -28,8 +28,8 @@ import polars as pl
 
 from factor_engine import __version__
 from factor_engine.config import ModelConfig
-from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
-from factor_engine.regression import MARKET, FactorReturns, estimate_factor_returns
+from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
+from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
 from factor_engine.risk import (
     FactorCovariance,
     eigenfactor_adjustment,
@@ -178,10 +178,8 @@ def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskM
     universe = select_universe(panel, config.universe.size)
     scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
     regression = config.regression
-    result: FactorReturns = estimate_factor_returns(
-        universe.select(DATE, SYMBOL, RETURNS),
-        universe.select(DATE, SYMBOL, MARKET_CAP),
-        universe.select(DATE, SYMBOL, SECTOR),
+    result: FactorReturns = estimate_from_panel(
+        universe,
         scores,
         winsor_factor=regression.winsor_factor,
         residualize_styles=regression.residualize_styles,

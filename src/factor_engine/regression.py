@@ -27,7 +27,7 @@ from factor_engine._dense import run_parallel, winsorize
 from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 
-__all__ = ["MARKET", "FactorReturns", "estimate_factor_returns"]
+__all__ = ["MARKET", "FactorReturns", "estimate_factor_returns", "estimate_from_panel"]
 
 MARKET = "market"
 Method = Literal["barra", "toraniko"]
@@ -323,6 +323,21 @@ def estimate_factor_returns(
             sectors=sector_names,
             styles=style_names,
         ),
+    )
+
+
+def estimate_from_panel(
+    panel: pl.DataFrame | pl.LazyFrame, style_df: pl.DataFrame | pl.LazyFrame | None, **options: Any
+) -> FactorReturns:
+    """:func:`estimate_factor_returns` on a long panel: its ``asset_returns``, ``market_cap`` and ``sector``
+    columns, with ``style_df`` as the styles; ``options`` are passed through (method, exposure_lag, ...)."""
+    lazy = panel.lazy()
+    return estimate_factor_returns(
+        lazy.select(DATE, SYMBOL, RETURNS).collect(),
+        lazy.select(DATE, SYMBOL, MARKET_CAP).collect(),
+        lazy.select(DATE, SYMBOL, SECTOR).collect(),
+        style_df,
+        **options,
     )
 
 

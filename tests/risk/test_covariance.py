@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factor_engine import estimate_factor_returns
+from factor_engine.regression import estimate_from_panel
 from factor_engine.risk import CovarianceConfig, FactorCovariance, factor_covariance
 from factor_engine.risk.covariance import Shrinkage
 from factor_engine.synthetic import generate_market
@@ -380,10 +380,8 @@ def test_forecast_vols_track_synthetic_truth() -> None:
     """End to end: estimated factor returns of the synthetic market give forecast vols near the true ones."""
     market = generate_market(300, 600, seed=3)
     panel, truth = market.panel, market.truth
-    result = estimate_factor_returns(
-        panel.select("date", "symbol", "asset_returns"),
-        panel.select("date", "symbol", "market_cap"),
-        panel.select("date", "symbol", "sector"),
+    result = estimate_from_panel(
+        panel,
         truth.exposures,
     )
     forecast = factor_covariance(result.factor_returns)

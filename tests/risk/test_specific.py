@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factor_engine import estimate_factor_returns
+from factor_engine.regression import estimate_from_panel
 from factor_engine.risk.specific import SpecificRiskConfig, specific_risk
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
@@ -361,10 +361,8 @@ def market() -> SyntheticMarket:
 @pytest.fixture(scope="module")
 def forecast(market: SyntheticMarket) -> tuple[pl.DataFrame, pl.DataFrame]:
     panel, truth = market.panel, market.truth
-    result = estimate_factor_returns(
-        panel.select("date", "symbol", "asset_returns"),
-        panel.select("date", "symbol", "market_cap"),
-        panel.select("date", "symbol", "sector"),
+    result = estimate_from_panel(
+        panel,
         truth.exposures,
     )
     vols = specific_risk(result.residuals, panel.select("date", "symbol", "market_cap"), result.exposures)
