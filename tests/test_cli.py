@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 import typer
 from polars.testing import assert_frame_equal
-from typer.testing import CliRunner
 
+from cli_runner import invoke
 from factor_engine import estimate_factor_returns, load_panel, styles, validate_panel
 from factor_engine.cli import TRUE_EXPOSURES_COLUMN, app
 from factor_engine.regression import FactorReturns
@@ -20,16 +20,6 @@ from factor_engine.synthetic import SyntheticMarket, generate_market
 N_ASSETS, N_DAYS, SEED = 120, 300, 3
 STYLES = ["momentum", "value", "size"]
 RESULT_FILES = ("factor_returns", "residuals", "diagnostics")
-
-runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    """Run the CLI; return (exit code, stdout, stderr)."""
-    result = runner.invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def estimate(panel: pl.DataFrame, style_df: pl.DataFrame, **options: object) -> FactorReturns:

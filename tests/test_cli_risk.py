@@ -6,23 +6,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from factor_engine.cli import app
+from cli_runner import invoke
 from factor_engine.model import RiskModel, load_model
 from factor_engine.portfolio import RiskDecomposition, decompose_risk
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.synthetic import generate_market
-
-runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    """Run the CLI; return (exit code, stdout, stderr)."""
-    result = runner.invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
