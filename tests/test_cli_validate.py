@@ -31,7 +31,9 @@ def test_validate_prints_the_library_bias_statistics(tmp_path: Path) -> None:
     returns = panel.select("date", "symbol", "asset_returns")
     lw = validation.sample_covariance_bias(returns, shrink="ledoit_wolf", target="assets")
     assert f"{validation.summarize_bias(lw)['mean_bias'][0]:.3f}" in result.output
-    for label in ("pure factor", "random", "Ledoit-Wolf", "minimum-variance"):
+    eigen = validation.summarize_bias(validation.eigenfactor_portfolio_bias(model)).row(0, named=True)
+    assert f"{eigen['mean_bias']:.3f}" in result.output
+    for label in ("pure factor", "random", "eigenfactor", "Ledoit-Wolf", "minimum-variance"):
         assert label in result.output
 
 

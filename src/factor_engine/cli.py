@@ -721,10 +721,11 @@ def validate(
     """Out-of-sample validation of a risk model by bias statistics (Barra USE4 Appendix A).
 
     For every forecast date t, b = R(t+1) / σ(t); the bias statistic B is the std of b over the test period,
-    inside its 95 % band 1 ± √(2/T) when the forecast is right. Tested: pure factor portfolios, random
-    long-only portfolios and single assets under the model and, with --compare, the rolling sample
-    covariance of asset returns and its Ledoit-Wolf shrinkage; then the realized volatility of long-only
-    minimum-variance portfolios built from each (lower is better).
+    inside its 95 % band 1 ± √(2/T) when the forecast is right. Tested under the model: pure factor
+    portfolios, random long-only portfolios, single assets and the eigenfactor portfolios of each forecast;
+    with --compare, the random portfolios and assets under the rolling sample covariance of asset returns and
+    its Ledoit-Wolf shrinkage; then the realized volatility of long-only minimum-variance portfolios built
+    from each (lower is better).
 
     Example:
 
@@ -746,6 +747,9 @@ def validate(
                 )
             )
             rows.append(("model", "single assets", validation.asset_bias(model, returns, window=window)))
+            rows.append(
+                ("model", "eigenfactor portfolios", validation.eigenfactor_portfolio_bias(model, window=window))
+            )
         sources: tuple[validation.MinVarianceSource, ...] = ("model",)
         if compare:
             with stages.run("bias statistics of sample covariance and Ledoit-Wolf"):

@@ -3,6 +3,7 @@ covariance, the Ledoit–Wolf formula written out term by term, and the syntheti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 
@@ -12,11 +13,13 @@ import pytest
 from scipy.optimize import minimize
 
 from factor_engine.config import ModelConfig, StylesConfig
-from factor_engine.model import RiskModel, build_model
+from factor_engine.model import RiskModel, build_model, forecast_factor_covariance
 from factor_engine.risk import FactorCovariance
 from factor_engine.risk.validation import (
+    FactoredCovariance,
     asset_bias,
     bias_statistic,
+    eigenfactor_portfolio_bias,
     factor_portfolio_bias,
     ledoit_wolf_intensity,
     long_only_min_variance,
@@ -180,6 +183,22 @@ def test_factor_portfolio_bias_and_period(small: tuple[RiskModel, pl.DataFrame, 
         assert result["bias"][k] == pytest.approx(np.std(b, ddof=1), abs=1e-12)
 
 
+def test_eigenfactor_portfolio_bias_matches_an_explicit_loop(
+    small: tuple[RiskModel, pl.DataFrame, dict[str, np.ndarray]],
+) -> None:
+    model, _, truth = small
+    result = eigenfactor_portfolio_bias(model, window=2)
+    assert result["eigenfactor"].to_list() == [1, 2]
+    outcomes: list[list[float]] = [[], []]
+    for t in range(N_DATES - 1):
+        values, vectors = np.linalg.eigh(truth["covariance"][t])  # ascending: eigenfactor 1 is the smallest
+        for k in range(2):
+            outcomes[k].append(vectors[:, k] @ truth["factor_returns"][t + 1] / math.sqrt(values[k]))
+    for k in range(2):
+        assert result["n"][k] == N_DATES - 1
+        assert result["bias"][k] == pytest.approx(np.std(outcomes[k], ddof=1), abs=1e-12)
+
+
 def test_missing_forecasts_are_errors(small: tuple[RiskModel, pl.DataFrame, dict[str, np.ndarray]]) -> None:
     model, panel_returns, _ = small
     bare = RiskModel(
@@ -265,6 +284,47 @@ def test_sample_covariance_bias_matches_a_loop(small: tuple[RiskModel, pl.DataFr
         sample_covariance_bias(panel_returns, shrink="oas")  # type: ignore[arg-type]
 
 
+def test_factored_covariance_matches_the_dense_matrices() -> None:
+    rng = np.random.default_rng(3)
+    exposures, loadings = rng.normal(size=(30, 4)), rng.normal(size=(4, 4))
+    factor_cov, specific = loadings @ loadings.T, rng.uniform(0.1, 1, size=30)
+    model = FactoredCovariance.from_model(exposures, factor_cov, specific)
+    dense = exposures @ factor_cov @ exposures.T + np.diag(specific)
+    assert np.allclose(model.dense(), dense, atol=1e-12)
+    weights = rng.normal(size=(3, 30))
+    assert np.allclose(model.portfolio_variance(weights), np.einsum("pi,ij,pj->p", weights, dense, weights))
+    assert np.allclose(model.variances(), np.diag(dense)) and np.allclose(model.matvec(weights[0]), dense @ weights[0])
+    assert model.largest_eigenvalue_bound() >= np.linalg.eigvalsh(dense)[-1] - 1e-12
+    for n_obs, n_assets in ((6, 20), (40, 5)):  # fewer and more observations than assets
+        returns = rng.normal(size=(n_obs, n_assets))
+        centered = returns - returns.mean(axis=0)
+        sample = FactoredCovariance.from_returns(returns)
+        assert np.allclose(sample.dense(), centered.T @ centered / n_obs, atol=1e-12)
+        shrunk = FactoredCovariance.from_returns(returns, "ledoit_wolf")
+        delta, mu = _ledoit_wolf_direct(returns), np.var(returns, axis=0).mean()
+        expected = (1 - delta) * centered.T @ centered / n_obs + delta * mu * np.eye(n_assets)
+        assert np.allclose(shrunk.dense(), expected, atol=1e-12)
+        assert shrunk.largest_eigenvalue_bound() == pytest.approx(np.linalg.eigvalsh(expected)[-1], rel=1e-10)
+
+
+def test_factored_min_variance_matches_the_dense_solve() -> None:
+    rng = np.random.default_rng(5)
+    returns = rng.normal(size=(30, 80)) * rng.uniform(0.5, 2, size=80)  # singular: 30 observations, 80 assets
+    factored = FactoredCovariance.from_returns(returns, "ledoit_wolf")
+    weights = long_only_min_variance(factored, rtol=1e-12)
+    dense = long_only_min_variance(factored.dense(), rtol=1e-12)
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1, abs=1e-12)
+    assert np.allclose(weights, dense, atol=1e-6)
+    # a warm start from another point reaches the same optimum
+    warm = long_only_min_variance(factored, start=np.eye(80)[0], rtol=1e-12)
+    value = factored.portfolio_variance(weights)
+    assert factored.portfolio_variance(warm) == pytest.approx(value, rel=1e-9)
+    with pytest.raises(RuntimeError, match="did not reach"):
+        long_only_min_variance(factored, rtol=1e-15, max_iter=3)
+    with pytest.raises(ValueError, match="finite"):
+        long_only_min_variance(np.full((2, 2), np.nan))
+
+
 # ---------------------------------------------------------------- calibration on the synthetic market
 
 
@@ -296,6 +356,32 @@ def test_random_portfolios_and_assets_are_calibrated(synthetic: tuple[RiskModel,
     assert abs(summary["mean_bias"] - 1) < 0.05 and summary["fraction_in_band"] > 0.5, summary
 
 
+def test_each_adjustment_moves_its_target_closer_to_one(synthetic: tuple[RiskModel, pl.DataFrame]) -> None:
+    """The eigenfactor adjustment lowers the underprediction of the smallest eigenportfolios; the regime
+    adjustment lowers the rolling deviation (MRAD) of random portfolios and factor portfolios."""
+    model, panel_returns = synthetic
+    styles = {"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}
+    variants = {}
+    for name, adjustments in {
+        "none": {"eigenfactor": False, "vra_half_life": False},
+        "eigen": {"vra_half_life": False},
+        "vra": {"eigenfactor": False},
+    }.items():
+        config = ModelConfig.from_mapping({"styles": styles, "adjustments": adjustments})
+        covariance = forecast_factor_covariance(model.factor_returns, config)
+        variants[name] = dataclasses.replace(model, factor_covariance=covariance)
+    smallest = {name: eigenfactor_portfolio_bias(v)["bias"][0] for name, v in variants.items()}
+    # measured: 1.621 without, 1.596 with the eigenfactor adjustment
+    assert smallest["none"] > 1.2 and 1 < smallest["eigen"] < smallest["none"] - 0.01, smallest
+    random_mrad = {
+        n: random_portfolio_bias(v, panel_returns, n_portfolios=20)["mrad"].mean() for n, v in variants.items()
+    }
+    factor_mrad = {n: factor_portfolio_bias(v)["mrad"].mean() for n, v in variants.items()}
+    # measured: random 0.157 -> 0.104, factor 0.104 -> 0.080 with the regime adjustment
+    assert random_mrad["vra"] < 0.8 * random_mrad["none"], random_mrad  # type: ignore[operator]
+    assert factor_mrad["vra"] < 0.9 * factor_mrad["none"], factor_mrad  # type: ignore[operator]
+
+
 # ---------------------------------------------------------------- minimum-variance portfolios
 
 
@@ -323,15 +409,15 @@ def test_long_only_min_variance_matches_slsqp_and_closed_form() -> None:
 
 def test_min_variance_realized_vol_matches_a_loop(small: tuple[RiskModel, pl.DataFrame, dict[str, np.ndarray]]) -> None:
     model, panel_returns, truth = small
-    result = min_variance_realized_vol(panel_returns, model=model, sources=("model",), rebalance_every=2)
+    result = min_variance_realized_vol(panel_returns, model=model, sources=("model",), rebalance_every=2, rtol=1e-13)
     returns, realized = truth["returns"], []
     for t in (0, 2, 4):  # every forecast date has a forecast for some asset
         held = np.flatnonzero(np.isfinite(truth["specific_vol"][t]))
-        weights = long_only_min_variance(_asset_covariance(truth, t)[np.ix_(held, held)])
+        weights = long_only_min_variance(_asset_covariance(truth, t)[np.ix_(held, held)], rtol=1e-13)
         realized.extend(np.nan_to_num(returns[t + 1 : min(t + 2, N_DATES - 1) + 1, held]) @ weights)
     row = result.row(0, named=True)
     assert row["n_rebalances"] == 3 and row["n_days"] == N_DATES - 1
-    assert row["realized_vol"] == pytest.approx(np.std(realized, ddof=1), abs=1e-12)
+    assert row["realized_vol"] == pytest.approx(np.std(realized, ddof=1), abs=1e-10)
     with pytest.raises(ValueError, match="needs the model"):
         min_variance_realized_vol(panel_returns)
 

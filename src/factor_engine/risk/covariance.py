@@ -46,9 +46,9 @@ Computation. Every EWMA sum over time is the first-order recursion ``S(t) = λ S
 dates at once with :func:`scipy.signal.lfilter` along the time axis on (pairs × T) arrays of products
 (only the upper triangle of pairs, lagged both ways), in parallel over blocks of pairs.
 
-Hooks (not implemented yet): the eigenfactor risk adjustment acts on the correlation/covariance before the
-PSD step, and the volatility-regime adjustment rescales ``σ`` — see the marked places in
-:func:`factor_covariance`.
+Adjustments. The eigenfactor risk adjustment and the volatility regime adjustment act on the finished
+forecasts (:mod:`factor_engine.risk.adjustments`); :func:`factor_engine.model.forecast_factor_covariance`
+chains them as the model configuration says.
 """
 
 from __future__ import annotations
@@ -243,7 +243,6 @@ def factor_covariance(
     sums = _EwmaSums(values, present if not present.all() else None)
     diagonal = np.arange(n_factors)
     variance = sums.newey_west(diagonal, diagonal, config.vol_half_life, config.vol_nw_lags)[:, first:]
-    # hook: the volatility-regime adjustment would rescale `variance` here
     vol = np.sqrt(np.maximum(variance, 0.0)).T  # (T', K)
 
     upper_i, upper_j = np.triu_indices(n_factors)
@@ -254,7 +253,6 @@ def factor_covariance(
         intensity = _ledoit_wolf_intensity(sums, upper_i, upper_j, enough, config.corr_half_life, first)
         correlation *= (1.0 - intensity)[:, None, None]
         correlation[:, diagonal, diagonal] += intensity[:, None]
-    # hook: the eigenfactor risk adjustment would act on `correlation` (or the covariance) here
 
     covariance = vol[:, :, None] * correlation * vol[:, None, :]
     covariance *= enough[:, :, None] & enough[:, None, :]

@@ -14,6 +14,7 @@ outcomes, not calendar days (missing outcomes are dropped first); MRAD is NaN wi
 Forecasts validated here:
 
 * :func:`factor_portfolio_bias`: pure factor portfolios, ``b_t = f_{k,t+1} / sqrt(F_t[k,k])``;
+* :func:`eigenfactor_portfolio_bias`: the eigenportfolios of each forecast, by eigenvalue rank;
 * :func:`random_portfolio_bias`: random long-only portfolios, ``σ_t² = x_tᵀ F_t x_t + Σ_n w_n² s_{n,t}²``;
 * :func:`asset_bias`: single assets, ``σ_{n,t}² = x_nᵀ F_t x_n + s_{n,t}²``;
 * :func:`sample_covariance_bias`: the same portfolios or assets with the rolling sample covariance of asset
@@ -46,8 +47,10 @@ if TYPE_CHECKING:  # model.py imports factor_engine.risk: a runtime import here 
 
 __all__ = [
     "BiasResult",
+    "FactoredCovariance",
     "asset_bias",
     "bias_statistic",
+    "eigenfactor_portfolio_bias",
     "factor_portfolio_bias",
     "ledoit_wolf_intensity",
     "long_only_min_variance",
@@ -59,6 +62,7 @@ __all__ = [
 ]
 
 FACTOR = "factor"
+EIGENFACTOR = "eigenfactor"
 PORTFOLIO = "portfolio"
 SPECIFIC_VOL = "specific_vol"
 _STAT_COLUMNS = ("bias", "lower", "upper", "n", "mrad")
@@ -176,6 +180,53 @@ def factor_portfolio_bias(
         standardized = returns[1:] / np.sqrt(variance[:-1])
     standardized[~_in_period(dates[:-1], start, end)] = np.nan
     return _stat_frame(FACTOR, factors, standardized, window, step)
+
+
+def eigenfactor_portfolio_bias(
+    model: RiskModel,
+    *,
+    start: datetime.date | None = None,
+    end: datetime.date | None = None,
+    window: int = 252,
+    step: int = 1,
+) -> pl.DataFrame:
+    """``eigenfactor, bias, lower, upper, n, mrad``: bias statistics of the eigenfactor portfolios.
+
+    For each forecast ``F_t = U diag(d) Uᵀ`` (eigenvalues ascending) with every factor present, eigenfactor
+    ``k`` (1 = smallest eigenvalue) has the standardized outcome ``b = (U[:, k]ᵀ f_{t+1}) / sqrt(d_k / horizon)``.
+    Sample covariances underpredict the risk of their smallest eigenportfolios (B > 1 at low ranks); the
+    eigenfactor risk adjustment (Menchero, Wang & Orr 2011) exists to remove that bias, so this is its test.
+    Eigenvalues that are zero up to rounding give no outcome.
+
+    Parameters
+    ----------
+    model: a model with a factor covariance forecast.
+    start, end: first and last forecast date of the test period (None = open).
+    window, step: MRAD windowing (see :func:`bias_statistic`).
+    """
+    covariance = _require_covariance(model)
+    factors = list(covariance.factors)
+    returns_frame = model.factor_returns.sort(DATE)
+    dates = returns_frame[DATE]
+    returns = returns_frame.select(factors).to_numpy().astype(np.float64)
+    aligned = pl.DataFrame({DATE: dates}).join(
+        pl.DataFrame({DATE: covariance.dates, "_row": np.arange(covariance.dates.len())}), on=DATE, how="left"
+    )["_row"]
+    standardized = np.full((max(dates.len() - 1, 0), len(factors)), np.nan)
+    rows = aligned.to_numpy()[:-1]
+    has_forecast = aligned.is_not_null().to_numpy()[:-1] & _in_period(dates[:-1], start, end)
+    positions = np.flatnonzero(has_forecast)
+    forecasts = covariance.values[rows[positions].astype(np.int64)] / covariance.horizon
+    complete = np.isfinite(forecasts).all(axis=(1, 2))
+    positions, forecasts = positions[complete], forecasts[complete]
+    if positions.size:
+        eigvals, eigvecs = np.linalg.eigh(forecasts)
+        outcome = np.einsum("tkj,tk->tj", eigvecs, returns[positions + 1])
+        usable = eigvals > 1e-12 * np.maximum(eigvals[:, -1:], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            standardized[positions] = np.where(usable, outcome / np.sqrt(np.where(usable, eigvals, 1.0)), np.nan)
+    standardized = np.where(np.isfinite(standardized), standardized, np.nan)
+    return _stat_frame(EIGENFACTOR, list(range(1, len(factors) + 1)), standardized, window, step)
 
 
 def _require_covariance(model: RiskModel) -> Any:
@@ -353,30 +404,92 @@ def ledoit_wolf_intensity(returns: np.ndarray) -> tuple[float, float]:
     norm ``‖A‖² = tr(AAᵀ) / N``: ``d² = ‖S − μI‖²``, ``b̄² = Σ_k ‖x_k x_kᵀ − S‖² / W²``, ``b² = min(b̄², d²)``
     and the intensity ``δ = b² / d²`` (0 when ``d² = 0``). The shrunk covariance is ``(1 − δ) S + δ μ I``.
 
+    Every term comes from the (W, W) Gram matrix ``G = XXᵀ`` (``‖S‖_F = ‖G‖_F / W``, ``‖x_k‖² = G_kk``), so
+    the (N, N) covariance is never formed: O(W² N) for N assets.
+
     Returns ``(δ, μ)``.
     """
     values = np.asarray(returns, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 1 or not np.isfinite(values).all():
         raise ValueError(f"returns must be a finite (observations ≥ 2, assets ≥ 1) array, got shape {values.shape}")
-    n_obs, n_assets = values.shape
-    centered = values - values.mean(axis=0)
-    sample = centered.T @ centered / n_obs
-    target = float(np.trace(sample)) / n_assets
-    distance = float(np.sum((sample - target * np.eye(n_assets)) ** 2)) / n_assets
+    return _ledoit_wolf_from_centered(values - values.mean(axis=0))
+
+
+def _ledoit_wolf_from_centered(centered: np.ndarray) -> tuple[float, float]:
+    n_obs, n_assets = centered.shape
+    gram = centered @ centered.T
+    row_norms = np.diag(gram)  # ‖x_k‖²
+    target = float(row_norms.sum()) / n_obs / n_assets  # tr(S) / N
+    sample_sq = float(np.sum(gram**2)) / n_obs**2  # ‖S‖_F²
+    distance = max(sample_sq - n_assets * target**2, 0.0) / n_assets  # ‖S − μI‖_F² / N
     # Σ_k ‖x_k x_kᵀ − S‖_F² = Σ_k ‖x_k‖⁴ − W ‖S‖_F²
-    spread = (float(np.sum(np.sum(centered**2, axis=1) ** 2)) - n_obs * float(np.sum(sample**2))) / n_assets
+    spread = (float(np.sum(row_norms**2)) - n_obs * sample_sq) / n_assets
     dispersion = min(spread / n_obs**2, distance)
     return (dispersion / distance if distance > 0 else 0.0), target
 
 
-def _sample_covariance(window_returns: np.ndarray, shrink: str) -> np.ndarray:
-    """The (N, N) covariance ``XᵀX / W`` of centered returns, Ledoit–Wolf shrunk when asked."""
-    centered = window_returns - window_returns.mean(axis=0)
-    sample: np.ndarray = centered.T @ centered / window_returns.shape[0]
-    if shrink == "ledoit_wolf":
-        intensity, target = ledoit_wolf_intensity(window_returns)
-        sample = (1.0 - intensity) * sample + intensity * target * np.eye(sample.shape[0])
-    return sample
+@dataclass(frozen=True)
+class FactoredCovariance:
+    """An (N, N) covariance ``Σ = L Lᵀ + diag(d)`` kept in factored form (never formed).
+
+    The risk model is ``L = X U diag(√e)`` for ``F = U diag(e) Uᵀ`` and ``d`` the specific variances; a
+    sample covariance of ``W`` centered returns ``C`` is ``L = Cᵀ √((1 − δ) / W)`` and ``d = δ μ`` (Ledoit–Wolf,
+    ``δ = 0`` without shrinkage). Products cost O(N r) for ``r`` columns of ``L``.
+
+    Attributes
+    ----------
+    loadings: (N, r) ``L``.
+    diagonal: (N,) ``d`` (≥ 0).
+    """
+
+    loadings: np.ndarray
+    diagonal: np.ndarray
+
+    @classmethod
+    def from_model(cls, exposures: np.ndarray, factor_cov: np.ndarray, specific_var: np.ndarray) -> FactoredCovariance:
+        """``X F Xᵀ + diag(s²)`` for (N, K) exposures, a (K, K) PSD factor covariance and (N,) variances."""
+        eigvals, eigvecs = np.linalg.eigh(0.5 * (factor_cov + factor_cov.T))
+        root = eigvecs * np.sqrt(np.maximum(eigvals, 0.0))
+        return cls(loadings=exposures @ root, diagonal=np.asarray(specific_var, dtype=np.float64))
+
+    @classmethod
+    def from_returns(cls, window_returns: np.ndarray, shrink: str = "none") -> FactoredCovariance:
+        """The sample covariance ``CᵀC / W`` of a (W, N) window of returns (centered by column means ``C``),
+        Ledoit–Wolf shrunk toward ``μ I`` when ``shrink == "ledoit_wolf"`` (:func:`ledoit_wolf_intensity`)."""
+        n_obs, n_assets = window_returns.shape
+        centered = window_returns - window_returns.mean(axis=0)
+        intensity, target = _ledoit_wolf_from_centered(centered) if shrink == "ledoit_wolf" else (0.0, 0.0)
+        return cls(
+            loadings=centered.T * math.sqrt((1.0 - intensity) / n_obs),
+            diagonal=np.full(n_assets, intensity * target),
+        )
+
+    def dense(self) -> np.ndarray:
+        """The (N, N) matrix (for small N and tests)."""
+        matrix: np.ndarray = self.loadings @ self.loadings.T + np.diag(self.diagonal)
+        return matrix
+
+    def variances(self) -> np.ndarray:
+        """(N,) diagonal of ``Σ``."""
+        values: np.ndarray = np.einsum("nr,nr->n", self.loadings, self.loadings) + self.diagonal
+        return values
+
+    def portfolio_variance(self, weights: np.ndarray) -> np.ndarray:
+        """``wᵀ Σ w`` of each row of (P, N) weights (or a scalar array for one (N,) vector)."""
+        projected = weights @ self.loadings
+        values: np.ndarray = np.sum(projected**2, axis=-1) + (weights**2) @ self.diagonal
+        return values
+
+    def matvec(self, weights: np.ndarray) -> np.ndarray:
+        """``Σ w`` for an (N,) vector."""
+        product: np.ndarray = self.loadings @ (self.loadings.T @ weights) + self.diagonal * weights
+        return product
+
+    def largest_eigenvalue_bound(self) -> float:
+        """An upper bound of ``λ_max(Σ)``: ``λ_max(LᵀL) + max d`` (exact when ``d`` is constant)."""
+        gram = self.loadings.T @ self.loadings
+        top = float(np.linalg.eigvalsh(gram)[-1]) if gram.size else 0.0
+        return top + (float(self.diagonal.max()) if self.diagonal.size else 0.0)
 
 
 def sample_covariance_bias(
@@ -431,16 +544,16 @@ def sample_covariance_bias(
         held = np.flatnonzero(complete[t] & finite[t + 1])
         if not period[t] or held.size == 0:
             continue
-        covariance = _sample_covariance(returns[t - window + 1 : t + 1, held], shrink)
+        covariance = FactoredCovariance.from_returns(returns[t - window + 1 : t + 1, held], shrink)
         realized = returns[t + 1, held]
         if target == "assets":
             with np.errstate(divide="ignore", invalid="ignore"):
-                standardized[t, held] = realized / np.sqrt(np.diag(covariance))
+                standardized[t, held] = realized / np.sqrt(covariance.variances())
             continue
         held_weights = weights[:, held]
         total = held_weights.sum(axis=1)
         normalized = held_weights / np.where(total > 0, total, 1.0)[:, None]
-        variance = np.einsum("pi,ij,pj->p", normalized, covariance, normalized, optimize=True)
+        variance = covariance.portfolio_variance(normalized)
         with np.errstate(divide="ignore", invalid="ignore"):
             standardized[t] = np.where(total > 0, (normalized @ realized) / np.sqrt(variance), np.nan)
     standardized = np.where(np.isfinite(standardized), standardized, np.nan)
@@ -465,30 +578,62 @@ def summarize_bias(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def long_only_min_variance(covariance: np.ndarray, *, max_iter: int = 2000, tol: float = 1e-9) -> np.ndarray:
+def long_only_min_variance(
+    covariance: np.ndarray | FactoredCovariance,
+    *,
+    start: np.ndarray | None = None,
+    rtol: float = 1e-8,
+    max_iter: int = 50_000,
+) -> np.ndarray:
     """Fully invested long-only minimum-variance weights ``argmin wᵀΣw`` s.t. ``w ≥ 0, Σw = 1``.
 
-    Accelerated projected gradient (FISTA) with Euclidean projection onto the simplex, step ``1 / λ_max(Σ)``;
-    stops when no weight moves by more than ``tol`` or after ``max_iter`` iterations.
+    Accelerated projected gradient (FISTA, step ``1 / (2 λ)`` with ``λ ≥ λ_max(Σ)``, adaptive restart of
+    O'Donoghue & Candès) with Euclidean projection onto the simplex. It stops when the Frank–Wolfe duality gap
+    ``wᵀg − min_i g_i`` (``g = 2Σw``), an upper bound of ``f(w) − f*``, is at most ``rtol · f(w)``; or raises
+    after ``max_iter`` iterations. A :class:`FactoredCovariance` is never formed: each iteration costs
+    O(N r), so thousands of assets take about a second.
+
+    Parameters
+    ----------
+    covariance: an (N, N) PSD matrix or a :class:`FactoredCovariance`.
+    start: (N,) starting weights (projected onto the simplex), e.g. the previous rebalance's; default 1/N.
+    rtol: relative optimality gap of the objective.
+    max_iter: iterations before giving up.
     """
-    matrix = 0.5 * (covariance + covariance.T)
-    n_assets = matrix.shape[0]
-    if matrix.shape != (n_assets, n_assets) or n_assets == 0 or not np.isfinite(matrix).all():
-        raise ValueError(f"covariance must be a finite non-empty square matrix, got shape {covariance.shape}")
-    largest = float(np.linalg.eigvalsh(matrix)[-1])
-    weights = np.full(n_assets, 1.0 / n_assets)
+    if isinstance(covariance, FactoredCovariance):
+        n_assets = covariance.diagonal.size
+        finite = bool(np.isfinite(covariance.loadings).all() and np.isfinite(covariance.diagonal).all())
+        product = covariance.matvec
+        largest = covariance.largest_eigenvalue_bound() if finite and n_assets else math.nan
+    else:
+        matrix = 0.5 * (covariance + covariance.T)
+        n_assets = matrix.shape[0]
+        if matrix.shape != (n_assets, n_assets):
+            raise ValueError(f"covariance must be a square matrix, got shape {covariance.shape}")
+        finite = bool(np.isfinite(matrix).all())
+        product = matrix.__matmul__
+        largest = float(np.linalg.eigvalsh(matrix)[-1]) if finite and n_assets else math.nan
+    if n_assets == 0 or not finite:
+        raise ValueError(f"covariance must be finite and non-empty ({n_assets} assets, finite={finite})")
+    weights = np.full(n_assets, 1.0 / n_assets) if start is None else _project_simplex(np.asarray(start, float))
     if largest <= 0:
         return weights
-    step = 1.0 / (2.0 * largest)  # gradient 2Σw has Lipschitz constant 2 λ_max
-    momentum_point, previous, theta = weights.copy(), weights.copy(), 1.0
+    step = 1.0 / (2.0 * largest)  # the gradient 2Σw has Lipschitz constant 2 λ_max
+    point, previous, theta = weights.copy(), weights.copy(), 1.0
     for _ in range(max_iter):
-        weights = _project_simplex(momentum_point - step * 2.0 * (matrix @ momentum_point))
-        if np.max(np.abs(weights - previous)) <= tol:
-            break
-        theta_next = (1.0 + math.sqrt(1.0 + 4.0 * theta**2)) / 2.0
-        momentum_point = weights + ((theta - 1.0) / theta_next) * (weights - previous)
-        previous, theta = weights, theta_next
-    return weights
+        gradient = 2.0 * product(weights)
+        objective = 0.5 * float(weights @ gradient)
+        if float(weights @ gradient) - float(gradient.min()) <= rtol * objective:
+            return weights
+        weights = _project_simplex(point - step * 2.0 * product(point))
+        if float((point - weights) @ (weights - previous)) > 0:  # momentum against descent: restart
+            point, theta = weights.copy(), 1.0
+        else:
+            theta_next = (1.0 + math.sqrt(1.0 + 4.0 * theta**2)) / 2.0
+            point = weights + ((theta - 1.0) / theta_next) * (weights - previous)
+            theta = theta_next
+        previous = weights
+    raise RuntimeError(f"long_only_min_variance did not reach rtol {rtol} in {max_iter} iterations")
 
 
 def _project_simplex(point: np.ndarray) -> np.ndarray:
@@ -513,6 +658,7 @@ def min_variance_realized_vol(
     rebalance_every: int = 21,
     start: datetime.date | None = None,
     end: datetime.date | None = None,
+    rtol: float = 1e-6,
 ) -> pl.DataFrame:
     """``source, realized_vol, forecast_vol, n_days, n_rebalances``: realized daily volatility of long-only
     minimum-variance portfolios rebuilt every ``rebalance_every`` dates from each covariance forecast.
@@ -534,6 +680,8 @@ def min_variance_realized_vol(
     rebalance_every: trading days between rebalances (≥ 1).
     start, end: first and last rebalance date (None = open); returns after ``end`` still count until the
         holding period of the last rebalance ends.
+    rtol: relative optimality gap of each minimum-variance solve (see :func:`long_only_min_variance`); each
+        solve starts from the previous rebalance's weights.
     """
     unknown = [s for s in sources if s not in ("model", "sample", "ledoit_wolf")]
     if unknown or not sources:
@@ -568,18 +716,23 @@ def min_variance_realized_vol(
     for source in sources:
         realized: list[np.ndarray] = []
         forecast: list[float] = []
+        previous_weights = np.ones(grid.n_symbols)  # projects to equal weights: the first start
         for position, t in enumerate(rebalances):
             stop = rebalances[position + 1] if position + 1 < rebalances.size else min(t + rebalance_every, n_dates - 1)
             held = np.flatnonzero(model_ok[t] if source == "model" else complete[t])
             if held.size == 0:
                 continue
             if source == "model" and dense is not None:
-                x = dense.exposures[t, held]
-                covariance = x @ dense.factor_cov[t] @ x.T + np.diag(dense.specific_var[t, held])
+                covariance = FactoredCovariance.from_model(
+                    dense.exposures[t, held], dense.factor_cov[t], dense.specific_var[t, held]
+                )
             else:
-                covariance = _sample_covariance(returns[t - window + 1 : t + 1, held], source)
-            weights = long_only_min_variance(covariance)
-            forecast.append(math.sqrt(max(float(weights @ covariance @ weights), 0.0)))
+                covariance = FactoredCovariance.from_returns(returns[t - window + 1 : t + 1, held], source)
+            weights = long_only_min_variance(covariance, start=previous_weights[held], rtol=rtol)
+            previous_weights = np.zeros(grid.n_symbols)
+            previous_weights[held] = weights
+            variance = float(covariance.portfolio_variance(weights))
+            forecast.append(math.sqrt(max(variance, 0.0)))
             realized.append(np.nan_to_num(returns[t + 1 : stop + 1, held]) @ weights)
         series = np.concatenate(realized) if realized else np.array([])
         rows["source"].append(source)
