@@ -544,8 +544,7 @@ def build(
             model_config = load_config(config)
         with stages.run(f"load panel {data}"):
             panel = load_panel(data)
-        with stages.run("build model (universe, styles, factor returns, covariance, specific risk)"):
-            model = build_model(panel, model_config)
+        model = build_model(panel, model_config, stage=stages.run)
         with stages.run(f"write model folder {out}"):
             model.save(out)
         console.print(Text.assemble(("panel: ", "bold"), _panel_summary(panel)))

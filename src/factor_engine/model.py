@@ -20,6 +20,8 @@ units:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from factor_engine import __version__
+from factor_engine._dense import run_parallel
 from factor_engine.config import ModelConfig
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
@@ -105,15 +108,16 @@ class RiskModel:
         renamed, so an interrupted save never leaves a half-written file under a final name."""
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
-        for name in _FILES:
-            frame: pl.DataFrame = getattr(self, name)
-            _atomic_write(target / f"{name}.parquet", lambda path, frame=frame: frame.write_parquet(path))
+        frames = {f"{name}.parquet": getattr(self, name) for name in _FILES}
         if self.factor_covariance is not None:
-            frame = self.factor_covariance.to_frame()
-            _atomic_write(target / COVARIANCE_FILE, lambda path: frame.write_parquet(path))
+            frames[COVARIANCE_FILE] = self.factor_covariance.to_frame()
         if self.specific_risk is not None:
-            specific = self.specific_risk
-            _atomic_write(target / SPECIFIC_FILE, lambda path: specific.write_parquet(path))
+            frames[SPECIFIC_FILE] = self.specific_risk
+        # polars writes without the GIL: the files are written side by side
+        run_parallel(
+            lambda item: _atomic_write(target / item[0], item[1].write_parquet),
+            sorted(frames.items(), key=lambda item: -item[1].estimated_size()),
+        )
         text = json.dumps(self.metadata(), indent=2)
         _atomic_write(target / "model.json", lambda path: path.write_text(text))
         return target
@@ -166,31 +170,45 @@ def select_universe(panel: pl.DataFrame, size: int) -> pl.DataFrame:
     return top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE).sort(DATE, SYMBOL).collect()
 
 
-def build_model(panel: pl.DataFrame, config: ModelConfig | None = None) -> RiskModel:
+def build_model(
+    panel: pl.DataFrame,
+    config: ModelConfig | None = None,
+    *,
+    stage: Callable[[str], AbstractContextManager[object]] | None = None,
+) -> RiskModel:
     """Build a risk model from a validated panel (see :func:`factor_engine.validate_panel`).
 
     Parameters
     ----------
     panel: long frame with ``date, symbol, asset_returns, market_cap, sector`` and the style inputs.
     config: the model configuration; defaults when None.
+    stage: called with the name of each stage (universe, styles, factor returns, exposures, factor
+        covariance, specific risk) and entered around it, e.g. to show progress or time the stages.
     """
     config = config or ModelConfig()
-    universe = select_universe(panel, config.universe.size)
-    scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
+    run = stage or (lambda _name: nullcontext())
+    with run("universe"):
+        universe = select_universe(panel, config.universe.size)
+    with run("styles"):
+        scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
     regression = config.regression
-    result: FactorReturns = estimate_from_panel(
-        universe,
-        scores,
-        winsor_factor=regression.winsor_factor,
-        residualize_styles=regression.residualize_styles,
-        method="barra" if regression.method == "barra" else "toraniko",
-        exposure_lag=regression.effective_exposure_lag,
-    )
-    exposures = _exposures_at_close(universe, scores, result)
-    covariance = forecast_factor_covariance(result.factor_returns, config)
-    specific = specific_risk(
-        result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, config.specific_risk
-    )
+    with run("factor returns"):
+        result: FactorReturns = estimate_from_panel(
+            universe,
+            scores,
+            winsor_factor=regression.winsor_factor,
+            residualize_styles=regression.residualize_styles,
+            method="barra" if regression.method == "barra" else "toraniko",
+            exposure_lag=regression.effective_exposure_lag,
+        )
+    with run("exposures"):
+        exposures = _exposures_at_close(universe, scores, result)
+    with run("factor covariance"):
+        covariance = forecast_factor_covariance(result.factor_returns, config)
+    with run("specific risk"):
+        specific = specific_risk(
+            result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, config.specific_risk
+        )
     return RiskModel(
         factor_returns=result.factor_returns,
         exposures=exposures,

@@ -441,7 +441,7 @@ def test_bad_inputs() -> None:
         specific_risk(pl.concat([residuals, residuals.head(1)]), caps)
     with pytest.raises(ValueError, match=r"market_cap: 2 rows share 1 \(date, symbol\) pairs"):
         specific_risk(residuals, pl.concat([caps, caps.head(1)]))
-    with pytest.raises(ValueError, match="exposures has more than one row for some"):
+    with pytest.raises(ValueError, match=r"exposures: 2 rows share 1 \(date, symbol\) pairs"):
         specific_risk(residuals, caps, pl.concat([exposures, exposures.head(1)]))
     with pytest.raises(ValueError, match=r"exposures: column\(s\) \['sector'\] must be numeric"):
         specific_risk(residuals, caps, exposures.with_columns(sector=pl.lit("Energy")))

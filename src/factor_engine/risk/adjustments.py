@@ -24,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from scipy.signal import lfilter
+from threadpoolctl import threadpool_limits
 
+from factor_engine._dense import run_parallel
 from factor_engine.panel import DATE
 from factor_engine.risk.covariance import FactorCovariance
 
@@ -58,6 +60,19 @@ def _bias_profile(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -
     mean_ratio = np.where(counts > 0, np.nansum(ratio, axis=1) / np.maximum(counts, 1), 1.0)
     profile: np.ndarray = np.sqrt(mean_ratio)
     return profile
+
+
+def _simulated_profiles(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(D, K) bias profiles of D forecasts, in batches of dates run in parallel (BLAS single-threaded)."""
+    profiles = np.empty(eigvals.shape)
+
+    def simulate(start: int) -> None:
+        stop = start + _DATES_PER_BATCH
+        profiles[start:stop] = _bias_profile(eigvals[start:stop], eigvecs[start:stop], draws)
+
+    with threadpool_limits(limits=1, user_api="blas"):  # parallel over batches, not inside BLAS calls
+        run_parallel(simulate, range(0, eigvals.shape[0], _DATES_PER_BATCH))
+    return profiles
 
 
 def eigenfactor_adjustment(
@@ -107,10 +122,7 @@ def eigenfactor_adjustment(
         draws = _wishart_bartlett(rng, n_simulations, active.size, float(effective_observations))
         simulated_at = dates[::every] if every > 1 else dates
         sim_positions = np.searchsorted(dates, simulated_at)
-        profiles = np.empty((sim_positions.size, active.size))
-        for start in range(0, sim_positions.size, _DATES_PER_BATCH):
-            chosen = sim_positions[start : start + _DATES_PER_BATCH]
-            profiles[start : start + chosen.size] = _bias_profile(eigvals[chosen], eigvecs[chosen], draws)
+        profiles = _simulated_profiles(eigvals[sim_positions], eigvecs[sim_positions], draws)
         # each date uses the latest profile simulated at or before it
         latest = np.searchsorted(simulated_at, dates, side="right") - 1
         gamma = scale * (profiles[latest] - 1.0) + 1.0

@@ -177,13 +177,13 @@ def specific_risk(
     grid = build_grid([residuals])
     t, n = grid.locate(residuals)
     check_unique(grid, t, n, "residuals")
-    keys = residuals.select(DATE, SYMBOL)
     has_row = np.zeros((grid.n_dates, grid.n_symbols), dtype=bool)
     has_row[t, n] = True
     resid = grid.scatter(t, n, residuals[RESIDUAL].cast(pl.Float64).fill_null(np.nan).to_numpy())
     present = np.isfinite(resid)
 
-    cap = _dense_column(grid, market_cap, MARKET_CAP, "market_cap")
+    cap_cells = _locate(grid, market_cap, "market_cap")
+    cap = _dense_column(grid, market_cap, MARKET_CAP, cap_cells)
     bad = has_row & ~((cap > 0) & np.isfinite(cap))
     if bad.any():
         bad_t, bad_n = np.nonzero(bad)
@@ -199,7 +199,7 @@ def specific_risk(
 
     sigma = sigma_ts
     if config.structural and exposures is not None:
-        sigma_str = _structural(grid, t, n, keys, exposures, sigma_ts, count, cap, config)
+        sigma_str = _structural(grid, t, n, exposures, market_cap, cap_cells, sigma_ts, count, cap, config)
         gamma = np.clip((count - config.min_periods) / (config.full_history - config.min_periods), 0.0, 1.0)
         blend = gamma * np.where(gamma > 0, sigma_ts, 0.0) + (1.0 - gamma) * sigma_str
         sigma = np.where(np.isfinite(sigma_str), blend, sigma_ts)
@@ -225,8 +225,9 @@ def _check_frame(frame: pl.DataFrame, what: str, required: tuple[str, ...]) -> p
     return frame
 
 
-def _dense_column(grid: Grid, frame: pl.DataFrame, column: str, what: str) -> np.ndarray:
-    """``column`` of ``frame`` as a (T, N) array on ``grid``; rows off the grid are ignored, absent cells NaN."""
+def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, t, n)``: the rows of ``frame`` whose (date, symbol) lies on ``grid`` and their grid cells
+    (each cell at most once: a duplicate is an error naming ``what``)."""
     first = int(grid.days[0])
     span = int(grid.days[-1]) - first + 1
     lookup = np.full(span, -1, dtype=np.int64)
@@ -237,23 +238,31 @@ def _dense_column(grid: Grid, frame: pl.DataFrame, column: str, what: str) -> np
     t[inside] = lookup[offset[inside]]
     symbols = frame[SYMBOL].cast(pl.String).cast(pl.Enum(grid.symbols), strict=False)
     n = symbols.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-    keep = (t >= 0) & (n >= 0)
-    check_unique(grid, t[keep], n[keep], what)
+    rows = np.flatnonzero((t >= 0) & (n >= 0))
+    check_unique(grid, t[rows], n[rows], what)
+    return rows, t[rows], n[rows]
+
+
+def _dense_column(
+    grid: Grid, frame: pl.DataFrame, column: str, cells: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """``column`` of ``frame`` as a (T, N) array on ``grid`` given its :func:`_locate` cells; rows off the
+    grid are ignored, absent cells NaN."""
+    rows, t, n = cells
     values = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return grid.scatter(t[keep], n[keep], values[keep])
+    return grid.scatter(t, n, values[rows])
 
 
-def _align(frame: pl.DataFrame, keys: pl.DataFrame, what: str, columns: tuple[str, ...]) -> pl.DataFrame:
-    """``columns`` of ``frame`` on the rows of ``keys`` (same order; null where ``frame`` has no row)."""
-    if frame.height == keys.height and frame.select(DATE, SYMBOL).equals(keys):
-        return frame.select(columns)
-    selected = frame.select(DATE, pl.col(SYMBOL).cast(pl.String), *columns)
-    joined = keys.with_columns(pl.col(SYMBOL).cast(pl.String)).join(
-        selected, on=[DATE, SYMBOL], how="left", maintain_order="left"
-    )
-    if joined.height != keys.height:
-        raise ValueError(f"{what} has more than one row for some (date, symbol) pair")
-    return joined.select(columns)
+def _source_rows(
+    grid: Grid, cells: tuple[np.ndarray, np.ndarray, np.ndarray], t: np.ndarray, n: np.ndarray
+) -> np.ndarray:
+    """For each cell ``(t[i], n[i])``, the row of a frame located at ``cells`` (:func:`_locate`) at that
+    (date, symbol), or −1 where it has none."""
+    rows, frame_t, frame_n = cells
+    cell_row = np.full((grid.n_dates, grid.n_symbols), -1, dtype=np.int64)
+    cell_row[frame_t, frame_n] = rows
+    source: np.ndarray = cell_row[t, n]
+    return source
 
 
 def _ewma(values: np.ndarray, decay: float) -> np.ndarray:
@@ -310,8 +319,9 @@ def _structural(
     grid: Grid,
     t: np.ndarray,
     n: np.ndarray,
-    keys: pl.DataFrame,
     exposures: pl.DataFrame,
+    market_cap: pl.DataFrame,
+    cap_cells: tuple[np.ndarray, np.ndarray, np.ndarray],
     sigma_ts: np.ndarray,
     count: np.ndarray,
     cap: np.ndarray,
@@ -322,7 +332,12 @@ def _structural(
     non_numeric = [c for c in names if not exposures[c].dtype.is_numeric()]
     if non_numeric:
         raise ValueError(f"exposures: column(s) {non_numeric} must be numeric")
-    aligned = _align(exposures, keys, "exposures", tuple(names))
+    numeric = exposures.select(pl.col(c).cast(pl.Float64) for c in names)
+    same_keys = exposures.height == market_cap.height and exposures.select(DATE, SYMBOL).equals(
+        market_cap.select(DATE, SYMBOL)
+    )  # the usual case (a model build): locate the rows once
+    cells = cap_cells if same_keys else _locate(grid, exposures, "exposures")
+    source = _source_rows(grid, cells, t, n)
     n_dates, n_symbols = sigma_ts.shape
     n_columns = 1 + len(names)
     # residual rows are sorted by date: rows of a block of dates are one contiguous slice
@@ -336,8 +351,10 @@ def _structural(
     def solve_block(lo: int) -> None:
         hi = min(lo + block, n_dates)
         first, last = row_start[lo], row_start[hi]
-        values = aligned.slice(first, last - first).select(pl.col(c).cast(pl.Float64) for c in names).to_numpy()
-        values = values.reshape(last - first, len(names))
+        rows = source[first:last]
+        values = np.full((last - first, len(names)), np.nan)
+        found = rows >= 0
+        values[found] = numeric[rows[found]].to_numpy().reshape(-1, len(names))
         known = np.isfinite(values).all(axis=1)
         tt, nn = t[first:last] - lo, n[first:last]
         design = np.zeros((hi - lo, n_symbols, n_columns))

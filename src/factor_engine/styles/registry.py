@@ -24,11 +24,13 @@ columns it reads) to a frame ``date, symbol, <score>``. Register one with :func:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from factor_engine._dense import worker_count
 from factor_engine._grid import is_sorted_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SYMBOL, VALUE_FEATURES
 from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
@@ -156,15 +158,23 @@ def compute_styles(
     unknown_params = sorted(set(params) - set(names))
     if unknown_params:
         raise ValueError(f"params given for style(s) {unknown_params} that are not requested ({list(names)})")
-    score_frames = []
-    for name in names:
-        factor = get_style(name)
+    factors = [get_style(name) for name in names]
+    for factor in factors:
         missing = [c for c in factor.inputs if c not in columns]
         if missing:
-            raise ValueError(f"style {name!r} needs column(s) {missing}, which the panel lacks")
-        scores = factor.function(lazy, **dict(params.get(name, {})))
+            raise ValueError(f"style {factor.name!r} needs column(s) {missing}, which the panel lacks")
+
+    def score(factor: StyleFactor) -> pl.DataFrame:
+        scores = factor.function(lazy, **dict(params.get(factor.name, {})))
         scores = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
-        score_frames.append(scores.select(DATE, SYMBOL, factor.score))
+        return scores.select(DATE, SYMBOL, factor.score)
+
+    # styles are independent and their kernels release the GIL: computed side by side
+    if len(factors) > 1 and worker_count() > 1:
+        with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
+            score_frames = list(pool.map(score, factors))
+    else:
+        score_frames = [score(factor) for factor in factors]
     n_rows = lazy.select(pl.len()).collect().item()
     if score_frames and all(f.height == n_rows for f in score_frames):
         first = score_frames[0]
