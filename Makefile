@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench parity clean
+.PHONY: install services demo test lint typecheck pytest bench parity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+# PostgreSQL and Redis for the store and service tests: started (installed on a new machine) when down
+services:
+	.ci/services
+
+pytest: $(STAMP) services
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
