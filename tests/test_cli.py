@@ -255,7 +255,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 
 
 def test_every_command_is_covered() -> None:
-    assert COMMANDS == ["build", "demo", "factor-returns", "risk", "styles", "synthetic", "validate"]
+    assert COMMANDS == ["build", "demo", "factor-returns", "ingest", "risk", "serve", "styles", "synthetic", "validate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

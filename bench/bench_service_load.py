@@ -1,0 +1,147 @@
+"""Load test of ``POST /portfolio/exposures``: latency percentiles under concurrent clients.
+
+Builds a risk model of a synthetic market (``--assets`` × ``--days``, seed 0) straight into the store (an
+isolated PostgreSQL schema by default), starts ``factor-engine serve`` on it in a subprocess, warms it up,
+then runs ``--clients`` concurrent clients (threads, one keep-alive HTTP connection each) that each send
+``--requests`` portfolio-exposure requests for a portfolio of every asset of the model's last date
+(random long-only weights, a fresh portfolio per client). Prints p50 / p95 / p99 / max latency in
+milliseconds, throughput, and checks one response against the library
+(:func:`factor_engine.portfolio.portfolio_exposures` on the stored snapshot).
+
+Target: p95 ≤ 50 ms for a 3,000-asset portfolio under 20 concurrent clients.
+
+Usage::
+
+    python bench/bench_service_load.py                                # PostgreSQL, 3000 assets x 600 days
+    python bench/bench_service_load.py --database sqlite --assets 500 --days 300 --requests 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from factor_engine.config import ModelConfig
+from factor_engine.model import build_model
+from factor_engine.portfolio import portfolio_exposures
+from factor_engine.storage import connect
+from factor_engine.synthetic import generate_market
+from service_harness import PG_URL, PREFIX, Server, drop_schema, service_env
+
+SCHEMA = "bench_service_load"
+
+
+def prepare_store(url: str, schema: str | None, assets: int, days: int) -> tuple[str, str, list[str]]:
+    """Ingest the synthetic panel, build and save a model; returns (model id, last date, its symbols)."""
+    store = connect(url, schema=schema)
+    try:
+        market = generate_market(assets, days, seed=0)
+        tic = time.perf_counter()
+        store.ingest_panel(market.panel)
+        run = store.create_run({"source": "bench_service_load", "assets": assets, "days": days})
+        store.start_run(run.id)
+        model = build_model(market.panel, ModelConfig())
+        store.save_model(run.id, model, timings={})
+        snapshot = store.snapshot(run.id)
+        day = store.model_dates(run.id)[-1]
+        print(
+            f"store: {store.describe()}; model {run.id} of {assets} x {days} built and saved in "
+            f"{time.perf_counter() - tic:.1f} s; last date {day}: {snapshot.n_assets:,} assets"
+        )
+        return run.id, day.isoformat(), list(snapshot.symbols)
+    finally:
+        store.close()
+
+
+def client(port: int, bodies: list[bytes], latencies: list[float], errors: list[str]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    for body in bodies:
+        start = time.perf_counter()
+        connection.request("POST", f"{PREFIX}/portfolio/exposures", body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        latencies.append(time.perf_counter() - start)
+        if response.status != 200:
+            errors.append(f"{response.status}: {payload[:200]!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=600)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="fe_load_"))
+    url = PG_URL if args.database == "postgresql" else f"sqlite:///{workdir / 'fe.db'}"
+    schema = SCHEMA if args.database == "postgresql" else None
+    if schema:
+        drop_schema(url, schema)  # start from an empty schema
+    model_id, day, symbols = prepare_store(url, schema, args.assets, args.days)
+
+    server = Server(service_env(url, schema))
+    port = server.port
+    try:
+        rng = np.random.default_rng(1)
+
+        def body(weights: np.ndarray) -> bytes:
+            portfolio = dict(zip(symbols, weights.tolist(), strict=True))
+            return json.dumps({"model_id": model_id, "date": day, "weights": portfolio}).encode()
+
+        portfolios = [rng.dirichlet(np.ones(len(symbols))) for _ in range(args.clients)]
+        # correctness: one response against the library on the stored snapshot
+        check = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        check.request("POST", f"{PREFIX}/portfolio/exposures", body=body(portfolios[0]),
+                      headers={"Content-Type": "application/json"})  # fmt: skip
+        response = check.getresponse()
+        answer = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"portfolio/exposures answered {response.status}: {answer}")
+        store = connect(url, schema=schema, migrate=False)
+        snapshot = store.snapshot(model_id)
+        store.close()
+        expected = portfolio_exposures(snapshot, dict(zip(symbols, portfolios[0].tolist(), strict=True)))
+        print(f"one response checked against the library: {json.dumps(answer)[:160]}... / {expected}"[:400])
+
+        warm: list[float] = []
+        client(port, [body(portfolios[0])] * 20, warm, [])
+        latencies: list[list[float]] = [[] for _ in range(args.clients)]
+        errors: list[str] = []
+        threads = [
+            threading.Thread(target=client, args=(port, [body(portfolios[c])] * args.requests, latencies[c], errors))
+            for c in range(args.clients)
+        ]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        values = np.array([x for per_client in latencies for x in per_client]) * 1000
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        print(
+            f"{args.clients} clients x {args.requests} requests, {len(symbols):,}-asset portfolio "
+            f"({args.database}): p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {values.max():.1f} ms, "
+            f"{values.size / elapsed:.0f} requests/s, {len(errors)} errors (target p95 <= 50 ms: "
+            f"{'ok' if p95 <= 50 else 'OVER TARGET'})"
+        )
+        if errors:
+            print("first errors:", errors[:3])
+    finally:
+        server.stop()
+        if schema:
+            drop_schema(url, schema)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The FastAPI application factory. Resources (store, Redis client, job worker) are created in the lifespan,
+never at import; every route lives under ``/api/v1/factor-engine`` (OpenAPI at /docs and /openapi.json)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from factor_engine import __version__
+from factor_engine.service.cache import ResponseCache
+from factor_engine.service.deps import require_api_key
+from factor_engine.service.errors import install_error_handlers
+from factor_engine.service.jobs import JobRunner
+from factor_engine.service.limits import BodySizeLimit
+from factor_engine.service.paths import API_PREFIX
+from factor_engine.service.routers import data, factors, health, jobs, models, portfolio
+from factor_engine.service.runtime import ServiceState, SnapshotCache, StoreHolder
+from factor_engine.service.settings import Settings, get_settings
+from factor_engine.storage import Store, StoreError
+
+__all__ = ["create_app"]
+
+
+def _fail_interrupted(store: Store) -> None:
+    """Runs left queued or running by a previous process can never finish: mark them failed."""
+    store.fail_interrupted_runs()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service on ``settings`` (default: :func:`get_settings`, i.e. the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stores = StoreHolder(settings, on_connect=_fail_interrupted)
+        runner = JobRunner(stores)
+        cache = (
+            ResponseCache(settings.redis_url, prefix=settings.cache_prefix, ttl_seconds=settings.cache_ttl_seconds)
+            if settings.redis_url
+            else None
+        )
+        app.state.service = ServiceState(
+            settings=settings,
+            stores=stores,
+            cache=cache,
+            snapshots=SnapshotCache(settings.snapshot_cache_size),
+            jobs=runner,
+        )
+        # open the store and fail interrupted runs now; if the database is down, on first use (503 until then)
+        with contextlib.suppress(StoreError):
+            stores.get()
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            stores.close()
+            if cache is not None:
+                cache.close()
+
+    app = FastAPI(
+        title="Factor Engine",
+        version=__version__,
+        description="Barra-style equity factor risk model: style scores, panel storage, risk models, portfolio "
+        "exposures and risk. Units: daily fractions unless a field says otherwise.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    secured = [Depends(require_api_key)]
+    app.include_router(health.router, prefix=API_PREFIX)
+    for router in (factors.router, data.router, models.router, jobs.router, portfolio.router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=secured)
+    return app

@@ -1,0 +1,203 @@
+"""Risk model builds from the stored panel: request checks, the build itself (shared by the direct path and
+the background jobs) with its progress and timings recorded on the run."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import polars as pl
+
+from factor_engine.config import ModelConfig
+from factor_engine.model import build_model
+from factor_engine.panel import DATE, SECTOR, validate_panel
+from factor_engine.service.errors import InputError
+from factor_engine.service.schemas import CreateModelRequest
+from factor_engine.storage import ModelSummary, Store
+from factor_engine.styles import get_style
+
+__all__ = [
+    "BUILD_STAGES",
+    "DEFAULT_UNIVERSE_SIZE",
+    "INTERRUPTED",
+    "BuildCancelled",
+    "load_build_panel",
+    "model_config",
+    "run_build",
+]
+
+DEFAULT_UNIVERSE_SIZE = 3000
+# stages in the order they run: "load panel", then build_model's stages, then "save"
+BUILD_STAGES = (
+    "load panel",
+    "universe",
+    "styles",
+    "factor returns",
+    "exposures",
+    "factor covariance",
+    "specific risk",
+    "save",
+)
+INTERRUPTED = "interrupted: the service stopped during the build"
+_SHOWN = 5
+
+
+class BuildCancelled(RuntimeError):
+    """The service is stopping: the build is abandoned at the next stage."""
+
+
+def _shown(names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(repr(name) for name in names[:_SHOWN]) + more
+
+
+def model_config(request: CreateModelRequest) -> ModelConfig:
+    """The configuration of a build: ``request.config`` (TOML tables; unknown keys raise ``ConfigError``)
+    with ``universe.size`` set to ``universe_size`` (default: the config's, else 3000)."""
+    data: dict[str, Any] = dict(request.config or {})
+    universe = data.get("universe", {})
+    if not isinstance(universe, Mapping):
+        raise InputError(f"config: [universe] must be a table, got {universe!r}")
+    size = request.universe_size
+    if size is None:
+        size = universe.get("size", DEFAULT_UNIVERSE_SIZE)
+    data["universe"] = {**universe, "size": size}
+    return ModelConfig.from_mapping(data)
+
+
+def check_request(request: CreateModelRequest) -> None:
+    """Checks that need no data: the date range and an explicitly empty universe."""
+    if request.universe_symbols is not None and not request.universe_symbols:
+        raise InputError("universe is empty: universe_symbols is an empty list (send null for every stored symbol)")
+    if request.start_date and request.end_date and request.start_date > request.end_date:
+        raise InputError(f"start_date {request.start_date} is after end_date {request.end_date}")
+
+
+def load_build_panel(store: Store, request: CreateModelRequest, config: ModelConfig) -> pl.DataFrame:
+    """The stored panel a build uses, checked: every requested symbol stored, rows in the date range, the
+    data contract (``validate_panel``), the inputs of the configured styles present and, on some date, at
+    least as many assets as factors. Raises InputError / PanelError (422) naming what is wrong."""
+    check_request(request)
+    symbols = None
+    if request.universe_symbols is not None:
+        symbols = list(dict.fromkeys(request.universe_symbols))
+        stored = set(store.symbols())
+        unknown = [symbol for symbol in symbols if symbol not in stored]
+        if len(unknown) == len(symbols):
+            raise InputError(
+                f"universe is empty: none of the {len(symbols)} universe_symbols is in the store "
+                f"({_shown(unknown)}); ingest their data first (POST /data/panel)"
+            )
+        if unknown:
+            raise InputError(
+                f"{len(unknown)} of the universe_symbols are not in the store: {_shown(unknown)}; "
+                "remove them or ingest their data first"
+            )
+    panel = store.load_panel(symbols=symbols, start=request.start_date, end=request.end_date)
+    if panel.height == 0:
+        summary = store.panel_summary()
+        held = (
+            f"the store holds {summary.first_date} → {summary.last_date}"
+            if summary.rows
+            else "the store holds no panel data"
+        )
+        which = "the requested symbols" if symbols is not None else "any symbol"
+        raise InputError(
+            f"the date range {request.start_date or 'start'} → {request.end_date or 'end'} has no data for "
+            f"{which}; {held}"
+        )
+    needed: dict[str, list[str]] = {}
+    for name in config.styles.names:
+        lacking = [
+            column
+            for column in get_style(name).inputs
+            if column not in panel.columns or panel.get_column(column).null_count() == panel.height
+        ]
+        if lacking:
+            needed[name] = lacking
+    if needed:
+        described = "; ".join(f"style {name!r} needs {columns}" for name, columns in needed.items())
+        raise InputError(
+            f"the stored panel has no values in the requested range for the inputs of the configured styles: "
+            f"{described}; ingest them or configure [styles] names without those styles"
+        )
+    panel = validate_panel(panel)
+    _check_solvable(panel, config)
+    return panel
+
+
+def _check_solvable(panel: pl.DataFrame, config: ModelConfig) -> None:
+    """Every date would be skipped when no date has at least as many assets as factors (market + sectors +
+    styles): say so instead of building an empty model."""
+    most = int(panel.group_by(DATE).len().get_column("len").max() or 0)  # type: ignore[arg-type]
+    if config.universe.size:
+        most = min(most, config.universe.size)
+    n_sectors = panel.get_column(SECTOR).n_unique()
+    n_factors = 1 + n_sectors + len(config.styles.names)
+    if most < n_factors:
+        raise InputError(
+            f"cannot build a risk model: at most {most} assets on any date for {n_factors} factors "
+            f"(market, {n_sectors} sectors, styles {', '.join(config.styles.names)}); the cross-sectional "
+            "regression needs at least as many assets as factors on a date, so every date would be skipped. "
+            "Include more symbols (universe_symbols: null uses every stored symbol)"
+        )
+
+
+class _Progress:
+    """Times the stages of one build and records stage, progress (0–1) and timings on its run."""
+
+    def __init__(self, store: Store, run_id: str, cancelled: threading.Event | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.cancelled = cancelled
+        self.timings: dict[str, float] = {}
+        self.done = 0
+
+    def announce(self, name: str) -> None:
+        """Record that stage ``name`` starts; raise BuildCancelled if the service is stopping."""
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise BuildCancelled(INTERRUPTED)
+        self.store.update_progress(self.run_id, name, self.done / len(BUILD_STAGES), dict(self.timings))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run stage ``name``, announced first and timed."""
+        self.announce(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 6)
+        self.done += 1
+
+
+def run_build(
+    store: Store,
+    run_id: str,
+    request: CreateModelRequest,
+    *,
+    panel: pl.DataFrame | None = None,
+    cancelled: threading.Event | None = None,
+) -> ModelSummary:
+    """Build the model of the queued run ``run_id`` and save it (the run then succeeds), or fail the run with
+    the error message and re-raise. ``panel``: the checked panel if the caller already loaded it."""
+    store.start_run(run_id)
+    progress = _Progress(store, run_id, cancelled)
+    try:
+        config = model_config(request)
+        with progress.stage("load panel"):
+            if panel is None:
+                panel = load_build_panel(store, request, config)
+        model = build_model(panel, config, stage=progress.stage)
+        progress.announce("save")
+        return store.save_model(run_id, model, timings=dict(progress.timings))
+    except BaseException as error:
+        message = str(error) or type(error).__name__
+        if not isinstance(error, ValueError | BuildCancelled):
+            message = f"{type(error).__name__}: {message}"
+        # if the database is gone the run stays running and shows as interrupted after a restart
+        with contextlib.suppress(Exception):
+            store.fail_run(run_id, message)
+        raise

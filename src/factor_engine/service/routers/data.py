@@ -1,0 +1,76 @@
+"""Panel data: POST /data/panel (JSON rows), POST /data/panel/upload (Parquet / Arrow IPC body),
+GET /data/summary, GET /data/symbols."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+
+from fastapi import APIRouter, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from factor_engine.service.deps import State
+from factor_engine.service.fastjson import FastJSONRoute
+from factor_engine.service.panel_data import UPLOAD_FORMATS, ingest_rows, ingest_upload, upload_format
+from factor_engine.service.schemas import IngestResponse, PanelRowsRequest, PanelSummaryResponse, SymbolsResponse
+
+router = APIRouter(prefix="/data", tags=["data"], route_class=FastJSONRoute)
+
+# bodies up to this size stay in memory while streamed; larger ones spill to a temporary file
+_SPOOL_BYTES = 64 * 1024 * 1024
+
+
+@router.post("/panel", response_model=IngestResponse)
+def post_panel(request: PanelRowsRequest, state: State) -> IngestResponse:
+    """Upsert a small batch of panel rows (validated with the data contract)."""
+    return IngestResponse(**asdict(ingest_rows(state.store(), request.rows)))
+
+
+@router.post(
+    "/panel/upload",
+    response_model=IngestResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in UPLOAD_FORMATS},
+        }
+    },
+    responses={413: {"description": "body above FACTOR_ENGINE_MAX_BODY_BYTES"}, 415: {"description": "media type"}},
+)
+async def upload_panel(request: Request, state: State) -> IngestResponse:
+    """Upsert a panel sent as the raw body: Parquet (application/vnd.apache.parquet or
+    application/octet-stream) or Arrow IPC (application/vnd.apache.arrow.file / .stream)."""
+    body_format = upload_format(request.headers.get("content-type"))
+    if not body_format:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"unsupported Content-Type {request.headers.get('content-type')!r}; use one of {sorted(UPLOAD_FORMATS)}",
+        )
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
+        async for chunk in request.stream():
+            body.write(chunk)
+        if body.tell() == 0:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request body is empty: send the panel file")
+        body.seek(0)
+        result = await run_in_threadpool(lambda: ingest_upload(state.store(), body, body_format))
+    return IngestResponse(**asdict(result))
+
+
+@router.get("/summary", response_model=PanelSummaryResponse)
+def panel_summary(state: State) -> PanelSummaryResponse:
+    """Rows, symbols, date range and the columns holding values."""
+    summary = state.store().panel_summary()
+    return PanelSummaryResponse(
+        rows=summary.rows,
+        symbols=summary.symbols,
+        first_date=summary.first_date,
+        last_date=summary.last_date,
+        columns=list(summary.columns),
+    )
+
+
+@router.get("/symbols", response_model=SymbolsResponse)
+def symbols(state: State) -> SymbolsResponse:
+    """Every stored symbol, sorted."""
+    stored = state.store().symbols()
+    return SymbolsResponse(count=len(stored), symbols=stored)

@@ -1,0 +1,448 @@
+"""Request and response models of the REST service (pydantic v2), separate from the storage tables.
+
+Units follow the library: returns and volatilities are daily fractions unless a field says ``annualized``;
+weights are fractions of capital; dates are ISO ``YYYY-MM-DD``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CovarianceResponse",
+    "CreateModelRequest",
+    "ExposuresResponse",
+    "FactorInfo",
+    "FactorReturnsResponse",
+    "FactorsListResponse",
+    "HealthResponse",
+    "InfoResponse",
+    "IngestResponse",
+    "JobAccepted",
+    "JobResponse",
+    "ModelDatesResponse",
+    "ModelSummaryResponse",
+    "MomentumRequest",
+    "PanelRow",
+    "PanelRowsRequest",
+    "PanelSummaryResponse",
+    "PortfolioExposuresResponse",
+    "PortfolioRequest",
+    "PortfolioRiskResponse",
+    "ScoresResponse",
+    "SizeRequest",
+    "SpecificRiskResponse",
+    "StyleInfo",
+    "SymbolsResponse",
+    "ValueRequest",
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------------------------------
+# factor scores
+
+
+class MomentumRow(BaseModel):
+    """One observation: ``asset_returns`` is the daily simple return (fraction); null = missing."""
+
+    model_config = ConfigDict(extra="ignore")
+    symbol: str
+    date: datetime.date
+    asset_returns: FiniteFloat | None
+
+
+class ValueRow(BaseModel):
+    """One observation of the value ratios (book/price, sales/price, cash flow/price; unitless); null = missing."""
+
+    model_config = ConfigDict(extra="ignore")
+    symbol: str
+    date: datetime.date
+    book_price: FiniteFloat | None
+    sales_price: FiniteFloat | None
+    cf_price: FiniteFloat | None
+
+
+class SizeRow(BaseModel):
+    """One observation: ``market_cap`` in currency units (> 0)."""
+
+    model_config = ConfigDict(extra="ignore")
+    symbol: str
+    date: datetime.date
+    market_cap: Annotated[float, Field(allow_inf_nan=False, gt=0)]
+
+
+class MomentumRequest(BaseModel):
+    """Rows and the parameters of :func:`factor_engine.styles.momentum` (windows in observations)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[MomentumRow] = Field(min_length=1)
+    trailing_days: int = Field(252, gt=0, description="window length, observations of the symbol")
+    half_life: float = Field(126, gt=0, allow_inf_nan=False, description="weight half-life, observations")
+    lag: int = Field(20, ge=0, description="latest observations skipped")
+    winsor_factor: float | None = Field(0.01, ge=0, le=0.5, description="fraction clipped per tail; null disables")
+
+
+class ValueRequest(BaseModel):
+    """Rows and the parameters of :func:`factor_engine.styles.value`."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[ValueRow] = Field(min_length=1)
+    winsorize_features: float | None = Field(None, ge=0, le=0.5, description="fraction clipped per tail, or null")
+
+
+class SizeRequest(BaseModel):
+    """Rows and the parameters of :func:`factor_engine.styles.size` (quantile fractions)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[SizeRow] = Field(min_length=1)
+    lower_decile: float = Field(0.2, ge=0, le=1)
+    upper_decile: float = Field(0.8, ge=0, le=1)
+
+
+class Score(BaseModel):
+    """A style score (cross-sectionally standardized, unitless); null where the library gives none."""
+
+    symbol: str
+    date: datetime.date
+    score: float | None
+
+
+class ScoresResponse(BaseModel):
+    """The scores of one style factor, sorted by (date, symbol)."""
+
+    factor: str = Field(description="score column, e.g. mom_score")
+    rows: int
+    scores: list[Score]
+
+
+class StyleInfo(BaseModel):
+    """A registered style factor."""
+
+    name: str
+    score: str
+    description: str
+    defaults: dict[str, Any]
+    inputs: list[str]
+
+
+class FactorInfo(BaseModel):
+    """A sector or the market factor."""
+
+    name: str
+    description: str
+
+
+class FactorsListResponse(BaseModel):
+    """The factors a model can contain."""
+
+    market: FactorInfo
+    sectors: list[FactorInfo]
+    styles: list[StyleInfo]
+
+
+# --------------------------------------------------------------------------------------------------
+# service
+
+
+class HealthResponse(BaseModel):
+    """``status`` ok when the database (and Redis, if configured) answer."""
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    cache: str
+
+
+class StoreInfo(BaseModel):
+    dialect: str | None
+    url: str
+
+
+class Limits(BaseModel):
+    max_body_bytes: int
+    sync_build_max_rows: int
+    cache_ttl_seconds: int
+
+
+class Capabilities(BaseModel):
+    endpoint_groups: list[str]
+    methods: list[str]
+    adjustments: list[str]
+    styles: list[str]
+    upload_media_types: list[str]
+
+
+class InfoResponse(BaseModel):
+    """Engine version, capabilities, the configured store and cache, and the limits."""
+
+    engine: str
+    version: str
+    api_prefix: str
+    capabilities: Capabilities
+    store: StoreInfo
+    cache_configured: bool
+    auth_required: bool
+    limits: Limits
+
+
+# --------------------------------------------------------------------------------------------------
+# panel data
+
+
+class PanelRow(BaseModel):
+    """One (date, symbol) row of the data contract; a column no row of the batch sets is not touched in the
+    store. Units: daily simple returns (fractions), market cap in currency units, ratios to price."""
+
+    model_config = ConfigDict(extra="forbid")
+    date: datetime.date
+    symbol: str
+    asset_returns: FiniteFloat | None = None
+    market_cap: FiniteFloat | None = None
+    sector: str | None = None
+    book_price: FiniteFloat | None = None
+    sales_price: FiniteFloat | None = None
+    cf_price: FiniteFloat | None = None
+
+
+class PanelRowsRequest(BaseModel):
+    """A small batch of panel rows as JSON (use /data/panel/upload for millions of rows)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: list[PanelRow] = Field(min_length=1)
+
+
+class IngestResponse(BaseModel):
+    """What an ingestion did."""
+
+    rows: int
+    inserted: int
+    updated: int
+    symbols: int
+    first_date: datetime.date
+    last_date: datetime.date
+    seconds: float
+
+
+class PanelSummaryResponse(BaseModel):
+    """What the store holds."""
+
+    rows: int
+    symbols: int
+    first_date: datetime.date | None
+    last_date: datetime.date | None
+    columns: list[str]
+
+
+class SymbolsResponse(BaseModel):
+    count: int
+    symbols: list[str]
+
+
+# --------------------------------------------------------------------------------------------------
+# models and jobs
+
+
+class CreateModelRequest(BaseModel):
+    """Build a risk model from the stored panel.
+
+    universe_symbols: symbols to load (null = every stored symbol); every one must be in the store.
+    start_date, end_date: inclusive range of panel dates (null = unbounded).
+    universe_size: largest assets by market cap kept per date (0 = all); null = the config's
+        ``universe.size`` if given, else 3000.
+    config: the model configuration as the TOML tables of :mod:`factor_engine.config` (null = defaults).
+    background: true = always a job (202); false = build now even when large; null = by panel size.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    universe_symbols: list[str] | None = None
+    start_date: datetime.date | None = None
+    end_date: datetime.date | None = None
+    universe_size: int | None = Field(None, ge=0)
+    config: dict[str, Any] | None = None
+    background: bool | None = None
+
+
+class ModelSummaryResponse(BaseModel):
+    """A built model. Factor returns are daily; the covariance forecast is daily × ``horizon``."""
+
+    id: str
+    model_url: str
+    created_at: datetime.datetime
+    factors: list[str]
+    sectors: list[str]
+    styles: list[str]
+    first_date: datetime.date | None
+    last_date: datetime.date | None
+    n_dates: int
+    n_assets: int
+    covariance_dates: int
+    horizon: int
+    config: dict[str, Any]
+    request: dict[str, Any]
+    timings: dict[str, float]
+    engine_version: str
+
+
+class JobAccepted(BaseModel):
+    """A build queued as a background job."""
+
+    job_id: str
+    status: str
+    status_url: str
+
+
+class JobResponse(BaseModel):
+    """A build job (its id is the id of the model it makes). ``progress`` is 0–1; ``timings`` in seconds."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    stage: str | None
+    progress: float
+    error: str | None
+    timings: dict[str, float]
+    request: dict[str, Any]
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    status_url: str
+    model_url: str | None = Field(description="set when the job succeeded")
+
+
+class ModelDatesResponse(BaseModel):
+    """Dates with a covariance forecast, specific risk and exposures (those the portfolio endpoints accept)."""
+
+    model_id: str
+    dates: list[datetime.date]
+
+
+class FactorReturnsResponse(BaseModel):
+    """Daily factor returns (fractions) in columnar form: ``returns[i][k]`` is factor ``factors[k]`` on
+    ``dates[i]``; null where the factor was not estimated that date."""
+
+    model_id: str
+    factors: list[str]
+    dates: list[datetime.date]
+    returns: list[list[float | None]]
+
+
+class CovarianceResponse(BaseModel):
+    """The factor covariance forecast made at the close of ``date``: daily fractions² × ``horizon``;
+    ``covariance[i][j]`` pairs ``factors[i]`` and ``factors[j]``; null for a factor without enough history."""
+
+    model_id: str
+    date: datetime.date
+    horizon: int
+    factors: list[str]
+    covariance: list[list[float | None]]
+
+
+class SpecificRiskResponse(BaseModel):
+    """Specific volatility forecasts made at the close of ``date`` (daily sd, fraction), by symbol."""
+
+    model_id: str
+    date: datetime.date
+    symbols: list[str]
+    specific_vol: list[float | None]
+
+
+class ExposuresResponse(BaseModel):
+    """Exposures known at the close of ``date``: ``exposures[n][k]`` of ``symbols[n]`` to ``factors[k]``."""
+
+    model_id: str
+    date: datetime.date
+    factors: list[str]
+    symbols: list[str]
+    exposures: list[list[float | None]]
+
+
+# --------------------------------------------------------------------------------------------------
+# portfolios
+
+
+class Weight(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    symbol: str
+    weight: FiniteFloat
+
+
+Weights = dict[str, FiniteFloat] | list[Weight]
+
+
+class PortfolioRequest(BaseModel):
+    """A portfolio on a model date. Weights are fractions of capital (need not sum to 1, may be negative),
+    as ``{"SYM": w}`` or ``[{"symbol", "weight"}]``. ``unknown``: ``raise`` answers 422 listing symbols the
+    model does not cover on that date; ``drop`` ignores them and lists them in ``dropped_symbols``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str
+    date: datetime.date | None = Field(None, description="model date; null = the last one")
+    weights: Weights
+    benchmark: Weights | None = None
+    unknown: Literal["raise", "drop"] = "raise"
+    top: int = Field(10, ge=1, le=1000, description="/portfolio/risk: largest asset contributions returned")
+
+
+class FactorExposure(BaseModel):
+    factor: str
+    portfolio: float
+    benchmark: float
+    active: float
+
+
+class PortfolioExposuresResponse(BaseModel):
+    """Portfolio exposures ``Bᵀw`` per factor; ``benchmark`` is 0 and ``active`` = ``portfolio`` without one."""
+
+    model_id: str
+    date: datetime.date
+    exposures: list[FactorExposure]
+    dropped_symbols: list[str]
+
+
+class RiskFigures(BaseModel):
+    """Standard deviations (fractions) over the period; shares of variance 0–1."""
+
+    total_risk: float
+    factor_risk: float
+    specific_risk: float
+    tracking_error: float | None
+    factor_variance_share: float | None
+    specific_variance_share: float | None
+
+
+class FactorContribution(BaseModel):
+    """Daily: exposure, factor volatility, correlation with the factor part, contribution (adds up to the
+    factor risk) and share of the total variance."""
+
+    factor: str
+    exposure: float
+    volatility: float
+    correlation: float | None
+    contribution: float
+    variance_share: float | None
+
+
+class AssetContribution(BaseModel):
+    """Daily: (active) weight, marginal contribution, contribution (adds up to the total risk) and share."""
+
+    symbol: str
+    weight: float
+    mcr: float | None
+    contribution: float | None
+    share: float | None
+
+
+class PortfolioRiskResponse(BaseModel):
+    """:func:`factor_engine.portfolio.decompose_risk` of the portfolio (active weights with a benchmark)."""
+
+    model_id: str
+    date: datetime.date
+    periods_per_year: int = Field(description="annualized = daily × √periods_per_year")
+    daily: RiskFigures
+    annualized: RiskFigures
+    factor_contributions: list[FactorContribution]
+    top_assets: list[AssetContribution] = Field(description="largest |contribution| first")
+    dropped_symbols: list[str]

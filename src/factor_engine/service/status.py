@@ -1,0 +1,74 @@
+"""Health and description of the running service."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from factor_engine import __version__
+from factor_engine.service.errors import CacheUnavailable
+from factor_engine.service.paths import API_PREFIX
+from factor_engine.service.runtime import ServiceState
+from factor_engine.service.schemas import Capabilities, HealthResponse, InfoResponse, Limits, StoreInfo
+from factor_engine.storage import StoreError, resolve_database_url
+from factor_engine.styles import available_styles
+
+__all__ = ["ENDPOINT_GROUPS", "health", "info"]
+
+ENDPOINT_GROUPS = ("health", "info", "factors", "data", "risk-model", "models", "portfolio", "jobs")
+ADJUSTMENTS = ("eigenfactor", "volatility_regime", "specific_volatility_regime", "bayesian_shrinkage", "structural")
+
+
+def health(state: ServiceState) -> tuple[HealthResponse, bool]:
+    """The health report and whether everything configured answers."""
+    database = "ok"
+    try:
+        store = state.store()
+        with store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (StoreError, SQLAlchemyError) as error:
+        database = f"unavailable: {error}"
+    cache = "not configured"
+    if state.cache is not None:
+        try:
+            state.cache.ping()
+            cache = "ok"
+        except CacheUnavailable as error:
+            cache = f"unavailable: {error}"
+    healthy = database == "ok" and not cache.startswith("unavailable")
+    return HealthResponse(status="ok" if healthy else "unavailable", database=database, cache=cache), healthy
+
+
+def info(state: ServiceState) -> InfoResponse:
+    """Version, capabilities, store (dialect and URL with the password masked), cache and limits."""
+    settings = state.settings
+    url = make_url(resolve_database_url(settings.database_url))
+    shown = url.render_as_string(hide_password=True)
+    if settings.database_schema:
+        shown += f" (schema {settings.database_schema})"
+    return InfoResponse(
+        engine="factor_engine",
+        version=__version__,
+        api_prefix=API_PREFIX,
+        capabilities=Capabilities(
+            endpoint_groups=list(ENDPOINT_GROUPS),
+            methods=["barra", "toraniko"],
+            adjustments=list(ADJUSTMENTS),
+            styles=[style.name for style in available_styles()],
+            upload_media_types=[
+                "application/vnd.apache.parquet",
+                "application/octet-stream",
+                "application/vnd.apache.arrow.file",
+                "application/vnd.apache.arrow.stream",
+            ],
+        ),
+        store=StoreInfo(dialect=url.get_backend_name(), url=shown),
+        cache_configured=state.cache is not None,
+        auth_required=bool(settings.api_key),
+        limits=Limits(
+            max_body_bytes=settings.max_body_bytes,
+            sync_build_max_rows=settings.sync_build_max_rows,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+        ),
+    )

@@ -1,0 +1,625 @@
+"""Runs (model builds) and the models they produce: lifecycle, one-transaction save, reads by date range.
+
+A run's id is its model's id. :meth:`ModelStore.save_model` writes every model table and flips the run to
+``succeeded`` in one transaction (COPY in binary format on PostgreSQL), so an error or a killed process leaves
+no model row and the run not succeeded. Reads decode the per-date blobs (:mod:`factor_engine.storage.codec`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import sqlalchemy as sa
+
+from factor_engine import __version__
+from factor_engine.model import ModelError, RiskModel
+from factor_engine.panel import DATE, SYMBOL
+from factor_engine.portfolio.analytics import RiskModelSnapshot
+from factor_engine.portfolio.snapshot import SPECIFIC_VOL, forecast_dates, snapshot_at
+from factor_engine.risk import FactorCovariance
+from factor_engine.storage.codec import decode_blocks, decode_dates, decode_matrix, encode_blocks, encode_dates
+from factor_engine.storage.codec import encode_matrix as encode_covariance
+from factor_engine.storage.database import StoreBase
+from factor_engine.storage.errors import NotFound, StoreConflict
+from factor_engine.storage.records import ModelSummary, RunRecord, RunStatus
+from factor_engine.storage.tables import (
+    BLOB_TABLES,
+    model_covariances,
+    model_diagnostics,
+    model_exposures,
+    model_factor_returns,
+    model_residuals,
+    model_runs,
+    model_specific_risk,
+    model_symbols,
+)
+
+__all__ = ["INTERRUPTED", "ModelStore"]
+
+INTERRUPTED = "interrupted: the service stopped during the build"
+RESIDUAL = "residual"
+_OPEN = (RunStatus.QUEUED, RunStatus.RUNNING)
+_MODEL_TABLES = (model_diagnostics, *BLOB_TABLES, model_covariances, model_factor_returns, model_symbols)
+# Cached symbol dictionaries (models never change once saved).
+_SYMBOL_CACHE_SIZE = 32
+_RUN_COLUMNS = [c for c in model_runs.c if c.name not in ("model_meta", "forecast_dates")]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=datetime.UTC)
+
+
+def _date(value: Any) -> datetime.date | None:
+    if value is None or isinstance(value, datetime.date):
+        return value
+    return datetime.date.fromisoformat(str(value))
+
+
+class ModelStore(StoreBase):
+    """The ``model_runs`` table and the model tables."""
+
+    def __init__(self, engine: sa.Engine, schema: str | None = None) -> None:
+        super().__init__(engine, schema)
+        self._symbol_cache: dict[str, pl.Series] = {}
+        self._symbol_lock = threading.Lock()
+
+    # ---- runs ---------------------------------------------------------------------------------------------
+    def create_run(self, request: dict[str, Any]) -> RunRecord:
+        """A new run in status ``queued`` for ``request`` (any JSON-compatible mapping)."""
+        if not isinstance(request, Mapping):
+            raise TypeError(f"request must be a JSON object (a mapping), got {type(request).__name__}")
+        run_id = uuid.uuid4().hex
+        with self._write() as connection:
+            connection.execute(
+                model_runs.insert().values(
+                    id=run_id,
+                    status=RunStatus.QUEUED,
+                    request=dict(request),
+                    progress=0.0,
+                    timings={},
+                    created_at=_now(),
+                )
+            )
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run ``run_id``; NotFound("no job <id>") if there is none."""
+        with self._read() as connection:
+            row = connection.execute(sa.select(*_RUN_COLUMNS).where(model_runs.c.id == run_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"no job {run_id}")
+        return _run_record(row._mapping)
+
+    def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        """Runs, newest first, optionally only those in ``status``; at most ``limit`` (≥ 1)."""
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        statuses = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED)
+        if status is not None and status not in statuses:
+            raise ValueError(f"status must be one of {statuses}, got {status!r}")
+        query = sa.select(*_RUN_COLUMNS).order_by(model_runs.c.created_at.desc(), model_runs.c.id).limit(limit)
+        if status is not None:
+            query = query.where(model_runs.c.status == status)
+        with self._read() as connection:
+            return [_run_record(row._mapping) for row in connection.execute(query)]
+
+    def start_run(self, run_id: str) -> None:
+        """Move a queued run to ``running``; StoreConflict if it is not queued."""
+        self._transition(run_id, (RunStatus.QUEUED,), status=RunStatus.RUNNING, started_at=_now())
+
+    def update_progress(self, run_id: str, stage: str, progress: float, timings: dict[str, float]) -> None:
+        """Record the current stage, progress (fraction 0..1) and seconds per stage of a running run."""
+        if not 0.0 <= float(progress) <= 1.0:
+            raise ValueError(f"progress must be a fraction in [0, 1], got {progress!r}")
+        self._transition(run_id, (RunStatus.RUNNING,), stage=stage, progress=float(progress), timings=_timings(timings))
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a queued or running run ``failed`` with ``error``; StoreConflict if it already finished."""
+        self._transition(run_id, _OPEN, status=RunStatus.FAILED, error=str(error), finished_at=_now())
+
+    def fail_interrupted_runs(self) -> list[str]:
+        """Mark every queued or running run failed ("interrupted: ..."); returns their ids (service start-up)."""
+        with self._write() as connection:
+            ids = list(connection.execute(sa.select(model_runs.c.id).where(model_runs.c.status.in_(_OPEN))).scalars())
+            if ids:
+                connection.execute(
+                    model_runs.update()
+                    .where(model_runs.c.id.in_(ids), model_runs.c.status.in_(_OPEN))
+                    .values(status=RunStatus.FAILED, error=INTERRUPTED, finished_at=_now())
+                )
+        return ids
+
+    def _transition(self, run_id: str, allowed: Sequence[str], **values: Any) -> None:
+        with self._write() as connection:
+            changed = connection.execute(
+                model_runs.update().where(model_runs.c.id == run_id, model_runs.c.status.in_(allowed)).values(**values)
+            ).rowcount
+            if changed == 0:
+                status = connection.execute(
+                    sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
+                ).scalar_one_or_none()
+                if status is None:
+                    raise NotFound(f"no job {run_id}")
+                raise StoreConflict(f"job {run_id} is {status}, not {' or '.join(allowed)}")
+
+    # ---- save ---------------------------------------------------------------------------------------------
+    def save_model(self, run_id: str, model: RiskModel, *, timings: dict[str, float]) -> ModelSummary:
+        """Write every table of ``model`` and mark run ``run_id`` succeeded, in ONE transaction.
+
+        Parameters
+        ----------
+        run_id: a run in status ``running`` (StoreConflict otherwise, NotFound if unknown).
+        model: the built model (daily units).
+        timings: seconds per build stage, stored on the run.
+        """
+        encoded = _encode_model(run_id, model)
+        with self._write() as connection:
+            changed = connection.execute(
+                model_runs.update()
+                .where(model_runs.c.id == run_id, model_runs.c.status == RunStatus.RUNNING)
+                .values(
+                    status=RunStatus.SUCCEEDED,
+                    stage=None,
+                    progress=1.0,
+                    timings=_timings(timings),
+                    finished_at=_now(),
+                    model_meta=encoded.meta,
+                    forecast_dates=encoded.forecast_dates,
+                )
+            ).rowcount
+            if changed == 0:
+                status = connection.execute(
+                    sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
+                ).scalar_one_or_none()
+                if status is None:
+                    raise NotFound(f"no job {run_id}")
+                raise StoreConflict(f"cannot save a model for job {run_id}: it is {status}, not running")
+            for table, rows in encoded.tables:
+                self._bulk_insert(connection, table, rows)
+        return self.get_model(run_id)
+
+    # ---- models -------------------------------------------------------------------------------------------
+    def list_models(self) -> list[ModelSummary]:
+        """Every stored model (succeeded run), newest first."""
+        query = (
+            sa.select(*_RUN_COLUMNS, model_runs.c.model_meta)
+            .where(model_runs.c.status == RunStatus.SUCCEEDED)
+            .order_by(model_runs.c.created_at.desc(), model_runs.c.id)
+        )
+        with self._read() as connection:
+            return [_model_summary(row._mapping) for row in connection.execute(query)]
+
+    def get_model(self, model_id: str) -> ModelSummary:
+        """The model ``model_id``; NotFound("no model <id>") unless it is a succeeded run."""
+        with self._read() as connection:
+            return _model_summary(self._model_row(connection, model_id))
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete the model and its run in one transaction; NotFound if unknown, StoreConflict while it builds."""
+        with self._write() as connection:
+            status = connection.execute(
+                sa.select(model_runs.c.status).where(model_runs.c.id == model_id)
+            ).scalar_one_or_none()
+            if status in _OPEN:
+                raise StoreConflict(f"model {model_id} is still building ({status}); wait for it or let it fail")
+            if status != RunStatus.SUCCEEDED:
+                raise NotFound(f"no model {model_id}")
+            for table in _MODEL_TABLES:
+                connection.execute(table.delete().where(table.c.model_id == model_id))
+            connection.execute(model_runs.delete().where(model_runs.c.id == model_id))
+        with self._symbol_lock:
+            self._symbol_cache.pop(model_id, None)
+
+    def model_dates(self, model_id: str) -> list[datetime.date]:
+        """The dates with a finite covariance forecast, specific risk and exposures (those snapshot accepts)."""
+        with self._read() as connection:
+            return self._forecast_dates(connection, model_id).to_list()
+
+    def factor_returns(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> pl.DataFrame:
+        """``date`` + one Float64 column per factor (model order; daily fractions) for dates in [start, end]."""
+        with self._read() as connection:
+            meta = self._meta(connection, model_id)
+            return self._factor_returns(connection, model_id, tuple(meta["factors"]), start, end)
+
+    def factor_covariance(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> FactorCovariance:
+        """The factor covariance forecasts made at the dates in [start, end] (the model's horizon units);
+        ModelError if the model has none."""
+        with self._read() as connection:
+            meta = self._meta(connection, model_id)
+            covariance = self._covariance(connection, model_id, meta, _range(model_covariances, start, end))
+        if covariance is None:
+            raise ModelError(f"model {model_id} has no factor covariance forecast")
+        return covariance
+
+    def specific_risk(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> pl.DataFrame:
+        """``date, symbol, specific_vol`` (daily sd, fraction); ModelError if the model has none."""
+        with self._read() as connection:
+            meta = self._meta(connection, model_id)
+            if not meta["has_specific_risk"]:
+                raise ModelError(f"model {model_id} has no specific risk forecast")
+            where = _range(model_specific_risk, start, end)
+            return self._blocks(connection, model_specific_risk, model_id, [SPECIFIC_VOL], where)
+
+    def exposures(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> pl.DataFrame:
+        """``date, symbol`` + one column per factor (model order): exposures known at each date's close."""
+        with self._read() as connection:
+            meta = self._meta(connection, model_id)
+            where = _range(model_exposures, start, end)
+            return self._blocks(connection, model_exposures, model_id, meta["factors"], where)
+
+    def residuals(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> pl.DataFrame:
+        """``date, symbol, residual`` (daily fractions) for dates in [start, end]."""
+        with self._read() as connection:
+            self._meta(connection, model_id)
+            where = _range(model_residuals, start, end)
+            return self._blocks(connection, model_residuals, model_id, [RESIDUAL], where)
+
+    def diagnostics(self, model_id: str) -> pl.DataFrame:
+        """The per-date regression diagnostics, as ``RiskModel.diagnostics``."""
+        with self._read() as connection:
+            self._meta(connection, model_id)
+            return self._diagnostics(connection, model_id)
+
+    def load_model(
+        self, model_id: str, *, start: datetime.date | None = None, end: datetime.date | None = None
+    ) -> RiskModel:
+        """The model, or its dates in [start, end], as a RiskModel; with no bounds its frames equal the saved
+        ones exactly (dtypes, nulls, row order for date-sorted frames)."""
+        with self._read() as connection:
+            meta = self._meta(connection, model_id)
+            factors = tuple(meta["factors"])
+            diagnostics = self._diagnostics(connection, model_id)
+            if start is not None or end is not None:
+                diagnostics = diagnostics.filter(_between(pl.col(DATE), start, end))
+            specific = None
+            if meta["has_specific_risk"]:
+                where = _range(model_specific_risk, start, end)
+                specific = self._blocks(connection, model_specific_risk, model_id, [SPECIFIC_VOL], where)
+            return RiskModel(
+                factor_returns=self._factor_returns(connection, model_id, factors, start, end),
+                exposures=self._blocks(
+                    connection, model_exposures, model_id, factors, _range(model_exposures, start, end)
+                ),
+                residuals=self._blocks(
+                    connection, model_residuals, model_id, [RESIDUAL], _range(model_residuals, start, end)
+                ),
+                diagnostics=diagnostics,
+                factors=factors,
+                sectors=tuple(meta["sectors"]),
+                styles=tuple(meta["styles"]),
+                factor_covariance=self._covariance(connection, model_id, meta, _range(model_covariances, start, end)),
+                specific_risk=specific,
+                config=meta["config"],
+            )
+
+    def snapshot(self, model_id: str, date: datetime.date | str | None = None) -> RiskModelSnapshot:
+        """The model as of the close of ``date`` (default: the last of :meth:`model_dates`), in daily units:
+        :func:`factor_engine.portfolio.snapshot.snapshot_at` on the model, reading only the dates it needs.
+
+        Raises NotFound for an unknown model and ModelError (naming the date and the nearest dates with a
+        forecast) for a date without one.
+        """
+        with self._read() as connection:
+            available = self._forecast_dates(connection, model_id)
+            day = _snapshot_day(date, available)
+            if day is None:  # no forecast at all, or an unparseable date: the library raises on either
+                wanted = available.tail(1).to_list()
+            elif (available == day).any():
+                wanted = [day]
+            else:  # the library's error names the nearest dates and the range: give it those dates
+                before = available.filter(available < day)
+                after = available.filter(available > day)
+                wanted = [day, *before.head(1), *before.tail(1), *after.head(1), *after.tail(1)]
+            model = self._dates_model(connection, model_id, sorted(set(wanted)))
+        return snapshot_at(model, date)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _model_row(self, connection: sa.Connection, model_id: str) -> sa.RowMapping:
+        row = connection.execute(
+            sa.select(*_RUN_COLUMNS, model_runs.c.model_meta).where(
+                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no model {model_id}")
+        return row._mapping
+
+    def _meta(self, connection: sa.Connection, model_id: str) -> dict[str, Any]:
+        meta = connection.execute(
+            sa.select(model_runs.c.model_meta).where(
+                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
+            )
+        ).scalar_one_or_none()
+        if meta is None:
+            raise NotFound(f"no model {model_id}")
+        result: dict[str, Any] = meta
+        return result
+
+    def _forecast_dates(self, connection: sa.Connection, model_id: str) -> pl.Series:
+        row = connection.execute(
+            sa.select(model_runs.c.forecast_dates).where(
+                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no model {model_id}")
+        return decode_dates(row[0])
+
+    def _symbols(self, connection: sa.Connection, model_id: str) -> pl.Series:
+        with self._symbol_lock:
+            cached = self._symbol_cache.get(model_id)
+        if cached is not None:
+            return cached
+        names = connection.execute(
+            sa.select(model_symbols.c.symbol)
+            .where(model_symbols.c.model_id == model_id)
+            .order_by(model_symbols.c.position)
+        ).scalars()
+        symbols = pl.Series(SYMBOL, list(names), dtype=pl.String)
+        with self._symbol_lock:
+            if len(self._symbol_cache) >= _SYMBOL_CACHE_SIZE:
+                self._symbol_cache.pop(next(iter(self._symbol_cache)))
+            self._symbol_cache[model_id] = symbols
+        return symbols
+
+    def _blocks(
+        self,
+        connection: sa.Connection,
+        table: sa.Table,
+        model_id: str,
+        columns: Sequence[str],
+        where: Iterable[sa.ColumnElement[bool]],
+    ) -> pl.DataFrame:
+        rows = connection.execute(
+            sa.select(table.c.date, table.c.positions, table.c.data)
+            .where(table.c.model_id == model_id, *where)
+            .order_by(table.c.date)
+        ).all()
+        symbols = self._symbols(connection, model_id) if rows else pl.Series(SYMBOL, [], dtype=pl.String)
+        return decode_blocks([(_date(d), bytes(p), bytes(v)) for d, p, v in rows], columns, symbols)  # type: ignore[misc]
+
+    def _factor_returns(
+        self,
+        connection: sa.Connection,
+        model_id: str,
+        factors: tuple[str, ...],
+        start: datetime.date | None,
+        end: datetime.date | None,
+    ) -> pl.DataFrame:
+        table = model_factor_returns
+        rows = connection.execute(
+            sa.select(table.c.date, table.c.factor, table.c.value)
+            .where(table.c.model_id == model_id, *_range(table, start, end))
+            .order_by(table.c.date)
+        ).all()
+        schema = {DATE: pl.Date(), **{name: pl.Float64() for name in factors}}
+        if not rows:
+            return pl.DataFrame(schema=schema)
+        long = pl.DataFrame(
+            [(_date(d), f, v) for d, f, v in rows],
+            schema={DATE: pl.Date(), "factor": pl.String(), "value": pl.Float64()},
+            orient="row",
+        )
+        wide = long.pivot(on="factor", index=DATE, values="value", maintain_order=True)
+        return wide.select(pl.col(DATE), *(pl.col(name).cast(pl.Float64) for name in factors))
+
+    def _covariance(
+        self,
+        connection: sa.Connection,
+        model_id: str,
+        meta: Mapping[str, Any],
+        where: Iterable[sa.ColumnElement[bool]],
+    ) -> FactorCovariance | None:
+        if not meta["has_covariance"]:
+            return None
+        factors = tuple(meta["factors"])
+        k = len(factors)
+        rows = connection.execute(
+            sa.select(model_covariances.c.date, model_covariances.c.data)
+            .where(model_covariances.c.model_id == model_id, *where)
+            .order_by(model_covariances.c.date)
+        ).all()
+        values = np.stack([decode_matrix(bytes(blob), k) for _, blob in rows]) if rows else np.zeros((0, k, k))
+        dates = pl.Series(DATE, [_date(d) for d, _ in rows], dtype=pl.Date)
+        return FactorCovariance(dates=dates, factors=factors, values=values, horizon=int(meta["horizon"]))
+
+    def _diagnostics(self, connection: sa.Connection, model_id: str) -> pl.DataFrame:
+        blob = connection.execute(
+            sa.select(model_diagnostics.c.data).where(model_diagnostics.c.model_id == model_id)
+        ).scalar_one_or_none()
+        if blob is None:
+            raise NotFound(f"no model {model_id}")
+        return pl.read_ipc(io.BytesIO(bytes(blob)))
+
+    def _dates_model(self, connection: sa.Connection, model_id: str, dates: list[datetime.date]) -> RiskModel:
+        """The exposures, covariance and specific risk of ``dates`` only (what snapshot_at reads)."""
+        meta = self._meta(connection, model_id)
+        factors = tuple(meta["factors"])
+
+        def on_dates(table: sa.Table) -> list[sa.ColumnElement[bool]]:
+            return [table.c.date.in_(dates)]
+
+        specific = None
+        if meta["has_specific_risk"]:
+            specific = self._blocks(
+                connection, model_specific_risk, model_id, [SPECIFIC_VOL], on_dates(model_specific_risk)
+            )
+        return RiskModel(
+            factor_returns=pl.DataFrame(schema={DATE: pl.Date(), **{name: pl.Float64() for name in factors}}),
+            exposures=self._blocks(connection, model_exposures, model_id, factors, on_dates(model_exposures)),
+            residuals=pl.DataFrame(schema={DATE: pl.Date(), SYMBOL: pl.String(), RESIDUAL: pl.Float64()}),
+            diagnostics=pl.DataFrame(schema={DATE: pl.Date()}),
+            factors=factors,
+            sectors=tuple(meta["sectors"]),
+            styles=tuple(meta["styles"]),
+            factor_covariance=self._covariance(connection, model_id, meta, on_dates(model_covariances)),
+            specific_risk=specific,
+            config=meta["config"],
+        )
+
+
+class _EncodedModel:
+    """A model turned into table rows, ready to insert."""
+
+    def __init__(
+        self, meta: dict[str, Any], forecast_dates: bytes | None, tables: list[tuple[sa.Table, list[tuple[Any, ...]]]]
+    ) -> None:
+        self.meta = meta
+        self.forecast_dates = forecast_dates
+        self.tables = tables
+
+
+def _encode_model(model_id: str, model: RiskModel) -> _EncodedModel:
+    """Rows of every model table, plus the metadata JSON and forecast dates of the run."""
+    if not isinstance(model, RiskModel):
+        raise TypeError(f"save_model expects a factor_engine.model.RiskModel, got {type(model).__name__}")
+    factors = list(model.factors)
+    symbol_frames = [model.exposures.select(SYMBOL), model.residuals.select(SYMBOL)]
+    if model.specific_risk is not None:
+        symbol_frames.append(model.specific_risk.select(SYMBOL))
+    symbols = pl.concat(symbol_frames).get_column(SYMBOL).cast(pl.String).unique().sort()
+    tables: list[tuple[sa.Table, list[tuple[Any, ...]]]] = [
+        (model_symbols, [(model_id, position, name) for position, name in enumerate(symbols.to_list())])
+    ]
+    long = model.factor_returns.unpivot(index=DATE, on=factors, variable_name="factor", value_name="value")
+    tables.append((model_factor_returns, [(model_id, *row) for row in long.iter_rows()]))
+    covariance = model.factor_covariance
+    if covariance is not None:
+        if tuple(covariance.factors) != tuple(factors):
+            raise ModelError(f"covariance factors {covariance.factors} differ from the model's {tuple(factors)}")
+        rows = [
+            (model_id, day, encode_covariance(covariance.values[index]))
+            for index, day in enumerate(covariance.dates.to_list())
+        ]
+        tables.append((model_covariances, rows))
+    blob_frames: list[tuple[sa.Table, pl.DataFrame, list[str]]] = [
+        (model_exposures, model.exposures, factors),
+        (model_residuals, model.residuals, [RESIDUAL]),
+    ]
+    if model.specific_risk is not None:
+        blob_frames.append((model_specific_risk, model.specific_risk, [SPECIFIC_VOL]))
+    for table, frame, columns in blob_frames:
+        blocks = encode_blocks(frame, columns, symbols)
+        tables.append((table, [(model_id, b.date, b.positions, b.data) for b in blocks]))
+    diagnostics = io.BytesIO()
+    model.diagnostics.write_ipc(diagnostics, compression="uncompressed")
+    tables.append((model_diagnostics, [(model_id, diagnostics.getvalue())]))
+
+    dates = model.factor_returns.get_column(DATE)
+    available = None
+    if covariance is not None and model.specific_risk is not None:
+        available = encode_dates(forecast_dates(model))
+    meta = {
+        "factors": factors,
+        "sectors": list(model.sectors),
+        "styles": list(model.styles),
+        "horizon": covariance.horizon if covariance is not None else 1,
+        "has_covariance": covariance is not None,
+        "has_specific_risk": model.specific_risk is not None,
+        "config": model.config,
+        "engine_version": __version__,
+        "first_date": str(dates.min()) if dates.len() else None,
+        "last_date": str(dates.max()) if dates.len() else None,
+        "n_dates": dates.n_unique(),
+        "n_assets": symbols.len(),
+        "covariance_dates": covariance.dates.len() if covariance is not None else 0,
+    }
+    return _EncodedModel(meta, available, tables)
+
+
+def _timings(timings: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(timings, Mapping):
+        raise TypeError(f"timings must be a mapping of stage name to seconds, got {type(timings).__name__}")
+    return {str(stage): float(seconds) for stage, seconds in timings.items()}
+
+
+def _range(table: sa.Table, start: datetime.date | None, end: datetime.date | None) -> list[sa.ColumnElement[bool]]:
+    conditions = []
+    if start is not None:
+        conditions.append(table.c.date >= start)
+    if end is not None:
+        conditions.append(table.c.date <= end)
+    return conditions
+
+
+def _between(column: pl.Expr, start: datetime.date | None, end: datetime.date | None) -> pl.Expr:
+    condition = pl.lit(True)
+    if start is not None:
+        condition &= column >= start
+    if end is not None:
+        condition &= column <= end
+    return condition
+
+
+def _snapshot_day(date: datetime.date | str | None, available: pl.Series) -> datetime.date | None:
+    """The date a snapshot reads: ``date`` (parsed), else the last available one; None if neither exists."""
+    if date is None:
+        last: datetime.date | None = available[-1] if available.len() else None
+        return last
+    if isinstance(date, datetime.datetime):
+        return date.date()
+    if isinstance(date, datetime.date):
+        return date
+    try:
+        return datetime.date.fromisoformat(str(date))
+    except ValueError:
+        return None  # snapshot_at raises its "not a date" error
+
+
+def _run_record(row: sa.RowMapping) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        status=row["status"],
+        request=dict(row["request"] or {}),
+        stage=row["stage"],
+        progress=float(row["progress"]),
+        error=row["error"],
+        timings={str(k): float(v) for k, v in (row["timings"] or {}).items()},
+        created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
+        started_at=_utc(row["started_at"]),
+        finished_at=_utc(row["finished_at"]),
+    )
+
+
+def _model_summary(row: sa.RowMapping) -> ModelSummary:
+    meta = row["model_meta"]
+    return ModelSummary(
+        id=row["id"],
+        created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
+        factors=tuple(meta["factors"]),
+        sectors=tuple(meta["sectors"]),
+        styles=tuple(meta["styles"]),
+        first_date=_date(meta["first_date"]),
+        last_date=_date(meta["last_date"]),
+        n_dates=int(meta["n_dates"]),
+        n_assets=int(meta["n_assets"]),
+        covariance_dates=int(meta["covariance_dates"]),
+        horizon=int(meta["horizon"]),
+        config=meta["config"],
+        request=dict(row["request"] or {}),
+        timings={str(k): float(v) for k, v in (row["timings"] or {}).items()},
+        engine_version=str(meta["engine_version"]),
+    )

@@ -1,0 +1,235 @@
+"""Panel storage: atomic bulk upserts, filtered loads, summaries.
+
+PostgreSQL: a batch whose date range holds no stored row is COPied (CSV, polars' shortest round-trip float
+text) straight into ``panel``; otherwise it is COPied into a temporary table, the stored rows whose values
+differ (compared bit for bit) are UPDATEd and the new rows INSERTed, all in one transaction. Floats round-trip
+bit for bit. SQLite: one transaction of ``INSERT .. ON CONFLICT DO UPDATE``; SQLite reads an integral float
+back as such, so -0.0 comes back as 0.0 (the panel contract has no NaN; SQLite would store NaN as null).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL, VALUE_FEATURES, PanelError
+from factor_engine.storage.database import StoreBase, driver_connection
+from factor_engine.storage.records import IngestResult, PanelSummary
+from factor_engine.storage.tables import panel as panel_table
+
+__all__ = ["PANEL_COLUMNS", "PANEL_SCHEMA", "PanelStore"]
+
+PANEL_SCHEMA: dict[str, pl.DataType] = {
+    DATE: pl.Date(),
+    SYMBOL: pl.String(),
+    RETURNS: pl.Float64(),
+    MARKET_CAP: pl.Float64(),
+    SECTOR: pl.String(),
+    **{name: pl.Float64() for name in VALUE_FEATURES},
+}
+PANEL_COLUMNS: tuple[str, ...] = tuple(PANEL_SCHEMA)
+VALUE_COLUMNS: tuple[str, ...] = PANEL_COLUMNS[2:]
+_SQL_TYPES = {pl.Date(): "date", pl.String(): "text", pl.Float64(): "double precision"}
+# Rows per CSV chunk streamed into COPY.
+_COPY_CHUNK_ROWS = 250_000
+
+
+class PanelStore(StoreBase):
+    """The ``panel`` table: ingest, load and summaries."""
+
+    def ingest_panel(self, panel: pl.DataFrame) -> IngestResult:
+        """Upsert a panel already checked by :func:`factor_engine.validate_panel`, atomically (all rows or none).
+
+        Columns the batch lacks are left untouched on existing rows; ingesting the same rows twice leaves the
+        table unchanged (the second call reports them as ``updated``).
+
+        Parameters
+        ----------
+        panel: ``date, symbol`` and any of ``asset_returns, market_cap, sector, book_price, sales_price,
+            cf_price`` (contract units: daily return fractions, currency, ratios); one row per (date, symbol).
+        """
+        started = time.perf_counter()
+        frame = _batch(panel)
+        ingest = self._ingest_postgresql if self.dialect == "postgresql" else self._ingest_sqlite
+        inserted = ingest(frame)
+        dates = frame.get_column(DATE)
+        return IngestResult(
+            rows=frame.height,
+            inserted=inserted,
+            updated=frame.height - inserted,
+            symbols=frame.get_column(SYMBOL).n_unique(),
+            first_date=dates.min(),  # type: ignore[arg-type]
+            last_date=dates.max(),  # type: ignore[arg-type]
+            seconds=time.perf_counter() - started,
+        )
+
+    def _ingest_postgresql(self, frame: pl.DataFrame) -> int:
+        """COPY the batch straight into ``panel`` when no stored row falls in its date range, else COPY it into a
+        temporary table, UPDATE the stored rows whose values differ and INSERT the new ones. Concurrent ingests
+        queue on a SHARE ROW EXCLUSIVE lock (readers are not blocked)."""
+        columns = frame.columns
+        names = ", ".join(columns)
+        values = [name for name in columns if name not in (DATE, SYMBOL)]
+        dates = frame.get_column(DATE)
+        with self._write() as connection, driver_connection(connection).cursor() as cursor:
+            cursor.execute("LOCK TABLE panel IN SHARE ROW EXCLUSIVE MODE")
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM panel WHERE date BETWEEN %s AND %s)", (dates.min(), dates.max())
+            )
+            overlap = cursor.fetchone()
+            if not (overlap and overlap[0]):
+                _copy_csv(cursor, frame, f"COPY panel ({names}) FROM STDIN (FORMAT CSV)")
+                return frame.height
+            definitions = ", ".join(f"{name} {_SQL_TYPES[PANEL_SCHEMA[name]]}" for name in columns)
+            cursor.execute(f"CREATE TEMP TABLE panel_batch ({definitions}) ON COMMIT DROP")
+            _copy_csv(cursor, frame, f"COPY panel_batch ({names}) FROM STDIN (FORMAT CSV)")
+            cursor.execute("ANALYZE panel_batch")
+            if values:
+                # floats compare by their bits (float8send), so -0.0 replaces 0.0 and NaN is just a value
+                stored = ", ".join(_bits(f"p.{name}", name) for name in values)
+                batch = ", ".join(_bits(f"b.{name}", name) for name in values)
+                assignments = ", ".join(f"{name} = b.{name}" for name in values)
+                differs = f"({stored}, NULL) IS DISTINCT FROM ({batch}, NULL)"  # a row even for one column
+                cursor.execute(
+                    f"UPDATE panel p SET {assignments} FROM panel_batch b "
+                    f"WHERE p.date = b.date AND p.symbol = b.symbol AND {differs}"
+                )
+            cursor.execute(
+                f"INSERT INTO panel ({names}) SELECT {names} FROM panel_batch b WHERE NOT EXISTS "
+                "(SELECT 1 FROM panel p WHERE p.date = b.date AND p.symbol = b.symbol)"
+            )
+            return int(cursor.rowcount)
+
+    def _ingest_sqlite(self, frame: pl.DataFrame) -> int:
+        statement = sqlite.insert(panel_table)
+        values = [name for name in frame.columns if name not in (DATE, SYMBOL)]
+        update = {name: statement.excluded[name] for name in values}
+        upsert = (
+            statement.on_conflict_do_update(index_elements=[DATE, SYMBOL], set_=update)
+            if update
+            else statement.on_conflict_do_nothing(index_elements=[DATE, SYMBOL])
+        )
+        count = sa.select(sa.func.count()).select_from(panel_table)
+        with self._write() as connection:
+            before = connection.execute(count).scalar_one()
+            connection.execute(upsert, frame.to_dicts())
+            after = connection.execute(count).scalar_one()
+        return int(after - before)
+
+    def load_panel(
+        self,
+        *,
+        symbols: Sequence[str] | None = None,
+        start: datetime.date | None = None,
+        end: datetime.date | None = None,
+    ) -> pl.DataFrame:
+        """The stored rows in [start, end] (inclusive; None = open) for ``symbols`` (None = all), sorted by
+        (date, symbol), every panel column with the contract dtypes (Date, String, Float64)."""
+        if isinstance(symbols, str):
+            raise TypeError("symbols must be a sequence of symbols, not a single string")
+        conditions: list[sa.ColumnElement[bool]] = []
+        if symbols is not None:
+            conditions.append(panel_table.c.symbol.in_(list(symbols)))
+        if start is not None:
+            conditions.append(panel_table.c.date >= start)
+        if end is not None:
+            conditions.append(panel_table.c.date <= end)
+        query = (
+            sa.select(*(panel_table.c[name] for name in PANEL_COLUMNS))
+            .where(*conditions)
+            .order_by(panel_table.c.date, panel_table.c.symbol)
+        )
+        if self.dialect == "postgresql":
+            return self._load_postgresql(query)
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+        return pl.DataFrame([tuple(row) for row in rows], schema=PANEL_SCHEMA, orient="row")
+
+    def _load_postgresql(self, query: sa.Select[Any]) -> pl.DataFrame:
+        text = str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        buffer = io.BytesIO()
+        with (
+            self._read() as connection,
+            driver_connection(connection).cursor() as cursor,
+            cursor.copy(f"COPY ({text}) TO STDOUT (FORMAT CSV)") as copy,
+        ):
+            for block in copy:
+                buffer.write(block)
+        if buffer.tell() == 0:
+            return pl.DataFrame(schema=PANEL_SCHEMA)
+        buffer.seek(0)
+        return pl.read_csv(buffer, has_header=False, new_columns=list(PANEL_COLUMNS), schema=PANEL_SCHEMA)
+
+    def panel_summary(self) -> PanelSummary:
+        """Rows, distinct symbols, date range and the value columns holding at least one non-null value."""
+        c = panel_table.c
+        query = sa.select(
+            sa.func.count(),
+            sa.func.count(sa.distinct(c.symbol)),
+            sa.func.min(c.date),
+            sa.func.max(c.date),
+            *(sa.func.count(c[name]) for name in VALUE_COLUMNS),
+        )
+        with self._read() as connection:
+            row = connection.execute(query).one()
+        return PanelSummary(
+            rows=int(row[0]),
+            symbols=int(row[1]),
+            first_date=_as_date(row[2]),
+            last_date=_as_date(row[3]),
+            columns=tuple(name for name, n in zip(VALUE_COLUMNS, row[4:], strict=True) if n),
+        )
+
+    def symbols(self) -> list[str]:
+        """The distinct stored symbols, sorted."""
+        query = sa.select(panel_table.c.symbol).distinct().order_by(panel_table.c.symbol)
+        with self._read() as connection:
+            return list(connection.execute(query).scalars())
+
+
+def _bits(expression: str, column: str) -> str:
+    return f"float8send({expression})" if PANEL_SCHEMA[column] == pl.Float64() else expression
+
+
+def _copy_csv(cursor: psycopg.Cursor[Any], frame: pl.DataFrame, statement: str) -> None:
+    """Stream ``frame`` as CSV chunks into the COPY ``statement``."""
+    with cursor.copy(statement) as copy:
+        for offset in range(0, frame.height, _COPY_CHUNK_ROWS):
+            chunk = io.BytesIO()
+            frame.slice(offset, _COPY_CHUNK_ROWS).write_csv(chunk, include_header=False)
+            copy.write(chunk.getbuffer())
+
+
+def _as_date(value: Any) -> datetime.date | None:
+    if value is None or isinstance(value, datetime.date):
+        return value
+    return datetime.date.fromisoformat(str(value))
+
+
+def _batch(panel: pl.DataFrame) -> pl.DataFrame:
+    """The batch's stored columns in table order with the contract dtypes; rejects what the table cannot hold."""
+    if not isinstance(panel, pl.DataFrame):
+        raise TypeError(f"ingest_panel expects a polars DataFrame, got {type(panel).__name__}")
+    missing = [name for name in (DATE, SYMBOL) if name not in panel.columns]
+    if missing:
+        raise PanelError(f"ingest_panel: the panel lacks the key column(s) {missing}; it has {panel.columns}")
+    unknown = [name for name in panel.columns if name not in PANEL_SCHEMA]
+    if unknown:
+        raise PanelError(f"ingest_panel: column(s) {unknown} are not stored; the panel table has {list(PANEL_COLUMNS)}")
+    if panel.height == 0:
+        raise PanelError("ingest_panel: the panel is empty")
+    null_keys = panel.select(pl.any_horizontal(pl.col(DATE, SYMBOL).is_null()).sum()).item()
+    if null_keys:
+        raise PanelError(f"ingest_panel: {null_keys} row(s) with a null date or symbol")
+    if panel.select(DATE, SYMBOL).is_duplicated().any():
+        example = panel.filter(panel.select(DATE, SYMBOL).is_duplicated()).select(DATE, SYMBOL).row(0)
+        raise PanelError(f"ingest_panel: duplicate (date, symbol) rows, e.g. {example}")
+    return panel.select(pl.col(name).cast(PANEL_SCHEMA[name]) for name in PANEL_COLUMNS if name in panel.columns)

@@ -1,0 +1,117 @@
+"""The plain records the store returns: ingest results, panel summaries, runs and model summaries."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IngestResult", "ModelSummary", "PanelSummary", "RunRecord", "RunStatus"]
+
+
+class RunStatus:
+    """The states of a run: queued → running → succeeded | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one :meth:`Store.ingest_panel` call did.
+
+    Attributes
+    ----------
+    rows: rows in the batch.
+    inserted: rows new to the store.
+    updated: rows that replaced an existing (date, symbol) row (same or different values).
+    symbols: distinct symbols in the batch.
+    first_date, last_date: the batch's date range.
+    seconds: wall time of the call.
+    """
+
+    rows: int
+    inserted: int
+    updated: int
+    symbols: int
+    first_date: datetime.date
+    last_date: datetime.date
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PanelSummary:
+    """The stored panel: row and symbol counts, date range, and the value columns with a non-null value."""
+
+    rows: int
+    symbols: int
+    first_date: datetime.date | None
+    last_date: datetime.date | None
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A model build ("job"); its id is also the model id.
+
+    Attributes
+    ----------
+    id: uuid4 hex.
+    status: "queued" | "running" | "succeeded" | "failed".
+    request: the create request (JSON).
+    stage: current build stage name.
+    progress: 0..1.
+    error: why the run failed.
+    timings: seconds per stage.
+    created_at, started_at, finished_at: UTC timestamps.
+    """
+
+    id: str
+    status: str
+    request: dict[str, Any]
+    stage: str | None
+    progress: float
+    error: str | None
+    timings: dict[str, float]
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A stored model (a succeeded run).
+
+    Attributes
+    ----------
+    id: the run id.
+    created_at: when the run was created (UTC).
+    factors, sectors, styles: factor names in model order.
+    first_date, last_date: the factor-return date range.
+    n_dates: dates with factor returns.
+    n_assets: distinct symbols in the model.
+    covariance_dates: dates with a factor covariance forecast.
+    horizon: covariance horizon in trading days.
+    config: the effective model configuration.
+    request: the create request.
+    timings: seconds per build stage.
+    engine_version: factor_engine version that built the model.
+    """
+
+    id: str
+    created_at: datetime.datetime
+    factors: tuple[str, ...]
+    sectors: tuple[str, ...]
+    styles: tuple[str, ...]
+    first_date: datetime.date | None
+    last_date: datetime.date | None
+    n_dates: int
+    n_assets: int
+    covariance_dates: int
+    horizon: int
+    config: dict[str, Any]
+    request: dict[str, Any]
+    timings: dict[str, float]
+    engine_version: str

@@ -1,0 +1,104 @@
+"""``factor-engine ingest`` into a SQLite file, and ``factor-engine serve`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+from service_helpers import API
+
+from cli_runner import invoke
+from factor_engine.panel import validate_panel
+from factor_engine.storage import connect
+
+
+def test_ingest_parquet_into_sqlite(
+    tmp_path: Path, market_panel: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    panel_path = tmp_path / "panel.parquet"
+    market_panel.write_parquet(panel_path)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("FACTOR_ENGINE_DATABASE_URL", url)
+    monkeypatch.delenv("FACTOR_ENGINE_DATABASE_SCHEMA", raising=False)
+    code, out, err = invoke("ingest", str(panel_path))
+    assert code == 0, err
+    first, last = market_panel["date"].min(), market_panel["date"].max()
+    text = " ".join(out.split())
+    assert f"ingested: {market_panel.height:,} rows ({market_panel.height:,} inserted, 0 updated)" in text
+    assert f"{market_panel['symbol'].n_unique()} symbols, {first} → {last}" in text
+    assert "seconds" in text
+    store = connect(url)
+    try:
+        summary = store.panel_summary()
+        assert (summary.rows, summary.symbols, summary.first_date, summary.last_date) == (
+            market_panel.height,
+            market_panel["symbol"].n_unique(),
+            first,
+            last,
+        )
+        assert store.load_panel().equals(validate_panel(market_panel))
+    finally:
+        store.close()
+    # again from CSV with only returns for 10 rows: updated, nothing inserted
+    csv_path = tmp_path / "returns.csv"
+    market_panel.head(10).select("date", "symbol", "asset_returns").write_csv(csv_path)
+    code, out, err = invoke("ingest", str(csv_path), "--database-url", url)
+    assert code == 0, err
+    assert "10 rows (0 inserted, 10 updated)" in " ".join(out.split())
+
+
+def test_ingest_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,symbol,asset_returns\n2024-01-02,A,0.1\n2024-01-02,A,0.2\n")
+    code, _, err = invoke("ingest", str(bad), "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 1
+    assert "error: (date, symbol) must be unique" in " ".join(err.split())
+    code, _, err = invoke(
+        "ingest", str(tmp_path / "missing.parquet"), "--database-url", f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    assert code == 1
+    assert "no such file" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_health(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "FACTOR_ENGINE_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}"}
+    for name in ("REDIS_URL", "FACTOR_ENGINE_API_KEY", "FACTOR_ENGINE_DATABASE_SCHEMA"):
+        env.pop(name, None)
+    command = [str(Path(sys.executable).parent / "factor-engine"), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{API}/health", timeout=2) as response:
+                    assert response.status == 200
+                    assert json.loads(response.read()) == {"status": "ok", "database": "ok", "cache": "not configured"}
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    raise AssertionError(f"factor-engine serve did not answer /health: {output}") from None
+                time.sleep(0.2)
+        assert (tmp_path / "serve.db").is_file()  # the configured store was opened (and migrated)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully on SIGTERM (lifespan shutdown ran), then re-raises the signal
+    assert process.returncode in (0, -15)
+    assert "Application shutdown complete" in output.decode()

@@ -1,0 +1,359 @@
+"""Risk model builds over HTTP on SQLite and PostgreSQL: numbers equal to ``build_model`` on the stored
+panel, model reads, portfolio analytics equal to the library, background jobs, failures, interrupted runs and
+retries, deletion, and every error answer."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import API, TEST_CONFIG, ClientFactory, model_config, wait_for_job
+
+from db_fixtures import IsolatedDatabase
+from factor_engine.model import RiskModel, build_model
+from factor_engine.panel import validate_panel
+from factor_engine.portfolio import decompose_risk, portfolio_exposures
+from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
+from factor_engine.service import builds
+from factor_engine.storage import Store, connect
+
+START, END = "2023-01-01", "2024-01-01"
+REQUEST: dict[str, Any] = {"start_date": START, "end_date": END, "universe_size": 40, "config": TEST_CONFIG}
+
+
+@pytest.fixture
+def stored(database: IsolatedDatabase, market_panel: pl.DataFrame) -> Iterator[Store]:
+    """The isolated store holding the synthetic panel."""
+    store = connect(database.url, schema=database.schema)
+    store.ingest_panel(validate_panel(market_panel))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def expected_model(market_panel: pl.DataFrame) -> RiskModel:
+    """build_model called directly on the panel rows of REQUEST with the same configuration."""
+    start, end = datetime.date.fromisoformat(START), datetime.date.fromisoformat(END)
+    panel = validate_panel(market_panel.filter(pl.col("date").is_between(start, end)))
+    return build_model(panel, model_config(40))
+
+
+def _matrix(values: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if x is None else x for x in row] for row in values], dtype=float)
+
+
+def _check_model_reads(client: TestClient, model_id: str, expected: RiskModel, store: Store) -> None:
+    """Every read of the model equals the directly built model."""
+    # the stored model itself
+    loaded = store.load_model(model_id)
+    assert loaded.factor_returns.equals(expected.factor_returns)
+    assert loaded.exposures.equals(expected.exposures)
+    assert loaded.specific_risk is not None and expected.specific_risk is not None
+    assert loaded.specific_risk.equals(expected.specific_risk)
+    # summary
+    summary = client.get(f"{API}/models/{model_id}").json()
+    assert summary["factors"] == list(expected.factors)
+    assert summary["n_dates"] == expected.factor_returns.height
+    assert summary["config"] == expected.config
+    # factor returns
+    body = client.get(f"{API}/models/{model_id}/factor-returns").json()
+    factors = list(expected.factors)
+    assert body["factors"] == factors
+    assert body["dates"] == [str(d) for d in expected.factor_returns["date"]]
+    want = expected.factor_returns.select(pl.col(factors).cast(pl.Float64)).to_numpy()
+    np.testing.assert_array_equal(_matrix(body["returns"]), want)
+    window = client.get(f"{API}/models/{model_id}/factor-returns", params={"start": "2023-12-01", "end": "2023-12-31"})
+    assert all("2023-12-01" <= d <= "2023-12-31" for d in window.json()["dates"]) and window.json()["dates"]
+    # dates with every forecast
+    dates = client.get(f"{API}/models/{model_id}/dates").json()["dates"]
+    assert dates == [str(d) for d in forecast_dates(expected)]
+    day = dates[len(dates) // 2]
+    date = datetime.date.fromisoformat(day)
+    # covariance: default = last model date
+    assert expected.factor_covariance is not None
+    covariance = client.get(f"{API}/models/{model_id}/covariance").json()
+    assert covariance["date"] == dates[-1]
+    covariance = client.get(f"{API}/models/{model_id}/covariance", params={"date": day}).json()
+    np.testing.assert_array_equal(_matrix(covariance["covariance"]), expected.factor_covariance.at(date))
+    assert covariance["horizon"] == expected.factor_covariance.horizon
+    # specific risk
+    specific = client.get(f"{API}/models/{model_id}/specific-risk", params={"date": day}).json()
+    want_specific = expected.specific_risk.filter(pl.col("date") == date).sort("symbol")
+    assert specific["symbols"] == want_specific["symbol"].to_list()
+    np.testing.assert_array_equal(
+        np.array([np.nan if x is None else x for x in specific["specific_vol"]]),
+        want_specific["specific_vol"].fill_null(np.nan).to_numpy(),
+    )
+    # exposures of two symbols
+    rows = expected.exposures.filter(pl.col("date") == date).sort("symbol").head(2)
+    symbols = rows["symbol"].to_list()
+    exposures = client.get(
+        f"{API}/models/{model_id}/exposures", params={"date": day, "symbols": ",".join(symbols)}
+    ).json()
+    assert exposures["symbols"] == symbols and exposures["factors"] == factors
+    np.testing.assert_array_equal(_matrix(exposures["exposures"]), rows.select(factors).fill_null(np.nan).to_numpy())
+    # portfolio analytics on that date, equal to the library on the directly built model
+    snapshot = snapshot_at(expected, date)
+    weights = {symbol: 1.0 / 10 for symbol in snapshot.symbols[:10]}
+    benchmark = [{"symbol": symbol, "weight": 1.0 / 20} for symbol in snapshot.symbols[5:25]]
+    request = {"model_id": model_id, "date": day, "weights": weights, "benchmark": benchmark}
+    answer = client.post(f"{API}/portfolio/exposures", json=request)
+    assert answer.status_code == 200, answer.text
+    bench_map = {b["symbol"]: b["weight"] for b in benchmark}
+    want_exposures = portfolio_exposures(snapshot, weights, bench_map)
+    got = pl.DataFrame(answer.json()["exposures"])
+    assert got.equals(want_exposures)
+    risk = client.post(f"{API}/portfolio/risk", json={**request, "top": 3})
+    assert risk.status_code == 200, risk.text
+    decomposition = decompose_risk(snapshot, weights, bench_map)
+    body = risk.json()
+    assert body["daily"]["total_risk"] == decomposition.total_risk
+    assert body["daily"]["tracking_error"] == decomposition.tracking_error
+    assert body["daily"]["factor_risk"] == decomposition.factor_risk
+    annualized = decomposition.annualized(252)
+    assert body["annualized"]["total_risk"] == annualized.total_risk
+    contributions = {row["factor"]: row["contribution"] for row in body["factor_contributions"]}
+    for factor, contribution in decomposition.factor_contributions.select("factor", "contribution").iter_rows():
+        assert contributions[factor] == contribution
+    top = decomposition.asset_contributions.sort(pl.col("contribution").abs(), descending=True).head(3)
+    assert [a["symbol"] for a in body["top_assets"]] == top["symbol"].to_list()
+    # default date of the portfolio endpoints: the last model date
+    latest = client.post(f"{API}/portfolio/exposures", json={"model_id": model_id, "weights": weights}).json()
+    assert latest["date"] == dates[-1]
+
+
+def test_seed_risk_model_example_explains_why_it_cannot_be_built(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store
+) -> None:
+    """The seed asks for 3 symbols: fewer assets than factors on every date, so 422 saying so (no empty model)."""
+    seed = {
+        "universe_symbols": ["S00001", "S00002", "S00003"],
+        "start_date": START,
+        "end_date": END,
+        "universe_size": 3000,
+    }
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json=seed)
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert detail.startswith("cannot build a risk model: at most 3 assets on any date for")
+        assert "needs at least as many assets as factors on a date" in detail
+        assert client.get(f"{API}/jobs").json() == []
+        assert client.get(f"{API}/models").json() == []
+
+
+def test_direct_build_equals_build_model(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store, expected_model: RiskModel
+) -> None:
+    # the reference: build_model on the panel as the store gives it back, with the same configuration
+    start, end = datetime.date.fromisoformat(START), datetime.date.fromisoformat(END)
+    from_store = build_model(validate_panel(stored.load_panel(start=start, end=end)), model_config(40))
+    assert from_store.factor_returns.equals(expected_model.factor_returns)
+    assert from_store.factor_covariance is not None and expected_model.factor_covariance is not None
+    np.testing.assert_array_equal(from_store.factor_covariance.values, expected_model.factor_covariance.values)
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 200, response.text
+        model_id = response.json()["id"]
+        assert response.json()["model_url"] == f"{API}/models/{model_id}"
+        assert [m["id"] for m in client.get(f"{API}/models").json()] == [model_id]
+        job = client.get(f"{API}/jobs/{model_id}").json()
+        assert job["status"] == "succeeded" and job["progress"] == 1.0
+        assert set(builds.BUILD_STAGES[:-1]) <= set(job["timings"])
+        _check_model_reads(client, model_id, expected_model, stored)
+
+
+def test_background_build_equals_build_model(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store, expected_model: RiskModel
+) -> None:
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json={**REQUEST, "background": True})
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        assert accepted["status"] == "queued"
+        assert accepted["status_url"] == f"{API}/jobs/{accepted['job_id']}"
+        job = wait_for_job(client, accepted["job_id"])
+        assert job["status"] == "succeeded", job
+        assert job["model_url"] == f"{API}/models/{accepted['job_id']}"
+        assert job["error"] is None and job["progress"] == 1.0
+        _check_model_reads(client, accepted["job_id"], expected_model, stored)
+
+
+def test_large_build_becomes_a_job(app_client: ClientFactory, stored: Store, database: IsolatedDatabase) -> None:
+    with app_client(database, sync_build_max_rows=1000) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 202
+        assert wait_for_job(client, response.json()["job_id"])["status"] == "succeeded"
+        forced = client.post(f"{API}/risk-model/create", json={**REQUEST, "background": False})
+        assert forced.status_code == 200
+
+
+def test_job_failure_then_retry(
+    app_client: ClientFactory, stored: Store, database: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> RiskModel:
+        raise ValueError("boom: the build broke")
+
+    with app_client(database) as client:
+        monkeypatch.setattr(builds, "build_model", broken)
+        job_id = client.post(f"{API}/risk-model/create", json={**REQUEST, "background": True}).json()["job_id"]
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "failed"
+        assert job["error"] == "boom: the build broke"
+        assert job["model_url"] is None
+        assert client.get(f"{API}/models/{job_id}").json() == {"detail": f"no model {job_id}"}
+        direct = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert direct.status_code == 422
+        assert direct.json()["detail"].startswith("cannot build the model: boom: the build broke (job ")
+        monkeypatch.undo()
+        retry = client.post(f"{API}/jobs/{job_id}/retry")
+        assert retry.status_code == 202
+        new_id = retry.json()["job_id"]
+        assert new_id != job_id
+        assert wait_for_job(client, new_id)["status"] == "succeeded"
+        again = client.post(f"{API}/jobs/{new_id}/retry")
+        assert again.status_code == 409
+        assert again.json()["detail"] == f"job {new_id} is succeeded; only a failed job can be retried"
+        failed = client.get(f"{API}/jobs", params={"status": "failed"}).json()
+        assert job_id in [j["id"] for j in failed]
+
+
+def test_interrupted_run_is_failed_at_startup_and_retried(
+    app_client: ClientFactory, stored: Store, database: IsolatedDatabase
+) -> None:
+    run = stored.create_run(REQUEST)
+    stored.start_run(run.id)
+    stored.update_progress(run.id, "styles", 0.25, {"load panel": 0.1})
+    with app_client(database) as client:
+        job = client.get(f"{API}/jobs/{run.id}").json()
+        assert job["status"] == "failed"
+        assert job["error"] == builds.INTERRUPTED
+        assert client.get(f"{API}/models").json() == []
+        retry = client.post(f"{API}/jobs/{run.id}/retry")
+        assert retry.status_code == 202
+        assert wait_for_job(client, retry.json()["job_id"])["status"] == "succeeded"
+        assert len(client.get(f"{API}/models").json()) == 1
+
+
+def test_delete_model(app_client: ClientFactory, stored: Store, database: IsolatedDatabase) -> None:
+    with app_client(database) as client:
+        model_id = client.post(f"{API}/risk-model/create", json=REQUEST).json()["id"]
+        weights = {client.get(f"{API}/models/{model_id}/specific-risk").json()["symbols"][0]: 1.0}
+        assert (
+            client.post(f"{API}/portfolio/exposures", json={"model_id": model_id, "weights": weights}).status_code
+            == 200
+        )
+        running = stored.create_run(REQUEST)
+        stored.start_run(running.id)
+        busy = client.delete(f"{API}/models/{running.id}")
+        assert busy.status_code == 409
+        assert (
+            busy.json()["detail"]
+            == f"model {running.id} is being built (job running); delete it when the job has ended"
+        )
+        assert client.delete(f"{API}/models/{model_id}").status_code == 204
+        assert client.get(f"{API}/models/{model_id}").json() == {"detail": f"no model {model_id}"}
+        assert client.delete(f"{API}/models/{model_id}").status_code == 404
+        # the in-process snapshot is gone with it
+        gone = client.post(f"{API}/portfolio/exposures", json={"model_id": model_id, "weights": weights})
+        assert gone.status_code == 404 and gone.json() == {"detail": f"no model {model_id}"}
+
+
+def test_request_errors(app_client: ClientFactory, tmp_path: Any, market_panel: pl.DataFrame) -> None:
+    sqlite = IsolatedDatabase("sqlite", f"sqlite:///{tmp_path / 'errors.db'}", None)
+    store = connect(sqlite.url)
+    store.ingest_panel(validate_panel(market_panel))
+    store.close()
+    create = f"{API}/risk-model/create"
+    with app_client(sqlite) as client:
+        no_data = "the date range 2030-01-01 → 2030-12-31 has no data for any symbol; the store holds 2023-01-02 →"
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"universe_symbols": []}, "universe is empty: universe_symbols is an empty list"),
+            ({"universe_symbols": ["NOPE", "ZZZ"]}, "universe is empty: none of the 2 universe_symbols"),
+            ({"universe_symbols": ["S00001", "ZZZ"]}, "1 of the universe_symbols are not in the store: 'ZZZ'"),
+            ({"start_date": "2030-01-01", "end_date": "2030-12-31"}, no_data),
+            ({"start_date": "2024-01-01", "end_date": "2023-01-01"}, "start_date 2024-01-01 is after end_date"),
+            ({"config": {"covarianc": {}}}, "unknown section(s) ['covarianc']"),
+            ({"config": {"styles": {"momentum": {"window": 3}}}}, "[styles.momentum] unknown parameter(s) ['window']"),
+            ({"config": {"regression": {"method": "ols"}}}, "[regression] method must be 'barra' or 'toraniko'"),
+        ]
+        for change, message in cases:
+            body = {**REQUEST, **change}
+            response = client.post(create, json=body)
+            assert response.status_code == 422, (body, response.text)
+            assert message in response.json()["detail"], response.json()
+        response = client.post(create, json={**REQUEST, "universe_size": -1})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "universe_size"]
+        response = client.post(create, json={**REQUEST, "universe": ["A"]})
+        assert response.status_code == 422 and response.json()["detail"][0]["msg"] == "Extra inputs are not permitted"
+        assert client.get(f"{API}/jobs").json() == []  # no run was created for a rejected request
+
+        for path in ("", "/dates", "/factor-returns", "/covariance", "/specific-risk", "/exposures"):
+            response = client.get(f"{API}/models/abc{path}")
+            assert response.status_code == 404 and response.json() == {"detail": "no model abc"}, path
+        assert client.delete(f"{API}/models/abc").json() == {"detail": "no model abc"}
+        assert client.get(f"{API}/jobs/abc").json() == {"detail": "no job abc"}
+        assert client.post(f"{API}/jobs/abc/retry").json() == {"detail": "no job abc"}
+        assert client.post(f"{API}/portfolio/risk", json={"model_id": "abc", "weights": {"A": 1}}).status_code == 404
+
+        model_id = client.post(create, json=REQUEST).json()["id"]
+        portfolio = f"{API}/portfolio/exposures"
+        held = client.get(f"{API}/models/{model_id}/specific-risk").json()["symbols"][0]
+        weights = {held: 0.5, "NOPE1": 0.2, "NOPE2": 0.3}
+        response = client.post(portfolio, json={"model_id": model_id, "weights": weights})
+        assert response.status_code == 422
+        assert "weights name 2 symbol(s) the model does not cover on" in response.json()["detail"]
+        assert "'NOPE1', 'NOPE2'" in response.json()["detail"]
+        dropped = client.post(portfolio, json={"model_id": model_id, "weights": weights, "unknown": "drop"})
+        assert dropped.status_code == 200 and dropped.json()["dropped_symbols"] == ["NOPE1", "NOPE2"]
+        response = client.post(portfolio, json={"model_id": model_id, "weights": {}})
+        assert (
+            response.status_code == 422 and response.json()["detail"] == "weights are empty: give at least one symbol"
+        )
+        duplicated = [{"symbol": held, "weight": 0.5}, {"symbol": held, "weight": 0.5}]
+        response = client.post(portfolio, json={"model_id": model_id, "weights": duplicated})
+        assert response.status_code == 422 and "more than once" in response.json()["detail"]
+        response = client.post(portfolio, json={"model_id": model_id, "weights": {held: 1}, "date": "2023-01-03"})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("no risk forecast for 2023-01-03")
+        response = client.get(f"{API}/models/{model_id}/covariance", params={"date": "2023-01-03"})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith(f"model {model_id} has no factor covariance forecast on 2023-01-03")
+        response = client.get(f"{API}/models/{model_id}/exposures", params={"symbols": f"{held},NOPE"})
+        assert response.status_code == 422 and "for 1 symbol(s): NOPE" in response.json()["detail"]
+        response = client.get(f"{API}/models/{model_id}/covariance", params={"date": "yesterday"})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "date"]
+
+
+def test_stored_panel_that_cannot_feed_the_model(
+    app_client: ClientFactory, tmp_path: Any, market_panel: pl.DataFrame
+) -> None:
+    sqlite = IsolatedDatabase("sqlite", f"sqlite:///{tmp_path / 'partial.db'}", None)
+    store = connect(sqlite.url)
+    store.ingest_panel(validate_panel(market_panel.drop("book_price", "sales_price", "cf_price")))
+    store.close()
+    with app_client(sqlite) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 422
+        assert "style 'value' needs ['book_price', 'sales_price', 'cf_price']" in response.json()["detail"]
+        without_value = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "size"]}}
+        # a returns-only row of a new symbol: its market cap and sector are missing
+        rows = [{"date": "2023-06-01", "symbol": "NEW1", "asset_returns": 0.01}]
+        assert client.post(f"{API}/data/panel", json={"rows": rows}).status_code == 200
+        response = client.post(f"{API}/risk-model/create", json={**REQUEST, "config": without_value})
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert "market_cap must be positive and finite" in detail and "(2023-06-01, NEW1)" in detail
+        assert "sector must not be null" in detail
+        response = client.post(
+            f"{API}/risk-model/create", json={**REQUEST, "config": without_value, "end_date": "2023-05-31"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["styles"] == ["mom_score", "sze_score"]

@@ -1,0 +1,184 @@
+"""Panel ingest and load on SQLite and PostgreSQL: exact round trips, partial batches, idempotency, filters."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from polars.testing import assert_frame_equal
+
+from factor_engine.panel import PanelError, validate_panel
+from factor_engine.storage import Store
+from factor_engine.synthetic import generate_market
+
+VALUE_COLUMNS = ("asset_returns", "market_cap", "sector", "book_price", "sales_price", "cf_price")
+
+
+@pytest.fixture(scope="module")
+def panel() -> pl.DataFrame:
+    """40 assets × 80 days, with some null returns and fundamentals planted."""
+    frame = validate_panel(generate_market(40, 80, seed=1).panel)
+    rng = np.random.default_rng(7)
+    holes = pl.Series(rng.random(frame.height) < 0.05)
+    return frame.with_columns(
+        pl.when(holes).then(None).otherwise(pl.col("book_price")).alias("book_price"),
+        pl.when(holes.shift(1, fill_value=False)).then(None).otherwise(pl.col("cf_price")).alias("cf_price"),
+    )
+
+
+def _count(store: Store) -> int:
+    with store.engine.connect() as connection:
+        return int(connection.execute(sa.text("SELECT count(*) FROM panel")).scalar_one())
+
+
+def test_round_trip_is_exact(store: Store, panel: pl.DataFrame) -> None:
+    result = store.ingest_panel(panel)
+    assert (result.rows, result.inserted, result.updated) == (panel.height, panel.height, 0)
+    assert result.symbols == 40
+    assert (result.first_date, result.last_date) == (panel["date"].min(), panel["date"].max())
+    loaded = store.load_panel()
+    assert loaded.null_count().row(0) == panel.null_count().row(0)
+    assert_frame_equal(loaded, panel, check_exact=True)
+    for name in ("asset_returns", "market_cap", "book_price"):  # bit for bit, not just ==
+        assert np.array_equal(loaded[name].to_numpy().view(np.int64), panel[name].to_numpy().view(np.int64))
+    assert _count(store) == panel.height
+
+
+def test_reingest_is_idempotent(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel)
+    again = store.ingest_panel(panel)
+    assert (again.rows, again.inserted, again.updated) == (panel.height, 0, panel.height)
+    assert _count(store) == panel.height
+    assert_frame_equal(store.load_panel(), panel, check_exact=True)
+
+
+def test_partial_batch_leaves_other_columns(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel)
+    last = panel["date"].max()
+    # new returns for the existing rows of the first 10 dates, plus returns-only rows for a new date
+    changed = panel.filter(pl.col("date") <= panel["date"].unique().sort()[9]).select(
+        "date", "symbol", (pl.col("asset_returns").fill_null(0.0) + 0.001).alias("asset_returns")
+    )
+    new_day = last + datetime.timedelta(days=3)
+    fresh = pl.DataFrame({"date": [new_day, new_day], "symbol": ["S00001", "ZZZ"], "asset_returns": [0.01, -0.02]})
+    batch = pl.concat([changed, fresh.with_columns(pl.col("date").cast(pl.Date))])
+    result = store.ingest_panel(batch)
+    assert (result.rows, result.inserted, result.updated) == (batch.height, 2, changed.height)
+
+    # reference, by explicit dictionary updates on the rows
+    expected_rows = {(r["date"], r["symbol"]): dict(r) for r in panel.iter_rows(named=True)}
+    for row in batch.iter_rows(named=True):
+        key = (row["date"], row["symbol"])
+        base = expected_rows.get(key, {"date": row["date"], "symbol": row["symbol"], **dict.fromkeys(VALUE_COLUMNS)})
+        base["asset_returns"] = row["asset_returns"]
+        expected_rows[key] = base
+    expected = pl.DataFrame([expected_rows[key] for key in sorted(expected_rows)], schema=panel.schema, orient="row")
+    assert_frame_equal(store.load_panel(), expected, check_exact=True)
+    summary = store.panel_summary()
+    assert summary.rows == panel.height + 2
+    assert summary.symbols == 41
+    assert summary.last_date == new_day
+
+
+def test_negative_zero_replaces_zero(store: Store, panel: pl.DataFrame) -> None:
+    """PostgreSQL stores values bit for bit: a re-ingest of -0.0 over 0.0 is a change, and it lands. SQLite
+    stores an integral REAL as an integer and reads -0.0 back as 0.0 (documented in the panel_store module)."""
+    first = panel.head(5).with_columns(pl.lit(0.0).alias("asset_returns"))
+    store.ingest_panel(first)
+    second = first.with_columns(pl.lit(-0.0).alias("asset_returns"))
+    result = store.ingest_panel(second.select("date", "symbol", "asset_returns"))
+    assert (result.inserted, result.updated) == (0, 5)
+    stored = store.load_panel()["asset_returns"].to_numpy()
+    assert list(np.signbit(stored)) == [store.dialect == "postgresql"] * 5
+
+
+def test_fundamentals_only_batch_and_summary_columns(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel.select("date", "symbol", "book_price"))
+    summary = store.panel_summary()
+    assert summary.columns == ("book_price",)
+    assert (summary.rows, summary.symbols) == (panel.height, 40)
+    assert (summary.first_date, summary.last_date) == (panel["date"].min(), panel["date"].max())
+    loaded = store.load_panel()
+    assert loaded.select("date", "symbol", "book_price").equals(panel.select("date", "symbol", "book_price"))
+    assert loaded.select(pl.col("asset_returns", "market_cap", "sector").null_count()).row(0) == (panel.height,) * 3
+    assert loaded.schema == panel.schema
+
+
+def test_load_panel_filters(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel)
+    dates = panel["date"].unique().sort()
+    start, end = dates[10], dates[20]
+    chosen = ["S00003", "S00017", "S00031", "NOPE"]
+    expected = panel.filter(pl.col("symbol").is_in(chosen), pl.col("date").is_between(start, end))
+    assert_frame_equal(store.load_panel(symbols=chosen, start=start, end=end), expected, check_exact=True)
+    assert_frame_equal(store.load_panel(start=dates[-3]), panel.filter(pl.col("date") >= dates[-3]))
+    assert_frame_equal(store.load_panel(end=dates[0]), panel.filter(pl.col("date") <= dates[0]))
+    empty = store.load_panel(symbols=["NOPE"])
+    assert empty.height == 0
+    assert empty.schema == panel.schema
+    assert store.symbols() == sorted(panel["symbol"].unique().to_list())
+
+
+def test_empty_store_summary(store: Store) -> None:
+    summary = store.panel_summary()
+    assert (summary.rows, summary.symbols, summary.first_date, summary.last_date, summary.columns) == (
+        0,
+        0,
+        None,
+        None,
+        (),
+    )
+    assert store.symbols() == []
+
+
+def test_ingest_rejects_what_the_table_cannot_hold(store: Store, panel: pl.DataFrame) -> None:
+    with pytest.raises(PanelError, match=r"column\(s\) \['beta'\] are not stored"):
+        store.ingest_panel(panel.with_columns(beta=pl.lit(1.0)))
+    with pytest.raises(PanelError, match=r"lacks the key column\(s\) \['symbol'\]"):
+        store.ingest_panel(panel.drop("symbol"))
+    with pytest.raises(
+        PanelError, match=r"duplicate \(date, symbol\) rows, e.g. \(datetime.date\(2015, 1, 2\), 'S00001'\)"
+    ):
+        store.ingest_panel(pl.concat([panel.head(1), panel.head(1)]))
+    with pytest.raises(PanelError, match="the panel is empty"):
+        store.ingest_panel(panel.head(0))
+    assert _count(store) == 0
+
+
+def _plant_failure(store: Store, symbol: str) -> None:
+    """A trigger that aborts any insert of ``symbol`` into the panel (a failure in the middle of a write)."""
+    with store.engine.begin() as connection:
+        if store.dialect == "sqlite":
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER planted BEFORE INSERT ON panel WHEN NEW.symbol = '{symbol}' "
+                "BEGIN SELECT RAISE(ABORT, 'planted failure'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION planted() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$BEGIN IF NEW.symbol = '{symbol}' THEN RAISE EXCEPTION 'planted failure'; END IF; RETURN NEW; END$$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER planted BEFORE INSERT ON panel FOR EACH ROW EXECUTE FUNCTION planted()"
+            )
+
+
+def test_failed_ingest_writes_nothing(store: Store, panel: pl.DataFrame) -> None:
+    first = panel.filter(pl.col("date") < panel["date"].unique().sort()[40])
+    store.ingest_panel(first)
+    _plant_failure(store, "S00039")  # the last symbol of each date: rows before it are written first
+    rest = panel.filter(pl.col("date") >= panel["date"].unique().sort()[30]).with_columns(
+        (pl.col("market_cap") * 2).alias("market_cap")
+    )
+    with pytest.raises(Exception, match="planted failure"):
+        store.ingest_panel(rest)
+    assert_frame_equal(store.load_panel(), first, check_exact=True)
+    with pytest.raises(PanelError, match=r"1 row\(s\) with a null date or symbol"):
+        store.ingest_panel(
+            panel.head(3).with_columns(
+                pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("symbol")).alias("symbol")
+            )
+        )
