@@ -18,7 +18,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_documented_values() -> None:
     effective = load_config(None).effective()
-    assert effective["universe"] == {"size": 0}
+    assert effective["universe"] == {"size": 0, "include": []}
     assert effective["styles"]["names"] == ["momentum", "value", "size"]
     assert effective["styles"]["params"]["momentum"] == {
         "trailing_days": 252,
@@ -67,6 +67,7 @@ def test_toml_overrides_merge_over_defaults(tmp_path: Path) -> None:
         ("[unknown]\nx = 1", r"unknown section\(s\) \['unknown'\]"),
         ("[universe]\nsize = -1", r"\[universe\] size must be a non-negative integer, got -1"),
         ("[universe]\ncount = 5", r"\[universe\] unknown key\(s\) \['count'\]"),
+        ('[universe]\ninclude = "AAPL"', r"\[universe\] include must be a list of symbols"),
         ('[styles]\nnames = ["momentum", "quality"]', r"\[styles\] names: .*quality"),
         ("[styles.momentum]\nwindow = 5", r"\[styles.momentum\] configures a style that is not in|unknown parameter"),
         ('[styles]\nnames = ["momentum"]\n[styles.momentum]\nwindow = 5', r"\[styles.momentum\] unknown parameter"),

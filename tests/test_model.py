@@ -12,6 +12,7 @@ import pytest
 from factor_engine import estimate_factor_returns, styles
 from factor_engine.config import ModelConfig, RegressionConfig, StylesConfig, UniverseConfig
 from factor_engine.model import ModelError, RiskModel, build_model, load_model, select_universe
+from factor_engine.portfolio.snapshot import snapshot_at
 from factor_engine.synthetic import generate_market
 
 
@@ -131,6 +132,43 @@ def test_universe_keeps_largest_caps(panel: pl.DataFrame) -> None:
     expected = panel.filter(pl.col("date") == day).top_k(40, by="market_cap")["symbol"].sort()
     assert kept.filter(pl.col("date") == day)["symbol"].sort().equals(expected)
     assert select_universe(panel, 0) is panel
+
+
+def test_universe_include_keeps_named_symbols_on_top_of_the_largest(panel: pl.DataFrame) -> None:
+    day = panel["date"][-1]
+    smallest = panel.filter(pl.col("date") == day).sort("market_cap")["symbol"][:2].to_list()
+    kept = select_universe(panel, 40, include=smallest)
+    for date, rows in kept.group_by("date"):
+        on_date = panel.filter(pl.col("date") == date[0])
+        expected = set(on_date.top_k(40, by="market_cap")["symbol"]) | (set(smallest) & set(on_date["symbol"]))
+        assert set(rows["symbol"]) == expected
+    assert kept.filter(pl.col("date") == day).height == 42
+    assert kept.select("date", "symbol").is_duplicated().sum() == 0
+
+
+def test_between_keeps_the_dates_in_range_and_the_same_snapshots(model: RiskModel) -> None:
+    dates = model.factor_returns["date"]
+    start, end = dates[100], dates[150]
+    window = model.between(start, end)
+    assert window.factor_returns.equals(model.factor_returns.filter(pl.col("date").is_between(start, end)))
+    assert window.exposures.equals(model.exposures.filter(pl.col("date").is_between(start, end)))
+    assert window.residuals["date"].is_between(start, end).all()
+    assert window.specific_risk is not None and window.specific_risk["date"].is_between(start, end).all()
+    assert window.factor_covariance is not None and model.factor_covariance is not None
+    assert window.factor_covariance.dates.to_list() == [d for d in model.factor_covariance.dates if start <= d <= end]
+    np.testing.assert_array_equal(window.factor_covariance.at(end), model.factor_covariance.at(end))
+    one_day = model.between(end, end)
+    full, single = snapshot_at(model, end), snapshot_at(one_day, end)
+    assert full.symbols == single.symbols
+    np.testing.assert_array_equal(full.exposures, single.exposures)
+    np.testing.assert_array_equal(full.factor_covariance, single.factor_covariance)
+    assert model.between().factor_returns.equals(model.factor_returns)
+
+
+def test_a_panel_without_any_estimable_date_says_why() -> None:
+    short = generate_market(60, 120, seed=3).panel  # momentum needs 272 observations: no exposure ever
+    with pytest.raises(ModelError, match=r"no date could be estimated: .*no mom_score exposure"):
+        build_model(short)
 
 
 def test_toraniko_method_through_config(panel: pl.DataFrame) -> None:

@@ -5,6 +5,7 @@ Every section and key is optional; what is left out takes the default below. The
 
     [universe]
     size = 3000                 # keep the N largest assets by market cap on each date; 0 keeps all
+    include = []                # symbols always kept on top of those (e.g. holdings)
 
     [styles]
     names = ["momentum", "value", "size"]   # registered style factors (see factor_engine.styles)
@@ -80,13 +81,19 @@ class UniverseConfig:
     """Which assets enter the model on each date.
 
     size: the number of largest assets by market cap kept per date; 0 keeps every asset.
+    include: symbols always kept on the dates they have data, on top of the ``size`` largest (the assets a
+        user must have covered, e.g. their holdings; Barra's estimation universe plus coverage).
     """
 
     size: int = 0
+    include: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise ConfigError(f"[universe] size must be a non-negative integer, got {self.size!r}")
+        if isinstance(self.include, str) or not all(isinstance(s, str) for s in self.include):
+            raise ConfigError(f"[universe] include must be a list of symbols, got {self.include!r}")
+        object.__setattr__(self, "include", tuple(dict.fromkeys(self.include)))
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,7 @@ class ModelConfig:
     def effective(self) -> dict[str, Any]:
         """The configuration with every default filled in, as plain JSON-compatible data."""
         return {
-            "universe": asdict(self.universe),
+            "universe": {"size": self.universe.size, "include": list(self.universe.include)},
             "styles": {"names": list(self.styles.names), "params": self.styles.effective_params()},
             "regression": {
                 **asdict(self.regression),

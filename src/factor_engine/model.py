@@ -19,13 +19,15 @@ units:
 
 from __future__ import annotations
 
+import datetime
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from factor_engine import __version__
@@ -87,6 +89,42 @@ class RiskModel:
     factor_covariance: FactorCovariance | None = None
     specific_risk: pl.DataFrame | None = None
     config: dict[str, Any] = field(default_factory=dict)
+
+    def between(self, start: datetime.date | None = None, end: datetime.date | None = None) -> RiskModel:
+        """The model restricted to the dates in ``[start, end]`` (inclusive; None = open): every frame and
+        forecast keeps the rows of those dates, nothing is recomputed — e.g. to drop the warm-up history a
+        build used for style look-backs and covariance half-lives."""
+
+        def window(frame: pl.DataFrame) -> pl.DataFrame:
+            keep = pl.lit(True)
+            if start is not None:
+                keep &= pl.col(DATE) >= start
+            if end is not None:
+                keep &= pl.col(DATE) <= end
+            return frame.filter(keep) if DATE in frame.columns else frame
+
+        covariance = self.factor_covariance
+        if covariance is not None:
+            mask = np.ones(covariance.dates.len(), dtype=bool)
+            if start is not None:
+                mask &= (covariance.dates >= start).to_numpy()
+            if end is not None:
+                mask &= (covariance.dates <= end).to_numpy()
+            covariance = FactorCovariance(
+                dates=covariance.dates.filter(pl.Series(mask)),
+                factors=covariance.factors,
+                values=covariance.values[mask],
+                horizon=covariance.horizon,
+            )
+        return replace(
+            self,
+            factor_returns=window(self.factor_returns),
+            exposures=window(self.exposures),
+            residuals=window(self.residuals),
+            diagnostics=window(self.diagnostics),
+            factor_covariance=covariance,
+            specific_risk=None if self.specific_risk is None else window(self.specific_risk),
+        )
 
     def metadata(self) -> dict[str, Any]:
         """What ``model.json`` records."""
@@ -163,11 +201,16 @@ def load_model(folder: str | Path) -> RiskModel:
     )
 
 
-def select_universe(panel: pl.DataFrame, size: int) -> pl.DataFrame:
-    """The ``size`` largest assets by market cap on each date (all of them when ``size`` is 0)."""
+def select_universe(panel: pl.DataFrame, size: int, include: Sequence[str] = ()) -> pl.DataFrame:
+    """The ``size`` largest assets by market cap on each date (all of them when ``size`` is 0), plus the rows
+    of the ``include`` symbols, sorted by (date, symbol)."""
     if size == 0:
         return panel
-    return top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE).sort(DATE, SYMBOL).collect()
+    if not include:
+        return top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE).sort(DATE, SYMBOL).collect()
+    ranked = top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE, keep_only=False)
+    kept = (pl.col("rank_mask") == 1) | pl.col(SYMBOL).is_in(list(include))
+    return ranked.filter(kept).drop("rank_mask").sort(DATE, SYMBOL).collect()
 
 
 def build_model(
@@ -188,7 +231,7 @@ def build_model(
     config = config or ModelConfig()
     run = stage or (lambda _name: nullcontext())
     with run("universe"):
-        universe = select_universe(panel, config.universe.size)
+        universe = select_universe(panel, config.universe.size, config.universe.include)
     with run("styles"):
         scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
     regression = config.regression
@@ -201,6 +244,8 @@ def build_model(
             method="barra" if regression.method == "barra" else "toraniko",
             exposure_lag=regression.effective_exposure_lag,
         )
+    if result.factor_returns.height == 0:
+        raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
     with run("exposures"):
         exposures = _exposures_at_close(universe, scores, result)
     with run("factor covariance"):
@@ -221,6 +266,19 @@ def build_model(
         specific_risk=specific,
         config=config.effective(),
     )
+
+
+def _why_no_date(result: FactorReturns) -> str:
+    """The reasons no date had a factor-return estimate: skipped dates and excluded rows, most frequent first."""
+    parts = []
+    if result.diagnostics.height:
+        reasons = result.diagnostics.group_by("reason").len().sort("len", descending=True)
+        shown = ", ".join(f"{r['reason']!r} on {r['len']} date(s)" for r in reasons.head(3).iter_rows(named=True))
+        parts.append(f"{result.diagnostics.height} date(s) skipped ({shown})")
+    if result.excluded.height:
+        rows = result.excluded.sort("n_rows", descending=True).head(3)
+        parts.append("rows left out: " + ", ".join(f"{r['reason']} ×{r['n_rows']}" for r in rows.iter_rows(named=True)))
+    return "; ".join(parts) or "the panel has no usable rows"
 
 
 def forecast_factor_covariance(factor_returns: pl.DataFrame, config: ModelConfig) -> FactorCovariance:

@@ -15,12 +15,14 @@ from fastapi.testclient import TestClient
 from service_helpers import API, TEST_CONFIG, ClientFactory, model_config, wait_for_job
 
 from db_fixtures import IsolatedDatabase
+from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel, build_model
 from factor_engine.panel import validate_panel
 from factor_engine.portfolio import decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.service import builds
 from factor_engine.storage import Store, connect
+from factor_engine.synthetic import generate_market
 
 START, END = "2023-01-01", "2024-01-01"
 REQUEST: dict[str, Any] = {"start_date": START, "end_date": END, "universe_size": 40, "config": TEST_CONFIG}
@@ -129,18 +131,66 @@ def _check_model_reads(client: TestClient, model_id: str, expected: RiskModel, s
     assert latest["date"] == dates[-1]
 
 
-def test_seed_risk_model_example_explains_why_it_cannot_be_built(
+SEED_SYMBOLS = {"S00001": "AAPL", "S00002": "MSFT", "S00003": "GOOGL"}
+
+
+@pytest.fixture(scope="module")
+def seed_panel() -> pl.DataFrame:
+    """Realistic history for the seed's request: 120 assets from 2021-01-04 to the end of 2023 (three of them
+    named AAPL, MSFT and GOOGL), so momentum has its 13 months of look-back before 2023-01-01."""
+    panel = generate_market(120, 780, seed=11, start=datetime.date(2021, 1, 4)).panel
+    return panel.with_columns(pl.col("symbol").replace(SEED_SYMBOLS))
+
+
+def test_seed_risk_model_example_as_written_equals_the_library(
+    app_client: ClientFactory, database: IsolatedDatabase, seed_panel: pl.DataFrame
+) -> None:
+    """The seed's request: a model over the largest assets (universe_size) that covers its three symbols,
+    with the stored history before start_date as warm-up; equal to build_model(...).between(start, end)."""
+    seed = {
+        "universe_symbols": ["AAPL", "MSFT", "GOOGL"],
+        "start_date": "2023-01-01",
+        "end_date": "2024-01-01",
+        "universe_size": 3000,
+    }
+    store = connect(database.url, schema=database.schema)
+    try:
+        store.ingest_panel(validate_panel(seed_panel))
+        start, end = datetime.date(2023, 1, 1), datetime.date(2024, 1, 1)
+        history = store.load_panel(start=start - datetime.timedelta(days=730), end=end)
+        config = ModelConfig.from_mapping({"universe": {"size": 3000, "include": ["AAPL", "MSFT", "GOOGL"]}})
+        expected = build_model(validate_panel(history), config).between(start, end)
+        with app_client(database) as client:
+            response = client.post(f"{API}/risk-model/create", json=seed)
+            assert response.status_code == 200, response.text
+            summary = response.json()
+            assert summary["first_date"] >= "2023-01-02" and summary["last_date"] <= "2024-01-01"
+            assert summary["n_dates"] == expected.factor_returns.height > 240
+            loaded = store.load_model(summary["id"])
+            assert loaded.factor_returns.equals(expected.factor_returns)
+            assert loaded.exposures.equals(expected.exposures)
+            assert loaded.factor_covariance is not None and expected.factor_covariance is not None
+            np.testing.assert_array_equal(loaded.factor_covariance.values, expected.factor_covariance.values)
+            covered = client.get(f"{API}/models/{summary['id']}/exposures", params={"symbols": "AAPL,MSFT,GOOGL"})
+            assert covered.status_code == 200, covered.text
+            assert "AAPL" in covered.text and "GOOGL" in covered.text
+    finally:
+        store.close()
+
+
+def test_a_universe_restricted_to_three_symbols_explains_why_it_cannot_be_built(
     app_client: ClientFactory, database: IsolatedDatabase, stored: Store
 ) -> None:
-    """The seed asks for 3 symbols: fewer assets than factors on every date, so 422 saying so (no empty model)."""
-    seed = {
+    """Only 3 assets: fewer than factors on every date, so 422 saying so (no empty model)."""
+    request = {
         "universe_symbols": ["S00001", "S00002", "S00003"],
+        "restrict_to_symbols": True,
         "start_date": START,
         "end_date": END,
         "universe_size": 3000,
     }
     with app_client(database) as client:
-        response = client.post(f"{API}/risk-model/create", json=seed)
+        response = client.post(f"{API}/risk-model/create", json=request)
         assert response.status_code == 422
         detail = response.json()["detail"]
         assert detail.startswith("cannot build a risk model: at most 3 assets on any date for")

@@ -4,6 +4,7 @@ the background jobs) with its progress and timings recorded on the run."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -57,7 +58,8 @@ def _shown(names: list[str]) -> str:
 
 def model_config(request: CreateModelRequest) -> ModelConfig:
     """The configuration of a build: ``request.config`` (TOML tables; unknown keys raise ``ConfigError``)
-    with ``universe.size`` set to ``universe_size`` (default: the config's, else 3000)."""
+    with ``universe.size`` set to ``universe_size`` (default: the config's, else 3000) and the
+    ``universe_symbols`` added to ``universe.include`` (unless the universe is restricted to them)."""
     data: dict[str, Any] = dict(request.config or {})
     universe = data.get("universe", {})
     if not isinstance(universe, Mapping):
@@ -65,8 +67,18 @@ def model_config(request: CreateModelRequest) -> ModelConfig:
     size = request.universe_size
     if size is None:
         size = universe.get("size", DEFAULT_UNIVERSE_SIZE)
-    data["universe"] = {**universe, "size": size}
+    include = list(universe.get("include", []))
+    if request.universe_symbols and not request.restrict_to_symbols:
+        include = list(dict.fromkeys([*include, *request.universe_symbols]))
+    data["universe"] = {**universe, "size": size, "include": include}
     return ModelConfig.from_mapping(data)
+
+
+def history_start(request: CreateModelRequest) -> datetime.date | None:
+    """The first panel date a build loads: ``history_days`` calendar days before ``start_date``."""
+    if request.start_date is None:
+        return None
+    return request.start_date - datetime.timedelta(days=request.history_days)
 
 
 def check_request(request: CreateModelRequest) -> None:
@@ -97,8 +109,11 @@ def load_build_panel(store: Store, request: CreateModelRequest, config: ModelCon
                 f"{len(unknown)} of the universe_symbols are not in the store: {_shown(unknown)}; "
                 "remove them or ingest their data first"
             )
-    panel = store.load_panel(symbols=symbols, start=request.start_date, end=request.end_date)
-    if panel.height == 0:
+    panel = store.load_panel(
+        symbols=symbols if request.restrict_to_symbols else None, start=history_start(request), end=request.end_date
+    )
+    in_range = panel if request.start_date is None else panel.filter(pl.col(DATE) >= request.start_date)
+    if in_range.height == 0:
         summary = store.panel_summary()
         held = (
             f"the store holds {summary.first_date} → {summary.last_date}"
@@ -135,7 +150,7 @@ def _check_solvable(panel: pl.DataFrame, config: ModelConfig) -> None:
     styles): say so instead of building an empty model."""
     most = int(panel.group_by(DATE).len().get_column("len").max() or 0)  # type: ignore[arg-type]
     if config.universe.size:
-        most = min(most, config.universe.size)
+        most = min(most, config.universe.size + len(config.universe.include))
     n_sectors = panel.get_column(SECTOR).n_unique()
     n_factors = 1 + n_sectors + len(config.styles.names)
     if most < n_factors:
@@ -143,7 +158,7 @@ def _check_solvable(panel: pl.DataFrame, config: ModelConfig) -> None:
             f"cannot build a risk model: at most {most} assets on any date for {n_factors} factors "
             f"(market, {n_sectors} sectors, styles {', '.join(config.styles.names)}); the cross-sectional "
             "regression needs at least as many assets as factors on a date, so every date would be skipped. "
-            "Include more symbols (universe_symbols: null uses every stored symbol)"
+            "Include more symbols, or build on the largest stored assets (restrict_to_symbols: false)"
         )
 
 
@@ -190,7 +205,7 @@ def run_build(
         with progress.stage("load panel"):
             if panel is None:
                 panel = load_build_panel(store, request, config)
-        model = build_model(panel, config, stage=progress.stage)
+        model = build_model(panel, config, stage=progress.stage).between(request.start_date, request.end_date)
         progress.announce("save")
         return store.save_model(run_id, model, timings=dict(progress.timings))
     except BaseException as error:

@@ -249,8 +249,16 @@ class SymbolsResponse(BaseModel):
 class CreateModelRequest(BaseModel):
     """Build a risk model from the stored panel.
 
-    universe_symbols: symbols to load (null = every stored symbol); every one must be in the store.
-    start_date, end_date: inclusive range of panel dates (null = unbounded).
+    universe_symbols: symbols the model must cover (e.g. your holdings); every one must be in the store. They
+        are always in the model's universe, on top of the ``universe_size`` largest assets by market cap of
+        each date (a factor model is estimated on a broad universe, as Barra's estimation universe). With
+        ``restrict_to_symbols`` the universe is these symbols only. null = the largest assets only.
+    restrict_to_symbols: true = the universe is ``universe_symbols`` only (then at least as many assets as
+        factors are needed on a date).
+    start_date, end_date: inclusive range of the model's dates (null = unbounded).
+    history_days: calendar days of stored history before ``start_date`` also loaded to warm up the style
+        look-backs (momentum needs about 13 months) and the covariance and specific-risk estimates; the
+        model keeps only the dates from ``start_date`` on.
     universe_size: largest assets by market cap kept per date (0 = all); null = the config's
         ``universe.size`` if given, else 3000.
     config: the model configuration as the TOML tables of :mod:`factor_engine.config` (null = defaults).
@@ -259,8 +267,10 @@ class CreateModelRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     universe_symbols: list[str] | None = None
+    restrict_to_symbols: bool = False
     start_date: datetime.date | None = None
     end_date: datetime.date | None = None
+    history_days: int = Field(730, ge=0, le=36_500)
     universe_size: int | None = Field(None, ge=0)
     config: dict[str, Any] | None = None
     background: bool | None = None
