@@ -20,7 +20,7 @@ from factor_engine.model import RiskModel, build_model
 from factor_engine.panel import validate_panel
 from factor_engine.portfolio import decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
-from factor_engine.service import builds
+from factor_engine.service import builds, model_reads
 from factor_engine.storage import Store, connect
 from factor_engine.synthetic import generate_market
 
@@ -314,6 +314,19 @@ def test_delete_model(app_client: ClientFactory, stored: Store, database: Isolat
         # the in-process snapshot is gone with it
         gone = client.post(f"{API}/portfolio/exposures", json={"model_id": model_id, "weights": weights})
         assert gone.status_code == 404 and gone.json() == {"detail": f"no model {model_id}"}
+
+
+def test_a_model_deleted_during_a_read_is_404_not_500(
+    app_client: ClientFactory, stored: Store, database: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by schemathesis: a DELETE between a read's existence check and its query gave a 500."""
+    with app_client(database) as client:
+        model_id = client.post(f"{API}/risk-model/create", json=REQUEST).json()["id"]
+        summary = stored.get_model(model_id)
+        stored.delete_model(model_id)  # gone, but the existence check below still says it is there
+        monkeypatch.setattr(model_reads, "_model", lambda _store, _model_id: summary)
+        response = client.get(f"{API}/models/{model_id}/factor-returns")
+        assert response.status_code == 404 and response.json() == {"detail": f"no model {model_id}"}
 
 
 def test_request_errors(app_client: ClientFactory, tmp_path: Any, market_panel: pl.DataFrame) -> None:

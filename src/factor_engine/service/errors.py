@@ -6,7 +6,7 @@ exception                                                  code   body
 request body that fails the schema                         422    ``{"detail": [{"loc", "msg", "type"}]}``
 :class:`InputError`, ``PanelError``, ``ConfigError``,      422    ``{"detail": "<message>"}``
 ``ModelError``, ``PortfolioError``
-:class:`ResourceNotFound`                                  404    ``{"detail": "no model <id>"}``
+:class:`ResourceNotFound`, ``NotFound``                    404    ``{"detail": "no model <id>"}``
 :class:`Conflict`, ``StoreConflict``                       409    ``{"detail": "<message>"}``
 ``StoreUnavailable``                                       503    ``{"detail": "database unavailable: ..."}``
 :class:`CacheUnavailable`                                  503    ``{"detail": "cache unavailable: ..."}``
@@ -26,7 +26,7 @@ from factor_engine.config import ConfigError
 from factor_engine.model import ModelError
 from factor_engine.panel import PanelError
 from factor_engine.portfolio import PortfolioError
-from factor_engine.storage import StoreConflict, StoreUnavailable
+from factor_engine.storage import NotFound, StoreConflict, StoreUnavailable
 
 __all__ = [
     "CacheUnavailable",
@@ -115,6 +115,8 @@ def install_error_handlers(app: FastAPI) -> None:
     for error_type in (InputError, PanelError, ConfigError, ModelError, PortfolioError):
         app.add_exception_handler(error_type, unprocessable)
     app.add_exception_handler(ResourceNotFound, not_found)
+    # e.g. a model deleted by another request between the existence check and the read
+    app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Conflict, conflict)
     app.add_exception_handler(StoreConflict, conflict)
     app.add_exception_handler(StoreUnavailable, database_down)
