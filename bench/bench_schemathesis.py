@@ -1,7 +1,7 @@
 """Fuzz the service with schemathesis from its own OpenAPI schema: no request may get a 5xx answer.
 
 Prepares a store with data a fuzzer can reach (a small synthetic panel and one built model, whose id is
-also passed as an example), starts ``factor-engine serve`` on it in a subprocess, and runs
+given to every ``{model_id}`` path parameter through a schemathesis config file), starts ``factor-engine serve`` on it in a subprocess, and runs
 ``schemathesis run http://.../openapi.json --checks not_a_server_error`` over every operation (positive and
 negative data, ``--max-examples`` per operation). Prints schemathesis's summary and exits with its code
 (0 = no server error found).
@@ -54,8 +54,13 @@ def main() -> None:
     try:
         base = server.base
         tic = time.perf_counter()
+        # the stored model's id (also its job's id) for every {model_id} and {job_id}, so those reads get past 404
+        config = workdir / "schemathesis.toml"
+        config.write_text(f'[parameters]\n"path.model_id" = "{run.id}"\n"path.job_id" = "{run.id}"\n')
         command = [
             str(BIN / "schemathesis"),
+            "--config-file",
+            str(config),
             "run",
             f"{base}/openapi.json",
             "--checks",

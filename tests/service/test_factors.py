@@ -166,6 +166,7 @@ def test_non_positive_market_cap_names_the_row(client: TestClient) -> None:
         ("/factors/size", {"lower_decile": 0.9, "upper_decile": 0.1}, "need 0 <= lower_decile <= upper_decile"),
         ("/factors/momentum", {"trailing_days": 0}, "greater than 0"),
         ("/factors/momentum", {"winsor_factor": 2}, "less than or equal to 0.5"),
+        ("/factors/momentum", {"trailing_days": 96_211_663}, "less than or equal to 100000"),
     ],
 )
 def test_bad_parameters_are_422(client: TestClient, path: str, params: dict[str, Any], message: str) -> None:

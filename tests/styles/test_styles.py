@@ -223,6 +223,16 @@ def test_momentum_lazy_and_shuffled_input_give_the_same_scores(
     frames_match(shuffled, eager, KEYS, ["mom_score"], atol=0.0)
 
 
+def test_momentum_window_longer_than_any_history_is_all_null(returns_panel: pl.DataFrame) -> None:
+    """Found by schemathesis: a window of 10⁸ observations (with a return above the series limit) hung;
+    no symbol has that much history, so every score is null at once."""
+    spiked = returns_panel.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(6.7e16).otherwise(pl.col("asset_returns")).alias("asset_returns")
+    )
+    scores = styles.momentum(spiked, trailing_days=100_000_000, half_life=1e300, lag=0)
+    assert scores.height == spiked.height and scores["mom_score"].null_count() == scores.height
+
+
 def test_momentum_output_row_order_is_as_documented(returns_panel: pl.DataFrame) -> None:
     """Documented: date-sorted input keeps its row order; other input comes back sorted by (date, symbol)."""
     by_date_symbols_descending = returns_panel.sort(["date", "symbol"], descending=[False, True])

@@ -81,9 +81,9 @@ class MomentumRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data: list[MomentumRow] = Field(min_length=1)
-    trailing_days: int = Field(252, gt=0, description="window length, observations of the symbol")
-    half_life: float = Field(126, gt=0, allow_inf_nan=False, description="weight half-life, observations")
-    lag: int = Field(20, ge=0, description="latest observations skipped")
+    trailing_days: int = Field(252, gt=0, le=100_000, description="window length, observations of the symbol")
+    half_life: float = Field(126, gt=0, le=1e9, allow_inf_nan=False, description="weight half-life, observations")
+    lag: int = Field(20, ge=0, le=100_000, description="latest observations skipped")
     winsor_factor: float | None = Field(0.01, ge=0, le=0.5, description="fraction clipped per tail; null disables")
 
 

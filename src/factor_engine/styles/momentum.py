@@ -100,6 +100,8 @@ def trailing_weighted_growth(
     starts = np.flatnonzero(new_segment)
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
+    if window + lag > int(np.diff(np.append(starts, n)).max()):
+        return out  # no symbol has the lag + window observations a score needs
     # pieces of whole symbols, small enough that their work arrays stay in the allocator's heap (large
     # arrays are mapped and page-faulted afresh on every allocation) and at least one per worker
     n_pieces = max(worker_count(), -(-n // _PIECE_ROWS))
