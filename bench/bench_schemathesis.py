@@ -3,8 +3,8 @@
 Prepares a store with data a fuzzer can reach (a small synthetic panel and one built model, whose id is
 given to every ``{model_id}`` and ``{job_id}`` path parameter through a schemathesis config file), starts
 ``factor-engine serve`` on it in a subprocess, and runs ``schemathesis run http://.../openapi.json --checks
-not_a_server_error`` over every operation (positive and negative data, ``--max-examples`` per operation). Prints schemathesis's summary and exits with its code
-(0 = no server error found).
+not_a_server_error`` over every operation (positive and negative data, ``--max-examples`` per operation).
+Prints schemathesis's summary and exits with its code (0 = no server error found).
 
 Usage::
 
