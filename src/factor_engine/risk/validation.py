@@ -164,14 +164,7 @@ def factor_portfolio_bias(
     start, end: first and last forecast date of the test period (None = open).
     window, step: MRAD windowing (see :func:`bias_statistic`).
     """
-    covariance = _require_covariance(model)
-    factors = list(covariance.factors)
-    returns_frame = model.factor_returns.sort(DATE)
-    dates = returns_frame[DATE]
-    returns = returns_frame.select(factors).to_numpy().astype(np.float64)
-    aligned = pl.DataFrame({DATE: dates}).join(
-        pl.DataFrame({DATE: covariance.dates, "_row": np.arange(covariance.dates.len())}), on=DATE, how="left"
-    )["_row"]
+    covariance, factors, dates, returns, aligned = _factor_forecasts(model)
     variance = np.full((dates.len(), len(factors)), np.nan)
     has_forecast = aligned.is_not_null().to_numpy()
     rows = aligned.drop_nulls().to_numpy()
@@ -204,14 +197,7 @@ def eigenfactor_portfolio_bias(
     start, end: first and last forecast date of the test period (None = open).
     window, step: MRAD windowing (see :func:`bias_statistic`).
     """
-    covariance = _require_covariance(model)
-    factors = list(covariance.factors)
-    returns_frame = model.factor_returns.sort(DATE)
-    dates = returns_frame[DATE]
-    returns = returns_frame.select(factors).to_numpy().astype(np.float64)
-    aligned = pl.DataFrame({DATE: dates}).join(
-        pl.DataFrame({DATE: covariance.dates, "_row": np.arange(covariance.dates.len())}), on=DATE, how="left"
-    )["_row"]
+    covariance, factors, dates, returns, aligned = _factor_forecasts(model)
     standardized = np.full((max(dates.len() - 1, 0), len(factors)), np.nan)
     rows = aligned.to_numpy()[:-1]
     has_forecast = aligned.is_not_null().to_numpy()[:-1] & _in_period(dates[:-1], start, end)
@@ -227,6 +213,20 @@ def eigenfactor_portfolio_bias(
             standardized[positions] = np.where(usable, outcome / np.sqrt(np.where(usable, eigvals, 1.0)), np.nan)
     standardized = np.where(np.isfinite(standardized), standardized, np.nan)
     return _stat_frame(EIGENFACTOR, list(range(1, len(factors) + 1)), standardized, window, step)
+
+
+def _factor_forecasts(model: RiskModel) -> tuple[Any, list[str], pl.Series, np.ndarray, pl.Series]:
+    """``(covariance, factors, dates, returns, rows)``: the factor covariance forecast, its factors, the sorted
+    factor-return dates, the (T, K) returns and, per date, the row of its forecast (null without one)."""
+    covariance = _require_covariance(model)
+    factors = list(covariance.factors)
+    returns_frame = model.factor_returns.sort(DATE)
+    dates = returns_frame[DATE]
+    returns = returns_frame.select(factors).to_numpy().astype(np.float64)
+    rows = pl.DataFrame({DATE: dates}).join(
+        pl.DataFrame({DATE: covariance.dates, "_row": np.arange(covariance.dates.len())}), on=DATE, how="left"
+    )["_row"]
+    return covariance, factors, dates, returns, rows
 
 
 def _require_covariance(model: RiskModel) -> Any:

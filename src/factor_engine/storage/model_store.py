@@ -53,6 +53,23 @@ _SYMBOL_CACHE_SIZE = 32
 _RUN_COLUMNS = [c for c in model_runs.c if c.name not in ("model_meta", "forecast_dates")]
 
 
+def _update_run(
+    connection: sa.Connection, run_id: str, allowed: Sequence[str], values: Mapping[str, Any], conflict: str
+) -> None:
+    """Update run ``run_id`` if its status is one of ``allowed``; else NotFound (no such run) or StoreConflict
+    with ``conflict`` formatted with its ``status``."""
+    changed = connection.execute(
+        model_runs.update().where(model_runs.c.id == run_id, model_runs.c.status.in_(allowed)).values(**values)
+    ).rowcount
+    if changed == 0:
+        status = connection.execute(
+            sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
+        ).scalar_one_or_none()
+        if status is None:
+            raise NotFound(f"no job {run_id}")
+        raise StoreConflict(conflict.format(status=status))
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -145,16 +162,7 @@ class ModelStore(StoreBase):
 
     def _transition(self, run_id: str, allowed: Sequence[str], **values: Any) -> None:
         with self._write() as connection:
-            changed = connection.execute(
-                model_runs.update().where(model_runs.c.id == run_id, model_runs.c.status.in_(allowed)).values(**values)
-            ).rowcount
-            if changed == 0:
-                status = connection.execute(
-                    sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
-                ).scalar_one_or_none()
-                if status is None:
-                    raise NotFound(f"no job {run_id}")
-                raise StoreConflict(f"job {run_id} is {status}, not {' or '.join(allowed)}")
+            _update_run(connection, run_id, allowed, values, f"job {run_id} is {{status}}, not {' or '.join(allowed)}")
 
     # ---- save ---------------------------------------------------------------------------------------------
     def save_model(self, run_id: str, model: RiskModel, *, timings: dict[str, float]) -> ModelSummary:
@@ -168,26 +176,17 @@ class ModelStore(StoreBase):
         """
         encoded = _encode_model(run_id, model)
         with self._write() as connection:
-            changed = connection.execute(
-                model_runs.update()
-                .where(model_runs.c.id == run_id, model_runs.c.status == RunStatus.RUNNING)
-                .values(
-                    status=RunStatus.SUCCEEDED,
-                    stage=None,
-                    progress=1.0,
-                    timings=_timings(timings),
-                    finished_at=_now(),
-                    model_meta=encoded.meta,
-                    forecast_dates=encoded.forecast_dates,
-                )
-            ).rowcount
-            if changed == 0:
-                status = connection.execute(
-                    sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
-                ).scalar_one_or_none()
-                if status is None:
-                    raise NotFound(f"no job {run_id}")
-                raise StoreConflict(f"cannot save a model for job {run_id}: it is {status}, not running")
+            values = {
+                "status": RunStatus.SUCCEEDED,
+                "stage": None,
+                "progress": 1.0,
+                "timings": _timings(timings),
+                "finished_at": _now(),
+                "model_meta": encoded.meta,
+                "forecast_dates": encoded.forecast_dates,
+            }
+            conflict = f"cannot save a model for job {run_id}: it is {{status}}, not running"
+            _update_run(connection, run_id, (RunStatus.RUNNING,), values, conflict)
             for table, rows in encoded.tables:
                 self._bulk_insert(connection, table, rows)
         return self.get_model(run_id)
