@@ -31,36 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from factor_engine.config import ModelConfig
-from factor_engine.model import build_model
 from factor_engine.portfolio import portfolio_exposures
 from factor_engine.storage import connect
-from factor_engine.synthetic import generate_market
-from service_harness import PG_URL, PREFIX, Server, drop_schema, service_env
+from service_harness import PG_URL, PREFIX, Server, drop_schema, prepare_store, service_env
 
 SCHEMA = "bench_service_load"
-
-
-def prepare_store(url: str, schema: str | None, assets: int, days: int) -> tuple[str, str, list[str]]:
-    """Ingest the synthetic panel, build and save a model; returns (model id, last date, its symbols)."""
-    store = connect(url, schema=schema)
-    try:
-        market = generate_market(assets, days, seed=0)
-        tic = time.perf_counter()
-        store.ingest_panel(market.panel)
-        run = store.create_run({"source": "bench_service_load", "assets": assets, "days": days})
-        store.start_run(run.id)
-        model = build_model(market.panel, ModelConfig())
-        store.save_model(run.id, model, timings={})
-        snapshot = store.snapshot(run.id)
-        day = store.model_dates(run.id)[-1]
-        print(
-            f"store: {store.describe()}; model {run.id} of {assets} x {days} built and saved in "
-            f"{time.perf_counter() - tic:.1f} s; last date {day}: {snapshot.n_assets:,} assets"
-        )
-        return run.id, day.isoformat(), list(snapshot.symbols)
-    finally:
-        store.close()
 
 
 def client(port: int, bodies: list[bytes], latencies: list[float], errors: list[str]) -> None:
@@ -90,7 +65,7 @@ def main() -> None:
     schema = SCHEMA if args.database == "postgresql" else None
     if schema:
         drop_schema(url, schema)  # start from an empty schema
-    model_id, day, symbols = prepare_store(url, schema, args.assets, args.days)
+    model_id, day, symbols = prepare_store(url, schema, args.assets, args.days, "bench_service_load")
 
     server = Server(service_env(url, schema))
     port = server.port

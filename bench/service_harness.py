@@ -14,7 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from factor_engine.config import ModelConfig
+from factor_engine.model import build_model
 from factor_engine.storage import connect
+from factor_engine.synthetic import generate_market
 
 PREFIX = "/api/v1/factor-engine"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -95,5 +98,27 @@ def drop_schema(url: str, schema: str) -> None:
     try:
         with store.engine.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        store.close()
+
+
+def prepare_store(url: str, schema: str | None, assets: int, days: int, source: str) -> tuple[str, str, list[str]]:
+    """Ingest the synthetic panel (seed 0), build and save a model with the default configuration; returns
+    (model id, its last date, the symbols of that date's snapshot)."""
+    store = connect(url, schema=schema)
+    try:
+        market = generate_market(assets, days, seed=0)
+        tic = time.perf_counter()
+        store.ingest_panel(market.panel)
+        run = store.create_run({"source": source, "assets": assets, "days": days})
+        store.start_run(run.id)
+        store.save_model(run.id, build_model(market.panel, ModelConfig()), timings={})
+        snapshot = store.snapshot(run.id)
+        day = store.model_dates(run.id)[-1]
+        print(
+            f"store: {store.describe()}; model {run.id} of {assets} x {days} built and saved in "
+            f"{time.perf_counter() - tic:.1f} s; last date {day}: {snapshot.n_assets:,} assets"
+        )
+        return run.id, day.isoformat(), list(snapshot.symbols)
     finally:
         store.close()

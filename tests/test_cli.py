@@ -77,6 +77,9 @@ def test_demo_summary_reports_the_comparison_with_truth(demo_run: tuple[Path, st
         assert heading in stdout
     for name in ("factor_returns", "residuals", "diagnostics", "style_scores"):
         assert str(out / f"{name}.parquet") in stdout
+    # too short a history for a covariance forecast: no report, and the demo says so (tests/report covers the report)
+    assert "note: no report: the risk model has no date with a factor covariance forecast; use more --days." in stdout
+    assert not (out / "report.html").exists()
 
     # the printed correlations, recomputed from the library's outputs and the truth
     truth = market.truth.factor_returns
@@ -255,7 +258,18 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 
 
 def test_every_command_is_covered() -> None:
-    assert COMMANDS == ["build", "demo", "factor-returns", "ingest", "risk", "serve", "styles", "synthetic", "validate"]
+    assert COMMANDS == [
+        "build",
+        "demo",
+        "factor-returns",
+        "ingest",
+        "report",
+        "risk",
+        "serve",
+        "styles",
+        "synthetic",
+        "validate",
+    ]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -289,3 +303,34 @@ def test_build_writes_the_model_of_build_model(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "error: configuration file" in err and "does not exist" in err
+
+
+def test_stages_show_a_progress_bar_and_stop_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a total, stages run under a Rich progress bar (stage name, stages done, elapsed time) that is stopped
+    when the last stage ends, or when a stage fails."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from factor_engine import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=100))
+    stages = cli._Stages(total=2)
+    with stages.run("first stage"):
+        pass
+    assert len(cli._LIVE_PROGRESS) == 1
+    with stages.run("second stage"):
+        pass
+    assert not cli._LIVE_PROGRESS
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "first stage…" in text and "second stage…" in text
+    assert "0/2" in text and "1/2" in text and "0:00:00" in text
+    assert "✓ first stage" in text and "✓ second stage" in text
+    assert list(stages.seconds) == ["first stage", "second stage"]
+
+    failing = cli._Stages(total=3)
+    with pytest.raises(RuntimeError, match="boom"), failing.run("doomed"):
+        raise RuntimeError("boom")
+    assert not cli._LIVE_PROGRESS and "doomed" not in failing.seconds

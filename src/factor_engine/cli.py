@@ -24,15 +24,25 @@ import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from factor_engine import styles
 from factor_engine.config import load_config
-from factor_engine.model import build_model, load_model
+from factor_engine.model import RiskModel, build_model, load_model
 from factor_engine.panel import (
     CSV_SUFFIXES,
     DATE,
+    MARKET_CAP,
     PARQUET_SUFFIXES,
     RETURNS,
     SYMBOL,
@@ -42,6 +52,8 @@ from factor_engine.panel import (
 from factor_engine.portfolio import PortfolioError, RiskDecomposition, decompose_risk
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.regression import FactorReturns, estimate_from_panel
+from factor_engine.report import bias_statistics, write_report
+from factor_engine.report.html import HTML_SUFFIXES
 from factor_engine.risk import validation
 from factor_engine.synthetic import SyntheticTruth, generate_market
 
@@ -50,6 +62,9 @@ __all__ = ["app", "main"]
 DEFAULT_STYLES = ("momentum", "value", "size")
 TRADING_DAYS_PER_YEAR = 252
 TRUE_EXPOSURES_COLUMN = "corr vs truth (true exposures)"
+# stages build_model reports through its ``stage`` callback: universe, styles, factor returns, exposures,
+# factor covariance, specific risk
+BUILD_MODEL_STAGES = 6
 
 app = typer.Typer(
     name="factor-engine",
@@ -97,27 +112,75 @@ def _reported_errors(verbose: bool) -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as error:
+        for progress in list(_LIVE_PROGRESS):  # an error between two stages: end the bar before printing
+            progress.stop()
+        _LIVE_PROGRESS.clear()
         if verbose:
             err_console.print_exception()
         err_console.print(Text(f"error: {_one_line(error)}", style="bold red"), soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
-class _Stages:
-    """Runs named stages under a spinner, prints a check mark when each ends and records its seconds."""
+_LIVE_PROGRESS: set[Progress] = set()
 
-    def __init__(self) -> None:
+
+class _Stages:
+    """Runs named stages, prints a check mark when each ends and records its seconds.
+
+    With ``total`` (the number of stages the command will run) a Rich progress bar over the stages shows the
+    current stage name, the stages done and the elapsed time; without it, a spinner shows the stage name.
+    """
+
+    def __init__(self, total: int | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.total = total
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def _bar(self) -> tuple[Progress, TaskID]:
+        if self._progress is None or self._task is None:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self._task = self._progress.add_task("", total=self.total)
+            self._progress.start()
+            _LIVE_PROGRESS.add(self._progress)
+        return self._progress, self._task
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            _LIVE_PROGRESS.discard(self._progress)
+            self._progress = self._task = None
 
     @contextmanager
     def run(self, label: str) -> Iterator[None]:
         start = time.perf_counter()
-        with console.status(Text(f"{label}…")):
-            yield
+        if self.total is None:
+            with console.status(Text(f"{label}…")):
+                yield
+        else:
+            progress, task = self._bar()
+            progress.update(task, description=f"{label}…", refresh=True)
+            try:
+                yield
+            except BaseException:
+                self._stop()
+                raise
+            progress.advance(task)
         self.seconds[label] = time.perf_counter() - start
         console.print(Text.assemble(("✓ ", "green"), label))
+        if self.total is not None and len(self.seconds) >= self.total:
+            self._stop()
 
     def table(self) -> Table:
+        self._stop()
         table = Table(title="Seconds per stage", title_justify="left")
         table.add_column("stage")
         table.add_column("seconds", justify="right")
@@ -345,14 +408,16 @@ def demo(
     Generates a seeded synthetic market, validates the panel, computes the momentum, value and size
     scores, estimates factor returns (method barra, exposure_lag 1) once on those scores and once on
     the true exposures, prints a summary and writes factor_returns, residuals, diagnostics and
-    style_scores as Parquet files to --out.
+    style_scores as Parquet files to --out. Then it builds the risk model of the panel (default
+    configuration) and writes its HTML report, report.html in --out, with an equal-weight portfolio
+    against the cap-weighted benchmark and the model's bias statistics, and prints its path.
 
     Example:
 
         factor-engine demo --assets 500 --days 756 --seed 0 --out demo_out
     """
     with _reported_errors(verbose):
-        stages = _Stages()
+        stages = _Stages(total=8)
         with stages.run("generate synthetic market"):
             market = generate_market(assets, days, seed=seed)
         with stages.run("validate panel"):
@@ -365,6 +430,12 @@ def demo(
             result_true_exposures = estimate_from_panel(panel, market.truth.exposures, method="barra")
         with stages.run("write outputs"):
             written = _write_frames({**_result_frames(result), "style_scores": style_scores}, out)
+        with stages.run("build risk model"):
+            model = build_model(panel)
+        report_path: Path | None = None
+        if forecast_dates(model).len():
+            with stages.run("bias statistics and report"):
+                report_path = _write_demo_report(model, panel, out / "report.html")
 
         truth = market.truth
         score_of = {name: styles.get_style(name).score for name in truth.styles}
@@ -396,6 +467,16 @@ def demo(
                 )
             )
         _print_written(written)
+        if report_path is None:
+            console.print(
+                Text(
+                    "note: no report: the risk model has no date with a factor covariance forecast; use more --days.",
+                    style="yellow",
+                ),
+                soft_wrap=True,
+            )
+        else:
+            console.print(Text.assemble(("report: ", "bold"), str(report_path)), soft_wrap=True)
 
 
 @app.command("styles")
@@ -540,7 +621,7 @@ def build(
         factor-engine build --data panel.parquet --out model --config model.toml
     """
     with _reported_errors(verbose):
-        stages = _Stages()
+        stages = _Stages(total=3 + BUILD_MODEL_STAGES)
         with stages.run("read configuration"):
             model_config = load_config(config)
         with stages.run(f"load panel {data}"):
@@ -732,7 +813,7 @@ def validate(
         factor-engine validate --model model --data panel.parquet --portfolios 100
     """
     with _reported_errors(verbose):
-        stages = _Stages()
+        stages = _Stages(total=4 if compare else 3)
         with stages.run(f"load model {model_dir} and panel {data}"):
             model = load_model(model_dir)
             returns = load_panel(data).select(DATE, SYMBOL, RETURNS)
@@ -796,6 +877,92 @@ def validate(
             )
         console.print(vol_table)
         console.print(stages.table())
+
+
+def _write_demo_report(model: RiskModel, panel: pl.DataFrame, out: Path) -> Path:
+    """The demo's report: an equal-weight portfolio of the last forecast date's assets against their
+    cap-weighted benchmark, with the model's bias statistics."""
+    snapshot = snapshot_at(model)
+    day = forecast_dates(model)[-1]
+    symbols = list(snapshot.symbols)
+    portfolio = {symbol: 1.0 / len(symbols) for symbol in symbols}
+    caps = panel.filter((pl.col(DATE) == day) & pl.col(SYMBOL).is_in(symbols)).select(SYMBOL, MARKET_CAP)
+    benchmark = caps.select(SYMBOL, (pl.col(MARKET_CAP) / pl.col(MARKET_CAP).sum()).alias("weight"))
+    bias = bias_statistics(model, panel.select(DATE, SYMBOL, RETURNS))
+    return write_report(
+        model, out, portfolio=portfolio, benchmark=benchmark, bias=bias, title="Factor Engine demo risk model"
+    )
+
+
+@app.command()
+def report(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder written by factor-engine build.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (.html or .htm).")],
+    portfolio: Annotated[
+        Path | None,
+        typer.Option("--portfolio", "-p", help="Weights file (.csv or .parquet): symbol, weight (fractions)."),
+    ] = None,
+    benchmark: Annotated[
+        Path | None,
+        typer.Option("--benchmark", "-b", help="Benchmark weights (symbol, weight): show active exposures and risk."),
+    ] = None,
+    date: Annotated[
+        str | None,
+        typer.Option("--date", help="YYYY-MM-DD: the snapshot date (default: the last forecast date)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="The panel the model was built from (.parquet/.csv), for --validate."),
+    ] = None,
+    run_validation: Annotated[
+        bool,
+        typer.Option("--validate/--no-validate", help="Add the bias statistics (needs --data)."),
+    ] = False,
+    portfolios: Annotated[int, typer.Option("--portfolios", help="--validate: random portfolios to test.")] = 100,
+    window: Annotated[int, typer.Option("--window", help="--validate: days of the MRAD windows.")] = 252,
+    title: Annotated[str | None, typer.Option("--title", help="Heading of the report.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Write a self-contained interactive HTML report of a built risk model (works offline).
+
+    Shows the model summary, cumulative factor returns by family, rolling factor volatility, the factor
+    correlations and style score distributions at --date, the regression diagnostics, and with --portfolio
+    its factor exposures and risk decomposition (active against --benchmark). With --data and --validate it
+    runs the model's bias statistics (pure factor portfolios, random portfolios, single assets) and shows
+    them. Weights are fractions of capital; a symbol the model does not cover on the date is an error.
+
+    Example:
+
+        factor-engine report --model model --portfolio weights.csv --benchmark bench.csv --out report.html
+
+        factor-engine report --model model --date 2024-06-28 --data panel.parquet --validate --out report.html
+    """
+    with _reported_errors(verbose):
+        if out.suffix.lower() not in HTML_SUFFIXES:
+            raise ValueError(f"cannot write the report to {out}: use a .html or .htm file name")
+        if run_validation and data is None:
+            raise ValueError("--validate needs --data: the panel the model was built from")
+        if data is not None and not run_validation:
+            raise ValueError("--data is only used with --validate: add --validate or drop --data")
+        if benchmark is not None and portfolio is None:
+            raise ValueError("--benchmark needs --portfolio")
+        stages = _Stages(total=4 if run_validation else 2)
+        with stages.run(f"load model {model_dir}"):
+            model = load_model(model_dir)
+            weights = None if portfolio is None else _read_weights(portfolio, "portfolio")
+            bench = None if benchmark is None else _read_weights(benchmark, "benchmark")
+        bias = None
+        if run_validation and data is not None:
+            with stages.run(f"load panel {data}"):
+                returns = load_panel(data).select(DATE, SYMBOL, RETURNS)
+            with stages.run("bias statistics"):
+                bias = bias_statistics(model, returns, n_portfolios=portfolios, window=window)
+        with stages.run(f"write report {out}"):
+            written = write_report(model, out, date=date, portfolio=weights, benchmark=bench, bias=bias, title=title)
+        console.print(stages.table())
+        console.print(
+            Text.assemble(("report: ", "bold"), f"{written} ({written.stat().st_size / 1e6:.1f} MB)"), soft_wrap=True
+        )
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """The FastAPI application factory. Resources (store, Redis client, job worker) are created in the lifespan,
-never at import; every route lives under ``/api/v1/factor-engine`` (OpenAPI at /docs and /openapi.json)."""
+never at import; every API route lives under ``/api/v1/factor-engine`` (OpenAPI at /docs and /openapi.json);
+the browser dashboard is at /dashboard (/ redirects there)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from factor_engine import __version__
 from factor_engine.service.cache import ResponseCache
+from factor_engine.service.dashboard import router as dashboard_router
 from factor_engine.service.deps import require_api_key
 from factor_engine.service.errors import install_error_handlers
 from factor_engine.service.jobs import JobRunner
@@ -74,4 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, prefix=API_PREFIX)
     for router in (factors.router, data.router, models.router, jobs.router, portfolio.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=secured)
+    app.include_router(dashboard_router)  # the page and its files: no key (its JS sends the one the user types)
     return app

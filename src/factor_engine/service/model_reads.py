@@ -17,6 +17,7 @@ from factor_engine.service.runtime import ServiceState
 from factor_engine.service.schemas import (
     CovarianceResponse,
     CreateModelRequest,
+    DiagnosticsResponse,
     ExposuresResponse,
     FactorReturnsResponse,
     JobAccepted,
@@ -35,6 +36,7 @@ __all__ = [
     "list_models",
     "model_covariance",
     "model_dates",
+    "model_diagnostics",
     "model_exposures",
     "model_factor_returns",
     "model_specific_risk",
@@ -225,6 +227,20 @@ def model_factor_returns(
         factors=factors or list(summary.factors),
         dates=frame.get_column(DATE).to_list(),
         returns=_matrix(frame.select(pl.col(factors).cast(pl.Float64)).to_numpy()) if factors else [],
+    )
+
+
+def model_diagnostics(state: ServiceState, model_id: str) -> DiagnosticsResponse:
+    """The regression's per-date diagnostics (assets used, rows excluded, R²), sorted by date."""
+    store = state.store()
+    _model(store, model_id)
+    frame = store.diagnostics(model_id).sort(DATE)
+    return DiagnosticsResponse(
+        model_id=model_id,
+        dates=frame.get_column(DATE).to_list(),
+        n_assets=frame.get_column("n_assets").to_list(),
+        n_excluded=frame.get_column("n_excluded").to_list(),
+        r2=_vector(frame.get_column("r2").cast(pl.Float64).to_list()),
     )
 
 

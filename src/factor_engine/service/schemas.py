@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CovarianceResponse",
     "CreateModelRequest",
+    "DiagnosticsResponse",
     "ExposuresResponse",
     "FactorInfo",
     "FactorReturnsResponse",
@@ -327,6 +328,17 @@ class ModelDatesResponse(BaseModel):
 
     model_id: str
     dates: list[datetime.date]
+
+
+class DiagnosticsResponse(BaseModel):
+    """Per-date regression diagnostics in columnar form: ``n_assets[i]`` assets used and ``r2[i]`` (weighted,
+    uncentered R², 0–1; null on a skipped date) of the cross-sectional regression on ``dates[i]``."""
+
+    model_id: str
+    dates: list[datetime.date]
+    n_assets: list[int]
+    n_excluded: list[int]
+    r2: list[float | None]
 
 
 class FactorReturnsResponse(BaseModel):

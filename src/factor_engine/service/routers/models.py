@@ -1,5 +1,5 @@
 """POST /risk-model/create and the model reads: GET /models, GET|DELETE /models/{id}, its dates, factor
-returns, covariance, specific risk and exposures (reads cached in Redis when configured)."""
+returns, regression diagnostics, covariance, specific risk and exposures (reads cached in Redis when configured)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from factor_engine.service.fastjson import FastJSONRoute
 from factor_engine.service.schemas import (
     CovarianceResponse,
     CreateModelRequest,
+    DiagnosticsResponse,
     ExposuresResponse,
     FactorReturnsResponse,
     JobAccepted,
@@ -91,6 +92,12 @@ def get_factor_returns(
 ) -> Response:
     """Daily factor returns in [start, end] (inclusive), columnar."""
     return _cached_read(request, cache, model_id, lambda: model_reads.model_factor_returns(state, model_id, start, end))
+
+
+@router.get("/models/{model_id}/diagnostics", response_model=DiagnosticsResponse, responses=_NOT_FOUND)
+def get_diagnostics(model_id: str, request: Request, state: State, cache: Cache) -> Response:
+    """Per-date regression diagnostics: assets used, rows excluded and R², columnar."""
+    return _cached_read(request, cache, model_id, lambda: model_reads.model_diagnostics(state, model_id))
 
 
 @router.get("/models/{model_id}/covariance", response_model=CovarianceResponse, responses=_NOT_FOUND)
