@@ -159,9 +159,14 @@ def test_portfolio_view_matches_the_api_and_the_library(
         {"model_id": stored_model.model_id, "date": day.isoformat(), "weights": weights, "benchmark": benchmark},
     )
     assert status == 200, risk
-    (shares,) = plotted_data(driver, "portfolio-risk")
-    assert shares["x"][-1] == "specific"
-    assert sum(shares["y"]) == pytest.approx(1.0, rel=1e-9)
+    (contributions,) = plotted_data(driver, "portfolio-risk")
+    assert contributions["x"][-1] == "specific"
+    # contributions to annualized risk (as in the report): variance shares times the risk, summing to it
+    assert sum(contributions["y"]) == pytest.approx(risk["annualized"]["total_risk"], rel=1e-9)
+    shares = [row["variance_share"] for row in risk["factor_contributions"]] + [
+        risk["daily"]["specific_variance_share"]
+    ]
+    np.testing.assert_allclose(contributions["y"], np.array(shares) * risk["annualized"]["total_risk"], rtol=1e-12)
     shown = driver.find_element(By.CSS_SELECTOR, '#risk-totals tr[data-figure="total_risk"] td:nth-child(3)')
     assert float(shown.get_attribute("data-value")) == pytest.approx(risk["annualized"]["total_risk"], rel=1e-12)
     screenshot(driver, "dashboard-portfolio.png")

@@ -338,9 +338,11 @@ function renderExposures(data, withBenchmark) {
 }
 
 function renderRisk(data, withBenchmark) {
+  // as in the report: each factor's (and the specific part's) contribution to annualized risk, summing to it
   const names = [...data.factor_contributions.map((row) => row.factor), "specific"];
   const shares = [...data.factor_contributions.map((row) => row.variance_share), data.daily.specific_variance_share];
-  const traces = [{ type: "bar", name: "share of variance", x: names, y: shares }];
+  const total = data.annualized.total_risk;
+  const traces = [{ type: "bar", name: "contribution to annualized risk", x: names, y: shares.map((s) => s * total) }];
   const body = document.querySelector("#risk-totals tbody");
   body.replaceChildren();
   const figures = [
@@ -369,7 +371,7 @@ function renderRisk(data, withBenchmark) {
   return draw(
     "portfolio-risk",
     traces,
-    { yaxis: { tickformat: ".0%" }, margin: { l: 55, r: 20, t: 10, b: 130 } },
+    { yaxis: { tickformat: ".1%" }, margin: { l: 55, r: 20, t: 10, b: 130 } },
     data.date,
   );
 }
