@@ -817,20 +817,12 @@ def validate(
         with stages.run(f"load model {model_dir} and panel {data}"):
             model = load_model(model_dir)
             returns = load_panel(data).select(DATE, SYMBOL, RETURNS)
-        rows: list[tuple[str, str, pl.DataFrame]] = []
+        rows: list[tuple[str, dict[str, Any]]] = []
         with stages.run("bias statistics under the model"):
-            rows.append(("model", "pure factor portfolios", validation.factor_portfolio_bias(model, window=window)))
-            rows.append(
-                (
-                    "model",
-                    "random portfolios",
-                    validation.random_portfolio_bias(model, returns, n_portfolios=portfolios, window=window),
-                )
+            under_model = validation.model_bias_summary(
+                model, returns, n_portfolios=portfolios, window=window, eigenfactors=True
             )
-            rows.append(("model", "single assets", validation.asset_bias(model, returns, window=window)))
-            rows.append(
-                ("model", "eigenfactor portfolios", validation.eigenfactor_portfolio_bias(model, window=window))
-            )
+            rows.extend(("model", row) for row in under_model.iter_rows(named=True))
         sources: tuple[validation.MinVarianceSource, ...] = ("model",)
         if compare:
             with stages.run("bias statistics of sample covariance and Ledoit-Wolf"):
@@ -843,7 +835,7 @@ def validate(
                             target=target,  # type: ignore[arg-type]
                             n_portfolios=portfolios,
                         )
-                        rows.append((label, name, frame))
+                        rows.append((label, {"tested": name, **validation.summarize_bias(frame).row(0, named=True)}))
             sources = ("model", "sample", "ledoit_wolf")
         with stages.run("minimum-variance portfolios"):
             realized = validation.min_variance_realized_vol(returns, model=model, sources=sources, window=window)
@@ -851,11 +843,10 @@ def validate(
         table = Table(title="Bias statistics (1 = forecast right; band 1 ± √(2/T))")
         for column in ("forecast", "tested", "count", "mean B", "median B", "in band", "mean MRAD"):
             table.add_column(column, justify="left" if column in ("forecast", "tested") else "right")
-        for source, tested, frame in rows:
-            summary = validation.summarize_bias(frame).row(0, named=True)
+        for source, summary in rows:
             table.add_row(
                 source,
-                tested,
+                summary["tested"],
                 f"{summary['count']:,}",
                 _format(summary["mean_bias"], ".3f"),
                 _format(summary["median_bias"], ".3f"),

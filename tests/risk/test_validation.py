@@ -24,6 +24,7 @@ from factor_engine.risk.validation import (
     ledoit_wolf_intensity,
     long_only_min_variance,
     min_variance_realized_vol,
+    model_bias_summary,
     random_portfolio_bias,
     random_portfolios,
     sample_covariance_bias,
@@ -354,6 +355,23 @@ def test_random_portfolios_and_assets_are_calibrated(synthetic: tuple[RiskModel,
     summary = summarize_bias(asset_bias(model, panel_returns)).row(0, named=True)
     # measured: mean 0.999 over 298 assets, 77 % inside their band
     assert abs(summary["mean_bias"] - 1) < 0.05 and summary["fraction_in_band"] > 0.5, summary
+
+
+def test_model_bias_summary_condenses_each_test(synthetic: tuple[RiskModel, pl.DataFrame]) -> None:
+    model, panel_returns = synthetic
+    summary = model_bias_summary(model, panel_returns, n_portfolios=10, window=126, eigenfactors=True)
+    expected = {
+        "pure factor portfolios": factor_portfolio_bias(model, window=126),
+        "random portfolios": random_portfolio_bias(model, panel_returns, n_portfolios=10, window=126),
+        "single assets": asset_bias(model, panel_returns, window=126),
+        "eigenfactor portfolios": eigenfactor_portfolio_bias(model, window=126),
+    }
+    assert summary["tested"].to_list() == list(expected)
+    for row, frame in zip(summary.iter_rows(named=True), expected.values(), strict=True):
+        assert {k: v for k, v in row.items() if k != "tested"} == summarize_bias(frame).row(0, named=True)
+    assert model_bias_summary(model, panel_returns, n_portfolios=10).height == 3
+    with pytest.raises(ValueError, match=r"panel returns lack column\(s\) \['asset_returns'\]"):
+        model_bias_summary(model, panel_returns.drop("asset_returns"))
 
 
 def test_each_adjustment_moves_its_target_closer_to_one(synthetic: tuple[RiskModel, pl.DataFrame]) -> None:

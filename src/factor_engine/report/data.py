@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine.model import ModelError, RiskModel
-from factor_engine.panel import DATE, RETURNS, SYMBOL
+from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio import PortfolioError, decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.regression import MARKET
@@ -50,7 +50,7 @@ FACTOR_CHARTS = (
 )
 PORTFOLIO_CHARTS = ("portfolio-exposures", "portfolio-risk")
 CHART_NAMES = (*FACTOR_CHARTS, "bias-statistics", *PORTFOLIO_CHARTS)
-BIAS_COLUMNS = ("tested", "count", "mean_bias", "median_bias", "fraction_in_band", "mean_mrad")
+BIAS_COLUMNS = validation.SUMMARY_COLUMNS
 
 Weights = Mapping[str, float] | pl.DataFrame
 
@@ -341,18 +341,4 @@ def bias_statistics(
     n_portfolios: random portfolios to test.
     window: outcomes per MRAD window (trading days).
     """
-    missing = [c for c in (DATE, SYMBOL, RETURNS) if c not in panel_returns.columns]
-    if missing:
-        raise ValueError(f"panel returns lack column(s) {missing}; they have {panel_returns.columns}")
-    returns = panel_returns.select(DATE, SYMBOL, RETURNS)
-    tested = {
-        "pure factor portfolios": validation.factor_portfolio_bias(model, window=window),
-        "random portfolios": validation.random_portfolio_bias(model, returns, n_portfolios=n_portfolios, window=window),
-        "single assets": validation.asset_bias(model, returns, window=window),
-    }
-    return pl.concat(
-        [
-            validation.summarize_bias(frame).select(pl.lit(name).alias("tested"), pl.all())
-            for name, frame in tested.items()
-        ]
-    ).select(BIAS_COLUMNS)
+    return validation.model_bias_summary(model, panel_returns, n_portfolios=n_portfolios, window=window)

@@ -55,6 +55,7 @@ __all__ = [
     "ledoit_wolf_intensity",
     "long_only_min_variance",
     "min_variance_realized_vol",
+    "model_bias_summary",
     "random_portfolio_bias",
     "random_portfolios",
     "sample_covariance_bias",
@@ -576,6 +577,45 @@ def summarize_bias(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("bias").is_between(pl.col("lower"), pl.col("upper")).cast(pl.Float64).mean().alias("fraction_in_band"),
         pl.col("mrad").mean().alias("mean_mrad"),
     )
+
+
+SUMMARY_COLUMNS = ("tested", "count", "mean_bias", "median_bias", "fraction_in_band", "mean_mrad")
+
+
+def model_bias_summary(
+    model: RiskModel,
+    panel_returns: pl.DataFrame,
+    *,
+    n_portfolios: int = 100,
+    window: int = 252,
+    eigenfactors: bool = False,
+) -> pl.DataFrame:
+    """``tested, count, mean_bias, median_bias, fraction_in_band, mean_mrad``: one :func:`summarize_bias` row
+    each for the model's pure factor portfolios, random long-only portfolios, single assets and, with
+    ``eigenfactors``, the eigenfactor portfolios — what ``factor-engine validate`` and the report show.
+
+    Parameters
+    ----------
+    model: a model with factor covariance and specific risk forecasts.
+    panel_returns: ``date, symbol, asset_returns`` (daily, fractions), e.g. the panel the model was built from.
+    n_portfolios: random portfolios to test (see :func:`random_portfolios`).
+    window: outcomes per MRAD window (trading days).
+    eigenfactors: also test the eigenfactor portfolios.
+    """
+    missing = [c for c in (DATE, SYMBOL, RETURNS) if c not in panel_returns.columns]
+    if missing:
+        raise ValueError(f"panel returns lack column(s) {missing}; they have {panel_returns.columns}")
+    returns = panel_returns.select(DATE, SYMBOL, RETURNS)
+    tested = {
+        "pure factor portfolios": factor_portfolio_bias(model, window=window),
+        "random portfolios": random_portfolio_bias(model, returns, n_portfolios=n_portfolios, window=window),
+        "single assets": asset_bias(model, returns, window=window),
+    }
+    if eigenfactors:
+        tested["eigenfactor portfolios"] = eigenfactor_portfolio_bias(model, window=window)
+    return pl.concat(
+        [summarize_bias(frame).select(pl.lit(name).alias("tested"), pl.all()) for name, frame in tested.items()]
+    ).select(SUMMARY_COLUMNS)
 
 
 def long_only_min_variance(
