@@ -9,21 +9,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from report_helpers import chart_divs, embedded_data
 
 from cli_runner import invoke
 from factor_engine.model import RiskModel, load_model
 from factor_engine.portfolio.snapshot import forecast_dates
 from factor_engine.report import CHART_NAMES, bias_statistics, report_data
-
-
-def embedded_data(page: str) -> dict[str, object]:
-    match = re.search(r'<script type="application/json" id="fe-data">(.*?)</script>', page, flags=re.S)
-    assert match is not None, "no fe-data script"
-    return json.loads(match.group(1).replace("<\\/", "</"))  # type: ignore[no-any-return]
-
-
-def chart_divs(page: str) -> list[str]:
-    return re.findall(r'<div class="fe-chart[^"]*" data-chart="([^"]+)"></div>', page)
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from report_helpers import chart_divs, embedded_data
 
 from factor_engine.model import RiskModel
 from factor_engine.report import CHART_NAMES, bias_statistics, report_data, write_report
 from factor_engine.report.html import plotly_js
 
 OPTIONAL = {"bias-statistics", "portfolio-exposures", "portfolio-risk"}
-
-
-def embedded_data(page: str) -> dict[str, object]:
-    """The JSON of the page's ``fe-data`` script."""
-    match = re.search(r'<script type="application/json" id="fe-data">(.*?)</script>', page, flags=re.S)
-    assert match is not None, "no fe-data script"
-    return json.loads(match.group(1).replace("<\\/", "</"))  # type: ignore[no-any-return]
-
-
-def chart_divs(page: str) -> list[str]:
-    return re.findall(r'<div class="fe-chart[^"]*" data-chart="([^"]+)"></div>', page)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio.analytics import RiskModelSnapshot
 from factor_engine.risk import FactorCovariance
 
-__all__ = ["forecast_dates", "snapshot_at"]
+__all__ = ["as_date", "forecast_dates", "snapshot_at"]
 
 SPECIFIC_VOL = "specific_vol"
 
@@ -66,7 +66,7 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
     available = forecast_dates(model)
     if available.len() == 0:
         raise ModelError("the model has no date with a factor covariance forecast, specific risk and exposures")
-    day: datetime.date = available[-1] if date is None else _as_date(date)
+    day: datetime.date = available[-1] if date is None else as_date(date)
     if date is not None and not (available == day).any():
         raise ModelError(f"no risk forecast for {day}: {_why_missing(model, day)}; {_nearest(available, day)}")
 
@@ -106,7 +106,8 @@ def _forecasts(model: RiskModel) -> tuple[FactorCovariance, pl.DataFrame]:
     return model.factor_covariance, model.specific_risk
 
 
-def _as_date(date: datetime.date | str) -> datetime.date:
+def as_date(date: datetime.date | str) -> datetime.date:
+    """A ``datetime.date`` (or datetime, or ``"YYYY-MM-DD"`` string) as a date; ModelError naming a bad one."""
     if isinstance(date, datetime.datetime):
         return date.date()
     if isinstance(date, datetime.date):

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from factor_engine.model import ModelError, RiskModel
+from factor_engine.model import RiskModel
 from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio import PortfolioError, decompose_risk, portfolio_exposures
-from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
+from factor_engine.portfolio.snapshot import as_date, forecast_dates, snapshot_at
 from factor_engine.regression import MARKET
 from factor_engine.risk import validation
 
@@ -210,8 +210,8 @@ def report_data(
     if benchmark is not None and portfolio is None:
         raise ValueError("a benchmark needs a portfolio: pass portfolio= as well")
     sample = sample_indices(model.factor_returns.height, max_points)  # validates max_points first
-    snapshot = snapshot_at(model, None if date is None else _as_day(date))  # names the nearest dates on a miss
-    day: datetime.date = forecast_dates(model)[-1] if date is None else _as_day(date)
+    snapshot = snapshot_at(model, None if date is None else as_date(date))  # names the nearest dates on a miss
+    day: datetime.date = forecast_dates(model)[-1] if date is None else as_date(date)
 
     returns_frame = model.factor_returns.sort(DATE)
     factors = list(model.factors)
@@ -313,17 +313,6 @@ def report_data(
         "max_points": max_points,
         "charts": charts,
     }
-
-
-def _as_day(date: datetime.date | str) -> datetime.date:
-    if isinstance(date, datetime.datetime):
-        return date.date()
-    if isinstance(date, datetime.date):
-        return date
-    try:
-        return datetime.date.fromisoformat(str(date))
-    except ValueError:
-        raise ModelError(f"not a date: {date!r} (use YYYY-MM-DD)") from None
 
 
 def bias_statistics(

@@ -23,7 +23,7 @@ from factor_engine import __version__
 from factor_engine.model import ModelError, RiskModel
 from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio.analytics import RiskModelSnapshot
-from factor_engine.portfolio.snapshot import SPECIFIC_VOL, forecast_dates, snapshot_at
+from factor_engine.portfolio.snapshot import SPECIFIC_VOL, as_date, forecast_dates, snapshot_at
 from factor_engine.risk import FactorCovariance
 from factor_engine.storage.codec import decode_blocks, decode_dates, decode_matrix, encode_blocks, encode_dates
 from factor_engine.storage.codec import encode_matrix as encode_covariance
@@ -616,13 +616,9 @@ def _snapshot_day(date: datetime.date | str | None, available: pl.Series) -> dat
     if date is None:
         last: datetime.date | None = available[-1] if available.len() else None
         return last
-    if isinstance(date, datetime.datetime):
-        return date.date()
-    if isinstance(date, datetime.date):
-        return date
     try:
-        return datetime.date.fromisoformat(str(date))
-    except ValueError:
+        return as_date(date)
+    except ModelError:
         return None  # snapshot_at raises its "not a date" error
 
 
