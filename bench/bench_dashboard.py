@@ -36,7 +36,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from factor_engine.report.data import FACTOR_CHARTS, PORTFOLIO_CHARTS
-from service_harness import PG_URL, Server, drop_schema, prepare_store, service_env
+from service_harness import Server, drop_schema, empty_store, prepare_store, service_env
 
 SCHEMA = "bench_dashboard"
 FIRST_VIEW = FACTOR_CHARTS
@@ -101,10 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="fe_dashboard_"))
-    url = PG_URL if args.database == "postgresql" else f"sqlite:///{workdir / 'fe.db'}"
-    schema = SCHEMA if args.database == "postgresql" else None
-    if schema:
-        drop_schema(url, schema)  # start from an empty schema
+    url, schema = empty_store(args.database, SCHEMA, workdir)
     model_id, day, symbols = prepare_store(url, schema, args.assets, args.days, "bench_dashboard")
 
     server = Server(service_env(url, schema))

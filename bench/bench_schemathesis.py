@@ -24,7 +24,7 @@ from factor_engine.config import ModelConfig
 from factor_engine.model import build_model
 from factor_engine.storage import connect
 from factor_engine.synthetic import generate_market
-from service_harness import BIN, PG_URL, Server, drop_schema, service_env
+from service_harness import BIN, Server, drop_schema, empty_store, service_env
 
 SCHEMA = "bench_schemathesis"
 STYLES = {"styles": {"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}}
@@ -38,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="fe_fuzz_"))
-    url = PG_URL if args.database == "postgresql" else f"sqlite:///{workdir / 'fe.db'}"
-    schema = SCHEMA if args.database == "postgresql" else None
+    url, schema = empty_store(args.database, SCHEMA, workdir)
     store = connect(url, schema=schema)
     market = generate_market(80, 260, seed=2)
     store.ingest_panel(market.panel)

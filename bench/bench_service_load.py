@@ -33,7 +33,7 @@ import numpy as np
 
 from factor_engine.portfolio import portfolio_exposures
 from factor_engine.storage import connect
-from service_harness import PG_URL, PREFIX, Server, drop_schema, prepare_store, service_env
+from service_harness import PREFIX, Server, drop_schema, empty_store, prepare_store, service_env
 
 SCHEMA = "bench_service_load"
 
@@ -61,10 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="fe_load_"))
-    url = PG_URL if args.database == "postgresql" else f"sqlite:///{workdir / 'fe.db'}"
-    schema = SCHEMA if args.database == "postgresql" else None
-    if schema:
-        drop_schema(url, schema)  # start from an empty schema
+    url, schema = empty_store(args.database, SCHEMA, workdir)
     model_id, day, symbols = prepare_store(url, schema, args.assets, args.days, "bench_service_load")
 
     server = Server(service_env(url, schema))

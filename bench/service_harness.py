@@ -92,6 +92,15 @@ class Server:
             self.kill()
 
 
+def empty_store(database: str, schema: str, workdir: Path) -> tuple[str, str | None]:
+    """``(url, schema)`` of an empty store for a benchmark: the PostgreSQL ``schema`` (dropped first if a
+    previous run left it) when ``database`` is "postgresql", else a new SQLite file in ``workdir``."""
+    if database != "postgresql":
+        return f"sqlite:///{workdir / 'fe.db'}", None
+    drop_schema(PG_URL, schema)
+    return PG_URL, schema
+
+
 def drop_schema(url: str, schema: str) -> None:
     """``DROP SCHEMA .. CASCADE`` of a PostgreSQL schema a benchmark used."""
     store = connect(url, schema=schema, migrate=False)

@@ -53,6 +53,10 @@ _SYMBOL_CACHE_SIZE = 32
 _RUN_COLUMNS = [c for c in model_runs.c if c.name not in ("model_meta", "forecast_dates")]
 
 
+# the long rows of model_factor_returns as read back
+_LONG_RETURNS = {DATE: pl.Date(), "factor": pl.String(), "value": pl.Float64()}
+
+
 def _update_run(
     connection: sa.Connection, run_id: str, allowed: Sequence[str], values: Mapping[str, Any], conflict: str
 ) -> None:
@@ -409,35 +413,31 @@ class ModelStore(StoreBase):
         start: datetime.date | None,
         end: datetime.date | None,
     ) -> pl.DataFrame:
+        """``date`` + one Float64 column per factor (in ``factors`` order) pivoted from the long rows."""
         if self.dialect == "postgresql":
-            return self._factor_returns_by_copy(connection, model_id, factors, start, end)
-        table = model_factor_returns
-        rows = connection.execute(
-            sa.select(table.c.date, table.c.factor, table.c.value)
-            .where(table.c.model_id == model_id, *_range(table, start, end))
-            .order_by(table.c.date)
-        ).all()
-        schema = {DATE: pl.Date(), **{name: pl.Float64() for name in factors}}
-        if not rows:
-            return pl.DataFrame(schema=schema)
-        long = pl.DataFrame(
-            [(_date(d), f, v) for d, f, v in rows],
-            schema={DATE: pl.Date(), "factor": pl.String(), "value": pl.Float64()},
-            orient="row",
-        )
+            long = self._long_factor_returns_by_copy(connection, model_id, start, end)
+        else:
+            table = model_factor_returns
+            rows = connection.execute(
+                sa.select(table.c.date, table.c.factor, table.c.value)
+                .where(table.c.model_id == model_id, *_range(table, start, end))
+                .order_by(table.c.date)
+            ).all()
+            long = pl.DataFrame([(_date(d), f, v) for d, f, v in rows], schema=_LONG_RETURNS, orient="row")
+        if long.height == 0:
+            return pl.DataFrame(schema={DATE: pl.Date(), **{name: pl.Float64() for name in factors}})
         wide = long.pivot(on="factor", index=DATE, values="value", maintain_order=True)
         return wide.select(pl.col(DATE), *(pl.col(name).cast(pl.Float64) for name in factors))
 
-    def _factor_returns_by_copy(
+    def _long_factor_returns_by_copy(
         self,
         connection: sa.Connection,
         model_id: str,
-        factors: tuple[str, ...],
         start: datetime.date | None,
         end: datetime.date | None,
     ) -> pl.DataFrame:
-        """:meth:`_factor_returns` on PostgreSQL: the long rows streamed by ``COPY .. TO STDOUT`` as CSV and
-        parsed by polars (floats print in their shortest exact form), 5× faster than fetching row objects."""
+        """The long ``date, factor, value`` rows on PostgreSQL, streamed by ``COPY .. TO STDOUT`` as CSV and parsed
+        by polars (floats print in their shortest exact form), 5× faster than fetching row objects."""
         conditions = [psql.SQL("model_id = {}").format(psql.Literal(model_id))]
         if start is not None:
             conditions.append(psql.SQL("date >= {}").format(psql.Literal(start)))
@@ -450,18 +450,10 @@ class ModelStore(StoreBase):
         with driver_connection(connection).cursor() as cursor, cursor.copy(query) as copy:
             for block in copy:
                 buffer.write(block)
-        schema = {DATE: pl.Date(), **{name: pl.Float64() for name in factors}}
         if buffer.tell() == 0:
-            return pl.DataFrame(schema=schema)
+            return pl.DataFrame(schema=_LONG_RETURNS)
         buffer.seek(0)
-        long = pl.read_csv(
-            buffer,
-            has_header=False,
-            new_columns=[DATE, "factor", "value"],
-            schema_overrides={DATE: pl.Date(), "factor": pl.String(), "value": pl.Float64()},
-        )
-        wide = long.pivot(on="factor", index=DATE, values="value", maintain_order=True)
-        return wide.select(pl.col(DATE), *(pl.col(name).cast(pl.Float64) for name in factors))
+        return pl.read_csv(buffer, has_header=False, new_columns=list(_LONG_RETURNS), schema_overrides=_LONG_RETURNS)
 
     def _covariance(
         self,
