@@ -202,15 +202,7 @@ def test_eigenfactor_portfolio_bias_matches_an_explicit_loop(
 
 def test_missing_forecasts_are_errors(small: tuple[RiskModel, pl.DataFrame, dict[str, np.ndarray]]) -> None:
     model, panel_returns, _ = small
-    bare = RiskModel(
-        factor_returns=model.factor_returns,
-        exposures=model.exposures,
-        residuals=model.residuals,
-        diagnostics=model.diagnostics,
-        factors=model.factors,
-        sectors=model.sectors,
-        styles=model.styles,
-    )
+    bare = dataclasses.replace(model, factor_covariance=None, specific_risk=None)
     with pytest.raises(ValueError, match="no factor covariance forecast"):
         factor_portfolio_bias(bare)
     with pytest.raises(ValueError, match="missing column"):

@@ -187,16 +187,7 @@ def test_blob_layout(store: Store, model: RiskModel) -> None:
 
 
 def test_model_without_forecasts(store: Store, model: RiskModel) -> None:
-    bare = RiskModel(
-        factor_returns=model.factor_returns,
-        exposures=model.exposures,
-        residuals=model.residuals,
-        diagnostics=model.diagnostics,
-        factors=model.factors,
-        sectors=model.sectors,
-        styles=model.styles,
-        config=model.config,
-    )
+    bare = dataclasses.replace(model, factor_covariance=None, specific_risk=None)
     model_id = _save(store, bare)
     loaded = store.load_model(model_id)
     assert loaded.factor_covariance is None and loaded.specific_risk is None
