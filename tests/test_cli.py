@@ -313,7 +313,7 @@ def test_stages_show_a_progress_bar_and_stop_it(monkeypatch: pytest.MonkeyPatch)
 
     from rich.console import Console
 
-    from factor_engine import cli
+    from factor_engine.cli import _common as cli
 
     screen = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=100))

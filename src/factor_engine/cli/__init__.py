@@ -1,0 +1,26 @@
+"""``factor-engine`` command line: style scores, factor returns and risk models from a panel file, a portfolio's
+risk decomposition on a built model, and a synthetic demo.
+
+Every command calls the library (:mod:`factor_engine.panel`, :mod:`factor_engine.styles`,
+:func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.model`, :mod:`factor_engine.portfolio`,
+:mod:`factor_engine.synthetic`) and only formats its results; ``serve`` runs the REST service
+(:mod:`factor_engine.service`) and ``ingest`` loads a panel file into the store (:mod:`factor_engine.storage`).
+A library error (an invalid panel, a bad parameter, an unwritable path) is printed as one red line
+``error: <message>`` and the command exits with code 1; ``--verbose`` prints the traceback as well.
+
+The commands live in one module per group: :mod:`.explore` (demo, styles, factor-returns, synthetic),
+:mod:`.models` (build, risk, validate, report) and :mod:`.service` (serve, ingest), all on the one Typer ``app``
+of :mod:`._common`.
+"""
+
+from __future__ import annotations
+
+from factor_engine.cli import explore, models, service
+from factor_engine.cli._common import TRUE_EXPOSURES_COLUMN, app
+
+__all__ = ["TRUE_EXPOSURES_COLUMN", "app", "explore", "main", "models", "service"]
+
+
+def main() -> None:
+    """Entry point of the ``factor-engine`` console script."""
+    app()

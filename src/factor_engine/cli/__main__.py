@@ -1,0 +1,5 @@
+"""``python -m factor_engine.cli``."""
+
+from factor_engine.cli import main
+
+main()

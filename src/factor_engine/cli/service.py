@@ -1,0 +1,114 @@
+"""``factor-engine serve`` and ``ingest``: the REST service and its store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from factor_engine.cli._common import (
+    Verbose,
+    _reported_errors,
+    app,
+    console,
+)
+from factor_engine.panel import (
+    DATE,
+    SYMBOL,
+    load_panel,
+)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FACTOR_ENGINE_DATABASE_URL",
+        help="Store URL (sqlite:///file.db or postgresql://...); default sqlite:///factor_engine.db.",
+        show_default=False,
+    ),
+]
+DatabaseSchema = Annotated[
+    str | None,
+    typer.Option("--schema", envvar="FACTOR_ENGINE_DATABASE_SCHEMA", help="PostgreSQL schema of the store tables."),
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request (costs latency under load).")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    schema: DatabaseSchema = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run the REST service (uvicorn) on the configured store, under /api/v1/factor-engine (docs at /docs).
+
+    Reads its settings from the environment: FACTOR_ENGINE_DATABASE_URL, FACTOR_ENGINE_DATABASE_SCHEMA,
+    REDIS_URL (response cache), FACTOR_ENGINE_API_KEY, FACTOR_ENGINE_MAX_BODY_BYTES,
+    FACTOR_ENGINE_SYNC_BUILD_MAX_ROWS and FACTOR_ENGINE_CACHE_TTL_SECONDS.
+
+    Example:
+
+        factor-engine serve --host 0.0.0.0 --port 8000
+    """
+    with _reported_errors(verbose):
+        import uvicorn
+
+        from factor_engine.service import Settings, create_app
+
+        overrides = {"database_url": database_url, "database_schema": schema}
+        settings = Settings().model_copy(update={key: value for key, value in overrides.items() if value is not None})
+        # one process: the build worker and the snapshot cache live in it (several workers would each fail the
+        # others' running builds as interrupted at start-up)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+
+
+@app.command()
+def ingest(
+    panel_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PANEL", help="Panel file (.parquet, .pq or .csv): date, symbol and any of the contract columns."
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    schema: DatabaseSchema = None,
+    verbose: Verbose = False,
+) -> None:
+    """Load a panel file into the store (upsert by date and symbol).
+
+    The file needs date and symbol; the other contract columns it has (asset_returns, market_cap, sector,
+    book_price, sales_price, cf_price) are validated and stored, and stored columns it lacks are left as
+    they are. Prints the rows inserted and updated, symbols, date range and seconds.
+
+    Example:
+
+        factor-engine ingest --database-url sqlite:///factors.db panel.parquet
+    """
+    with _reported_errors(verbose):
+        from factor_engine.storage import connect
+
+        started = time.perf_counter()
+        panel = load_panel(panel_path, require=(DATE, SYMBOL))
+        store = connect(database_url, schema=schema)
+        try:
+            result = store.ingest_panel(panel)
+            where = store.describe()
+        finally:
+            store.close()
+        console.print(
+            Text.assemble(
+                ("ingested: ", "bold"),
+                f"{result.rows:,} rows ({result.inserted:,} inserted, {result.updated:,} updated), "
+                f"{result.symbols:,} symbols, {result.first_date} → {result.last_date}, "
+                f"{time.perf_counter() - started:.2f} seconds",
+            ),
+            soft_wrap=True,
+        )
+        console.print(Text(f"store: {where}"), soft_wrap=True)
