@@ -18,8 +18,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_documented_values() -> None:
     effective = load_config(None).effective()
-    assert effective["universe"] == {"size": 0, "include": []}
-    assert effective["styles"]["names"] == ["momentum", "value", "size"]
+    assert effective["universe"] == {"size": 3000, "include": []}  # the seed's universe_size
+    assert effective["styles"]["names"] is None  # every registered style whose inputs the panel has
+    assert effective["styles"]["modules"] == []
+    assert effective["sectors"] == {"taxonomy": None, "allowed": None, "relabel": {}, "min_assets": 5}
     assert effective["styles"]["params"]["momentum"] == {
         "trailing_days": 252,
         "half_life": 126,

@@ -124,23 +124,42 @@ def test_specific_risk_is_the_configured_forecast(panel: pl.DataFrame, model: Ri
     assert vols.size > 0 and (vols > 0).all() and np.median(vols) < 0.1  # daily sd, fraction
 
 
-def test_universe_keeps_largest_caps(panel: pl.DataFrame) -> None:
+def _largest_by_previous_cap(panel: pl.DataFrame, size: int) -> dict[object, set[str]]:
+    """Slow reference: per date, the ``size`` symbols with the largest cap at their previous row (symbols
+    without a previous row fill the remaining places in symbol order)."""
+    last_cap: dict[str, float] = {}
+    kept: dict[object, set[str]] = {}
+    for (date,), rows in panel.sort("date", "symbol").group_by("date", maintain_order=True):
+        ranked = sorted(
+            rows["symbol"].to_list(), key=lambda s: (s not in last_cap, -last_cap.get(s, 0.0))
+        )  # stable: ties in symbol order
+        kept[date] = set(ranked[:size])
+        last_cap.update(zip(rows["symbol"].to_list(), rows["market_cap"].to_list(), strict=True))
+    return kept
+
+
+def test_universe_keeps_largest_caps_at_the_previous_close(panel: pl.DataFrame) -> None:
     kept = select_universe(panel, 40)
     counts = kept.group_by("date").len()["len"]
     assert counts.max() == 40
-    day = panel["date"][-1]
-    expected = panel.filter(pl.col("date") == day).top_k(40, by="market_cap")["symbol"].sort()
-    assert kept.filter(pl.col("date") == day)["symbol"].sort().equals(expected)
+    expected = _largest_by_previous_cap(panel, 40)
+    for (date,), rows in kept.group_by("date"):
+        assert set(rows["symbol"]) == expected[date], date
+    # not the same day's caps: that ranking differs on some date (the day's own return moves the cap)
+    same_day = {d: set(r.top_k(40, by="market_cap")["symbol"]) for (d,), r in panel.group_by("date") if r.height > 40}
+    assert any(same_day[d] != expected[d] for d in same_day)
     assert select_universe(panel, 0) is panel
+    assert select_universe(panel.drop("market_cap"), 40).height == panel.height  # no caps: every asset
 
 
 def test_universe_include_keeps_named_symbols_on_top_of_the_largest(panel: pl.DataFrame) -> None:
     day = panel["date"][-1]
     smallest = panel.filter(pl.col("date") == day).sort("market_cap")["symbol"][:2].to_list()
     kept = select_universe(panel, 40, include=smallest)
-    for date, rows in kept.group_by("date"):
-        on_date = panel.filter(pl.col("date") == date[0])
-        expected = set(on_date.top_k(40, by="market_cap")["symbol"]) | (set(smallest) & set(on_date["symbol"]))
+    largest = _largest_by_previous_cap(panel, 40)
+    for (date,), rows in kept.group_by("date"):
+        on_date = panel.filter(pl.col("date") == date)
+        expected = largest[date] | (set(smallest) & set(on_date["symbol"]))
         assert set(rows["symbol"]) == expected
     assert kept.filter(pl.col("date") == day).height == 42
     assert kept.select("date", "symbol").is_duplicated().sum() == 0

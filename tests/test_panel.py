@@ -20,6 +20,7 @@ from factor_engine.panel import (
     REQUIRED_COLUMNS,
     RETURNS,
     SECTOR,
+    SEED_SECTORS,
     SYMBOL,
     VALUE_FEATURES,
     PanelError,
@@ -174,7 +175,9 @@ def test_empty_panel(panel: pl.DataFrame) -> None:
 
 def test_missing_column_named_with_columns_present(panel: pl.DataFrame) -> None:
     with pytest.raises(PanelError, match=r"missing required column\(s\) \['market_cap'\]; columns present: "):
-        validate_panel(panel.drop(MARKET_CAP))
+        validate_panel(panel.drop(MARKET_CAP), require=(*REQUIRED_COLUMNS, MARKET_CAP))
+    without_caps = validate_panel(panel.drop(MARKET_CAP))  # market_cap is optional by default
+    assert MARKET_CAP not in without_caps.columns and without_caps.height == panel.height
     with pytest.raises(PanelError, match=r"\['asset_returns', 'sector'\].*'symbol'"):
         validate_panel(panel.drop(RETURNS, SECTOR))
 
@@ -265,10 +268,27 @@ def test_at_most_five_examples(panel: pl.DataFrame) -> None:
 
 def test_null_sector(panel: pl.DataFrame) -> None:
     broken = set_value(panel, SECTOR, START, "S000", None)
-    with pytest.raises(PanelError, match=r"sector must not be null: 1 bad row, e\.g\. \(2024-01-02, S000\)"):
+    message = r"sector must be a non-empty label \(not null or blank\): 1 bad row, e\.g\. \(2024-01-02, S000\)"
+    with pytest.raises(PanelError, match=message):
         validate_panel(broken)
-    with pytest.raises(PanelError, match="sector must not be null"):
-        validate_panel(broken, sectors=None)
+    with pytest.raises(PanelError, match=message):
+        validate_panel(broken, sectors=GICS_SECTORS)
+    with pytest.raises(PanelError, match=message):
+        validate_panel(set_value(panel, SECTOR, START, "S000", "  "))
+
+
+@pytest.mark.parametrize("taxonomy", [GICS_SECTORS, SEED_SECTORS, ("Widgets", "4510", "Crypto & Co", "Ölwerte")])
+def test_any_sector_taxonomy_is_accepted_by_default(panel: pl.DataFrame, taxonomy: tuple[str, ...]) -> None:
+    relabelled = panel.with_columns(
+        pl.col(SECTOR)
+        .cast(pl.Enum(GICS_SECTORS))
+        .to_physical()
+        .mod(len(taxonomy))
+        .replace_strict(list(range(len(taxonomy))), list(taxonomy), return_dtype=pl.String)
+    )
+    clean = validate_panel(relabelled)
+    assert set(clean[SECTOR].unique()) <= set(taxonomy)
+    assert clean[SECTOR].to_list() == relabelled.sort(DATE, SYMBOL)[SECTOR].to_list()
 
 
 def test_unknown_sector_lists_labels(panel: pl.DataFrame) -> None:
@@ -276,10 +296,11 @@ def test_unknown_sector_lists_labels(panel: pl.DataFrame) -> None:
     broken = set_value(broken, SECTOR, START, "S001", "information technology")
     with pytest.raises(
         PanelError,
-        match=r"sector labels must be among the 11 allowed sectors .*: 2 bad rows, "
-        r"e\.g\. \(2024-01-02, S000\) = 'Tech'.*unknown labels: 'Tech', 'information technology'",
+        match=r"sector labels must be among the 11 allowed sectors \('Communication Services', .*'Utilities'\): "
+        r"2 bad rows, e\.g\. \(2024-01-02, S000\) = 'Tech'.*unknown labels: 'Tech', 'information technology'",
     ):
-        validate_panel(broken)
+        validate_panel(broken, sectors=GICS_SECTORS)
+    assert validate_panel(broken).height == panel.height  # any label by default
 
 
 def test_infinite_value_feature(panel: pl.DataFrame) -> None:
@@ -326,8 +347,8 @@ def test_load_validates_and_passes_sectors(panel: pl.DataFrame, tmp_path: Path) 
     path = tmp_path / "custom.parquet"
     set_value(panel, SECTOR, START, "S000", "Crypto").write_parquet(path)
     with pytest.raises(PanelError, match="unknown labels: 'Crypto'"):
-        load_panel(path)
-    assert load_panel(path, sectors=None).height == panel.height
+        load_panel(path, sectors=GICS_SECTORS)
+    assert load_panel(path).height == panel.height
 
 
 def test_csv_with_bad_number_reports_row(panel: pl.DataFrame, tmp_path: Path) -> None:
@@ -391,7 +412,7 @@ def test_to_toraniko_frames_without_value_features(panel: pl.DataFrame) -> None:
 
 def test_to_toraniko_frames_needs_required_columns(panel: pl.DataFrame) -> None:
     with pytest.raises(PanelError, match=r"missing column\(s\) \['sector'\]"):
-        to_toraniko_frames(validate_panel(panel.drop(SECTOR), require=REQUIRED_COLUMNS[:4]))
+        to_toraniko_frames(validate_panel(panel.drop(SECTOR), require=(DATE, SYMBOL, RETURNS, MARKET_CAP)))
 
 
 # ----------------------------------------------------------------------------------------------- invariants

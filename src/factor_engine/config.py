@@ -4,11 +4,20 @@ Every section and key is optional; what is left out takes the default below. The
 (defaults filled in) is what a model records, so a result can be reproduced from it::
 
     [universe]
-    size = 3000                 # keep the N largest assets by market cap on each date; 0 keeps all
+    size = 3000                 # keep the N largest assets by the previous close's market cap; 0 keeps all
     include = []                # symbols always kept on top of those (e.g. holdings)
 
+    [sectors]                   # the sector labels are the user's data: any label is accepted by default
+    taxonomy = "gics"           # optional: "gics" (GICS level 1) or "seed" (the seed's 11 names) ...
+    allowed = ["Tech", "Energy"]   # ... or an explicit list (not both); labels outside it are an error
+    min_assets = 5              # warn when a sector has fewer assets than this on some date
+    [sectors.relabel]           # optional map applied first, e.g. broker industry code -> sector
+    "4510" = "Technology"
+
     [styles]
-    names = ["momentum", "value", "size"]   # registered style factors (see factor_engine.styles)
+    names = ["momentum", "value", "size"]   # registered style factors; leave out to use every registered
+                                            # style whose input columns the panel has
+    modules = ["my_factors"]    # Python modules imported first (they register custom styles)
 
     [styles.momentum]           # keyword arguments of each style function
     trailing_days = 252
@@ -51,21 +60,24 @@ Every section and key is optional; what is left out takes the default below. The
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from factor_engine.panel import TAXONOMIES
 from factor_engine.risk import CovarianceConfig, SpecificRiskConfig
-from factor_engine.styles import get_style
+from factor_engine.styles import available_styles, get_style
 
 __all__ = [
     "AdjustmentConfig",
     "ConfigError",
     "ModelConfig",
     "RegressionConfig",
+    "SectorsConfig",
     "StylesConfig",
     "UniverseConfig",
     "load_config",
@@ -80,12 +92,14 @@ class ConfigError(ValueError):
 class UniverseConfig:
     """Which assets enter the model on each date.
 
-    size: the number of largest assets by market cap kept per date; 0 keeps every asset.
+    size: the number of largest assets kept per date, ranked by each asset's market cap at its previous
+        close (point in time: a day's own return never decides whether that day is in the model); 0 keeps
+        every asset. Without a ``market_cap`` column every asset is kept (and the model says so).
     include: symbols always kept on the dates they have data, on top of the ``size`` largest (the assets a
         user must have covered, e.g. their holdings; Barra's estimation universe plus coverage).
     """
 
-    size: int = 0
+    size: int = 3000
     include: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -97,25 +111,77 @@ class UniverseConfig:
 
 
 @dataclass(frozen=True)
+class SectorsConfig:
+    """The sector taxonomy: the labels are the user's data, and any non-empty label is accepted by default.
+
+    taxonomy: optional name of a known taxonomy whose labels are the only ones allowed ("gics": GICS level 1,
+        "seed": the seed's 11 names); see :data:`factor_engine.panel.TAXONOMIES`.
+    allowed: optional explicit list of allowed labels (not together with ``taxonomy``).
+    relabel: map applied to the panel's labels before anything else (e.g. broker industry code → sector);
+        labels not in the map are kept.
+    min_assets: a model warns about a sector with fewer assets than this on some date of its universe (its
+        factor then absorbs most of those assets' specific returns).
+    """
+
+    taxonomy: str | None = None
+    allowed: tuple[str, ...] | None = None
+    relabel: Mapping[str, str] = field(default_factory=dict)
+    min_assets: int = 5
+
+    def __post_init__(self) -> None:
+        if self.taxonomy is not None and self.taxonomy not in TAXONOMIES:
+            raise ConfigError(f"[sectors] taxonomy must be one of {sorted(TAXONOMIES)}, got {self.taxonomy!r}")
+        if self.allowed is not None:
+            if isinstance(self.allowed, str) or not all(isinstance(s, str) and s.strip() for s in self.allowed):
+                raise ConfigError(f"[sectors] allowed must be a list of non-empty labels, got {self.allowed!r}")
+            if self.taxonomy is not None:
+                raise ConfigError("[sectors] give either taxonomy or allowed, not both")
+            object.__setattr__(self, "allowed", tuple(dict.fromkeys(self.allowed)))
+        if not isinstance(self.relabel, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in self.relabel.items()
+        ):
+            raise ConfigError(f"[sectors] relabel must map labels to non-empty labels, got {self.relabel!r}")
+        if isinstance(self.min_assets, bool) or not isinstance(self.min_assets, int) or self.min_assets < 0:
+            raise ConfigError(f"[sectors] min_assets must be a non-negative integer, got {self.min_assets!r}")
+
+    @property
+    def allowed_labels(self) -> tuple[str, ...] | None:
+        """The labels allowed after relabelling (None: any label)."""
+        if self.taxonomy is not None:
+            return TAXONOMIES[self.taxonomy]
+        return self.allowed
+
+
+@dataclass(frozen=True)
 class StylesConfig:
     """Style factors and their parameters.
 
-    names: registered style names, in order.
+    names: registered style names, in order; None (the default) uses every registered style whose input
+        columns the panel has (:meth:`resolve` says which and why the others were left out).
     params: per-style keyword arguments (merged over each style's documented defaults).
+    modules: Python modules imported before the names are checked; importing them registers custom styles
+        (e.g. ``["my_factors"]``, importable from the current directory or the environment).
     """
 
-    names: tuple[str, ...] = ("momentum", "value", "size")
+    names: tuple[str, ...] | None = None
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in self.names:
+        if isinstance(self.modules, str) or not all(isinstance(m, str) and m for m in self.modules):
+            raise ConfigError(f"[styles] modules must be a list of module names, got {self.modules!r}")
+        object.__setattr__(self, "modules", tuple(self.modules))
+        import_style_modules(self.modules)
+        for name in self.names or ():
             try:
                 get_style(name)
             except KeyError as exc:
                 raise ConfigError(f"[styles] names: {exc.args[0]}") from None
-        unknown = sorted(set(self.params) - set(self.names))
+        candidates = set(self.names) if self.names is not None else {s.name for s in available_styles()}
+        unknown = sorted(set(self.params) - candidates)
         if unknown:
-            raise ConfigError(f"[styles.{unknown[0]}] configures a style that is not in [styles] names")
+            where = "[styles] names" if self.names is not None else "the registered styles"
+            raise ConfigError(f"[styles.{unknown[0]}] configures a style that is not in {where}")
         for name, params in self.params.items():
             accepted = {
                 p.name
@@ -126,9 +192,46 @@ class StylesConfig:
             if extra:
                 raise ConfigError(f"[styles.{name}] unknown parameter(s) {extra}; accepted: {sorted(accepted)}")
 
-    def effective_params(self) -> dict[str, dict[str, Any]]:
-        """Each style's parameters: its defaults overridden by the configured values."""
-        return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in self.names}
+    def resolve(self, columns: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The styles a panel with ``columns`` gets, and each registered style left out with the reason.
+
+        With ``names`` configured every one must have its inputs (ConfigError naming the missing columns and
+        the key to change); otherwise every registered style whose inputs are present is used.
+        """
+        present = set(columns)
+        if self.names is not None:
+            for name in self.names:
+                missing = [c for c in get_style(name).inputs if c not in present]
+                if missing:
+                    raise ConfigError(
+                        f"style {name!r} needs column(s) {missing}, which the panel lacks; remove it from "
+                        "[styles] names (or leave names out to use every style the data supports)"
+                    )
+            return tuple(self.names), {}
+        used: list[str] = []
+        skipped: dict[str, str] = {}
+        for style in available_styles():
+            missing = [c for c in style.inputs if c not in present]
+            if missing:
+                skipped[style.name] = f"the panel has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
+            else:
+                used.append(style.name)
+        return tuple(used), skipped
+
+    def effective_params(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each style's parameters (of ``names``, default the configured or every registered style): its
+        defaults overridden by the configured values."""
+        chosen = names if names is not None else (self.names or [s.name for s in available_styles()])
+        return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in chosen}
+
+
+def import_style_modules(modules: Sequence[str]) -> None:
+    """Import each module (which registers its styles); ConfigError naming a module that cannot be imported."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any import-time failure of user code is reported the same way
+            raise ConfigError(f"[styles] modules: cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -196,6 +299,7 @@ class ModelConfig:
     """The whole model configuration."""
 
     universe: UniverseConfig = field(default_factory=UniverseConfig)
+    sectors: SectorsConfig = field(default_factory=SectorsConfig)
     styles: StylesConfig = field(default_factory=StylesConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
@@ -206,7 +310,17 @@ class ModelConfig:
         """The configuration with every default filled in, as plain JSON-compatible data."""
         return {
             "universe": {"size": self.universe.size, "include": list(self.universe.include)},
-            "styles": {"names": list(self.styles.names), "params": self.styles.effective_params()},
+            "sectors": {
+                "taxonomy": self.sectors.taxonomy,
+                "allowed": None if self.sectors.allowed is None else list(self.sectors.allowed),
+                "relabel": dict(self.sectors.relabel),
+                "min_assets": self.sectors.min_assets,
+            },
+            "styles": {
+                "names": None if self.styles.names is None else list(self.styles.names),
+                "params": self.styles.effective_params(),
+                "modules": list(self.styles.modules),
+            },
             "regression": {
                 **asdict(self.regression),
                 "exposure_lag": self.regression.effective_exposure_lag,
@@ -219,22 +333,30 @@ class ModelConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from parsed TOML/JSON data; unknown sections or keys are errors naming them."""
-        known_sections = {"universe", "styles", "regression", "covariance", "adjustments", "specific_risk"}
+        known_sections = {"universe", "sectors", "styles", "regression", "covariance", "adjustments", "specific_risk"}
         unknown = sorted(set(data) - known_sections)
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(known_sections)}")
         universe = _section(UniverseConfig, "universe", data.get("universe", {}))
+        sectors_data = dict(data.get("sectors", {}))
+        if isinstance(sectors_data.get("allowed"), list):
+            sectors_data["allowed"] = tuple(sectors_data["allowed"])
+        sectors = _section(SectorsConfig, "sectors", sectors_data)
         styles_data = dict(data.get("styles", {}))
-        names = styles_data.pop("names", list(StylesConfig().names))
-        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        names = styles_data.pop("names", None)
+        if names is not None and (not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names)):
             raise ConfigError(f"[styles] names must be a list of style names, got {names!r}")
+        modules = styles_data.pop("modules", [])
+        if not isinstance(modules, list | tuple):
+            raise ConfigError(f"[styles] modules must be a list of module names, got {modules!r}")
+        import_style_modules([str(m) for m in modules])
         # per-style tables, either as [styles.<name>] or (in a recorded effective configuration) under params
         params: dict[str, Mapping[str, Any]] = dict(styles_data.pop("params", {}))
         for name, value in styles_data.items():
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[styles] unknown key {name!r}: expected names or a [styles.<name>] table")
             params[name] = dict(value)
-        styles = StylesConfig(names=tuple(names), params=params)
+        styles = StylesConfig(names=None if names is None else tuple(names), params=params, modules=tuple(modules))
         regression_data = {
             key: (None if key == "winsor_factor" and value is False else value)
             for key, value in dict(data.get("regression", {})).items()
@@ -253,6 +375,7 @@ class ModelConfig:
         specific = _section(SpecificRiskConfig, "specific_risk", specific_data)
         return cls(
             universe=universe,
+            sectors=sectors,
             styles=styles,
             regression=regression,
             covariance=covariance,

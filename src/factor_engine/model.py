@@ -32,7 +32,7 @@ import polars as pl
 
 from factor_engine import __version__
 from factor_engine._dense import run_parallel
-from factor_engine.config import ModelConfig
+from factor_engine.config import ModelConfig, SectorsConfig
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
 from factor_engine.risk import (
@@ -43,11 +43,11 @@ from factor_engine.risk import (
     volatility_regime_adjustment,
 )
 from factor_engine.styles import compute_styles
-from factor_engine.xsection import top_n_by_group
 
 __all__ = [
     "ModelError",
     "RiskModel",
+    "apply_sectors",
     "build_model",
     "forecast_factor_covariance",
     "load_model",
@@ -77,6 +77,8 @@ class RiskModel:
     factor_covariance: the forecast factor covariance of every date with enough history.
     specific_risk: ``date, symbol, specific_vol`` forecasts (daily sd, fraction).
     config: the effective configuration (JSON-compatible).
+    notes: what the build did with the data (JSON-compatible): market cap use, universe, sectors with their
+        asset counts, styles used and left out, factors left out, with reasons; ``warnings`` lists them.
     """
 
     factor_returns: pl.DataFrame
@@ -89,6 +91,12 @@ class RiskModel:
     factor_covariance: FactorCovariance | None = None
     specific_risk: pl.DataFrame | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the build left out or found thin, one sentence each (also in ``notes["warnings"]``)."""
+        return tuple(self.notes.get("warnings", ()))
 
     def between(self, start: datetime.date | None = None, end: datetime.date | None = None) -> RiskModel:
         """The model restricted to the dates in ``[start, end]`` (inclusive; None = open): every frame and
@@ -139,6 +147,7 @@ class RiskModel:
             "date_range": [str(dates.min()), str(dates.max())] if dates.len() else [None, None],
             "covariance_horizon": None if self.factor_covariance is None else self.factor_covariance.horizon,
             "config": self.config,
+            "build": self.notes,
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -198,19 +207,62 @@ def load_model(folder: str | Path) -> RiskModel:
         sectors=tuple(meta["sectors"]),
         styles=tuple(meta["styles"]),
         config=meta["config"],
+        notes=meta.get("build", {}),
     )
 
 
 def select_universe(panel: pl.DataFrame, size: int, include: Sequence[str] = ()) -> pl.DataFrame:
-    """The ``size`` largest assets by market cap on each date (all of them when ``size`` is 0), plus the rows
-    of the ``include`` symbols, sorted by (date, symbol)."""
-    if size == 0:
+    """The ``size`` largest assets on each date (all of them when ``size`` is 0 or there is no ``market_cap``),
+    plus the rows of the ``include`` symbols, sorted by (date, symbol).
+
+    Point in time: an asset is ranked by its market cap at its previous row's close, the cap known before the
+    date's return; ranking by the same day's cap would drop assets after a bad day and bias the factor
+    returns. An asset's first row (no previous cap) is kept only when the date has room for it, after the
+    ranked assets. Ties keep the (date, symbol) order.
+    """
+    if size == 0 or MARKET_CAP not in panel.columns:
         return panel
-    if not include:
-        return top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE).sort(DATE, SYMBOL).collect()
-    ranked = top_n_by_group(panel, size, rank_col=MARKET_CAP, over=DATE, keep_only=False)
-    kept = (pl.col("rank_mask") == 1) | pl.col(SYMBOL).is_in(list(include))
-    return ranked.filter(kept).drop("rank_mask").sort(DATE, SYMBOL).collect()
+    if panel.group_by(DATE).len().get_column("len").max() <= size:  # type: ignore[operator]
+        return panel
+    previous_cap = "__previous_cap__"
+    rank = pl.col(previous_cap).fill_null(-1.0).rank("ordinal", descending=True).over(DATE)
+    kept = rank <= size
+    if include:
+        kept = kept | pl.col(SYMBOL).is_in(list(include))
+    return (
+        panel.lazy()
+        .sort(DATE, SYMBOL)
+        .with_columns(pl.col(MARKET_CAP).shift(1).over(SYMBOL).alias(previous_cap))
+        .filter(kept)
+        .drop(previous_cap)
+        .collect()
+    )
+
+
+def apply_sectors(panel: pl.DataFrame, sectors: SectorsConfig) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The panel with its sector labels relabelled by ``sectors.relabel`` and checked against the allowed
+    labels, if any; also the relabelling actually applied (label → new label, for the labels present).
+
+    Raises ModelError naming the unknown labels, the allowed ones and the config key to change.
+    """
+    applied: dict[str, str] = {}
+    if sectors.relabel:
+        present = set(panel.get_column(SECTOR).unique().to_list())
+        applied = {old: new for old, new in sectors.relabel.items() if old in present}
+        if applied:
+            panel = panel.with_columns(pl.col(SECTOR).replace(applied))
+    allowed = sectors.allowed_labels
+    if allowed is not None:
+        labels = panel.get_column(SECTOR).unique().sort().to_list()
+        unknown = [label for label in labels if label not in set(allowed)]
+        if unknown:
+            key = f'taxonomy = "{sectors.taxonomy}"' if sectors.taxonomy else "allowed"
+            shown = ", ".join(repr(label) for label in unknown[:10]) + (" …" if len(unknown) > 10 else "")
+            raise ModelError(
+                f"sector label(s) {shown} are not allowed by [sectors] {key} (allowed: "
+                f"{', '.join(repr(a) for a in allowed)}); map them with [sectors.relabel] or remove the restriction"
+            )
+    return panel, applied
 
 
 def build_model(
@@ -221,51 +273,167 @@ def build_model(
 ) -> RiskModel:
     """Build a risk model from a validated panel (see :func:`factor_engine.validate_panel`).
 
+    The model follows the data: the sector factors are the labels of its universe (after ``[sectors]``
+    relabelling), the styles are those configured or, by default, every registered style whose inputs the
+    panel has, and without ``market_cap`` the regression weights assets equally (each sector's constraint
+    weight is then its number of assets, so the market factor is the equal-weighted market), the universe is
+    every asset, the size style is left out and specific risk shrinks toward the mean of all assets. A factor
+    that cannot be estimated on any date is left out of the model. Each choice is recorded in
+    :attr:`RiskModel.notes` with its reason, and :attr:`RiskModel.warnings` lists what a user should know.
+
     Parameters
     ----------
-    panel: long frame with ``date, symbol, asset_returns, market_cap, sector`` and the style inputs.
+    panel: long frame with ``date, symbol, asset_returns, sector`` and, optionally, ``market_cap`` and the
+        style inputs.
     config: the model configuration; defaults when None.
     stage: called with the name of each stage (universe, styles, factor returns, exposures, factor
         covariance, specific risk) and entered around it, e.g. to show progress or time the stages.
     """
     config = config or ModelConfig()
     run = stage or (lambda _name: nullcontext())
+    notes: dict[str, Any] = {}
+    warnings: list[str] = []
+    has_caps = MARKET_CAP in panel.columns
     with run("universe"):
+        panel, relabelled = apply_sectors(panel, config.sectors)
         universe = select_universe(panel, config.universe.size, config.universe.include)
+        if has_caps:
+            notes["market_cap"] = "present: regression weights sqrt(market_cap), cap-weighted sector constraint"
+        else:
+            notes["market_cap"] = (
+                "absent: equal regression weights, sector constraint weighted by asset counts (equal-weighted "
+                "market), no size style, no cap-ranked universe, specific risk shrunk toward all assets"
+            )
+            warnings.append(f"no market_cap column: {notes['market_cap']}")
+            universe = universe.with_columns(pl.lit(1.0).alias(MARKET_CAP))
+        notes["universe"] = _universe_note(panel, universe, config, has_caps)
     with run("styles"):
-        scores = compute_styles(universe, list(config.styles.names), params=config.styles.effective_params())
+        style_names, skipped = config.styles.resolve(panel.columns)
+        notes["styles"] = {"used": list(style_names), "skipped": skipped}
+        warnings.extend(f"style {name!r} left out: {reason}" for name, reason in skipped.items())
+        style_frame = universe if has_caps else universe.drop(MARKET_CAP)
+        scores = (
+            compute_styles(style_frame, list(style_names), params=config.styles.effective_params(style_names))
+            if style_names
+            else universe.select(DATE, SYMBOL)
+        )
     regression = config.regression
     with run("factor returns"):
         result: FactorReturns = estimate_from_panel(
             universe,
-            scores,
+            scores if style_names else None,
             winsor_factor=regression.winsor_factor,
             residualize_styles=regression.residualize_styles,
             method="barra" if regression.method == "barra" else "toraniko",
             exposure_lag=regression.effective_exposure_lag,
         )
-    if result.factor_returns.height == 0:
-        raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
+        if result.factor_returns.height == 0:
+            raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
+        dropped = _unestimable_factors(result)
+        notes["factors_dropped"] = dropped
+        warnings.extend(f"factor {name!r} left out of the model: {reason}" for name, reason in dropped.items())
+        factors = tuple(f for f in result.factors if f not in dropped)
+        sectors = tuple(f for f in result.sectors if f not in dropped)
+        styles = tuple(f for f in result.styles if f not in dropped)
+        factor_returns = result.factor_returns.select(DATE, *factors)
     with run("exposures"):
-        exposures = _exposures_at_close(universe, scores, result)
+        exposures = _exposures_at_close(universe, scores, result).select(DATE, SYMBOL, *factors)
+        notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
+        warnings.extend(notes["sectors"]["warnings"])
     with run("factor covariance"):
-        covariance = forecast_factor_covariance(result.factor_returns, config)
+        covariance = forecast_factor_covariance(factor_returns, config)
     with run("specific risk"):
+        specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
         specific = specific_risk(
-            result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, config.specific_risk
+            result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, specific_config
         )
+    notes["warnings"] = warnings
     return RiskModel(
-        factor_returns=result.factor_returns,
+        factor_returns=factor_returns,
         exposures=exposures,
         residuals=result.residuals,
         diagnostics=result.diagnostics,
-        factors=result.factors,
-        sectors=result.sectors,
-        styles=result.styles,
+        factors=factors,
+        sectors=sectors,
+        styles=styles,
         factor_covariance=covariance,
         specific_risk=specific,
         config=config.effective(),
+        notes=notes,
     )
+
+
+def _universe_note(panel: pl.DataFrame, universe: pl.DataFrame, config: ModelConfig, has_caps: bool) -> str:
+    size = config.universe.size
+    if size == 0:
+        return "every asset (universe size 0)"
+    if not has_caps:
+        return f"every asset: no market_cap to rank by (universe size {size} not applied)"
+    if universe.height == panel.height:
+        return f"every asset: no date has more than {size} assets"
+    return (
+        f"the {size} largest assets by the previous close's market cap on each date"
+        + (f", plus {len(config.universe.include)} included symbol(s)" if config.universe.include else "")
+        + f": {universe.height:,} of {panel.height:,} rows"
+    )
+
+
+def _unestimable_factors(result: FactorReturns) -> dict[str, str]:
+    """Factors whose return is null on every solved date, with the reason (from the regression diagnostics)."""
+    returns = result.factor_returns
+    null_counts = returns.select(pl.col(result.factors).null_count()).row(0)
+    dead = [f for f, n in zip(result.factors, null_counts, strict=True) if n == returns.height]
+    if not dead:
+        return {}
+    solved = result.diagnostics.join(returns.select(DATE), on=DATE, how="semi").get_column("reason").to_list()
+    reasons = {}
+    for factor in dead:
+        collinear = sum(1 for reason in solved if _named_in(reason, "collinear with earlier factors: ", factor))
+        if collinear == 0:
+            why = "no exposure on any date (a missing, constant or empty exposure)"
+        elif collinear == len(solved):
+            why = "collinear with earlier factors on every date"
+        else:
+            why = f"no exposure or collinear on every date (collinear on {collinear} of {len(solved)})"
+        reasons[factor] = f"{why}; its return could not be estimated on any of the {len(solved):,} dates"
+    return reasons
+
+
+def _named_in(reason: str, prefix: str, factor: str) -> bool:
+    return any(part.startswith(prefix) and factor in part[len(prefix) :].split(", ") for part in reason.split("; "))
+
+
+def _sector_note(
+    universe: pl.DataFrame, sectors: Sequence[str], relabelled: dict[str, str], min_assets: int
+) -> dict[str, Any]:
+    """The model's sectors with their asset counts per date (min / last), and a warning for each sector
+    with fewer than ``min_assets`` assets on some date."""
+    counts = (
+        universe.lazy()
+        .filter(pl.col(SECTOR).is_in(list(sectors)))
+        .group_by(DATE, SECTOR)
+        .len()
+        .group_by(SECTOR)
+        .agg(
+            pl.col("len").min().alias("min_assets"),
+            pl.col("len").sort_by(DATE).last().alias("last_assets"),
+            pl.col(DATE).min().alias("first_date"),
+            (pl.col("len") < min_assets).sum().alias("dates_below"),
+            pl.len().alias("dates"),
+        )
+        .sort(SECTOR)
+        .collect()
+    )
+    detail = {row[SECTOR]: {k: v for k, v in row.items() if k != SECTOR} for row in counts.iter_rows(named=True)}
+    warnings = [
+        f"sector {name!r} has fewer than {min_assets} assets on {d['dates_below']:,} of {d['dates']:,} dates "
+        f"(as few as {d['min_assets']}): its factor absorbs most of those assets' specific returns"
+        for name, d in detail.items()
+        if d["dates_below"]
+    ]
+    for d in detail.values():
+        d["first_date"] = str(d["first_date"])
+    return {"labels": list(sectors), "relabelled": relabelled, "assets": detail, "warnings": warnings}
 
 
 def _why_no_date(result: FactorReturns) -> str:

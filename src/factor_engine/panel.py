@@ -15,8 +15,10 @@ column             dtype       required   meaning and units
 ``symbol``         ``String``  yes        asset identifier. Categorical, Enum and integer ids are cast.
 ``asset_returns``  ``Float64`` yes        daily simple return as a fraction (0.01 is +1 %), finite and
                                           > -1. Null is allowed and kept (a missing observation).
-``market_cap``     ``Float64`` yes        market capitalisation in currency units; finite and > 0.
-``sector``         ``String``  yes        sector label; by default one of :data:`GICS_SECTORS`.
+``market_cap``     ``Float64`` no         market capitalisation in currency units; finite and > 0. Without
+                                          it a model weights assets equally (see :mod:`factor_engine.model`).
+``sector``         ``String``  yes        sector label: any non-empty text (the user's taxonomy: GICS, ICB,
+                                          the seed's names, a broker's codes). ``sectors=`` restricts it.
 ``book_price``     ``Float64`` no         book value to price ratio (book-to-price), unitless.
 ``sales_price``    ``Float64`` no         sales to price ratio, unitless.
 ``cf_price``       ``Float64`` no         cash flow to price ratio, unitless.
@@ -40,10 +42,13 @@ __all__ = [
     "DATE",
     "GICS_SECTORS",
     "MARKET_CAP",
+    "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "RETURNS",
     "SECTOR",
+    "SEED_SECTORS",
     "SYMBOL",
+    "TAXONOMIES",
     "VALUE_FEATURES",
     "PanelError",
     "load_panel",
@@ -57,7 +62,10 @@ RETURNS = "asset_returns"
 MARKET_CAP = "market_cap"
 SECTOR = "sector"
 VALUE_FEATURES: tuple[str, ...] = ("book_price", "sales_price", "cf_price")
-REQUIRED_COLUMNS = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR)
+REQUIRED_COLUMNS = (DATE, SYMBOL, RETURNS, SECTOR)
+#: Known columns a panel may lack: a model without them leaves out what needs them, and says so.
+OPTIONAL_COLUMNS = (MARKET_CAP, *VALUE_FEATURES)
+#: GICS level 1 (sectors), as named since the 2018 reclassification.
 GICS_SECTORS: tuple[str, ...] = (
     "Communication Services",
     "Consumer Discretionary",
@@ -71,9 +79,28 @@ GICS_SECTORS: tuple[str, ...] = (
     "Real Estate",
     "Utilities",
 )
+#: The 11 sector names of the seed's service description (Morningstar's sector names, as data vendors such as
+#: Yahoo Finance label them).
+SEED_SECTORS: tuple[str, ...] = (
+    "Basic Materials",
+    "Communication Services",
+    "Consumer Cyclical",
+    "Consumer Defensive",
+    "Energy",
+    "Financial Services",
+    "Healthcare",
+    "Industrials",
+    "Real Estate",
+    "Technology",
+    "Utilities",
+)
+#: Named taxonomies a model configuration can ask for (``[sectors] taxonomy = "gics"``).
+TAXONOMIES: dict[str, tuple[str, ...]] = {"gics": GICS_SECTORS, "seed": SEED_SECTORS}
 
 PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
 CSV_SUFFIXES: tuple[str, ...] = (".csv",)
+#: Suffixes read as CSV: plain or gzip-compressed (files are written as plain ``.csv``).
+READABLE_CSV_SUFFIXES: tuple[str, ...] = (*CSV_SUFFIXES, ".csv.gz")
 
 _KEY = (DATE, SYMBOL)
 _FLOAT_COLUMNS = (RETURNS, MARKET_CAP, *VALUE_FEATURES)
@@ -289,14 +316,21 @@ def _row_checks(columns: Sequence[str], sectors: Sequence[str] | None) -> list[_
             )
         )
     if SECTOR in columns:
-        checks.append(_RowCheck(SECTOR, pl.col(SECTOR).is_null(), f"{SECTOR} must not be null", False))
+        checks.append(
+            _RowCheck(
+                SECTOR,
+                pl.col(SECTOR).str.strip_chars().str.len_chars().fill_null(0) == 0,
+                f"{SECTOR} must be a non-empty label (not null or blank)",
+                False,
+            )
+        )
         if sectors is not None:
+            shown = ", ".join(repr(label) for label in sectors)
             checks.append(
                 _RowCheck(
                     SECTOR,
                     pl.col(SECTOR).is_in(list(sectors)).not_().fill_null(False),
-                    f"{SECTOR} labels must be among the {len(sectors)} allowed sectors "
-                    "(pass sectors=None to accept any label)",
+                    f"{SECTOR} labels must be among the {len(sectors)} allowed sectors ({shown})",
                     list_labels=True,
                 )
             )
@@ -350,7 +384,7 @@ def _check_values(panel: pl.DataFrame, sectors: Sequence[str] | None) -> None:
 def validate_panel(
     df: pl.DataFrame | pl.LazyFrame,
     *,
-    sectors: Sequence[str] | None = GICS_SECTORS,
+    sectors: Sequence[str] | None = None,
     require: Sequence[str] = REQUIRED_COLUMNS,
 ) -> pl.DataFrame:
     """Check a long daily panel against the data contract and return a clean, canonically typed copy.
@@ -362,10 +396,11 @@ def validate_panel(
         ``market_cap`` is in currency units, value features are ratios to price (see the module
         docstring for the full schema). A LazyFrame is collected.
     sectors:
-        Allowed sector labels (default: the 11 GICS sectors). ``None`` accepts any non-null label.
+        Allowed sector labels, e.g. :data:`GICS_SECTORS` or :data:`SEED_SECTORS`; ``None`` (the default)
+        accepts any non-empty label: the taxonomy is the user's.
     require:
         Columns that must be present. ``date`` and ``symbol`` are always required. Known columns that
-        are present but not required (e.g. the optional value features) are still validated.
+        are present but not required (``market_cap``, the value features) are still validated.
 
     Returns
     -------
@@ -380,8 +415,8 @@ def validate_panel(
     PanelError
         For an empty panel, missing columns, unparseable or mistyped columns, null dates or symbols,
         duplicate (date, symbol) pairs, non-positive or non-finite market caps, returns <= -1 or
-        non-finite, null or unknown sectors and infinite value features. Problems found at the same
-        stage are reported together in one message.
+        non-finite, null, blank or (with ``sectors``) unlisted sectors and infinite value features.
+        Problems found at the same stage are reported together in one message.
     """
     if isinstance(sectors, str):
         raise TypeError("sectors must be a sequence of labels or None, not a single string")
@@ -410,13 +445,18 @@ def validate_panel(
     return panel.select(*known, *(name for name in panel.columns if name not in _CANONICAL_ORDER))
 
 
+def file_suffix(path: Path) -> str:
+    """The suffix that decides how ``path`` is read, lowercased: ``.csv.gz`` as a whole, else the last suffix."""
+    return ".csv.gz" if path.name.lower().endswith(".csv.gz") else path.suffix.lower()
+
+
 def load_panel(
     path: str | Path,
     *,
-    sectors: Sequence[str] | None = GICS_SECTORS,
+    sectors: Sequence[str] | None = None,
     require: Sequence[str] = REQUIRED_COLUMNS,
 ) -> pl.DataFrame:
-    """Read a panel from ``.parquet`` / ``.pq`` or ``.csv`` and validate it with :func:`validate_panel`.
+    """Read a panel from ``.parquet`` / ``.pq``, ``.csv`` or ``.csv.gz`` and validate it with :func:`validate_panel`.
 
     Parameters
     ----------
@@ -433,9 +473,9 @@ def load_panel(
         invalid.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
-        supported = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
+    suffix = file_suffix(path)
+    if suffix not in PARQUET_SUFFIXES + READABLE_CSV_SUFFIXES:
+        supported = ", ".join(PARQUET_SUFFIXES + READABLE_CSV_SUFFIXES)
         raise PanelError(f"cannot read panel {path}: unsupported suffix {path.suffix!r} (use {supported})")
     if not path.is_file():
         raise PanelError(f"cannot read panel {path}: no such file")

@@ -159,7 +159,9 @@ def estimate_factor_returns(
     :class:`FactorReturns` (unpacks as ``factor_returns, residuals``).
 
     Rows lacking a return, a positive market cap, a sector or a style exposure are left out of their date's
-    regression and counted in ``excluded``; they never affect other rows or dates.
+    regression and counted in ``excluded``; they never affect other rows or dates. With ``barra``, a style
+    that no asset of a date has (e.g. still warming up) is instead absent that date: it is dropped there,
+    like an empty sector, and the other factors are estimated from every row.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
@@ -216,6 +218,12 @@ def estimate_factor_returns(
         reasons.append((f"no sector exposure {_when(lag)}", np.isfinite(sector_exposure[:end]).all(axis=2)))
     for p, name in enumerate(style_names):
         reasons.append((f"no {name} exposure {_when(lag)}", np.isfinite(style_exposure[:end, :, p])))
+    if method == "barra" and style_names:
+        # a style with no value for any of a date's assets (still warming up, not yet available) is absent
+        # that date: exposure 0, so it is dropped there like an empty sector, instead of excluding every row
+        absent = ~(np.isfinite(style_exposure[:end]) & has_row[:, :, None]).any(axis=1)  # (T', P)
+        e_idx, p_idx = np.nonzero(absent)
+        style_exposure[e_idx, :, p_idx] = 0.0
     valid = has_row.copy()
     # returns of the first `lag` dates have no earlier exposures to be explained by
     excluded_rows = [(f"no exposures {lag} date(s) earlier (first dates of the panel)", n_before_exposures)] * (lag > 0)

@@ -26,7 +26,7 @@ from factor_engine.cli._common import (
     console,
 )
 from factor_engine.config import load_config
-from factor_engine.model import build_model, load_model
+from factor_engine.model import RiskModel, build_model, load_model
 from factor_engine.panel import (
     DATE,
     PARQUET_SUFFIXES,
@@ -52,9 +52,11 @@ def build(
 ) -> None:
     """Build a risk model from a panel file and write it as a model folder.
 
-    Runs validation, universe selection, style scores and factor returns as configured, and writes
-    factor_returns, exposures (known at each date's close), residuals and diagnostics as Parquet files,
-    plus model.json with the effective configuration, factor list, date range, units and engine version.
+    Runs validation, universe selection, style scores, factor returns, the factor covariance and specific risk
+    as configured, and writes them as Parquet files, plus model.json with the effective configuration, factor
+    list, date range, units, engine version and what the build did with the data. Without a configuration
+    the model follows the data: every style whose input columns the panel has, the panel's own sector labels,
+    equal weights when there is no market_cap column; what was left out, and why, is printed.
 
     Example:
 
@@ -75,12 +77,45 @@ def build(
             Text.assemble(
                 ("model: ", "bold"),
                 f"{len(model.factors)} factors (market, {len(model.sectors)} sectors, styles "
-                f"{', '.join(model.styles)}), {model.factor_returns.height} dates solved, "
+                f"{', '.join(model.styles) or 'none'}), {model.factor_returns.height} dates solved, "
                 f"{meta['date_range'][0]} → {meta['date_range'][1]}",
             )
         )
+        print_build_notes(model)
         console.print(stages.table())
         console.print(f"wrote model folder {out}")
+
+
+def _annualized(daily_vol: float | None) -> str:
+    """A daily volatility (fraction) as an annualized percentage; ``n/a`` when missing."""
+    return "n/a" if daily_vol is None else _percent(daily_vol * math.sqrt(TRADING_DAYS_PER_YEAR))
+
+
+def print_build_notes(model: RiskModel) -> None:
+    """What the build did with the data: market cap use, universe, sectors, styles used and left out, factors
+    left out (from ``model.notes``), then each warning as a yellow ``warning:`` line."""
+    notes = model.notes
+    if not notes:
+        return
+    table = Table(title="What the build did with the data", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("market cap", notes.get("market_cap", ""))
+    table.add_row("universe", notes.get("universe", ""))
+    sectors = notes.get("sectors", {})
+    labels = sectors.get("labels", list(model.sectors))
+    table.add_row("sectors", f"{len(labels)}: " + ", ".join(labels))
+    if sectors.get("relabelled"):
+        table.add_row("relabelled", ", ".join(f"{old} → {new}" for old, new in sectors["relabelled"].items()))
+    styles_note = notes.get("styles", {})
+    table.add_row("styles", ", ".join(styles_note.get("used", [])) or "none")
+    for name, reason in styles_note.get("skipped", {}).items():
+        table.add_row("style left out", f"{name}: {reason}")
+    for name, reason in notes.get("factors_dropped", {}).items():
+        table.add_row("factor left out", f"{name}: {reason}")
+    console.print(table)
+    for warning in model.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
 
 
 def _read_weights(path: Path, what: str) -> pl.DataFrame:
@@ -301,8 +336,8 @@ def validate(
         for row in realized.iter_rows(named=True):
             vol_table.add_row(
                 row["source"],
-                _percent(row["realized_vol"] * math.sqrt(TRADING_DAYS_PER_YEAR)),
-                _percent(row["forecast_vol"] * math.sqrt(TRADING_DAYS_PER_YEAR)),
+                _annualized(row["realized_vol"]),
+                _annualized(row["forecast_vol"]),
                 f"{row['n_days']:,}",
                 f"{row['n_rebalances']:,}",
             )

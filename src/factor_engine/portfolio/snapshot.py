@@ -3,7 +3,9 @@
 A snapshot at ``date`` is the model as of that date's close, in *daily* units:
 
 - ``B``: the exposures known at the close of ``date`` (``RiskModel.exposures`` rows of that date);
-- ``F``: the factor covariance forecast made at that close, ``factor_covariance.at(date) / horizon`` (daily);
+- ``F``: the factor covariance forecast made at that close, ``factor_covariance.at(date) / horizon`` (daily),
+  over the factors that have a forecast that day: a factor without one yet (a sector that appeared less than
+  ``min_periods`` dates ago) is left out of the snapshot, with its exposures;
 - ``σ``: the specific volatility forecast made at that close (daily sd, fraction).
 
 Assets: those with a finite ``specific_vol`` forecast on ``date`` *and* finite exposures to the market and
@@ -30,10 +32,10 @@ SPECIFIC_VOL = "specific_vol"
 
 
 def forecast_dates(model: RiskModel) -> pl.Series:
-    """The sorted dates at whose close the model has a finite factor covariance forecast, specific risk
-    forecasts and exposures: the dates :func:`snapshot_at` accepts."""
+    """The sorted dates at whose close the model has a factor covariance forecast (for at least one factor),
+    specific risk forecasts and exposures: the dates :func:`snapshot_at` accepts."""
     covariance, specific = _forecasts(model)
-    finite = np.isfinite(covariance.values).all(axis=(1, 2))
+    finite = _with_forecast(covariance.values).any(axis=1)
     covariance_dates = covariance.dates.filter(pl.Series(finite)).alias(DATE)
     specific_dates = specific.lazy().filter(pl.col(SPECIFIC_VOL).is_finite()).select(pl.col(DATE).unique())
     exposure_dates = model.exposures.lazy().select(pl.col(DATE).unique())
@@ -70,7 +72,10 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
     if date is not None and not (available == day).any():
         raise ModelError(f"no risk forecast for {day}: {_why_missing(model, day)}; {_nearest(available, day)}")
 
-    factors = list(model.factors)
+    matrix = covariance.at(day)
+    with_forecast = _with_forecast(matrix[None])[0]
+    index = [i for i, factor in enumerate(covariance.factors) if with_forecast[i] and factor in model.factors]
+    factors = [covariance.factors[i] for i in index]
     styles = [f for f in model.styles if f in factors]
     on_date = pl.col(DATE) == day
     frame = (
@@ -93,9 +98,15 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
         factors=tuple(factors),
         symbols=tuple(frame.get_column(SYMBOL).cast(pl.String).to_list()),
         exposures=frame.select(factors).to_numpy(),
-        factor_covariance=covariance.at(day) / covariance.horizon,
+        factor_covariance=matrix[np.ix_(index, index)] / covariance.horizon,
         specific_vol=frame.get_column(SPECIFIC_VOL).to_numpy(),
     )
+
+
+def _with_forecast(values: np.ndarray) -> np.ndarray:
+    """(T, K) mask of the factors with a forecast on each of (T, K, K) covariances: a finite variance."""
+    mask: np.ndarray = np.isfinite(np.diagonal(values, axis1=1, axis2=2))
+    return mask
 
 
 def _forecasts(model: RiskModel) -> tuple[FactorCovariance, pl.DataFrame]:
@@ -122,7 +133,7 @@ def _why_missing(model: RiskModel, day: datetime.date) -> str:
     covariance, specific = _forecasts(model)
     if model.exposures.lazy().filter(pl.col(DATE) == day).select(pl.len()).collect().item() == 0:
         return "the model has no exposures on that date"
-    if day not in covariance.dates.to_list() or not np.isfinite(covariance.at(day)).all():
+    if day not in covariance.dates.to_list() or not _with_forecast(covariance.at(day)[None]).any():
         return "no factor covariance forecast (not enough history?)"
     if (
         specific.lazy()

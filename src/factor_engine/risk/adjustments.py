@@ -9,7 +9,9 @@ The simulated bias of eigenfactor ``k`` (by eigenvalue rank) is ``v_k = sqrt(mea
 is scaled by ``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``, 1.4 in USE4 documentation) and the adjusted forecast
 is ``U0 diag(γ² d0) U0ᵀ``. The bias profile is simulated on every ``every``-th date (common random numbers
 across dates, so profiles change smoothly) and each date uses the latest profile simulated at or before it:
-point-in-time, nothing from the future.
+point-in-time, nothing from the future. A date where some factors have no forecast yet (a NaN row and column:
+a new sector, a style still warming up) is adjusted on the block of factors that have one; dates are grouped
+by that set of factors, and the simulated draws depend only on the seed and the block's size.
 
 Volatility regime adjustment (Barra USE4). The cross-sectional bias statistic of the factors,
 ``B_t = sqrt(mean_k (f_{t,k} / σ_{t−1,k})²)`` over the factors with a forecast at ``t−1`` and a return at
@@ -109,15 +111,20 @@ def eigenfactor_adjustment(
     adjusted = values.copy()
     if n_dates == 0:
         return covariance
-    finite = np.isfinite(values).all(axis=2) & np.isfinite(values).all(axis=1)  # (T, K) factors with a forecast
+    # factors with a forecast on each date: a finite variance (a factor without one has a NaN row and column)
+    finite = np.isfinite(np.diagonal(values, axis1=1, axis2=2))  # (T, K)
     patterns, pattern_of_date = np.unique(finite, axis=0, return_inverse=True)
-    rng = np.random.default_rng(seed)
     for p, pattern in enumerate(patterns):
         active = np.flatnonzero(pattern)
         dates = np.flatnonzero(pattern_of_date.ravel() == p)
         if active.size == 0:
             continue
         block = values[np.ix_(dates, active, active)]
+        if not np.isfinite(block).all():
+            raise ValueError("covariance forecasts must be finite among the factors with a finite variance")
+        # the draws depend on the seed and the number of factors only, never on which other factor sets occur
+        # on other dates: a forecast does not change when later data (a new factor) arrives
+        rng = np.random.default_rng([seed, active.size])
         eigvals, eigvecs = np.linalg.eigh(block)
         draws = _wishart_bartlett(rng, n_simulations, active.size, float(effective_observations))
         simulated_at = dates[::every] if every > 1 else dates

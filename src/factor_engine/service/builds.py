@@ -13,13 +13,12 @@ from typing import Any
 
 import polars as pl
 
-from factor_engine.config import ModelConfig
+from factor_engine.config import ConfigError, ModelConfig
 from factor_engine.model import build_model
-from factor_engine.panel import DATE, SECTOR, validate_panel
+from factor_engine.panel import DATE, OPTIONAL_COLUMNS, SECTOR, validate_panel
 from factor_engine.service.errors import InputError
 from factor_engine.service.schemas import CreateModelRequest
 from factor_engine.storage import ModelSummary, Store
-from factor_engine.styles import get_style
 
 __all__ = [
     "BUILD_STAGES",
@@ -125,38 +124,30 @@ def load_build_panel(store: Store, request: CreateModelRequest, config: ModelCon
             f"the date range {request.start_date or 'start'} → {request.end_date or 'end'} has no data for "
             f"{which}; {held}"
         )
-    needed: dict[str, list[str]] = {}
-    for name in config.styles.names:
-        lacking = [
-            column
-            for column in get_style(name).inputs
-            if column not in panel.columns or panel.get_column(column).null_count() == panel.height
-        ]
-        if lacking:
-            needed[name] = lacking
-    if needed:
-        described = "; ".join(f"style {name!r} needs {columns}" for name, columns in needed.items())
-        raise InputError(
-            f"the stored panel has no values in the requested range for the inputs of the configured styles: "
-            f"{described}; ingest them or configure [styles] names without those styles"
-        )
+    # optional columns the stored rows of this range never fill are absent for the model (it follows the data)
+    empty = [c for c in OPTIONAL_COLUMNS if c in panel.columns and panel.get_column(c).null_count() == panel.height]
+    panel = panel.drop(empty)
+    try:
+        style_names, _ = config.styles.resolve(panel.columns)
+    except ConfigError as exc:
+        raise InputError(f"the stored panel has no values in the requested range for {exc}") from None
     panel = validate_panel(panel)
-    _check_solvable(panel, config)
+    _check_solvable(panel, config, style_names)
     return panel
 
 
-def _check_solvable(panel: pl.DataFrame, config: ModelConfig) -> None:
+def _check_solvable(panel: pl.DataFrame, config: ModelConfig, style_names: tuple[str, ...]) -> None:
     """Every date would be skipped when no date has at least as many assets as factors (market + sectors +
     styles): say so instead of building an empty model."""
     most = int(panel.group_by(DATE).len().get_column("len").max() or 0)  # type: ignore[arg-type]
     if config.universe.size:
         most = min(most, config.universe.size + len(config.universe.include))
     n_sectors = panel.get_column(SECTOR).n_unique()
-    n_factors = 1 + n_sectors + len(config.styles.names)
+    n_factors = 1 + n_sectors + len(style_names)
     if most < n_factors:
         raise InputError(
             f"cannot build a risk model: at most {most} assets on any date for {n_factors} factors "
-            f"(market, {n_sectors} sectors, styles {', '.join(config.styles.names)}); the cross-sectional "
+            f"(market, {n_sectors} sectors, styles {', '.join(style_names) or 'none'}); the cross-sectional "
             "regression needs at least as many assets as factors on a date, so every date would be skipped. "
             "Include more symbols, or build on the largest stored assets (restrict_to_symbols: false)"
         )
