@@ -3,16 +3,32 @@
 :func:`generate_market` returns an unbalanced daily panel (the data contract of :mod:`factor_engine.panel`)
 together with the complete, exact truth that produced it, so estimators can be validated against it.
 
-The generative model (all returns are daily simple returns as fractions, market caps in currency units):
+The generative model (all returns are daily simple returns as fractions, market caps in currency units,
+dates counted as 0-based indices into the calendar):
 
 * Calendar: ``n_days`` business days (Mon–Fri) from ``start`` (rolled forward to a weekday).
+* Sectors: ``sectors`` is a taxonomy name, ``"gics"`` (:data:`~factor_engine.panel.GICS_SECTORS`, the
+  default) or ``"seed"`` (:data:`~factor_engine.panel.SEED_SECTORS`), or any sequence of at least two distinct,
+  non-empty labels (``("Alpha", "Beta")``, broker codes such as ``"4510"``). A sequence equal to a named
+  taxonomy's labels is that taxonomy. Each asset has one fixed sector: one asset per sector first (its
+  anchor), the others drawn with the shares ``sector_weights`` (default: uneven, US-market-like
+  :data:`SECTOR_WEIGHTS` for GICS and the same shares matched by meaning for the seed names; equal shares
+  for other labels).
 * Lifecycles: a fraction ``listing_rate`` of assets lists on a date after the first one and a fraction
   ``delisting_rate`` delists before the last one (independently); every asset lives at least two dates.
-  One asset of each GICS sector is alive on every date, so all 11 sectors are always populated.
-  An asset that is not alive on a date has no row that date.
-* Sectors: fixed per asset with uneven, US-market-like proportions (:data:`SECTOR_WEIGHTS`).
+  Each sector's anchor is alive on every date on which the sector is populated, so a sector is populated
+  exactly on the dates it is meant to be (every date by default). An asset that is not alive on a date has
+  no row that date.
+* Sparse sectors: ``sector_start[s] = d`` means sector ``s`` has no row before date d: its assets that
+  would list earlier list on d (so the sector arrives with most of its assets at once).
+  ``sector_gaps[s] = (a, b)`` empties sector ``s`` on dates a to b inclusive: its assets have no row
+  there and come back on b + 1; an asset that would list inside the gap lists on b + 1, one whose last
+  row would fall inside it stays to the last date. Through the gap the caps of its assets are frozen at
+  the last close before it (no return is generated while they are unobserved). At least two sectors must
+  be populated on every date, and one of them on the previous date too.
 * Market cap: lognormal at listing (median 3e9, log-sd 1.5, clipped to [1e8, 2e12]), then
-  ``cap[t] = cap[t−1]·(1 + r[t])``.
+  ``cap[t] = cap[t−1]·(1 + r[t])``; inside a sector's gap and on the first date after it
+  ``cap[t] = cap[t−1]`` (frozen).
 * Styles: each style ``s`` has a per-asset AR(1) latent ``z[t] = φ·z[t−1] + √(1−φ²)·ε[t]`` with
   ``φ = 0.99`` started from its stationary N(0, 1) law. ``size`` blends the latent with the cap:
   ``0.95·std(−log cap[t]) + √(1−0.95²)·z[t]``. Every style is then standardized over the assets alive
@@ -20,16 +36,20 @@ The generative model (all returns are daily simple returns as fractions, market 
   These standardized values, known at the close of date t, are ``truth.exposures``.
 * Factor returns: ``g[t] ~ N(0, Σ)`` with :func:`base_factor_covariance` (market 1 %, sectors 1.2 %,
   styles 0.3 % daily vol), scaled by the factor regime multiplier ``m_f[t]``. The sector block is then
-  made to satisfy the cap-weighted constraint ``Σ_s c_s[t−1]·f_s[t] = 0`` by subtracting its
-  cap-weighted mean, ``c_s[t−1]`` being the total cap of sector s at the previous close (Barra USE4).
+  made to satisfy the cap-weighted constraint ``Σ_s c_s[t−1]·f_s[t] = 0`` over the sectors populated on
+  date t by subtracting their cap-weighted mean, ``c_s[t−1]`` being the total cap of sector s at the
+  previous close (Barra USE4). The true return of a sector that is not populated on date t is null: it
+  moves no asset. A sector populated on t but not on t−1 (its start date, the date after a gap) has
+  ``c_s[t−1] = 0`` and its drawn return moves no return either (all its assets start with a null return).
 * Specific returns: ``u[t, i] = σ[t, i]·e[t, i]`` with ``e`` Student-t(``specific_df``) scaled to unit
   variance and ``σ[t, i] = (1 % + 1.5 %·q[t−1, i])·a_i·m_u[t]`` where ``q = clip((ln 1e12 − ln cap)/(ln 1e12 −
   ln 1e8), 0, 1)`` is a smallness score of the previous close cap, ``a_i`` a fixed per-asset lognormal
   dispersion (log-sd 0.15) and ``m_u[t]`` the specific regime multiplier.
 * Returns (point in time): ``r[t, i] = f_market[t] + f_sector(i)[t] + Σ_s X[t−1, i, s]·f_s[t] + u[t, i]``
-  using the exposures stored for the previous panel date. An asset's listing date has a null return.
-  To keep caps positive ``u`` is clipped from below so that ``r ≥ −0.95``; the stored specific return is
-  the clipped one, so the identity above holds exactly.
+  using the exposures stored for the previous panel date. An asset has a return on a date when it has a
+  row on that date and on the previous one: its listing date and its first date after a gap have a null
+  return. To keep caps positive ``u`` is clipped from below so that ``r ≥ −0.95``; the stored specific
+  return is the clipped one, so the identity above holds exactly.
 * Regimes (``regimes=True``): two independent two-state Markov chains started from their stationary
   law; factor multipliers (1.0, 2.0), specific multipliers (1.0, 1.5), stay probabilities 0.99 (calm)
   and 0.98 (stressed). With ``regimes=False`` both multipliers are 1.
@@ -42,7 +62,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +75,7 @@ from factor_engine.panel import MARKET_CAP as _MARKET_CAP
 from factor_engine.panel import RETURNS as _RETURNS
 from factor_engine.panel import SECTOR as _SECTOR
 from factor_engine.panel import SYMBOL as _SYMBOL
+from factor_engine.panel import TAXONOMIES as _TAXONOMIES
 from factor_engine.panel import VALUE_FEATURES as _VALUE_FEATURES
 
 __all__ = [
@@ -75,6 +96,12 @@ SPECIFIC_REGIME = "specific_regime"
 
 #: Share of assets drawn into each GICS sector (in ``GICS_SECTORS`` order), roughly a broad US universe.
 SECTOR_WEIGHTS: tuple[float, ...] = (0.06, 0.12, 0.07, 0.06, 0.13, 0.13, 0.13, 0.12, 0.06, 0.06, 0.06)
+# Default shares of the named taxonomies, in their label order: the seed's names get the share of the GICS
+# sector of the same meaning (Basic Materials = Materials, Consumer Cyclical = Consumer Discretionary, ...).
+_TAXONOMY_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "gics": SECTOR_WEIGHTS,
+    "seed": (0.06, 0.06, 0.12, 0.07, 0.06, 0.13, 0.13, 0.13, 0.06, 0.12, 0.06),
+}
 
 # Daily volatilities (fractions) of the base factor covariance.
 _MARKET_VOL = 0.010
@@ -124,7 +151,8 @@ class SyntheticTruth:
     All returns and vols are daily fractions. Frames are sorted by (date, symbol) or by date.
 
     factor_returns: one row per return date (every panel date but the first): ``date``, ``market``, one
-        column per GICS sector (the cap-constrained values), one per style.
+        column per sector (the cap-constrained values; null on the dates the sector has no row), one per
+        style.
     exposures: ``date``, ``symbol`` and one column per style for every alive (date, symbol): the
         standardized exposures known at the close of that date (they drive the next date's return).
     specific_returns: ``date``, ``symbol``, ``specific_return`` for every non-null panel return.
@@ -132,12 +160,14 @@ class SyntheticTruth:
         (regime included); same rows as ``specific_returns``.
     factor_vol_multiplier: ``date``, ``factor_regime``, ``specific_regime``: the regime multipliers in force
         on each return date.
-    sector_weights: ``date`` and one column per GICS sector: the cap weights ``c_s[t−1]/Σ c[t−1]`` of the
-        previous close used by the sector constraint on each return date.
+    sector_weights: ``date`` and one column per sector: the cap weights ``c_s[t−1]/Σ c[t−1]`` of the
+        previous close used by the sector constraint on each return date, the sum running over the sectors
+        populated on that date (null for the others; 0 for a sector populated that date but not the day before).
     factor_covariance: (K, K) base daily covariance of the unconstrained factor draw before regime scaling,
         rows/columns in ``factors`` order. The stored returns of date t have covariance
         ``m_f[t]²·P[t]·Σ·P[t]ᵀ`` (see :meth:`factor_covariance_on`).
-    factors: ``("market", *GICS sectors, *styles)``.
+    factors: ``("market", *sectors, *styles)``.
+    sectors: the sector labels in taxonomy order.
     styles: the style names in generation order.
     """
 
@@ -149,10 +179,13 @@ class SyntheticTruth:
     sector_weights: pl.DataFrame
     factor_covariance: np.ndarray
     factors: tuple[str, ...]
+    sectors: tuple[str, ...]
     styles: tuple[str, ...]
 
     def factor_covariance_on(self, date: datetime.date) -> np.ndarray:
         """True (K, K) daily covariance of the stored factor returns of ``date`` (regime and constraint applied).
+
+        The rows and columns of a sector with no row on ``date`` (null true return) are NaN.
 
         Parameters
         ----------
@@ -162,12 +195,16 @@ class SyntheticTruth:
         regime = self.factor_vol_multiplier.filter(pl.col(_DATE) == date)
         if weights.height != 1 or regime.height != 1:
             raise ValueError(f"{date} is not a return date of this synthetic market")
-        projection = sector_constraint_projection(
-            weights.select(_GICS_SECTORS).to_numpy()[0], n_factors=len(self.factors)
-        )
+        sector_weights = weights.select(self.sectors).to_numpy()[0].astype(float)
+        absent = np.isnan(sector_weights)
+        projection = sector_constraint_projection(np.where(absent, 0.0, sector_weights), n_factors=len(self.factors))
         multiplier = float(regime[FACTOR_REGIME][0])
         covariance = multiplier**2 * projection @ self.factor_covariance @ projection.T
-        return np.asarray(0.5 * (covariance + covariance.T))
+        covariance = np.asarray(0.5 * (covariance + covariance.T))
+        absent_factors = 1 + np.flatnonzero(absent)
+        covariance[absent_factors, :] = np.nan
+        covariance[:, absent_factors] = np.nan
+        return covariance
 
 
 @dataclass(frozen=True)
@@ -175,8 +212,9 @@ class SyntheticMarket:
     """A synthetic panel and the truth that generated it.
 
     panel: ``date`` (Date), ``symbol`` (String), ``asset_returns`` (daily fraction, null on each asset's
-        listing date), ``market_cap`` (currency units), ``sector`` (GICS name), ``book_price``,
-        ``sales_price``, ``cf_price`` (positive ratios); one row per alive (date, symbol), sorted.
+        listing date and first date after a sector gap), ``market_cap`` (currency units), ``sector`` (a
+        label of the taxonomy), ``book_price``, ``sales_price``, ``cf_price`` (positive ratios); one row per
+        alive (date, symbol), sorted.
     truth: the exact factor model behind it.
     """
 
@@ -184,24 +222,37 @@ class SyntheticMarket:
     truth: SyntheticTruth
 
 
-def base_factor_covariance(styles: Sequence[str]) -> np.ndarray:
-    """Base daily covariance of (market, 11 GICS sectors, *styles) factor returns before regime scaling.
+@dataclass(frozen=True)
+class _SectorCalendar:
+    """When each sector is populated: (T, S) ``present`` and ``in_gap`` masks, (S,) ``first_day``, ``gap_end``.
+
+    ``gap_end`` is the first date index after the sector's gap (0 for a sector without a gap).
+    """
+
+    present: np.ndarray
+    in_gap: np.ndarray
+    first_day: np.ndarray
+    gap_end: np.ndarray
+
+
+def base_factor_covariance(styles: Sequence[str], *, n_sectors: int = len(_GICS_SECTORS)) -> np.ndarray:
+    """Base daily covariance of (market, ``n_sectors`` sectors, *styles) factor returns before regime scaling.
 
     Parameters
     ----------
     styles: style names; ``momentum``, ``value`` and ``size`` get built-in correlations, others none.
+    n_sectors: number of sector factors (default 11, the GICS sectors).
 
     Vols (daily fractions): market 0.010, sectors 0.012, styles 0.003. Sectors are pairwise correlated
     0.20; named pairs follow ``_PAIR_CORR``.
     """
-    factors = (MARKET, *_GICS_SECTORS, *styles)
-    n_sectors = len(_GICS_SECTORS)
+    n_factors = 1 + n_sectors + len(styles)
     vols = np.array([_MARKET_VOL] + [_SECTOR_VOL] * n_sectors + [_STYLE_VOL] * len(styles))
-    corr = np.eye(len(factors))
+    corr = np.eye(n_factors)
     sector_block = slice(1, 1 + n_sectors)
     corr[sector_block, sector_block] = _SECTOR_SECTOR_CORR
     np.fill_diagonal(corr, 1.0)
-    position = {name: k for k, name in enumerate(factors)}
+    position = {MARKET: 0, **{style: 1 + n_sectors + k for k, style in enumerate(styles)}}
     for (first, second), rho in _PAIR_CORR.items():
         if first in position and second in position:
             corr[position[first], position[second]] = corr[position[second], position[first]] = rho
@@ -216,10 +267,11 @@ def sector_constraint_projection(sector_weights: np.ndarray, *, n_factors: int) 
 
     Parameters
     ----------
-    sector_weights: (11,) cap weights of the sectors at the previous close (summing to 1).
-    n_factors: K, the number of factors (market, 11 sectors, styles).
+    sector_weights: (S,) cap weights of the sectors at the previous close (summing to 1; 0 for a sector
+        left out of the constraint).
+    n_factors: K, the number of factors (market, S sectors, styles).
     """
-    n_sectors = len(_GICS_SECTORS)
+    n_sectors = len(sector_weights)
     projection = np.eye(n_factors)
     block = slice(1, 1 + n_sectors)
     projection[block, block] -= np.outer(np.ones(n_sectors), sector_weights)
@@ -232,6 +284,10 @@ def generate_market(
     *,
     seed: int = 0,
     styles: Sequence[str] = ("momentum", "value", "size"),
+    sectors: str | Sequence[str] = "gics",
+    sector_weights: Sequence[float] | None = None,
+    sector_start: Mapping[str, int] | None = None,
+    sector_gaps: Mapping[str, tuple[int, int]] | None = None,
     start: datetime.date = datetime.date(2015, 1, 2),
     listing_rate: float = 0.08,
     delisting_rate: float = 0.08,
@@ -242,33 +298,61 @@ def generate_market(
 
     Parameters
     ----------
-    n_assets: number of distinct assets over the whole history (at least 11, one per GICS sector).
+    n_assets: number of distinct assets over the whole history (at least one per sector).
     n_days: number of business days (at least 5).
     seed: seed of ``numpy.random.default_rng``; the same seed gives identical frames.
-    styles: style factor names (unique, not ``market`` nor a sector name). ``size`` is tied to −log cap.
+    styles: style factor names (unique, not ``market``, ``date``, ``symbol`` nor a sector label). ``size`` is
+        tied to −log cap.
+    sectors: a taxonomy name, ``"gics"`` or ``"seed"`` (see :data:`factor_engine.panel.TAXONOMIES`), or a
+        sequence of at least two distinct, non-empty sector labels, not ``market``, ``date``, ``symbol`` nor
+        a style name. The truth's factors are ``("market", *sectors, *styles)`` in that order.
+    sector_weights: share of assets drawn into each sector, in ``sectors`` order (non-negative, normalized
+        to sum 1). Default: the uneven :data:`SECTOR_WEIGHTS` for GICS (matched by meaning for the seed
+        names), equal shares for other labels.
+    sector_start: ``label -> date index`` (0-based, at most ``n_days − 2``): the sector has no row before it.
+    sector_gaps: ``label -> (first, last)`` date indices, inclusive: the sector has no row on those dates.
+        The gap must start after the sector's first date and end by ``n_days − 3`` (two dates after it).
     start: first calendar date (rolled forward to a weekday).
     listing_rate: fraction of assets (in [0, 1]) that list after the first date.
     delisting_rate: fraction of assets (in [0, 1]) that delist before the last date.
     regimes: draw the factor and specific volatility regimes (otherwise both multipliers are 1).
     specific_df: degrees of freedom (> 2, may be ``inf`` for normal) of the Student-t specific shocks.
 
-    See the module docstring for the exact model.
+    The true return of a sector on a date it has no row is null and the sector constraint runs over the
+    sectors populated that date; caps are frozen through a gap. See the module docstring for the exact model.
+
+    Raises
+    ------
+    ValueError
+        For an invalid argument, naming it: unknown taxonomy, empty, duplicate or clashing labels, weights
+        of the wrong length, a start or gap outside the calendar or naming an unknown sector, or fewer than
+        two sectors populated on some date.
     """
     if isinstance(styles, str):
         raise ValueError(f"styles must be a sequence of names, not the string {styles!r}")
     styles = tuple(styles)
-    _validate(n_assets, n_days, styles, listing_rate, delisting_rate, specific_df)
+    _validate(n_days, styles, listing_rate, delisting_rate, specific_df)
+    sector_labels, taxonomy = _sector_labels(sectors, styles)
+    if n_assets < len(sector_labels):
+        raise ValueError(f"n_assets must be at least {len(sector_labels)} (one per sector), got {n_assets}")
+    sector_shares = _sector_shares(sector_labels, taxonomy, sector_weights)
+    calendar = _sector_calendar(sector_labels, n_days, sector_start, sector_gaps)
     rng = np.random.default_rng(seed)
-    n_sectors = len(_GICS_SECTORS)
+    n_sectors = len(sector_labels)
     n_styles = len(styles)
-    factors = (MARKET, *_GICS_SECTORS, *styles)
+    factors = (MARKET, *sector_labels, *styles)
 
     dates = np.busday_offset(np.datetime64(start, "D"), np.arange(n_days), roll="forward")
-    sector_code = _draw_sectors(rng, n_assets)
-    listing, end = _draw_lifecycles(rng, n_assets, n_days, sector_code, listing_rate, delisting_rate)
+    sector_code = _draw_sectors(rng, n_assets, sector_shares)
+    listing, end = _draw_lifecycles(rng, n_assets, n_days, sector_code, listing_rate, delisting_rate, calendar)
     day = np.arange(n_days)[:, None]
-    alive = (day >= listing[None, :]) & (day < end[None, :])
+    asset_in_gap = calendar.in_gap[:, sector_code]
+    alive = (day >= listing[None, :]) & (day < end[None, :]) & ~asset_in_gap
     alive_count = alive.sum(axis=1)
+    # a return needs a row on the date and on the previous one (not on a listing date nor after a gap)
+    has_return = alive.copy()
+    has_return[0] = False
+    has_return[1:] &= alive[:-1]
 
     initial_cap = np.clip(
         np.exp(math.log(_CAP_MEDIAN) + _CAP_LOG_SD * rng.standard_normal(n_assets)), _CAP_FLOOR, _CAP_CEILING
@@ -289,7 +373,7 @@ def generate_market(
 
     factor_multiplier = _regime_path(rng, n_days, _FACTOR_REGIME_LEVELS, regimes)
     specific_multiplier = _regime_path(rng, n_days, _SPECIFIC_REGIME_LEVELS, regimes)
-    base_covariance = base_factor_covariance(styles)
+    base_covariance = base_factor_covariance(styles, n_sectors=n_sectors)
     factor_draws = (rng.standard_normal((n_days, len(factors))) @ np.linalg.cholesky(base_covariance).T) * (
         factor_multiplier[:, None]
     )
@@ -301,39 +385,42 @@ def generate_market(
     specific = np.full((n_days, n_assets), np.nan)
     specific_vol = np.full((n_days, n_assets), np.nan)
     factor_returns = np.full((n_days, len(factors)), np.nan)
-    sector_weights = np.full((n_days, n_sectors), np.nan)
+    constraint_weights = np.full((n_days, n_sectors), np.nan)
     if size_index is not None and size_latent is not None:
         exposures[0, :, size_index] = _size_exposure(caps[0], size_latent[0], alive[0])
-    sectors = slice(1, 1 + n_sectors)
+    sector_block = slice(1, 1 + n_sectors)
     styles_block = slice(1 + n_sectors, None)
     log_vol_range = math.log(_VOL_CAP_LARGE) - math.log(_VOL_CAP_SMALL)
     for t in range(1, n_days):
+        present = calendar.present[t]
         previous_caps = np.where(alive[t - 1], caps[t - 1], 0.0)
         sector_caps = np.bincount(sector_code, weights=previous_caps, minlength=n_sectors)
+        sector_caps = np.where(present, sector_caps, 0.0)
         weights = sector_caps / sector_caps.sum()
         draw = factor_draws[t]
+        sector_returns = np.where(present, draw[sector_block] - weights @ draw[sector_block], 0.0)
         factor_returns[t, 0] = draw[0]
-        factor_returns[t, sectors] = draw[sectors] - weights @ draw[sectors]
+        factor_returns[t, sector_block] = np.where(present, sector_returns, np.nan)
         factor_returns[t, styles_block] = draw[styles_block]
-        sector_weights[t] = weights
+        constraint_weights[t] = np.where(present, weights, np.nan)
 
         systematic = (
-            factor_returns[t, 0]
-            + factor_returns[t, sectors][sector_code]
-            + exposures[t - 1] @ factor_returns[t, styles_block]
+            factor_returns[t, 0] + sector_returns[sector_code] + exposures[t - 1] @ factor_returns[t, styles_block]
         )
         smallness = np.clip((math.log(_VOL_CAP_LARGE) - np.log(caps[t - 1])) / log_vol_range, 0.0, 1.0)
         specific_vol[t] = (_VOL_LARGE + (_VOL_SMALL - _VOL_LARGE) * smallness) * vol_dispersion
         specific_vol[t] *= specific_multiplier[t]
         specific[t] = np.maximum(specific_vol[t] * shocks[t], _RETURN_FLOOR - systematic)
         returns[t] = systematic + specific[t]
-        caps[t] = np.where(listing < t, caps[t - 1] * (1.0 + returns[t]), initial_cap)
+        # caps are frozen through a sector's gap and on the (return-less) first date after it
+        frozen = asset_in_gap[t] | asset_in_gap[t - 1]
+        grown = np.where(frozen, caps[t - 1], caps[t - 1] * (1.0 + returns[t]))
+        caps[t] = np.where(listing < t, grown, initial_cap)
         if size_index is not None and size_latent is not None:
             exposures[t, :, size_index] = _size_exposure(caps[t], size_latent[t], alive[t])
     del shocks, factor_draws, size_latent
 
-    has_return = alive & (day > listing[None, :])
-    returns[~has_return] = np.nan  # listing dates (and dead cells, dropped below) carry no return
+    returns[~has_return] = np.nan  # listing dates, first dates after a gap (and dead cells, dropped below)
     value_signal = (
         exposures[:, :, styles.index("value")] if "value" in styles else _standardize(latent_value, alive, alive_count)
     )
@@ -351,7 +438,7 @@ def generate_market(
         **keys,
         _RETURNS: pl.Series(_RETURNS, returns.ravel()[alive_flat]).fill_nan(None),
         _MARKET_CAP: pl.Series(_MARKET_CAP, caps.ravel()[alive_flat]),
-        _SECTOR: pl.Series(_SECTOR, _GICS_SECTORS).gather(sector_code[asset_index]),
+        _SECTOR: pl.Series(_SECTOR, sector_labels, dtype=pl.String).gather(sector_code[asset_index]),
     }
     del returns, caps
     for feature in _VALUE_FEATURES:
@@ -382,7 +469,7 @@ def generate_market(
     return_dates = date_series[1:]
     factor_frame = pl.DataFrame(
         {_DATE: return_dates, **{name: factor_returns[1:, k] for k, name in enumerate(factors)}}
-    )
+    ).fill_nan(None)
     regime_frame = pl.DataFrame(
         {
             _DATE: return_dates,
@@ -391,8 +478,8 @@ def generate_market(
         }
     )
     weights_frame = pl.DataFrame(
-        {_DATE: return_dates, **{name: sector_weights[1:, k] for k, name in enumerate(_GICS_SECTORS)}}
-    )
+        {_DATE: return_dates, **{name: constraint_weights[1:, k] for k, name in enumerate(sector_labels)}}
+    ).fill_nan(None)
     truth = SyntheticTruth(
         factor_returns=factor_frame,
         exposures=exposure_frame,
@@ -402,21 +489,19 @@ def generate_market(
         sector_weights=weights_frame,
         factor_covariance=base_covariance,
         factors=factors,
+        sectors=sector_labels,
         styles=styles,
     )
     return SyntheticMarket(panel=panel, truth=truth)
 
 
 def _validate(
-    n_assets: int,
     n_days: int,
     styles: tuple[str, ...],
     listing_rate: float,
     delisting_rate: float,
     specific_df: float,
 ) -> None:
-    if n_assets < len(_GICS_SECTORS):
-        raise ValueError(f"n_assets must be at least {len(_GICS_SECTORS)} (one per GICS sector), got {n_assets}")
     if n_days < 5:
         raise ValueError(f"n_days must be at least 5, got {n_days}")
     for name, rate in (("listing_rate", listing_rate), ("delisting_rate", delisting_rate)):
@@ -426,10 +511,123 @@ def _validate(
         raise ValueError(f"specific_df must exceed 2 (finite variance), got {specific_df!r}")
     if len(set(styles)) != len(styles):
         raise ValueError(f"styles must be unique, got {styles}")
-    reserved = {MARKET, *_GICS_SECTORS, _DATE, _SYMBOL}
+    reserved = {MARKET, _DATE, _SYMBOL}
     clashing = [s for s in styles if s in reserved or not s]
     if clashing:
-        raise ValueError(f"style names {clashing} are empty or clash with the market/sector/key columns")
+        raise ValueError(f"style names {clashing} are empty or clash with the market/key columns")
+
+
+def _sector_labels(sectors: str | Sequence[str], styles: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """The sector labels and the name of their taxonomy (None for labels that are not a named taxonomy)."""
+    if isinstance(sectors, str):
+        if sectors not in _TAXONOMIES:
+            known = ", ".join(repr(name) for name in _TAXONOMIES)
+            raise ValueError(
+                f"unknown sector taxonomy {sectors!r} (known: {known}); pass a sequence of labels for your own"
+            )
+        labels = _TAXONOMIES[sectors]
+    else:
+        labels = tuple(sectors)
+        not_text = [label for label in labels if not isinstance(label, str)]
+        if not_text:
+            raise ValueError(f"sector labels must be text, got {not_text}")
+        if len(labels) < 2:
+            raise ValueError(f"at least 2 sector labels are needed, got {list(labels)}")
+        blank = [label for label in labels if not label.strip()]
+        if blank:
+            raise ValueError(f"sector labels must be non-empty, got {blank}")
+        duplicated = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicated:
+            raise ValueError(f"sector labels must be distinct, {duplicated} repeat")
+    clashing = [label for label in labels if label in {MARKET, _DATE, _SYMBOL}]
+    if clashing:
+        raise ValueError(f"sector labels {clashing} clash with the market factor or the date/symbol key columns")
+    clashing_styles = [label for label in labels if label in styles]
+    if clashing_styles:
+        raise ValueError(f"sector labels {clashing_styles} clash with the style names {list(styles)}")
+    taxonomy = next((name for name, named in _TAXONOMIES.items() if labels == named), None)
+    return labels, taxonomy
+
+
+def _sector_shares(labels: tuple[str, ...], taxonomy: str | None, sector_weights: Sequence[float] | None) -> np.ndarray:
+    """(S,) probabilities of drawing each sector (after the one anchor asset per sector)."""
+    if sector_weights is None:
+        default = _TAXONOMY_WEIGHTS.get(taxonomy) if taxonomy is not None else None
+        shares = np.asarray(default) if default is not None else np.ones(len(labels))
+    else:
+        if isinstance(sector_weights, Mapping | str):
+            raise ValueError("sector_weights must be a sequence of shares in sector order")
+        shares = np.asarray(sector_weights, dtype=float)
+        if shares.shape != (len(labels),):
+            raise ValueError(
+                f"sector_weights must have one share per sector ({len(labels)}), got {len(sector_weights)}"
+            )
+        if not (np.isfinite(shares).all() and (shares >= 0.0).all() and shares.sum() > 0.0):
+            raise ValueError(f"sector_weights must be finite, non-negative and not all zero, got {list(shares)}")
+    # a left-to-right Python sum, as before the taxonomies existed (keeps the default draws bit for bit)
+    probabilities: np.ndarray = shares / sum(shares.tolist())
+    return probabilities
+
+
+def _sector_calendar(
+    labels: tuple[str, ...],
+    n_days: int,
+    sector_start: Mapping[str, int] | None,
+    sector_gaps: Mapping[str, tuple[int, int]] | None,
+) -> _SectorCalendar:
+    """Check ``sector_start`` and ``sector_gaps`` and return the dates on which each sector is populated."""
+    position = {label: k for k, label in enumerate(labels)}
+    first_day = np.zeros(len(labels), dtype=np.int64)
+    gap_end = np.zeros(len(labels), dtype=np.int64)
+    in_gap = np.zeros((n_days, len(labels)), dtype=bool)
+    for option, mapping in (("sector_start", sector_start), ("sector_gaps", sector_gaps)):
+        unknown = [label for label in mapping or {} if label not in position]
+        if unknown:
+            raise ValueError(f"{option} names sectors that are not in the taxonomy: {unknown}")
+    for label, first in (sector_start or {}).items():
+        if not _is_index(first) or not 0 <= first <= n_days - 2:
+            raise ValueError(
+                f"sector_start[{label!r}] = {first!r} is outside the calendar: it must be a date index in "
+                f"[0, {n_days - 2}] (n_days - 2, so the sector has a return date)"
+            )
+        first_day[position[label]] = first
+    for label, gap in (sector_gaps or {}).items():
+        sector = position[label]
+        lowest, highest = int(first_day[sector]) + 1, n_days - 3
+        if (
+            not isinstance(gap, Sequence)
+            or len(gap) != 2
+            or not all(_is_index(day) for day in gap)
+            or not lowest <= gap[0] <= gap[1] <= highest
+        ):
+            raise ValueError(
+                f"sector_gaps[{label!r}] = {gap!r} is outside the calendar: it must be a pair (first, last) of "
+                f"date indices with {lowest} <= first <= last <= {highest} (after the sector's first date, two "
+                "dates before the end)"
+            )
+        in_gap[gap[0] : gap[1] + 1, sector] = True
+        gap_end[sector] = gap[1] + 1
+    present = (np.arange(n_days)[:, None] >= first_day[None, :]) & ~in_gap
+    populated = present.sum(axis=1)
+    if populated.min() < 2:
+        day = int(np.argmin(populated))
+        names = [label for label, here in zip(labels, present[day], strict=True) if here]
+        raise ValueError(
+            f"at least 2 sectors must be populated on every date; on date index {day} only {names} would be "
+            "(check sector_start and sector_gaps)"
+        )
+    carried = (present[1:] & present[:-1]).any(axis=1)
+    if not carried.all():
+        day = int(np.argmin(carried)) + 1
+        raise ValueError(
+            f"no sector is populated on both date indices {day - 1} and {day}: the sector constraint of date "
+            f"{day} needs one (check sector_start and sector_gaps)"
+        )
+    return _SectorCalendar(present=present, in_gap=in_gap, first_day=first_day, gap_end=gap_end)
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _symbols(n_assets: int) -> list[str]:
@@ -437,10 +635,9 @@ def _symbols(n_assets: int) -> list[str]:
     return [f"S{i:0{width}d}" for i in range(1, n_assets + 1)]
 
 
-def _draw_sectors(rng: np.random.Generator, n_assets: int) -> np.ndarray:
-    """Sector code (index into GICS sectors) per asset: one asset per sector first, the rest by weight."""
-    n_sectors = len(_GICS_SECTORS)
-    probabilities = np.asarray(SECTOR_WEIGHTS) / sum(SECTOR_WEIGHTS)
+def _draw_sectors(rng: np.random.Generator, n_assets: int, probabilities: np.ndarray) -> np.ndarray:
+    """Sector code (index into the sector labels) per asset: one asset per sector first, the rest by share."""
+    n_sectors = len(probabilities)
     codes = rng.choice(n_sectors, size=n_assets, p=probabilities)
     anchors = rng.choice(n_assets, size=n_sectors, replace=False)
     codes[anchors] = np.arange(n_sectors)
@@ -454,20 +651,28 @@ def _draw_lifecycles(
     sector_code: np.ndarray,
     listing_rate: float,
     delisting_rate: float,
+    calendar: _SectorCalendar,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First alive date index and end (exclusive) date index per asset.
+    """First alive date index and end (exclusive) date index per asset (before the gaps are cut out).
 
-    The lowest-numbered asset of each sector lives throughout so every sector is populated on every date.
+    The lowest-numbered asset of each sector lives from the sector's first date to the end, so every sector
+    is populated on every date of its calendar. No asset lists before its sector's first date or inside
+    its sector's gap (it lists the date after), and none has its last date inside the gap (it stays).
     """
-    n_sectors = len(_GICS_SECTORS)
+    n_sectors = len(calendar.first_day)
     lists_late = rng.random(n_assets) < listing_rate
     delists = rng.random(n_assets) < delisting_rate
     anchors = np.array([np.flatnonzero(sector_code == s)[0] for s in range(n_sectors)])
     lists_late[anchors] = False
     delists[anchors] = False
     listing = np.where(lists_late, rng.integers(1, n_days - 2, size=n_assets), 0)
+    listing = np.maximum(listing, calendar.first_day[sector_code])
+    asset_gap_end = calendar.gap_end[sector_code]
+    listing = np.where(calendar.in_gap[listing, sector_code], asset_gap_end, listing)
     # delisting: the last alive date is before the final date and at least one date after listing
-    end = np.where(delists, rng.integers(listing + 2, n_days), n_days)
+    delists &= listing + 2 < n_days
+    end = np.where(delists, rng.integers(np.minimum(listing + 2, n_days - 1), n_days), n_days)
+    end = np.where(calendar.in_gap[end - 1, sector_code], n_days, end)
     return listing, end
 
 

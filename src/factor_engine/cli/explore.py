@@ -3,6 +3,7 @@ file and the synthetic market with its truth."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -274,12 +275,26 @@ def _write_demo_report(model: RiskModel, panel: pl.DataFrame, out: Path) -> Path
     )
 
 
+class Taxonomy(StrEnum):
+    """Named sector taxonomies of :data:`factor_engine.panel.TAXONOMIES` the ``synthetic`` command can draw."""
+
+    gics = "gics"
+    seed = "seed"
+
+
 @app.command()
 def synthetic(
     out: Annotated[Path, typer.Option("--out", "-o", help="Panel file to write (.parquet, .pq or .csv).")],
     assets: Annotated[int, typer.Option("--assets", help="Distinct assets over the whole history.")] = 500,
     days: Annotated[int, typer.Option("--days", help="Business days.")] = 756,
     seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed writes the same panel.")] = 0,
+    taxonomy: Annotated[
+        Taxonomy,
+        typer.Option(
+            "--taxonomy",
+            help="Sector labels of the panel: gics (the 11 GICS sectors) or seed (Basic Materials, ..., Utilities).",
+        ),
+    ] = Taxonomy.gics,
     truth_dir: Annotated[
         Path | None,
         typer.Option("--truth-dir", help="Also write the true factor returns, exposures, ... here as Parquet."),
@@ -288,18 +303,20 @@ def synthetic(
 ) -> None:
     """Write a seeded synthetic panel that follows the data contract (and optionally its known truth).
 
-    The truth directory receives factor_returns, exposures, specific_returns, specific_vol,
-    factor_vol_multiplier, sector_weights and factor_covariance (rows and columns in factor order).
+    The sectors are those of --taxonomy: gics (default) or seed; the true factors are market, the
+    sectors in taxonomy order, then the styles. The truth directory receives factor_returns, exposures,
+    specific_returns, specific_vol, factor_vol_multiplier, sector_weights and factor_covariance (rows and
+    columns in factor order).
 
     Example:
 
-        factor-engine synthetic --assets 500 --days 756 --seed 0 --out panel.parquet --truth-dir truth
+        factor-engine synthetic --assets 500 --days 756 --seed 0 --taxonomy seed --out panel.parquet --truth-dir truth
     """
     with _reported_errors(verbose):
         _check_output_file(out)
         stages = _Stages()
         with stages.run("generate synthetic market"):
-            market = generate_market(assets, days, seed=seed)
+            market = generate_market(assets, days, seed=seed, sectors=taxonomy.value)
         with stages.run("write files"):
             written = [_write_frame(market.panel, out)]
             if truth_dir is not None:
