@@ -304,7 +304,7 @@ def build_model(
                 "absent: equal regression weights, sector constraint weighted by asset counts (equal-weighted "
                 "market), no size style, no cap-ranked universe, specific risk shrunk toward all assets"
             )
-            warnings.append(f"no market_cap column: {notes['market_cap']}")
+            warnings.append("no market_cap column: " + notes["market_cap"].removeprefix("absent: "))
             universe = universe.with_columns(pl.lit(1.0).alias(MARKET_CAP))
         notes["universe"] = _universe_note(panel, universe, config, has_caps)
     with run("styles"):
