@@ -310,7 +310,16 @@ def _dense_model(model: RiskModel, panel_returns: pl.DataFrame) -> _Dense:
     t = np.minimum(np.searchsorted(grid.days, cov_days), grid.n_dates - 1)
     on_grid = grid.days[t] == cov_days
     factor_cov[t[on_grid]] = covariance.values[on_grid] / covariance.horizon
-    return _Dense(grid, returns, exposures, specific_var, factor_cov)
+    return _Dense(grid, returns, exposures, specific_var, _over_factors_with_forecast(factor_cov))
+
+
+def _over_factors_with_forecast(factor_cov: np.ndarray) -> np.ndarray:
+    """(T, K, K) covariances where a factor without a forecast on a date (NaN variance: a new sector waiting for
+    history) has a zero row and column, as a snapshot leaves it out; a date without any forecast stays NaN."""
+    has = np.isfinite(np.diagonal(factor_cov, axis1=1, axis2=2))
+    usable = np.where(has[:, :, None] & has[:, None, :], factor_cov, 0.0)
+    usable[~has.any(axis=1)] = np.nan
+    return usable
 
 
 def _present(forecast_ok: np.ndarray, returns: np.ndarray) -> np.ndarray:
