@@ -324,6 +324,9 @@ def test_rows_before_the_first_shares_value_can_be_dropped() -> None:
     prepared = prepare_panel(WIDE, SECTORS, shares=late, missing_caps="drop")
     panel = check_contract(prepared)
     assert prepared.summary.rows_dropped_without_cap == 2
+    # AAA's first close was dropped: the nulls counted are those of the rows kept
+    assert (prepared.summary.first_returns, prepared.summary.gap_returns) == (2, 1)
+    assert panel.get_column("asset_returns").null_count() == 3
     assert panel.filter(pl.col("symbol") == "AAA").get_column("date").to_list() == D[2:]
     assert panel.height == 11
 

@@ -6,7 +6,8 @@ return a :class:`PreparedPanel`: the panel and a :class:`PrepareSummary` of what
 
 Inputs
 ------
-Column names are matched ignoring case, surrounding blanks, spaces and hyphens (``Adj Close`` is ``adj_close``).
+Column names are matched ignoring case and surrounding blanks, with spaces and hyphens read as underscores
+(``Adj Close`` is ``adj_close``).
 Dates are Date, Datetime or ISO ``YYYY-MM-DD`` text; numbers are numeric or numeric text. Empty cells and NaN
 are missing values.
 
@@ -41,7 +42,8 @@ Dated sectors, caps, shares and fundamentals are joined as of each price date: t
 before it is used for the symbol (forward fill, no staleness limit), never a later one. Date values by when
 they became known (a filing date, not a period end). A price row before the symbol's first sector row is an
 error; before its first cap or shares value it is an error unless ``missing_caps="drop"`` drops such rows (the
-count is in the summary); before its first fundamentals value its value features are null.
+count is in the summary); before its first fundamentals value its value features are null. Each fundamentals
+column is filled on its own: a null does not erase an earlier value.
 
 Errors and warnings
 -------------------
@@ -655,12 +657,6 @@ def prepare_panel(
         _fail(label["prices"], "no closes: every price is empty")
     without_prices = tuple(sorted(price_symbols - set(closes.get_column(SYMBOL).unique().to_list())))
     rows = _returns(closes)
-    steps = rows.select(
-        pl.col(_PREVIOUS_DAY).is_null().sum().alias("first"),
-        (pl.col(_PREVIOUS_DAY).is_not_null() & pl.col(RETURNS).is_null()).sum().alias("gaps"),
-        (pl.col(_DAY) - pl.col(_PREVIOUS_DAY) - 1).sum().alias("missing days"),
-    ).row(0, named=True)
-
     ignored: dict[str, tuple[str, ...]] = {"prices": prices_ignored}
     matched: dict[str, set[str]] = {}
     rows, sectors_layout, ignored["sectors"], matched["sectors"] = _sectors(rows, sectors, label["sectors"])
@@ -680,6 +676,13 @@ def prepare_panel(
         rows, value_features, ignored["fundamentals"], matched["fundamentals"] = _fundamentals(
             rows, fundamentals, label["fundamentals"]
         )
+
+    # counted on the rows kept (missing_caps='drop' may drop some)
+    steps = rows.select(
+        pl.col(_PREVIOUS_DAY).is_null().sum().alias("first"),
+        (pl.col(_PREVIOUS_DAY).is_not_null() & pl.col(RETURNS).is_null()).sum().alias("gaps"),
+        (pl.col(_DAY) - pl.col(_PREVIOUS_DAY) - 1).sum().alias("missing days"),
+    ).row(0, named=True)
 
     unmatched = {role: tuple(sorted(symbols - price_symbols)) for role, symbols in matched.items()}
     unmatched = {role: tickers for role, tickers in unmatched.items() if tickers}
