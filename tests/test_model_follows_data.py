@@ -16,6 +16,7 @@ from factor_engine.model import ModelError, RiskModel, build_model, load_model
 from factor_engine.panel import GICS_SECTORS, SEED_SECTORS
 from factor_engine.portfolio import decompose_risk
 from factor_engine.portfolio.snapshot import snapshot_at
+from factor_engine.report import write_report
 from factor_engine.synthetic import generate_market
 
 FAST_MOMENTUM = {"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}
@@ -153,6 +154,9 @@ def test_equal_caps_drop_size_with_a_reason_and_the_model_works(panel: pl.DataFr
     risk = decompose_risk(snapshot, weights)
     assert np.isfinite(risk.total_risk) and 0.001 < risk.total_risk < 0.05  # daily, a plausible equal-weight vol
     assert json_round_trip(tmp_path / "model") == model.notes
+    page = write_report(model, tmp_path / "report.html").read_text()
+    assert "What the build did with the data" in page
+    assert "factor &#x27;sze_score&#x27; left out of the model: no exposure on any date" in page
 
 
 def json_round_trip(folder: Path) -> dict[str, object]:

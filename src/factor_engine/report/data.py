@@ -147,6 +147,12 @@ def _model_summary(model: RiskModel, day: datetime.date, n_assets_at_date: int) 
         "n_assets": model.exposures.get_column(SYMBOL).n_unique(),
         "n_assets_at_date": n_assets_at_date,
         "mean_r2": float(r2) if isinstance(r2, float) and math.isfinite(r2) else None,
+        "build": {
+            "market cap": model.notes.get("market_cap"),
+            "universe": model.notes.get("universe"),
+            "styles used": ", ".join(model.notes.get("styles", {}).get("used", [])) or None,
+        },
+        "warnings": list(model.warnings),
         "config": {
             "universe size": config.get("universe", {}).get("size"),
             "regression": f"{regression.get('method', '?')}, exposure lag {regression.get('exposure_lag', '?')}",

@@ -317,6 +317,7 @@ class ModelStore(StoreBase):
                 factor_covariance=self._covariance(connection, model_id, meta, _range(model_covariances, start, end)),
                 specific_risk=specific,
                 config=meta["config"],
+                notes=meta.get("build", {}),
             )
 
     def snapshot(self, model_id: str, date: datetime.date | str | None = None) -> RiskModelSnapshot:
@@ -507,6 +508,7 @@ class ModelStore(StoreBase):
             factor_covariance=self._covariance(connection, model_id, meta, on_dates(model_covariances)),
             specific_risk=specific,
             config=meta["config"],
+            notes=meta.get("build", {}),
         )
 
 
@@ -569,6 +571,7 @@ def _encode_model(model_id: str, model: RiskModel) -> _EncodedModel:
         "has_covariance": covariance is not None,
         "has_specific_risk": model.specific_risk is not None,
         "config": model.config,
+        "build": model.notes,
         "engine_version": __version__,
         "first_date": str(dates.min()) if dates.len() else None,
         "last_date": str(dates.max()) if dates.len() else None,
