@@ -77,9 +77,9 @@ def test_demo_summary_reports_the_comparison_with_truth(demo_run: tuple[Path, st
         assert heading in stdout
     for name in ("factor_returns", "residuals", "diagnostics", "style_scores"):
         assert str(out / f"{name}.parquet") in stdout
-    # too short a history for a covariance forecast: no report, and the demo says so (tests/report covers the report)
-    assert "note: no report: the risk model has no date with a factor covariance forecast; use more --days." in stdout
-    assert not (out / "report.html").exists()
+    # momentum warms up while the other factors are estimated: the short demo still has forecasts and a report
+    assert "note: no report" not in stdout
+    assert (out / "report.html").is_file()
 
     # the printed correlations, recomputed from the library's outputs and the truth
     truth = market.truth.factor_returns
@@ -260,9 +260,11 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 def test_every_command_is_covered() -> None:
     assert COMMANDS == [
         "build",
+        "delete-panel",
         "demo",
         "factor-returns",
         "ingest",
+        "prepare",
         "report",
         "risk",
         "serve",

@@ -108,7 +108,12 @@ def test_covariance_follows_the_configuration(model: RiskModel) -> None:
         Config.from_mapping({"adjustments": {"eigenfactor": False, "vra_half_life": False}}),
     )
     np.testing.assert_array_equal(plain.values, raw.values)
-    assert np.linalg.eigvalsh(covariance.values).min() >= -1e-18
+    # PSD over the factors with a forecast (momentum, warming up, gets one later than the others)
+    has = np.isfinite(np.diagonal(covariance.values, axis1=1, axis2=2))
+    assert has[-1].all() and not has[0].all()
+    for t in range(covariance.dates.len()):
+        active = np.flatnonzero(has[t])
+        assert np.linalg.eigvalsh(covariance.values[t][np.ix_(active, active)]).min() >= -1e-18
 
 
 def test_specific_risk_is_the_configured_forecast(panel: pl.DataFrame, model: RiskModel) -> None:
@@ -185,9 +190,14 @@ def test_between_keeps_the_dates_in_range_and_the_same_snapshots(model: RiskMode
 
 
 def test_a_panel_without_any_estimable_date_says_why() -> None:
-    short = generate_market(60, 120, seed=3).panel  # momentum needs 272 observations: no exposure ever
-    with pytest.raises(ModelError, match=r"no date could be estimated: .*no mom_score exposure"):
-        build_model(short)
+    short = generate_market(60, 120, seed=3).panel
+    # momentum needs 272 observations: no exposure ever, so it is left out and the rest is estimated
+    model = build_model(short)
+    assert "mom_score" not in model.factors and "no exposure on any date" in model.notes["factors_dropped"]["mom_score"]
+    # a panel where no asset ever has a sector exposure: nothing can be estimated, and the error says why
+    blank_caps = short.with_columns(pl.lit(None, dtype=pl.Float64).alias("market_cap"))
+    with pytest.raises(ModelError, match=r"no date could be estimated: .*no positive market cap"):
+        build_model(blank_caps)
 
 
 def test_toraniko_method_through_config(panel: pl.DataFrame) -> None:

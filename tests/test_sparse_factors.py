@@ -33,8 +33,10 @@ def test_a_forecast_exists_on_every_date_after_warm_up(market: tuple[pl.DataFram
     variance = np.diagonal(covariance.values, axis1=1, axis2=2)
     has = np.isfinite(variance)
     late, gap = covariance.factors.index(LATE), covariance.factors.index(GAP)
-    others = [k for k in range(len(covariance.factors)) if k != late]
+    momentum = covariance.factors.index("mom_score")
+    others = [k for k in range(len(covariance.factors)) if k not in (late, momentum)]
     assert has[:, others].all()  # every other factor, the emptied sector included, on every forecast date
+    assert has[int(np.argmax(has[:, momentum])) :, momentum].all()  # momentum from the end of its warm-up on
     # the late sector enters once it has min_periods returns, and stays
     first_forecast = int(np.argmax(has[:, late]))
     assert has[first_forecast:, late].all() and not has[:first_forecast, late].any()

@@ -99,6 +99,7 @@ class _Design:
     style_exposure: np.ndarray  # (T, N, P)
     sectors: tuple[str, ...]
     styles: tuple[str, ...]
+    absent_styles: np.ndarray | None = None  # (T', P) styles no asset had on an exposure date (barra)
 
     def exposure_frame(self) -> pl.DataFrame:
         t_ret, n = np.nonzero(self.valid)
@@ -117,7 +118,10 @@ class _Design:
             for s, name in enumerate(self.sectors):
                 columns[name] = self.sector_exposure[t_exp, n, s]
         for p, name in enumerate(self.styles):
-            columns[name] = self.style_exposure[t_exp, n, p]
+            values = self.style_exposure[t_exp, n, p]
+            if self.absent_styles is not None:  # an absent style was fitted as 0 but is shown as missing
+                values = np.where(self.absent_styles[t_exp, p], np.nan, values)
+            columns[name] = values
         return pl.DataFrame(columns)
 
 
@@ -205,6 +209,13 @@ def estimate_factor_returns(
     n_before_exposures = int(has_row[:lag].sum())
     has_row = has_row[lag:]
     cap_x = cap[:end]
+    absent_styles = None
+    if method == "barra" and style_names:
+        # a style with no value for any of a date's assets (still warming up, not yet available) is absent
+        # that date: exposure 0, so it is dropped there like an empty sector, instead of excluding every row
+        absent_styles = ~(np.isfinite(style_exposure[:end]) & has_row[:, :, None]).any(axis=1)  # (T', P)
+        e_idx, p_idx = np.nonzero(absent_styles)
+        style_exposure[e_idx, :, p_idx] = 0.0
     reasons: list[tuple[str, np.ndarray]] = [
         ("missing return (null, NaN or inf)", np.isfinite(y)),
         (
@@ -218,12 +229,6 @@ def estimate_factor_returns(
         reasons.append((f"no sector exposure {_when(lag)}", np.isfinite(sector_exposure[:end]).all(axis=2)))
     for p, name in enumerate(style_names):
         reasons.append((f"no {name} exposure {_when(lag)}", np.isfinite(style_exposure[:end, :, p])))
-    if method == "barra" and style_names:
-        # a style with no value for any of a date's assets (still warming up, not yet available) is absent
-        # that date: exposure 0, so it is dropped there like an empty sector, instead of excluding every row
-        absent = ~(np.isfinite(style_exposure[:end]) & has_row[:, :, None]).any(axis=1)  # (T', P)
-        e_idx, p_idx = np.nonzero(absent)
-        style_exposure[e_idx, :, p_idx] = 0.0
     valid = has_row.copy()
     # returns of the first `lag` dates have no earlier exposures to be explained by
     excluded_rows = [(f"no exposures {lag} date(s) earlier (first dates of the panel)", n_before_exposures)] * (lag > 0)
@@ -330,6 +335,7 @@ def estimate_factor_returns(
             style_exposure=style_exposure,
             sectors=sector_names,
             styles=style_names,
+            absent_styles=absent_styles,
         ),
     )
 
