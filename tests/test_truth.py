@@ -25,9 +25,11 @@ def market() -> SyntheticMarket:
 def _correlations(estimated: pl.DataFrame, truth: pl.DataFrame, pairs: dict[str, str]) -> dict[str, float]:
     renamed = truth.rename({c: f"true {c}" for c in truth.columns if c != "date"})
     joined = estimated.join(renamed, on="date")
+    # over the dates where the factor was estimated (a style is absent while its scores warm up)
     return {
-        name: float(np.corrcoef(joined[name].to_numpy(), joined[f"true {true}"].to_numpy())[0, 1])
+        name: float(np.corrcoef(both[name].to_numpy(), both[f"true {true}"].to_numpy())[0, 1])
         for name, true in pairs.items()
+        for both in [joined.drop_nulls([name, f"true {true}"])]
     }
 
 

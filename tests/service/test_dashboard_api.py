@@ -52,8 +52,8 @@ def test_diagnostics_equal_the_built_model(
     assert body["n_excluded"] == expected.get_column("n_excluded").to_list()
     r2 = np.array([np.nan if value is None else value for value in body["r2"]], dtype=float)
     np.testing.assert_array_equal(r2, expected.get_column("r2").cast(pl.Float64).fill_null(np.nan).to_numpy())
-    # skipped dates (no usable assets at the start of the history) have no R²; fitted ones lie in [0, 1]
-    assert np.isnan(r2).any() and np.nanmin(r2) >= 0.0 and np.nanmax(r2) <= 1.0
+    # fitted dates' R² lie in [0, 1] (momentum warms up while the other factors are fitted: no date is skipped)
+    assert np.isfinite(r2).sum() > 0.9 * r2.size and np.nanmin(r2) >= 0.0 and np.nanmax(r2) <= 1.0
     assert missing.status_code == 404
     assert missing.json() == {"detail": "no model nope"}
 
