@@ -1,4 +1,4 @@
-"""``factor-engine ingest`` into a SQLite file, and ``factor-engine serve`` in a subprocess."""
+"""``factor-engine ingest`` and ``delete-panel`` on a SQLite file, and ``factor-engine serve`` in a subprocess."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from service_helpers import API
+from service_helpers import API, ARBITRARY_SECTORS, relabel_sectors
 
 from cli_runner import invoke
-from factor_engine.panel import validate_panel
+from factor_engine.panel import GICS_SECTORS, SEED_SECTORS, validate_panel
 from factor_engine.storage import connect
 
 
@@ -67,6 +67,71 @@ def test_ingest_errors(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "no such file" in err
+
+
+@pytest.mark.parametrize("taxonomy", ["seed", "gics", "arbitrary"])
+def test_ingest_accepts_any_sector_labels(tmp_path: Path, market_panel: pl.DataFrame, taxonomy: str) -> None:
+    labels = {"seed": SEED_SECTORS, "gics": GICS_SECTORS, "arbitrary": ARBITRARY_SECTORS}[taxonomy]
+    panel = relabel_sectors(market_panel, labels)
+    panel_path = tmp_path / "panel.csv"
+    panel.write_csv(panel_path)
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    code, out, err = invoke("ingest", str(panel_path), "--database-url", url)
+    assert code == 0, err
+    assert f"ingested: {panel.height:,} rows" in " ".join(out.split())
+    store = connect(url)
+    try:
+        assert [sector.sector for sector in store.panel_sectors()] == sorted(set(labels))
+        assert store.load_panel().equals(validate_panel(panel))
+    finally:
+        store.close()
+    blank = tmp_path / "blank.csv"
+    blank.write_text('date,symbol,asset_returns,sector\n2024-01-02,A,0.01,Widgets\n2024-01-02,B,0.02," "\n')
+    code, _, err = invoke("ingest", str(blank), "--database-url", url)
+    assert code == 1
+    assert "error: sector must be a non-empty label (not null or blank): 1 bad row, e.g. (2024-01-02, B)" in " ".join(
+        err.split()
+    )
+
+
+def test_delete_panel_command(tmp_path: Path, market_panel: pl.DataFrame) -> None:
+    url = f"sqlite:///{tmp_path / 'delete.db'}"
+    store = connect(url)
+    try:
+        store.ingest_panel(validate_panel(market_panel))
+    finally:
+        store.close()
+    dates = market_panel["date"].unique().sort()
+    start, end = dates[10], dates[19]
+    code, out, err = invoke(
+        "delete-panel", "--symbol", "S00001", "--symbol", "S00002", "--start", str(start), "--end", str(end),
+        "--database-url", url,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "deleted: 20 panel rows" in " ".join(out.split())
+    assert f"store: sqlite:///{tmp_path / 'delete.db'}" in "".join(out.split("\n"))
+    code, out, err = invoke("delete-panel", "--symbol", "S00003", "--database-url", url)
+    assert "deleted: 300 panel rows" in " ".join(out.split())
+    kept = market_panel.filter(
+        pl.col("symbol") != "S00003",
+        ~(pl.col("symbol").is_in(["S00001", "S00002"]) & pl.col("date").is_between(start, end)),
+    )
+    store = connect(url)
+    try:
+        assert store.load_panel().equals(validate_panel(kept))
+    finally:
+        store.close()
+    for args, message in (
+        ((), "error: say which rows to delete: --symbol (repeatable), --start and/or --end, or --all"),
+        (("--all", "--symbol", "S00004"), "error: --all deletes every row: do not combine it with --symbol"),
+        (("--start", "2023-02-30"), "error: --start must be a date YYYY-MM-DD, got '2023-02-30'"),
+    ):
+        code, _, err = invoke("delete-panel", *args, "--database-url", url)
+        assert code == 1, args
+        assert message in " ".join(err.split())
+    code, out, err = invoke("delete-panel", "--all", "--database-url", url)
+    assert code == 0, err
+    assert f"deleted: {kept.height:,} panel rows" in " ".join(out.split())
 
 
 def _free_port() -> int:

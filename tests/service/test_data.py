@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import API, ClientFactory, json_rows
+from service_helpers import API, ARBITRARY_SECTORS, ClientFactory, json_rows, relabel_sectors
 
 from db_fixtures import IsolatedDatabase
-from factor_engine.panel import validate_panel
+from factor_engine.panel import GICS_SECTORS, SEED_SECTORS, validate_panel
 from factor_engine.storage import connect
 
 PANEL_COLUMNS = ["asset_returns", "market_cap", "sector", "book_price", "sales_price", "cf_price"]
@@ -118,18 +118,41 @@ def test_upload_errors(app_client: ClientFactory, market_panel: pl.DataFrame) ->
         assert response.status_code == 422
         assert "the request body is empty" in response.json()["detail"]
         bad = market_panel.head(20).with_columns(
-            pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("Crypto")).otherwise(pl.col("sector")).alias("sector")
+            pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("  ")).otherwise(pl.col("sector")).alias("sector")
         )
         response = client.post(url, content=_parquet(bad), headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 422
         date, symbol = bad.row(7, named=True)["date"], bad.row(7, named=True)["symbol"]
-        assert "sector labels must be among the 11 allowed sectors" in response.json()["detail"]
-        assert f"({date}, {symbol})" in response.json()["detail"]
+        assert response.json()["detail"] == (
+            f"sector must be a non-empty label (not null or blank): 1 bad row, e.g. ({date}, {symbol})"
+        )
         extra = market_panel.head(5).with_columns(pl.lit(1.0).alias("volume"))
         response = client.post(url, content=_parquet(extra), headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 422
         assert "column(s) ['volume'] the store does not keep" in response.json()["detail"]
         assert client.get(f"{API}/data/summary").json()["rows"] == 0  # nothing half-stored
+
+
+@pytest.mark.parametrize("taxonomy", ["seed", "gics", "arbitrary"])
+def test_any_sector_labels_are_accepted_and_stored(
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame, taxonomy: str
+) -> None:
+    """The seed's sector names, GICS names and labels of no taxonomy are all the user's data: JSON rows and an
+    upload store them as sent, and /factors/list lists them."""
+    labels = {"seed": SEED_SECTORS, "gics": GICS_SECTORS, "arbitrary": ARBITRARY_SECTORS}[taxonomy]
+    panel = relabel_sectors(market_panel, labels)
+    dates = panel["date"].unique().sort()
+    as_json, as_upload = panel.filter(pl.col("date") <= dates[4]), panel.filter(pl.col("date") > dates[4])
+    with app_client(database) as client:
+        response = client.post(f"{API}/data/panel", json={"rows": json_rows(as_json, PANEL_COLUMNS)})
+        assert response.status_code == 200, response.text
+        assert response.json()["inserted"] == as_json.height
+        assert _upload(client, as_upload, "parquet")["inserted"] == as_upload.height
+        listed = [sector["name"] for sector in client.get(f"{API}/factors/list").json()["sectors"]]
+    assert listed == sorted(set(labels))
+    stored = _stored(database)
+    assert stored.equals(validate_panel(panel))
+    assert sorted(stored["sector"].unique().to_list()) == sorted(set(labels))
 
 
 def test_json_panel_rows_errors(app_client: ClientFactory) -> None:
@@ -150,6 +173,16 @@ def test_json_panel_rows_errors(app_client: ClientFactory) -> None:
         assert response.status_code == 422
         assert "asset_returns must be finite and > -1" in response.json()["detail"]
         assert "(2024-01-02, A)" in response.json()["detail"]
+        rows = [
+            {"date": "2024-01-02", "symbol": "A", "sector": "Widgets"},
+            {"date": "2024-01-02", "symbol": "B", "sector": ""},
+        ]
+        response = client.post(f"{API}/data/panel", json={"rows": rows})
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            "sector must be a non-empty label (not null or blank): 1 bad row, e.g. (2024-01-02, B)"
+        )
+        assert client.get(f"{API}/data/summary").json()["rows"] == 0
 
 
 def _chunks(size: int, chunk: int = 4096) -> Iterator[bytes]:
@@ -192,6 +225,8 @@ def test_database_unreachable_is_503(app_client: ClientFactory) -> None:
             ("GET", "/jobs/abc", None),
             ("POST", "/risk-model/create", {}),
             ("POST", "/data/panel", {"rows": [{"date": "2024-01-02", "symbol": "A"}]}),
+            ("DELETE", "/data/panel?symbol=A", None),
+            ("GET", "/factors/list", None),
         ):
             response = client.request(method, f"{API}{path}", json=body)
             assert response.status_code == 503, (path, response.text)
@@ -206,3 +241,50 @@ def test_health_ok(app_client: ClientFactory, database: IsolatedDatabase) -> Non
         response = client.get(f"{API}/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "cache": "not configured"}
+
+
+def test_delete_panel_rows(app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame) -> None:
+    dates = market_panel["date"].unique().sort()
+    start, end = dates[10], dates[19]
+    with app_client(database) as client:
+        assert _upload(client, market_panel, "parquet")["inserted"] == market_panel.height
+        url = f"{API}/data/panel"
+        one = client.delete(url, params={"symbol": "S00001"})
+        assert one.status_code == 200, one.text
+        assert one.json() == {"deleted": 300}  # its 300 days
+        both = client.delete(url, params=[("symbol", "S00002"), ("symbol", "S00003"), ("start", start), ("end", end)])
+        assert both.json() == {"deleted": 2 * 10}
+        window = client.delete(url, params={"start": str(dates[-5])})
+        kept = market_panel.filter(
+            pl.col("symbol") != "S00001",
+            ~(pl.col("symbol").is_in(["S00002", "S00003"]) & pl.col("date").is_between(start, end)),
+        )
+        assert window.json() == {"deleted": kept.filter(pl.col("date") >= dates[-5]).height}
+        kept = kept.filter(pl.col("date") < dates[-5])
+        assert client.get(f"{API}/data/summary").json()["rows"] == kept.height
+        assert _stored(database).equals(validate_panel(kept))
+        assert client.delete(url, params={"symbol": "NOPE"}).json() == {"deleted": 0}
+        everything = client.delete(url, params={"all": "true"})
+        assert everything.json() == {"deleted": kept.height}
+        assert client.get(f"{API}/data/summary").json()["rows"] == 0
+
+
+def test_delete_panel_needs_a_selector(app_client: ClientFactory, market_panel: pl.DataFrame) -> None:
+    with app_client() as client:
+        _upload(client, market_panel.head(120), "parquet")
+        url = f"{API}/data/panel"
+        for params, message in (
+            ({}, "say which panel rows to delete: symbol (repeatable), start and/or end (YYYY-MM-DD, inclusive), "),
+            ({"all": "false"}, "say which panel rows to delete"),
+            ({"all": "true", "symbol": "S00001"}, "all=true deletes every row: do not combine it with symbol"),
+            ({"all": "true", "start": "2023-01-01"}, "all=true deletes every row: do not combine it with start"),
+            ({"symbol": " "}, "symbol is empty: give a symbol (?symbol=AAPL, repeatable)"),
+            ({"start": "2023-02-01", "end": "2023-01-01"}, "start 2023-02-01 is after end 2023-01-01"),
+        ):
+            response = client.delete(url, params=params)
+            assert response.status_code == 422, params
+            assert response.json()["detail"].startswith(message), response.json()
+        response = client.delete(url, params={"start": "2023-13-01"})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "start"]
+        assert client.get(f"{API}/data/summary").json()["rows"] == 120  # nothing deleted

@@ -1,18 +1,20 @@
 """Factor endpoints: the seed's examples as written give the library's numbers exactly; bad rows give 422
-naming the field and the row; /factors/list, /info."""
+naming the field and the row; /factors/list and /info (the sector labels of the stored panel)."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import API, ClientFactory, json_rows
+from service_helpers import API, ARBITRARY_SECTORS, ClientFactory, json_rows, relabel_sectors, sectors_by_hand
 
+from db_fixtures import IsolatedDatabase
 from factor_engine import __version__, styles
-from factor_engine.panel import GICS_SECTORS
+from factor_engine.panel import SEED_SECTORS
 
 
 @pytest.fixture
@@ -181,7 +183,7 @@ def test_factor_list_matches_registry(client: TestClient) -> None:
     response = client.get(f"{API}/factors/list")
     assert response.status_code == 200
     body = response.json()
-    assert [s["name"] for s in body["sectors"]] == list(GICS_SECTORS)
+    assert body["sectors"] == []  # an empty store has no sector labels
     assert body["market"]["name"] == "market"
     registered = {s.name: s for s in styles.available_styles()}
     assert {s["name"] for s in body["styles"]} == set(registered)
@@ -191,7 +193,43 @@ def test_factor_list_matches_registry(client: TestClient) -> None:
         assert style["defaults"] == dict(factor.defaults)
         assert style["inputs"] == list(factor.inputs)
         assert style["description"] == factor.description
-    assert all(s["description"] for s in body["sectors"])
+
+
+def test_factor_list_and_info_describe_the_stored_sectors(
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame
+) -> None:
+    """The sectors are the labels of the stored panel (seed names and arbitrary labels here), each with its
+    symbols, rows and date range as a plain loop over the rows counts them."""
+    labels = (*SEED_SECTORS[:8], *ARBITRARY_SECTORS)
+    panel = relabel_sectors(market_panel, labels)
+    late = panel.filter(pl.col("symbol") == "S00001").tail(5)  # a new symbol in a new sector, its last 5 days
+    panel = panel.vstack(late.with_columns(pl.lit("NEW1").alias("symbol"), pl.lit("Late Sector").alias("sector")))
+    with app_client(database) as client:
+        info = client.get(f"{API}/info").json()
+        assert (info["sectors"], info["n_sectors"]) == ([], 0)
+        response = client.post(
+            f"{API}/data/panel/upload", content=_parquet(panel), headers={"Content-Type": "application/octet-stream"}
+        )
+        assert response.status_code == 200, response.text
+        body = client.get(f"{API}/factors/list").json()
+        info = client.get(f"{API}/info").json()
+    expected = sectors_by_hand(panel)
+    assert [s["name"] for s in expected] == sorted([*labels, "Late Sector"])
+    assert [{key: s[key] for key in expected[0]} for s in body["sectors"]] == expected
+    late_sector = next(s for s in body["sectors"] if s["name"] == "Late Sector")
+    assert (late_sector["symbols"], late_sector["rows"]) == (1, 5)
+    assert late_sector["first_date"] == str(late["date"].min())
+    for sector in body["sectors"]:
+        assert f"stored label {sector['name']!r}" in sector["description"]
+        assert "GICS" not in sector["description"]
+    assert info["sectors"] == [s["name"] for s in expected]
+    assert info["n_sectors"] == len(labels) + 1
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
 
 
 def test_info_masks_the_password_and_reports_limits(app_client: ClientFactory) -> None:
@@ -208,6 +246,7 @@ def test_info_masks_the_password_and_reports_limits(app_client: ClientFactory) -
     assert body["cache_configured"] is False
     assert body["capabilities"]["methods"] == ["barra", "toraniko"]
     assert "portfolio" in body["capabilities"]["endpoint_groups"]
+    assert (body["sectors"], body["n_sectors"]) == (None, None)  # the database is down: unknown, not empty
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import API, TEST_CONFIG, ClientFactory, model_config, wait_for_job
+from service_helpers import API, TEST_CONFIG, ClientFactory, model_config, relabel_sectors, wait_for_job
 
 from db_fixtures import IsolatedDatabase
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel, build_model
-from factor_engine.panel import validate_panel
+from factor_engine.panel import SEED_SECTORS, validate_panel
 from factor_engine.portfolio import decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.service import builds, model_reads
@@ -403,9 +403,14 @@ def test_stored_panel_that_cannot_feed_the_model(
     store.ingest_panel(validate_panel(market_panel.drop("book_price", "sales_price", "cf_price")))
     store.close()
     with app_client(sqlite) as client:
-        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        named = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "value", "size"]}}
+        response = client.post(f"{API}/risk-model/create", json={**REQUEST, "config": named})
         assert response.status_code == 422
-        assert "style 'value' needs ['book_price', 'sales_price', 'cf_price']" in response.json()["detail"]
+        assert "style 'value' needs column(s) ['book_price', 'sales_price', 'cf_price']" in response.json()["detail"]
+        # without names the model takes the styles the data supports
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 200, response.text
+        assert response.json()["styles"] == ["mom_score", "sze_score"]
         without_value = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "size"]}}
         # a returns-only row of a new symbol: its market cap and sector are missing
         rows = [{"date": "2023-06-01", "symbol": "NEW1", "asset_returns": 0.01}]
@@ -414,9 +419,48 @@ def test_stored_panel_that_cannot_feed_the_model(
         assert response.status_code == 422
         detail = response.json()["detail"]
         assert "market_cap must be positive and finite" in detail and "(2023-06-01, NEW1)" in detail
-        assert "sector must not be null" in detail
+        assert "sector must be a non-empty label (not null or blank): 1 bad row, e.g. (2023-06-01, NEW1)" in detail
         response = client.post(
             f"{API}/risk-model/create", json={**REQUEST, "config": without_value, "end_date": "2023-05-31"}
         )
         assert response.status_code == 200, response.text
         assert response.json()["styles"] == ["mom_score", "sze_score"]
+
+
+def test_model_on_seed_sector_names_and_its_portfolio_exposures(
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame
+) -> None:
+    """A panel labelled with the seed's sector names: the model's summary lists them as its sectors, and
+    POST /portfolio/exposures gives each sector the summed weight of the portfolio's assets labelled so on that
+    date (the closed form of a 0/1 dummy), equal to the library on the directly built model."""
+    panel = relabel_sectors(market_panel, SEED_SECTORS)
+    store = connect(database.url, schema=database.schema)
+    try:
+        store.ingest_panel(validate_panel(panel))
+    finally:
+        store.close()
+    start, end = datetime.date.fromisoformat(START), datetime.date.fromisoformat(END)
+    expected = build_model(validate_panel(panel.filter(pl.col("date").is_between(start, end))), model_config(40))
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 200, response.text
+        model_id = response.json()["id"]
+        summary = client.get(f"{API}/models/{model_id}").json()
+        assert summary["sectors"] == list(expected.sectors)
+        assert set(summary["sectors"]) == set(SEED_SECTORS)
+        day = client.get(f"{API}/models/{model_id}/dates").json()["dates"][-1]
+        snapshot = snapshot_at(expected, day)
+        held = snapshot.symbols[:12]
+        weights = {symbol: (k + 1) / 78 for k, symbol in enumerate(held)}  # 1/78 … 12/78: sums to 1
+        answer = client.post(f"{API}/portfolio/exposures", json={"model_id": model_id, "weights": weights})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["date"] == day and body["dropped_symbols"] == []
+    got = {row["factor"]: row["portfolio"] for row in body["exposures"]}
+    labels = dict(panel.filter(pl.col("date") == datetime.date.fromisoformat(day)).select("symbol", "sector").rows())
+    for sector in SEED_SECTORS:
+        by_hand = sum(weight for symbol, weight in weights.items() if labels[symbol] == sector)
+        assert got[sector] == pytest.approx(by_hand, abs=1e-15)
+    assert got["market"] == pytest.approx(1.0, abs=1e-15)
+    library = portfolio_exposures(snapshot, weights)
+    assert pl.DataFrame(body["exposures"]).equals(library)

@@ -148,21 +148,24 @@ def test_ingest_rejects_what_the_table_cannot_hold(store: Store, panel: pl.DataF
     assert _count(store) == 0
 
 
-def _plant_failure(store: Store, symbol: str) -> None:
-    """A trigger that aborts any insert of ``symbol`` into the panel (a failure in the middle of a write)."""
+def _plant_failure(store: Store, symbol: str, event: str = "INSERT") -> None:
+    """A trigger that aborts any ``event`` (INSERT or DELETE) of a ``symbol`` row of the panel (a failure in
+    the middle of a write)."""
+    row = "NEW" if event == "INSERT" else "OLD"
     with store.engine.begin() as connection:
         if store.dialect == "sqlite":
             connection.exec_driver_sql(
-                f"CREATE TRIGGER planted BEFORE INSERT ON panel WHEN NEW.symbol = '{symbol}' "
+                f"CREATE TRIGGER planted BEFORE {event} ON panel WHEN {row}.symbol = '{symbol}' "
                 "BEGIN SELECT RAISE(ABORT, 'planted failure'); END"
             )
         else:
             connection.exec_driver_sql(
                 "CREATE FUNCTION planted() RETURNS trigger LANGUAGE plpgsql AS "
-                f"$$BEGIN IF NEW.symbol = '{symbol}' THEN RAISE EXCEPTION 'planted failure'; END IF; RETURN NEW; END$$"
+                f"$$BEGIN IF {row}.symbol = '{symbol}' THEN RAISE EXCEPTION 'planted failure'; END IF; "
+                f"RETURN {row}; END$$"
             )
             connection.exec_driver_sql(
-                "CREATE TRIGGER planted BEFORE INSERT ON panel FOR EACH ROW EXECUTE FUNCTION planted()"
+                f"CREATE TRIGGER planted BEFORE {event} ON panel FOR EACH ROW EXECUTE FUNCTION planted()"
             )
 
 
@@ -182,3 +185,101 @@ def test_failed_ingest_writes_nothing(store: Store, panel: pl.DataFrame) -> None
                 pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("symbol")).alias("symbol")
             )
         )
+
+
+def _labelled(panel: pl.DataFrame) -> pl.DataFrame:
+    """The panel relabelled with the user's own sector labels: seed names, an arbitrary label ("Widgets"), a
+    GICS code ("4510") and, for S00005, a change of label half-way (counted under both)."""
+    dates = panel["date"].unique().sort()
+    middle = dates[len(dates) // 2]
+    number = pl.col("symbol").str.slice(1).cast(pl.Int64)
+    label = (
+        pl.when(number % 4 == 0)
+        .then(pl.lit("Technology"))
+        .when(number % 4 == 1)
+        .then(pl.lit("Consumer Cyclical"))
+        .when(number % 4 == 2)
+        .then(pl.lit("Widgets"))
+        .otherwise(pl.lit("4510"))
+    )
+    label = (
+        pl.when((pl.col("symbol") == "S00005") & (pl.col("date") >= middle)).then(pl.lit("Widgets")).otherwise(label)
+    )
+    return panel.with_columns(label.alias("sector"))
+
+
+def _sectors_by_hand(panel: pl.DataFrame) -> list[tuple[str, int, int, datetime.date, datetime.date]]:
+    """The reference: a plain loop over the rows."""
+    seen: dict[str, tuple[set[str], int, datetime.date, datetime.date]] = {}
+    for row in panel.select("date", "symbol", "sector").iter_rows():
+        day, symbol, sector = row
+        if sector is None:
+            continue
+        symbols, rows, first, last = seen.get(sector, (set(), 0, day, day))
+        seen[sector] = (symbols | {symbol}, rows + 1, min(first, day), max(last, day))
+    return [(name, len(s), n, first, last) for name, (s, n, first, last) in sorted(seen.items())]
+
+
+def test_panel_sectors_are_the_stored_labels(store: Store, panel: pl.DataFrame) -> None:
+    assert store.panel_sectors() == []
+    labelled = _labelled(panel)
+    store.ingest_panel(labelled)
+    # a returns-only row of a new symbol has no sector: left out
+    store.ingest_panel(pl.DataFrame({"date": [panel["date"].max()], "symbol": ["NOSECTOR"], "asset_returns": [0.01]}))
+    got = [(s.sector, s.symbols, s.rows, s.first_date, s.last_date) for s in store.panel_sectors()]
+    assert got == _sectors_by_hand(labelled)
+    assert [name for name, *_ in got] == ["4510", "Consumer Cyclical", "Technology", "Widgets"]
+    widgets = next(s for s in store.panel_sectors() if s.sector == "Widgets")
+    assert widgets.symbols == 11  # the 10 symbols numbered 2 mod 4, and S00005 after its change
+
+
+def _delete_cases(panel: pl.DataFrame) -> list[tuple[dict[str, object], pl.Expr]]:
+    dates = panel["date"].unique().sort()
+    start, end = dates[10], dates[20]
+    return [
+        ({"symbols": "S00003"}, pl.col("symbol") == "S00003"),
+        ({"symbols": ["S00003", "S00017", "NOPE"]}, pl.col("symbol").is_in(["S00003", "S00017"])),
+        ({"start": start, "end": end}, pl.col("date").is_between(start, end)),
+        ({"start": dates[-3]}, pl.col("date") >= dates[-3]),
+        ({"end": dates[0]}, pl.col("date") <= dates[0]),
+        (
+            {"symbols": ["S00003", "S00017"], "start": start, "end": end},
+            pl.col("symbol").is_in(["S00003", "S00017"]) & pl.col("date").is_between(start, end),
+        ),
+        ({"all": True}, pl.lit(True)),
+    ]
+
+
+def test_delete_panel_rows(store: Store, panel: pl.DataFrame) -> None:
+    for selector, deleted in _delete_cases(panel):
+        store.delete_panel(all=True)
+        store.ingest_panel(panel)
+        expected = panel.filter(~deleted)
+        assert store.delete_panel(**selector) == panel.height - expected.height > 0, selector  # type: ignore[arg-type]
+        assert_frame_equal(store.load_panel(), expected, check_exact=True)
+        assert _count(store) == expected.height
+    assert store.delete_panel(all=True) == 0  # nothing left
+    assert store.delete_panel(symbols="S00001") == 0
+
+
+def test_delete_panel_needs_a_selector(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel)
+    dates = panel["date"].unique().sort()
+    with pytest.raises(ValueError, match=r"say which rows to delete \(symbols, start and/or end\), or pass all=True"):
+        store.delete_panel()
+    with pytest.raises(ValueError, match="all=True deletes every row and cannot be combined with symbols, end"):
+        store.delete_panel(all=True, symbols=["S00001"], end=dates[3])
+    with pytest.raises(ValueError, match="symbols is empty; name at least one symbol"):
+        store.delete_panel(symbols=[])
+    with pytest.raises(ValueError, match=f"start {dates[5]} is after end {dates[2]}"):
+        store.delete_panel(start=dates[5], end=dates[2])
+    assert _count(store) == panel.height
+
+
+def test_failed_delete_deletes_nothing(store: Store, panel: pl.DataFrame) -> None:
+    store.ingest_panel(panel)
+    _plant_failure(store, "S00039", "DELETE")  # the last symbol of each date: rows before it go first
+    dates = panel["date"].unique().sort()
+    with pytest.raises(Exception, match="planted failure"):
+        store.delete_panel(start=dates[10])
+    assert_frame_equal(store.load_panel(), panel, check_exact=True)

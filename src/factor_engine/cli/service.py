@@ -1,7 +1,8 @@
-"""``factor-engine serve`` and ``ingest``: the REST service and its store."""
+"""``factor-engine serve``, ``ingest`` and ``delete-panel``: the REST service and its store."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from pathlib import Path
 from typing import Annotated
@@ -112,3 +113,59 @@ def ingest(
             soft_wrap=True,
         )
         console.print(Text(f"store: {where}"), soft_wrap=True)
+
+
+@app.command("delete-panel")
+def delete_panel(
+    symbols: Annotated[
+        list[str] | None,
+        typer.Option("--symbol", "-s", help="Symbol whose rows to delete; repeat the option for several."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="YYYY-MM-DD: first date deleted (inclusive).", show_default=False)
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="YYYY-MM-DD: last date deleted (inclusive).", show_default=False)
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Delete every panel row (alone, without --symbol, --start or --end).")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    schema: DatabaseSchema = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete panel rows from the store, in one transaction, and print how many went.
+
+    The rows deleted are those of the --symbol(s) between --start and --end (inclusive; give any of the
+    three), or every row with --all. Stored models are not touched.
+
+    Example:
+
+        factor-engine delete-panel --symbol AAPL --symbol MSFT --start 2024-01-01 --end 2024-03-31
+    """
+    with _reported_errors(verbose):
+        from factor_engine.storage import connect
+
+        first, last = _cli_date(start, "--start"), _cli_date(end, "--end")
+        if everything and (symbols or first or last):
+            raise ValueError("--all deletes every row: do not combine it with --symbol, --start or --end")
+        if not everything and not (symbols or first or last):
+            raise ValueError("say which rows to delete: --symbol (repeatable), --start and/or --end, or --all")
+        store = connect(database_url, schema=schema)
+        try:
+            deleted = store.delete_panel(symbols=symbols or None, start=first, end=last, all=everything)
+            where = store.describe()
+        finally:
+            store.close()
+        console.print(Text.assemble(("deleted: ", "bold"), f"{deleted:,} panel rows"), soft_wrap=True)
+        console.print(Text(f"store: {where}"), soft_wrap=True)
+
+
+def _cli_date(text: str | None, option: str) -> datetime.date | None:
+    """A YYYY-MM-DD option value as a date (None stays None); ValueError naming the option otherwise."""
+    if text is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None

@@ -1,7 +1,9 @@
-"""Panel ingestion from JSON rows or a Parquet / Arrow IPC request body, validated with the data contract."""
+"""Panel ingestion from JSON rows or a Parquet / Arrow IPC request body, validated with the data contract, and
+deletion of stored rows."""
 
 from __future__ import annotations
 
+import datetime
 from typing import IO, Any
 
 import polars as pl
@@ -11,7 +13,7 @@ from factor_engine.service.errors import InputError
 from factor_engine.service.schemas import PanelRow
 from factor_engine.storage import IngestResult, Store
 
-__all__ = ["UPLOAD_FORMATS", "ingest_rows", "ingest_upload", "upload_format"]
+__all__ = ["UPLOAD_FORMATS", "delete_rows", "ingest_rows", "ingest_upload", "upload_format"]
 
 # media type -> body format
 UPLOAD_FORMATS: dict[str, str] = {
@@ -70,3 +72,30 @@ def ingest_upload(store: Store, body: IO[bytes], body_format: str) -> IngestResu
             f"the panel has column(s) {unknown} the store does not keep; allowed: {[DATE, SYMBOL, *_COLUMN_TYPES]}"
         )
     return store.ingest_panel(validate_panel(frame, require=(DATE, SYMBOL)))
+
+
+def delete_rows(
+    store: Store,
+    symbols: list[str] | None,
+    start: datetime.date | None,
+    end: datetime.date | None,
+    everything: bool,
+) -> int:
+    """Delete the stored rows of ``symbols`` within [start, end] (any of the three), or every row with
+    ``everything``; InputError (422) naming the query parameters for a request that selects nothing or mixes
+    ``all`` with a selector. No cache holds panel rows (models are stored, and cached, on their own), so there
+    is nothing to invalidate."""
+    chosen = None if symbols is None else [symbol for symbol in symbols if symbol.strip()]
+    if symbols is not None and not chosen:
+        raise InputError("symbol is empty: give a symbol (?symbol=AAPL, repeatable)")
+    given = [name for name, value in (("symbol", chosen), ("start", start), ("end", end)) if value is not None]
+    if everything and given:
+        raise InputError(f"all=true deletes every row: do not combine it with {', '.join(given)}")
+    if not everything and not given:
+        raise InputError(
+            "say which panel rows to delete: symbol (repeatable), start and/or end (YYYY-MM-DD, inclusive), "
+            "or all=true to delete every row"
+        )
+    if start is not None and end is not None and start > end:
+        raise InputError(f"start {start} is after end {end}")
+    return store.delete_panel(symbols=chosen, start=start, end=end, all=everything)

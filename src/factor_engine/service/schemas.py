@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CovarianceResponse",
     "CreateModelRequest",
+    "DeletedResponse",
     "DiagnosticsResponse",
     "ExposuresResponse",
     "FactorInfo",
@@ -34,6 +35,7 @@ __all__ = [
     "PortfolioRequest",
     "PortfolioRiskResponse",
     "ScoresResponse",
+    "SectorFactorInfo",
     "SizeRequest",
     "SpecificRiskResponse",
     "StyleInfo",
@@ -132,17 +134,31 @@ class StyleInfo(BaseModel):
 
 
 class FactorInfo(BaseModel):
-    """A sector or the market factor."""
+    """The market factor."""
 
     name: str
     description: str
 
 
+class SectorFactorInfo(BaseModel):
+    """A sector label of the stored panel: a model built on the store has one sector factor per label its
+    universe holds. ``symbols``: distinct symbols with a row under the label; ``rows``: such rows;
+    ``first_date``, ``last_date``: where the label is seen."""
+
+    name: str
+    description: str
+    symbols: int
+    rows: int
+    first_date: datetime.date
+    last_date: datetime.date
+
+
 class FactorsListResponse(BaseModel):
-    """The factors a model can contain."""
+    """The factors a model built on the store can contain: the market, one factor per sector label of the
+    stored panel (the user's taxonomy, whatever it is; empty for an empty store) and the registered styles."""
 
     market: FactorInfo
-    sectors: list[FactorInfo]
+    sectors: list[SectorFactorInfo]
     styles: list[StyleInfo]
 
 
@@ -178,13 +194,16 @@ class Capabilities(BaseModel):
 
 
 class InfoResponse(BaseModel):
-    """Engine version, capabilities, the configured store and cache, and the limits."""
+    """Engine version, capabilities, the configured store and cache, and the limits. ``sectors``: the sector
+    labels of the stored panel, sorted (null, like ``n_sectors``, when the database cannot be reached)."""
 
     engine: str
     version: str
     api_prefix: str
     capabilities: Capabilities
     store: StoreInfo
+    sectors: list[str] | None
+    n_sectors: int | None
     cache_configured: bool
     auth_required: bool
     limits: Limits
@@ -241,6 +260,12 @@ class PanelSummaryResponse(BaseModel):
 class SymbolsResponse(BaseModel):
     count: int
     symbols: list[str]
+
+
+class DeletedResponse(BaseModel):
+    """Panel rows deleted."""
+
+    deleted: int
 
 
 # --------------------------------------------------------------------------------------------------

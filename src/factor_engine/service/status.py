@@ -40,9 +40,19 @@ def health(state: ServiceState) -> tuple[HealthResponse, bool]:
     return HealthResponse(status="ok" if healthy else "unavailable", database=database, cache=cache), healthy
 
 
+def _stored_sectors(state: ServiceState) -> list[str] | None:
+    """The sector labels of the stored panel, or None when the database cannot be reached."""
+    try:
+        return [summary.sector for summary in state.store().panel_sectors()]
+    except StoreError:
+        return None
+
+
 def info(state: ServiceState) -> InfoResponse:
-    """Version, capabilities, store (dialect and URL with the password masked), cache and limits."""
+    """Version, capabilities, store (dialect and URL with the password masked), the stored sector labels (None
+    while the database is down), cache and limits."""
     settings = state.settings
+    sectors = _stored_sectors(state)
     url = make_url(resolve_database_url(settings.database_url))
     shown = url.render_as_string(hide_password=True)
     if settings.database_schema:
@@ -64,6 +74,8 @@ def info(state: ServiceState) -> InfoResponse:
             ],
         ),
         store=StoreInfo(dialect=url.get_backend_name(), url=shown),
+        sectors=sectors,
+        n_sectors=None if sectors is None else len(sectors),
         cache_configured=state.cache is not None,
         auth_required=bool(settings.api_key),
         limits=Limits(

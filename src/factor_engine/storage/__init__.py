@@ -6,7 +6,7 @@ Tables and blob layouts: :mod:`factor_engine.storage.tables` and :mod:`factor_en
 
 from factor_engine.storage.database import DEFAULT_DATABASE_URL, resolve_database_url
 from factor_engine.storage.errors import NotFound, StoreConflict, StoreError, StoreUnavailable
-from factor_engine.storage.records import IngestResult, ModelSummary, PanelSummary, RunRecord
+from factor_engine.storage.records import IngestResult, ModelSummary, PanelSummary, RunRecord, SectorSummary
 from factor_engine.storage.store import Store, connect
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "NotFound",
     "PanelSummary",
     "RunRecord",
+    "SectorSummary",
     "Store",
     "StoreConflict",
     "StoreError",

@@ -1,4 +1,4 @@
-"""Panel storage: atomic bulk upserts, filtered loads, summaries.
+"""Panel storage: atomic bulk upserts, filtered loads and deletes, summaries (sector labels included).
 
 PostgreSQL: a batch whose date range holds no stored row is COPied (CSV, polars' shortest round-trip float
 text) straight into ``panel``; otherwise it is COPied into a temporary table, the stored rows whose values
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import sqlite
 
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL, VALUE_FEATURES, PanelError
 from factor_engine.storage.database import StoreBase, driver_connection
-from factor_engine.storage.records import IngestResult, PanelSummary
+from factor_engine.storage.records import IngestResult, PanelSummary, SectorSummary
 from factor_engine.storage.tables import panel as panel_table
 
 __all__ = ["PANEL_COLUMNS", "PANEL_SCHEMA", "PanelStore"]
@@ -43,7 +43,7 @@ _COPY_CHUNK_ROWS = 250_000
 
 
 class PanelStore(StoreBase):
-    """The ``panel`` table: ingest, load and summaries."""
+    """The ``panel`` table: ingest, load, delete and summaries."""
 
     def ingest_panel(self, panel: pl.DataFrame) -> IngestResult:
         """Upsert a panel already checked by :func:`factor_engine.validate_panel`, atomically (all rows or none).
@@ -193,6 +193,110 @@ class PanelStore(StoreBase):
         query = sa.select(panel_table.c.symbol).distinct().order_by(panel_table.c.symbol)
         with self._read() as connection:
             return list(connection.execute(query).scalars())
+
+    def panel_sectors(self) -> list[SectorSummary]:
+        """The distinct sector labels of the stored panel, sorted by code point (not by the database's
+        collation), each with its distinct symbols, rows and first and last date; rows without a sector are
+        left out; an empty store gives [].
+
+        One query: ``GROUP BY sector, symbol`` then ``GROUP BY sector`` (hash aggregates; about 1 s for 7.6M
+        rows on PostgreSQL, where one ``count(DISTINCT symbol)`` takes 8 s).
+        """
+        c = panel_table.c
+        per_symbol = (
+            sa.select(
+                c.sector,
+                c.symbol,
+                sa.func.count().label("rows"),
+                sa.func.min(c.date).label("first_date"),
+                sa.func.max(c.date).label("last_date"),
+            )
+            .where(c.sector.is_not(None))
+            .group_by(c.sector, c.symbol)
+            .subquery()
+        )
+        s = per_symbol.c
+        query = sa.select(
+            s.sector, sa.func.count(), sa.func.sum(s.rows), sa.func.min(s.first_date), sa.func.max(s.last_date)
+        ).group_by(s.sector)
+        with self._read() as connection:
+            rows = sorted(connection.execute(query).all(), key=lambda row: str(row[0]))  # code point order
+        return [
+            SectorSummary(
+                sector=str(sector),
+                symbols=int(symbols),
+                rows=int(count),
+                first_date=_as_date(first),  # type: ignore[arg-type]
+                last_date=_as_date(last),  # type: ignore[arg-type]
+            )
+            for sector, symbols, count, first, last in rows
+        ]
+
+    def delete_panel(
+        self,
+        *,
+        symbols: str | Sequence[str] | None = None,
+        start: datetime.date | None = None,
+        end: datetime.date | None = None,
+        all: bool = False,
+    ) -> int:
+        """Delete stored panel rows in one transaction and return how many went.
+
+        The rows deleted are those of ``symbols`` (one symbol or a sequence) within [start, end] (inclusive;
+        either end may be None = open); give at least one of the three. ``all=True`` (and nothing else)
+        deletes every row. Symbols that are not stored simply match nothing.
+
+        Raises
+        ------
+        ValueError: no selector and not ``all``; ``all`` combined with a selector; an empty ``symbols``
+            sequence; ``start`` after ``end``.
+        """
+        selected = _delete_condition(symbols, start, end, all)
+        if selected is None:
+            return self._delete_everything()
+        with self._write() as connection:
+            result = connection.execute(sa.delete(panel_table).where(selected))
+            return int(result.rowcount)
+
+    def _delete_everything(self) -> int:
+        """Every row: TRUNCATE on PostgreSQL (after counting under an exclusive lock), DELETE on SQLite."""
+        with self._write() as connection:
+            if self.dialect != "postgresql":
+                return int(connection.execute(sa.delete(panel_table)).rowcount)
+            connection.exec_driver_sql("LOCK TABLE panel IN ACCESS EXCLUSIVE MODE")
+            count = int(connection.execute(sa.select(sa.func.count()).select_from(panel_table)).scalar_one())
+            connection.exec_driver_sql("TRUNCATE panel")
+            return count
+
+
+def _delete_condition(
+    symbols: str | Sequence[str] | None, start: datetime.date | None, end: datetime.date | None, everything: bool
+) -> sa.ColumnElement[bool] | None:
+    """The WHERE clause of a panel delete, or None for every row; ValueError for a request that is not one."""
+    given = [name for name, value in (("symbols", symbols), ("start", start), ("end", end)) if value is not None]
+    if everything:
+        if given:
+            raise ValueError(f"delete_panel: all=True deletes every row and cannot be combined with {', '.join(given)}")
+        return None
+    if not given:
+        raise ValueError(
+            "delete_panel: say which rows to delete (symbols, start and/or end), or pass all=True to delete every row"
+        )
+    conditions: list[sa.ColumnElement[bool]] = []
+    if symbols is not None:
+        chosen = [symbols] if isinstance(symbols, str) else list(dict.fromkeys(symbols))
+        if not chosen:
+            raise ValueError("delete_panel: symbols is empty; name at least one symbol")
+        if any(not isinstance(symbol, str) for symbol in chosen):
+            raise ValueError(f"delete_panel: symbols must be strings, got {chosen[:5]}")
+        conditions.append(panel_table.c.symbol.in_(chosen))
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"delete_panel: start {start} is after end {end}")
+    if start is not None:
+        conditions.append(panel_table.c.date >= start)
+    if end is not None:
+        conditions.append(panel_table.c.date <= end)
+    return sa.and_(*conditions)
 
 
 def _bits(expression: str, column: str) -> str:

@@ -6,7 +6,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IngestResult", "ModelSummary", "PanelSummary", "RunRecord", "RunStatus"]
+__all__ = ["IngestResult", "ModelSummary", "PanelSummary", "RunRecord", "RunStatus", "SectorSummary"]
 
 
 class RunStatus:
@@ -50,6 +50,26 @@ class PanelSummary:
     first_date: datetime.date | None
     last_date: datetime.date | None
     columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SectorSummary:
+    """One sector label of the stored panel (labels are the user's data: any taxonomy).
+
+    Attributes
+    ----------
+    sector: the label as stored.
+    symbols: distinct symbols with at least one row under this label (a symbol that changed sector counts under
+        each of its labels).
+    rows: stored (date, symbol) rows with this label.
+    first_date, last_date: the first and last date a row carries this label.
+    """
+
+    sector: str
+    symbols: int
+    rows: int
+    first_date: datetime.date
+    last_date: datetime.date
 
 
 @dataclass(frozen=True)

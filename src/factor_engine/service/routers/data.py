@@ -1,18 +1,26 @@
 """Panel data: POST /data/panel (JSON rows), POST /data/panel/upload (Parquet / Arrow IPC body),
-GET /data/summary, GET /data/symbols."""
+DELETE /data/panel, GET /data/summary, GET /data/symbols."""
 
 from __future__ import annotations
 
+import datetime
 import tempfile
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from factor_engine.service.deps import State
 from factor_engine.service.fastjson import FastJSONRoute
-from factor_engine.service.panel_data import UPLOAD_FORMATS, ingest_rows, ingest_upload, upload_format
-from factor_engine.service.schemas import IngestResponse, PanelRowsRequest, PanelSummaryResponse, SymbolsResponse
+from factor_engine.service.panel_data import UPLOAD_FORMATS, delete_rows, ingest_rows, ingest_upload, upload_format
+from factor_engine.service.schemas import (
+    DeletedResponse,
+    IngestResponse,
+    PanelRowsRequest,
+    PanelSummaryResponse,
+    SymbolsResponse,
+)
 
 router = APIRouter(prefix="/data", tags=["data"], route_class=FastJSONRoute)
 
@@ -24,6 +32,25 @@ _SPOOL_BYTES = 64 * 1024 * 1024
 def post_panel(request: PanelRowsRequest, state: State) -> IngestResponse:
     """Upsert a small batch of panel rows (validated with the data contract)."""
     return IngestResponse(**asdict(ingest_rows(state.store(), request.rows)))
+
+
+@router.delete(
+    "/panel",
+    response_model=DeletedResponse,
+    responses={422: {"description": "no selector given, all=true combined with one, or start after end"}},
+)
+def delete_panel(
+    state: State,
+    symbol: Annotated[list[str] | None, Query(description="symbol whose rows to delete; repeat for several")] = None,
+    start: Annotated[datetime.date | None, Query(description="first date deleted (inclusive)")] = None,
+    end: Annotated[datetime.date | None, Query(description="last date deleted (inclusive)")] = None,
+    all_rows: Annotated[
+        bool, Query(alias="all", description="true: delete every row (alone, without a selector)")
+    ] = False,
+) -> DeletedResponse:
+    """Delete stored panel rows, in one transaction: those of the symbols in [start, end] (any of the three
+    selectors), or every row with all=true. Stored models are not touched."""
+    return DeletedResponse(deleted=delete_rows(state.store(), symbol, start, end, all_rows))
 
 
 @router.post(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from factor_engine.service.cache import cached_json
 from factor_engine.service.catalog import factor_list
-from factor_engine.service.deps import Cache
+from factor_engine.service.deps import Cache, State
 from factor_engine.service.factor_scores import ScoreRequest, scores_json
 from factor_engine.service.fastjson import FastJSONRoute
 from factor_engine.service.schemas import (
@@ -31,9 +31,10 @@ def _scores(style: str, request: ScoreRequest, cache: Cache) -> Response:
 
 
 @router.get("/list", response_model=FactorsListResponse)
-def list_factors() -> FactorsListResponse:
-    """Style factors of the registry, the 11 GICS sector factors and the market factor."""
-    return factor_list()
+def list_factors(state: State) -> FactorsListResponse:
+    """The market factor, one sector factor per sector label of the stored panel (its symbols and date range)
+    and the style factors of the registry."""
+    return factor_list(state.store())
 
 
 @router.post("/momentum", response_model=ScoresResponse, responses=_ERRORS)
