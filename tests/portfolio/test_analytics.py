@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import warnings
 
 import numpy as np
 import polars as pl
@@ -14,7 +16,9 @@ from factor_engine.portfolio import (
     PortfolioError,
     RiskDecomposition,
     RiskModelSnapshot,
+    WeightsWarning,
     attribute_returns,
+    check_weights,
     cumulative_attribution,
     decompose_risk,
     portfolio_exposures,
@@ -105,8 +109,9 @@ def test_decomposition_matches_explicit_covariance(
     rng = np.random.default_rng(seed)
     snapshot = make_snapshot(rng, n, k, rank=1 if rank_deficient else None)
     weights = rng.normal(size=n) if long_short else rng.dirichlet(np.ones(n))
-    result = decompose_risk(snapshot, weights)
+    result = decompose_risk(snapshot, weights, allow_unnormalized=long_short)
     assert result.tracking_error is None
+    assert result.warnings == ()  # a long-only book summing to 1, or the opt-in
     check_against_explicit(snapshot, weights, result)
 
 
@@ -146,9 +151,9 @@ def test_weight_forms_agree_and_symbol_order_does_not_matter() -> None:
     symbols = [snapshot.symbols[i] for i in held]
     frame = pl.DataFrame({"symbol": symbols, "weight": vector[held]})
     mapping = dict(zip(symbols, vector[held], strict=True))
-    reference = decompose_risk(snapshot, vector)
+    reference = decompose_risk(snapshot, vector, allow_unnormalized=True)
     for weights in (frame, frame.reverse(), mapping):
-        result = decompose_risk(snapshot, weights)
+        result = decompose_risk(snapshot, weights, allow_unnormalized=True)
         assert result.total_risk == reference.total_risk
         assert result.asset_contributions.equals(reference.asset_contributions)
 
@@ -161,7 +166,7 @@ def test_weight_forms_agree_and_symbol_order_does_not_matter() -> None:
         snapshot.factor_covariance,
         snapshot.specific_vol[order],
     )
-    result = decompose_risk(permuted, frame)
+    result = decompose_risk(permuted, frame, allow_unnormalized=True)
     assert result.total_risk == pytest.approx(reference.total_risk, rel=1e-12)
     joined = result.asset_contributions.join(reference.asset_contributions, on="symbol", suffix="_ref")
     np.testing.assert_allclose(joined["mcr"].to_numpy(), joined["mcr_ref"].to_numpy(), rtol=1e-12)
@@ -187,13 +192,13 @@ def test_from_frames_reorders_covariance_and_specific_vol() -> None:
 
 def test_unknown_symbols_raise_or_drop_with_count() -> None:
     snapshot = make_snapshot(np.random.default_rng(5), 6, 2)
-    weights = {"S000": 0.5, "S001": 0.3, "XYZ": 0.1, "ABC": 0.1}
+    weights = {"S000": 0.5, "S001": 0.5, "XYZ": 0.1, "ABC": 0.1}
     with pytest.raises(PortfolioError, match=r"2 symbol\(s\) the risk model does not cover: 'XYZ', 'ABC'"):
         decompose_risk(snapshot, weights)
     with pytest.warns(UserWarning, match=r"dropped 2 weights symbol"):
         result = decompose_risk(snapshot, weights, unknown="drop")
     assert result.dropped_symbols == ("XYZ", "ABC")
-    expected = decompose_risk(snapshot, {"S000": 0.5, "S001": 0.3})
+    expected = decompose_risk(snapshot, {"S000": 0.5, "S001": 0.5})
     assert result.total_risk == expected.total_risk
     with pytest.raises(PortfolioError, match=r"benchmark weights name 1 symbol\(s\).*'QQQ'"):
         portfolio_exposures(snapshot, {"S000": 1.0}, {"QQQ": 1.0})
@@ -217,7 +222,7 @@ def test_annualized_scales_risk_not_shares() -> None:
 
 def test_zero_portfolio_has_zero_risk_and_undefined_marginals() -> None:
     snapshot = make_snapshot(np.random.default_rng(7), 5, 2)
-    result = decompose_risk(snapshot, np.zeros(5))
+    result = decompose_risk(snapshot, np.zeros(5), allow_unnormalized=True)
     assert result.total_risk == 0.0 and result.factor_risk == 0.0
     assert result.asset_contributions["mcr"].is_nan().all()
     assert result.factor_contributions["contribution"].to_list() == [0.0, 0.0]
@@ -261,6 +266,105 @@ def test_snapshot_and_weight_errors() -> None:
         decompose_risk(good, pl.DataFrame({"symbol": ["S000", "S000"], "weight": [0.5, 0.5]}))
     with pytest.raises(PortfolioError, match="unknown must be 'raise' or 'drop'"):
         decompose_risk(good, np.ones(4), unknown="ignore")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------- weight checks
+
+PERCENT_HINT = (
+    r"\(more than 150% of capital\)\. Weights are fractions \(0\.05 is 5 %\): divide percentages by 100, or pass "
+    r"allow_unnormalized=True for a leveraged or long-short book"
+)
+SUM_HINT = (
+    r"the figures are of these weights as given, not rescaled; scale them to sum to 1, or pass "
+    r"allow_unnormalized=True for a long-short, active or partly invested book"
+)
+
+
+def test_percentage_weights_are_an_error_naming_why() -> None:
+    snapshot = make_snapshot(np.random.default_rng(11), 250, 3)
+    with pytest.raises(
+        PortfolioError,
+        match=r"^weights look like percentages, not fractions of capital: they sum to 100 and 'S000' has 60 "
+        + PERCENT_HINT,
+    ):
+        decompose_risk(snapshot, {"S000": 60.0, "S001": 40.0})
+    # a broad percent book: every weight is small, the sum gives it away
+    broad = dict.fromkeys(snapshot.symbols[:200], 0.5)
+    with pytest.raises(
+        PortfolioError, match=r"^weights look like percentages, not fractions of capital: they sum to 100 \("
+    ):
+        portfolio_exposures(snapshot, broad)
+    # one position over 150 % of capital in a book that nets to 1
+    with pytest.raises(PortfolioError, match=r"fractions of capital: 'S007' has -2\.5 \(more than 150%"):
+        decompose_risk(snapshot, {"S003": 2.0, "S007": -2.5, "S009": 1.5})
+    with pytest.raises(PortfolioError, match=r"^benchmark weights look like percentages.*they sum to 100"):
+        decompose_risk(snapshot, {"S000": 1.0}, {"S001": 50.0, "S002": 50.0})
+    # the limit itself is allowed: |Σw| = 1.5 warns about the sum, a hair above is an error
+    with pytest.warns(WeightsWarning, match=r"^weights sum to 1\.5, not 1"):
+        decompose_risk(snapshot, {"S000": 1.5})
+    with pytest.raises(PortfolioError, match=r"they sum to 1\.5 and 'S000' has 1\.5 "):
+        decompose_risk(snapshot, {"S000": 1.5 + 1e-9})
+
+
+def test_opt_in_keeps_long_short_and_leveraged_books_with_their_numbers() -> None:
+    snapshot = make_snapshot(np.random.default_rng(12), 10, 3)
+    h = np.zeros(10)
+    h[[0, 3, 7]] = [2.5, -2.0, 0.5]  # a 250 % position, short 200 %: nets to 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all with the opt-in
+        result = decompose_risk(snapshot, h, allow_unnormalized=True)
+        neutral = portfolio_exposures(snapshot, {"S000": 1.0, "S001": -1.0}, allow_unnormalized=True)
+    assert result.warnings == ()
+    check_against_explicit(snapshot, h, result)
+    np.testing.assert_allclose(
+        neutral["portfolio"].to_numpy(), snapshot.exposures[0] - snapshot.exposures[1], rtol=1e-12, atol=1e-15
+    )
+
+
+def test_weights_not_summing_to_one_warn_and_are_used_as_given() -> None:
+    snapshot = make_snapshot(np.random.default_rng(13), 8, 2)
+    weights = {"S000": 0.5, "S001": 0.4}
+    message = r"^weights sum to 0\.9, not 1 \(tolerance 0\.01\): " + SUM_HINT + "$"
+    with pytest.warns(WeightsWarning, match=message):
+        result = decompose_risk(snapshot, weights)
+    assert len(result.warnings) == 1 and re.match(message, result.warnings[0])
+    assert result.annualized().warnings == result.warnings
+    h = np.zeros(8)
+    h[:2] = [0.5, 0.4]
+    check_against_explicit(snapshot, h, result)  # not rescaled to 1
+    with pytest.warns(WeightsWarning, match=r"^benchmark weights sum to 0\.5, not 1"):
+        both = decompose_risk(snapshot, {"S000": 1.0}, {"S002": 0.25, "S003": 0.25})
+    assert len(both.warnings) == 1 and both.warnings[0].startswith("benchmark weights sum to 0.5")
+    with pytest.warns(WeightsWarning, match=r"^weights sum to 0\.9, not 1"):
+        portfolio_exposures(snapshot, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        within = decompose_risk(snapshot, {"S000": 0.5, "S001": 0.495})  # 0.995: within the tolerance
+    assert within.warnings == ()
+
+
+def test_check_weights_forms_and_positions() -> None:
+    assert check_weights({"A": 0.25, "B": 0.75}) == ()
+    assert check_weights(pl.DataFrame({"symbol": ["A", "B"], "weight": [0.6, 0.6]})) == (
+        "weights sum to 1.2, not 1 (tolerance 0.01): the figures are of these weights as given, not rescaled; "
+        "scale them to sum to 1, or pass allow_unnormalized=True for a long-short, active or partly invested book",
+    )
+    with pytest.raises(PortfolioError, match="fractions of capital: they sum to 5 and the weight at position 1 has 4"):
+        check_weights(np.array([1.0, 4.0]))
+    with pytest.raises(PortfolioError, match="'B' has 4"):
+        check_weights(np.array([1.0, 4.0]), symbols=["A", "B"])
+    assert check_weights(np.array([1.0, 4.0]), allow_unnormalized=True) == ()
+    assert check_weights({"A": 0.9}, sum_tolerance=0.2) == ()
+    assert check_weights(np.array([]))[0].startswith("weights sum to 0, not 1")
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_fractions_pass_and_the_same_book_in_percent_fails(n: int, seed: int) -> None:
+    weights = np.random.default_rng(seed).dirichlet(np.ones(n))
+    assert check_weights(weights) == ()
+    with pytest.raises(PortfolioError, match="look like percentages"):
+        check_weights(100 * weights)
 
 
 # ---------------------------------------------------------------------------------------------- attribution

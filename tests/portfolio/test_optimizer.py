@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
+from factor_engine.portfolio import optimizer
 from factor_engine.portfolio.analytics import RiskModelSnapshot
 from factor_engine.portfolio.optimizer import Constraints, OptimizationError, OptimizationResult, optimize
 
@@ -278,3 +283,164 @@ def test_large_long_only_min_variance_is_fast() -> None:
     assert weights.min() >= -TOL
     assert abs(weights.sum() - 1.0) <= TOL
     assert elapsed < 10.0, f"3000×15 long-only min variance took {elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------------------------------- solver hygiene
+
+
+@pytest.fixture
+def solver_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``solver_settings(solvers, **options)``: the solvers tried and their options, for one test."""
+
+    def use(solvers: tuple[str, ...], **options: dict[str, Any]) -> None:
+        monkeypatch.setattr(optimizer, "SOLVERS", solvers)
+        monkeypatch.setattr(optimizer, "_SOLVER_OPTIONS", {**optimizer._SOLVER_OPTIONS, **options})
+
+    return use
+
+
+# Clarabel asked for more accuracy than float64 gives stops "AlmostSolved": cvxpy's optimal_inaccurate
+CLARABEL_TOO_TIGHT = {"tol_gap_abs": 1e-16, "tol_gap_rel": 1e-16, "tol_feas": 1e-16, "tol_ktratio": 1e-16}
+
+
+def _solve_recording(snapshot: RiskModelSnapshot, **kwargs: Any) -> tuple[OptimizationResult, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = optimize(snapshot, **kwargs)
+    return result, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def test_an_inaccurate_solution_is_reported_in_our_words_not_leaked(
+    snapshot: RiskModelSnapshot, solver_settings: Callable[..., None]
+) -> None:
+    accurate = weight_vector(optimize(snapshot))
+    solver_settings(("CLARABEL",), CLARABEL=CLARABEL_TOO_TIGHT)
+    result, leaked = _solve_recording(snapshot)
+    assert leaked == []  # cvxpy's "Solution may be inaccurate" did not escape
+    assert (result.status, result.solver) == ("optimal_inaccurate", "CLARABEL")
+    assert result.warnings == (
+        "the solver (CLARABEL) reports its solution as inaccurate (status optimal_inaccurate) and no other installed "
+        "solver gave an accurate one: it meets every constraint within 1e-06 but may not be optimal",
+    )
+    weights = weight_vector(result)
+    assert weights.min() >= 0.0 and abs(weights.sum() - 1.0) <= TOL
+    np.testing.assert_allclose(weights, accurate, atol=1e-6)  # still the optimum, to the solver's accuracy
+
+
+def test_another_solver_replaces_an_inaccurate_solution(
+    snapshot: RiskModelSnapshot, solver_settings: Callable[..., None]
+) -> None:
+    solver_settings(("CLARABEL", "OSQP"), CLARABEL=CLARABEL_TOO_TIGHT)
+    result, leaked = _solve_recording(snapshot)
+    assert leaked == []
+    assert (result.status, result.solver, result.warnings) == ("optimal", "OSQP", ())
+    np.testing.assert_allclose(weight_vector(result), weight_vector(optimize(snapshot)), atol=1e-6)
+
+
+def test_a_solution_breaking_the_constraints_is_an_error_naming_them(
+    snapshot: RiskModelSnapshot, solver_settings: Callable[..., None]
+) -> None:
+    # OSQP told to stop at 1e-2 accuracy calls its answer optimal; it breaks the constraints by ~3e-4
+    solver_settings(("OSQP",), OSQP={"max_iter": 25, "eps_abs": 1e-2, "eps_rel": 1e-2, "polishing": False})
+    constraints = Constraints(factor_bounds={"market": (1.0, 1.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            OptimizationError,
+            match=r"^the solver \(OSQP\) returned a solution \(status optimal\) that breaks factor_bounds\['market'\] "
+            r"= \(1\.0, 1\.0\) \(by [0-9.e-]+\);.* budget = 1\.0 \(by [0-9.e-]+\), beyond the tolerance 1e-06: the "
+            r"problem may be badly scaled or nearly infeasible; loosen or rescale the constraints$",
+        ):
+            optimize(snapshot, constraints=constraints)
+
+
+def test_other_solver_warnings_are_carried_not_emitted(
+    snapshot: RiskModelSnapshot, solver_settings: Callable[..., None]
+) -> None:
+    # osqp >= 1.0 warns that its option "polish" is deprecated (this module once passed it)
+    solver_settings(("OSQP",), OSQP={**optimizer._SOLVER_OPTIONS["OSQP"], "polish": True})
+    result, leaked = _solve_recording(snapshot)
+    assert leaked == []
+    assert result.warnings == (
+        'a solver warning was caught (DeprecationWarning): "polish" is deprecated. Please use "polishing" instead.',
+    )
+    np.testing.assert_allclose(weight_vector(result), weight_vector(optimize(snapshot)), atol=1e-6)
+
+
+@pytest.mark.parametrize("solvers", [("CLARABEL", "OSQP"), ("OSQP",)])
+def test_no_warning_escapes_on_any_path(
+    snapshot: RiskModelSnapshot, expected_returns: dict[str, float], solver_settings: Callable[..., None], solvers: Any
+) -> None:
+    solver_settings(solvers)
+    betas = snapshot.exposures[:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning would fail the test
+        assert optimize(snapshot).warnings == ()
+        optimize(
+            snapshot,
+            objective="mean_variance",
+            expected_returns=expected_returns,
+            constraints=Constraints(long_only=False, gross_exposure=1.5, neutral_factors=["value"]),
+        )
+        with pytest.raises(OptimizationError, match="infeasible"):
+            optimize(snapshot, constraints=Constraints(factor_bounds={"market": (betas.max() + 1, betas.max() + 2)}))
+
+
+def test_dust_is_zeroed_and_the_rest_is_the_kkt_optimum(snapshot: RiskModelSnapshot) -> None:
+    result = optimize(snapshot)
+    weights = weight_vector(result)
+    assert result.dust_zeroed > 0  # the long-only bound binds: the solver leaves noise on those assets
+    assert not ((weights != 0) & (np.abs(weights) < optimizer.DUST_WEIGHT)).any()
+    assert weights.min() == 0.0 and (weights == 0).sum() >= result.dust_zeroed
+    # independent reference: the closed-form minimum variance on the held assets (KKT with the bound active)
+    held = weights > 1e-6  # the solver's accuracy: an asset at its bound may keep ~1e-7 (not dust)
+    sigma = explicit_covariance(snapshot)[np.ix_(held, held)]
+    solved = np.linalg.solve(sigma, np.ones(held.sum()))
+    np.testing.assert_allclose(weights[held], solved / solved.sum(), atol=1e-6)
+    assert held.sum() < snapshot.n_assets - result.dust_zeroed + 1
+    # zeroing moved the budget by at most (dust count) × DUST_WEIGHT, within the documented tolerance
+    assert abs(weights.sum() - 1.0) <= result.dust_zeroed * optimizer.DUST_WEIGHT + 1e-9 <= optimizer.CONSTRAINT_TOL
+
+
+def test_dust_that_carries_the_budget_is_kept_with_a_warning() -> None:
+    # 300 assets capped at 9e-9 each and a budget of their sum: every weight is "dust", and zeroing them would
+    # break the budget by 2.7e-6, more than the tolerance
+    snapshot = make_snapshot(np.random.default_rng(2), 300, 3)
+    constraints = Constraints(budget=300 * 9e-9, asset_bounds=(0.0, 9e-9))
+    result, leaked = _solve_recording(snapshot, constraints=constraints)
+    assert leaked == []
+    weights = weight_vector(result)
+    np.testing.assert_allclose(weights, 9e-9, rtol=1e-4)
+    assert result.dust_zeroed == 0
+    assert len(result.warnings) == 1
+    assert re.fullmatch(
+        r"300 weight\(s\) below 1e-08 in absolute value were kept: setting them to 0 would break budget = 2\.7e-06 "
+        r"\(by 2\.7e-06\)",
+        result.warnings[0],
+    ), result.warnings
+
+
+def test_percentage_benchmark_is_an_error_and_a_partial_one_a_warning(snapshot: RiskModelSnapshot) -> None:
+    in_percent = dict.fromkeys(snapshot.symbols, 100.0 / snapshot.n_assets)
+    with pytest.raises(
+        OptimizationError,
+        match=r"^benchmark weights look like percentages, not fractions of capital: they sum to 100 and 'S000' has "
+        r"3\.33333 \(more than 150% of capital\)\. Weights are fractions \(0\.05 is 5 %\): divide percentages by "
+        r"100, or set Constraints\(allow_unnormalized=True\) for a leveraged or long-short book$",
+    ):
+        optimize(snapshot, constraints=Constraints(benchmark=in_percent))
+    with pytest.raises(
+        OptimizationError, match=r"^current weights look like percentages.*they sum to 100 and 'S001' has 60"
+    ):
+        optimize(snapshot, constraints=Constraints(current={"S000": 40.0, "S001": 60.0}, max_turnover=1.0))
+    half = {symbol: 0.5 / snapshot.n_assets for symbol in snapshot.symbols}
+    result = optimize(snapshot, constraints=Constraints(benchmark=half))
+    assert result.warnings == (
+        "benchmark weights sum to 0.5, not 1 (tolerance 0.01): the figures are of these weights as given, not "
+        "rescaled; scale them to sum to 1, or pass allow_unnormalized=True for a long-short, active or partly "
+        "invested book",
+    )
+    # the opt-in: no check, the same optimum
+    opted = optimize(snapshot, constraints=Constraints(benchmark=half, allow_unnormalized=True))
+    assert opted.warnings == ()
+    np.testing.assert_array_equal(weight_vector(opted), weight_vector(result))

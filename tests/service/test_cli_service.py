@@ -167,3 +167,25 @@ def test_serve_answers_health(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully on SIGTERM (lifespan shutdown ran), then re-raises the signal
     assert process.returncode in (0, -15)
     assert "Application shutdown complete" in output.decode()
+
+
+def test_top_level_help_describes_every_command() -> None:
+    """The tool's --help names each command in its description of the whole tool (data, models, portfolios,
+    service), so a new command needs a word there too."""
+    from factor_engine.cli import app
+
+    help_text = app.info.help or ""
+    commands = {
+        command.name or command.callback.__name__.replace("_", "-")  # Typer's default name
+        for command in app.registered_commands
+        if command.callback
+    }
+    assert {"prepare", "build", "risk", "serve", "delete-panel"} <= commands
+    described = {name for name in commands if f"`{name}`" in help_text}
+    assert described == commands, sorted(commands - described)
+    code, out, _ = invoke("--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "Factor Engine: a Barra-style equity factor risk model built from your own data" in text
+    for heading in ("Data:", "Risk models:", "Portfolios:", "Service:"):
+        assert heading in text

@@ -464,3 +464,54 @@ def test_model_on_seed_sector_names_and_its_portfolio_exposures(
     assert got["market"] == pytest.approx(1.0, abs=1e-15)
     library = portfolio_exposures(snapshot, weights)
     assert pl.DataFrame(body["exposures"]).equals(library)
+
+
+def test_portfolio_weights_that_look_wrong(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store
+) -> None:
+    """Percentage-like weights are a 422 naming why and the opt-in; weights not summing to 1 are used as given
+    with a warning in the answer; allow_unnormalized keeps long-short books possible."""
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 200, response.text
+        model_id = response.json()["id"]
+        day = client.get(f"{API}/models/{model_id}/dates").json()["dates"][-1]
+        snapshot = stored.snapshot(model_id, datetime.date.fromisoformat(day))
+        a, b, c = snapshot.symbols[:3]
+
+        def post(path: str, **fields: Any) -> Any:
+            return client.post(f"{API}/portfolio/{path}", json={"model_id": model_id, **fields})
+
+        percent = post("exposures", weights={a: 60.0, b: 40.0})
+        assert percent.status_code == 422
+        assert percent.json()["detail"] == (
+            f"weights look like percentages, not fractions of capital: they sum to 100 and {a!r} has 60 (more "
+            "than 150% of capital). Weights are fractions (0.05 is 5 %): divide percentages by 100, or send "
+            '"allow_unnormalized": true for a leveraged or long-short book'
+        )
+        bench = post("risk", weights={a: 1.0}, benchmark=[{"symbol": b, "weight": 100.0}])
+        assert bench.status_code == 422
+        assert bench.json()["detail"].startswith(
+            f"benchmark weights look like percentages, not fractions of capital: they sum to 100 and {b!r} has 100"
+        )
+        warned = {path: post(path, weights={a: 0.5, b: 0.4}) for path in ("exposures", "risk")}
+        clean = post("risk", weights={a: 0.5, b: 0.5})
+        long_short = post("risk", weights={a: 2.0, b: -1.0, c: -1.0}, allow_unnormalized=True)
+    message = (
+        "weights sum to 0.9, not 1 (tolerance 0.01): the figures are of these weights as given, not rescaled; scale "
+        'them to sum to 1, or send "allow_unnormalized": true for a long-short, active or partly invested book'
+    )
+    for answer in warned.values():
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["warnings"] == [message]
+    # used as given: the library's numbers of the same 0.9 book (and h·Σ·h by hand)
+    library = decompose_risk(snapshot, {a: 0.5, b: 0.4}, allow_unnormalized=True)
+    assert warned["risk"].json()["daily"]["total_risk"] == library.total_risk
+    h = np.zeros(snapshot.n_assets)
+    h[:2] = [0.5, 0.4]
+    assert library.total_risk == pytest.approx(float(np.sqrt(h @ snapshot.asset_covariance() @ h)), rel=1e-12)
+    assert clean.status_code == 200 and clean.json()["warnings"] == []
+    assert long_short.status_code == 200, long_short.text
+    assert long_short.json()["warnings"] == []
+    expected = decompose_risk(snapshot, {a: 2.0, b: -1.0, c: -1.0}, allow_unnormalized=True)
+    assert long_short.json()["daily"]["total_risk"] == expected.total_risk

@@ -56,7 +56,19 @@ BUILD_MODEL_STAGES = 6
 
 app = typer.Typer(
     name="factor-engine",
-    help="Factor Engine: characteristic factor equity risk model — style scores and factor returns.",
+    help=(
+        "Factor Engine: a Barra-style equity factor risk model built from your own data (any sector taxonomy; "
+        "market caps and fundamentals when you have them).\n\n"
+        "**Data**: `prepare` makes a panel from adjusted closes and a sector map; `synthetic` writes a seeded "
+        "market with known truth.\n\n"
+        "**Risk models**: `build` estimates factor returns, the factor covariance and specific risk into a model "
+        "folder; `validate` tests its forecasts out of sample (bias statistics); `report` writes an offline HTML "
+        "report. `styles` and `factor-returns` run single steps; `demo` runs it all on a synthetic market.\n\n"
+        "**Portfolios**: `risk` decomposes a portfolio's risk, or its tracking error against a benchmark.\n\n"
+        "**Service**: `ingest` loads a panel into the store (PostgreSQL or SQLite), `delete-panel` removes rows, "
+        "`serve` runs the REST API and its dashboard.\n\n"
+        "Every command has --help with an example."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

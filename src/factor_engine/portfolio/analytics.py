@@ -9,10 +9,23 @@ Units: the snapshot is in *daily* units (``F`` a covariance of daily factor retu
 deviation, both as fractions), so every risk figure is a daily standard deviation until
 :meth:`RiskDecomposition.annualized` scales it by ``√periods_per_year``.
 
-Weights are fractions of capital by symbol. They need not sum to one (long-short, leveraged or partially
-invested portfolios are allowed) and may be negative; a symbol of the model without a weight has weight 0.
-A weight for a symbol the model does not cover raises :class:`PortfolioError` naming it, unless
+Weights are fractions of capital by symbol (0.05 is 5 % of capital); a symbol of the model without a weight
+has weight 0. A weight for a symbol the model does not cover raises :class:`PortfolioError` naming it, unless
 ``unknown="drop"``, which drops it, warns with the count and records it in the result.
+
+Weights that look wrong are flagged (:func:`check_weights`, applied by :func:`decompose_risk` and
+:func:`portfolio_exposures` to the portfolio and to the benchmark, each on its own):
+
+* **Percentages are an error.** Weights whose net sum or any single weight exceeds
+  :data:`PERCENT_LIKE_LIMIT` = 1.5 in absolute value (``|Σw| > 1.5`` or ``max |w| > 1.5``: more than 150 % of
+  capital net, or in one asset) look like percentages (a percent book sums to about 100) and raise
+  :class:`PortfolioError`, unless ``allow_unnormalized=True``.
+* **A sum other than 1 is a warning.** Weights whose sum differs from 1 by more than
+  :data:`WEIGHT_SUM_TOLERANCE` = 0.01 give a :class:`WeightsWarning` (and a line in
+  ``RiskDecomposition.warnings``): the figures are of the weights as given, never rescaled.
+
+``allow_unnormalized=True`` is the opt-in for books that are not a fully invested portfolio of fractions:
+long-short, dollar-neutral, leveraged or partly invested books and active weights. It turns both checks off.
 """
 
 from __future__ import annotations
@@ -27,12 +40,17 @@ import numpy as np
 import polars as pl
 
 __all__ = [
+    "ALLOW_UNNORMALIZED_HINT",
     "FACTOR",
+    "PERCENT_LIKE_LIMIT",
     "WEIGHT",
+    "WEIGHT_SUM_TOLERANCE",
     "PortfolioError",
     "RiskDecomposition",
     "RiskModelSnapshot",
+    "WeightsWarning",
     "attribute_returns",
+    "check_weights",
     "cumulative_attribution",
     "decompose_risk",
     "portfolio_exposures",
@@ -48,6 +66,12 @@ TOTAL = "total"
 TRADING_DAYS = 252
 # Relative tolerance for the symmetry and positive semi-definiteness of the factor covariance.
 COVARIANCE_TOL = 1e-10
+#: Weights look like percentages when their net sum or a single weight exceeds this in absolute value.
+PERCENT_LIKE_LIMIT = 1.5
+#: Weights whose sum differs from 1 by more than this get a warning (fraction of capital).
+WEIGHT_SUM_TOLERANCE = 0.01
+#: How the messages of :func:`check_weights` name the opt-in; the CLI and the service replace it with theirs.
+ALLOW_UNNORMALIZED_HINT = "pass allow_unnormalized=True"
 
 Weights = pl.DataFrame | Mapping[str, float] | np.ndarray
 Unknown = Literal["raise", "drop"]
@@ -55,6 +79,75 @@ Unknown = Literal["raise", "drop"]
 
 class PortfolioError(ValueError):
     """Invalid risk-model snapshot, weights or attribution inputs; the message says what and where."""
+
+
+class WeightsWarning(UserWarning):
+    """Weights that do not sum to 1 (see :func:`check_weights`): the figures are of the weights as given."""
+
+
+def check_weights(
+    weights: Weights,
+    *,
+    what: str = "weights",
+    symbols: Sequence[str] | None = None,
+    allow_unnormalized: bool = False,
+    sum_tolerance: float = WEIGHT_SUM_TOLERANCE,
+) -> tuple[str, ...]:
+    """Flag weights that look wrong; return the warnings (empty when they look like a fully invested book).
+
+    Parameters
+    ----------
+    weights: fractions of capital: a frame ``symbol, weight``, a mapping symbol → weight or an array.
+    what: how the messages name the weights (e.g. ``"benchmark weights"``).
+    symbols: the symbols of an array's entries, to name the largest weight (default: its position).
+    allow_unnormalized: the opt-in for long-short, active, leveraged or partly invested books: no check.
+    sum_tolerance: the largest ``|Σw − 1|`` without a warning.
+
+    Raises
+    ------
+    PortfolioError: the weights look like percentages: ``|Σw| > PERCENT_LIKE_LIMIT`` or some
+        ``|w| > PERCENT_LIKE_LIMIT`` (1.5, i.e. 150 % of capital), unless ``allow_unnormalized``.
+
+    Returns
+    -------
+    One message when ``|Σw − 1| > sum_tolerance`` (e.g. ``"weights sum to 0.9, not 1 ..."``), else ().
+    """
+    if allow_unnormalized:
+        return ()
+    if isinstance(weights, pl.DataFrame):
+        if not {SYMBOL, WEIGHT} <= set(weights.columns):
+            raise PortfolioError(f"{what} frame needs columns '{SYMBOL}', '{WEIGHT}'; it has {weights.columns}")
+        names: Sequence[str] | None = weights.get_column(SYMBOL).cast(pl.String).to_list()
+        values = weights.get_column(WEIGHT).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    elif isinstance(weights, Mapping):
+        names = [str(symbol) for symbol in weights]
+        values = np.fromiter(weights.values(), dtype=np.float64, count=len(names))
+    else:
+        names, values = symbols, np.asarray(weights, dtype=np.float64).ravel()
+    if values.size == 0:
+        total, largest = 0.0, None
+    else:
+        total = float(values.sum())
+        largest = int(np.argmax(np.abs(values)))
+    reasons = []
+    if abs(total) > PERCENT_LIKE_LIMIT:
+        reasons.append(f"they sum to {total:.6g}")
+    if largest is not None and abs(values[largest]) > PERCENT_LIKE_LIMIT:
+        name = repr(names[largest]) if names is not None else f"the weight at position {largest}"
+        reasons.append(f"{name} has {values[largest]:.6g}")
+    if reasons:
+        raise PortfolioError(
+            f"{what} look like percentages, not fractions of capital: {' and '.join(reasons)} (more than "
+            f"{PERCENT_LIKE_LIMIT:.0%} of capital). Weights are fractions (0.05 is 5 %): divide percentages by "
+            f"100, or {ALLOW_UNNORMALIZED_HINT} for a leveraged or long-short book"
+        )
+    if abs(total - 1.0) > sum_tolerance:
+        return (
+            f"{what} sum to {total:.6g}, not 1 (tolerance {sum_tolerance:g}): the figures are of these weights as "
+            f"given, not rescaled; scale them to sum to 1, or {ALLOW_UNNORMALIZED_HINT} for a long-short, active "
+            "or partly invested book",
+        )
+    return ()
 
 
 def _examples(names: Sequence[object], limit: int = 5) -> str:
@@ -328,6 +421,7 @@ class RiskDecomposition:
         to ``total_risk``, Euler), ``share`` (``contribution / σ_p``; sums to 1). ``mcr`` is NaN if ``σ_p = 0``.
     dropped_symbols: weight or benchmark symbols the model does not cover, dropped with ``unknown="drop"``.
     periods_per_year: 1 for daily figures, else the annualization applied.
+    warnings: what :func:`check_weights` said of the weights and the benchmark (e.g. a sum other than 1).
     """
 
     total_risk: float
@@ -341,6 +435,7 @@ class RiskDecomposition:
     asset_contributions: pl.DataFrame
     dropped_symbols: tuple[str, ...] = ()
     periods_per_year: int = 1
+    warnings: tuple[str, ...] = ()
 
     def annualized(self, periods_per_year: int = TRADING_DAYS) -> RiskDecomposition:
         """The same decomposition with risk figures scaled from daily by ``√periods_per_year``.
@@ -366,14 +461,33 @@ class RiskDecomposition:
         )
 
 
+@dataclass(frozen=True)
+class _Holdings:
+    """Aligned portfolio (and benchmark) weights, the dropped symbols and the weight checks' warnings."""
+
+    portfolio: np.ndarray
+    benchmark: np.ndarray | None
+    dropped: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
 def _holdings(
-    snapshot: RiskModelSnapshot, weights: Weights, benchmark: Weights | None, unknown: Unknown
-) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    snapshot: RiskModelSnapshot, weights: Weights, benchmark: Weights | None, unknown: Unknown, allow_unnormalized: bool
+) -> _Holdings:
+    """Align and check the weights (see :func:`check_weights`); each warning is also emitted as a
+    :class:`WeightsWarning` pointing at the caller of the public function."""
     portfolio, dropped = snapshot._align(weights, "weights", unknown, stacklevel=4)
-    if benchmark is None:
-        return portfolio, None, dropped
-    bench, bench_dropped = snapshot._align(benchmark, "benchmark weights", unknown, stacklevel=4)
-    return portfolio, bench, dropped + tuple(s for s in bench_dropped if s not in dropped)
+    messages = check_weights(portfolio, symbols=snapshot.symbols, allow_unnormalized=allow_unnormalized)
+    bench = None
+    if benchmark is not None:
+        bench, bench_dropped = snapshot._align(benchmark, "benchmark weights", unknown, stacklevel=4)
+        dropped += tuple(s for s in bench_dropped if s not in dropped)
+        messages += check_weights(
+            bench, what="benchmark weights", symbols=snapshot.symbols, allow_unnormalized=allow_unnormalized
+        )
+    for message in messages:
+        warnings.warn(message, WeightsWarning, stacklevel=3)
+    return _Holdings(portfolio, bench, dropped, messages)
 
 
 def decompose_risk(
@@ -382,6 +496,7 @@ def decompose_risk(
     benchmark: Weights | None = None,
     *,
     unknown: Unknown = "raise",
+    allow_unnormalized: bool = False,
 ) -> RiskDecomposition:
     """Decompose the daily risk of a portfolio (or, with a benchmark, of its active weights) in O(NK).
 
@@ -389,16 +504,20 @@ def decompose_risk(
     ----------
     snapshot: the date's risk model (daily units).
     weights: portfolio weights as fractions of capital: a frame ``symbol, weight``, a mapping symbol → weight
-        or an (N,) array in ``snapshot.symbols`` order (the fast path). Need not sum to 1; may be negative.
+        or an (N,) array in ``snapshot.symbols`` order (the fast path). Negative weights are shorts.
     benchmark: optional benchmark weights in the same forms; the decomposition is then of ``w − b`` and
         ``tracking_error`` is its total risk.
     unknown: ``"raise"`` (default) on symbols the model lacks, or ``"drop"`` them with a warning.
+    allow_unnormalized: False (default) checks the weights and the benchmark with :func:`check_weights`:
+        percentage-like weights raise, a sum other than 1 warns (also in ``warnings`` of the result). True for
+        long-short, leveraged, partly invested books or active weights.
 
     Returns
     -------
     :class:`RiskDecomposition` with daily figures; contributions add up exactly (see its attributes).
     """
-    portfolio, bench, dropped = _holdings(snapshot, weights, benchmark, unknown)
+    holdings = _holdings(snapshot, weights, benchmark, unknown, allow_unnormalized)
+    portfolio, bench, dropped = holdings.portfolio, holdings.benchmark, holdings.dropped
     h = portfolio if bench is None else portfolio - bench
     exposures = snapshot.exposures
     x = exposures.T @ h
@@ -453,6 +572,7 @@ def decompose_risk(
             ]
         ),
         dropped_symbols=dropped,
+        warnings=holdings.warnings,
     )
 
 
@@ -462,13 +582,16 @@ def portfolio_exposures(
     benchmark: Weights | None = None,
     *,
     unknown: Unknown = "raise",
+    allow_unnormalized: bool = False,
 ) -> pl.DataFrame:
     """Factor exposures ``Bᵀw`` of a portfolio, its benchmark and the active difference.
 
     Returns ``factor, portfolio, benchmark, active`` with one row per factor. Without a benchmark the
-    benchmark column is 0 (cash) and ``active`` equals ``portfolio``. Weights as in :func:`decompose_risk`.
+    benchmark column is 0 (cash) and ``active`` equals ``portfolio``. Weights, ``unknown`` and
+    ``allow_unnormalized`` as in :func:`decompose_risk` (the checks' warnings are :class:`WeightsWarning`).
     """
-    portfolio, bench, _ = _holdings(snapshot, weights, benchmark, unknown)
+    holdings = _holdings(snapshot, weights, benchmark, unknown, allow_unnormalized)
+    portfolio, bench = holdings.portfolio, holdings.benchmark
     x_portfolio = snapshot.exposures.T @ portfolio
     x_benchmark = np.zeros_like(x_portfolio) if bench is None else snapshot.exposures.T @ bench
     return pl.DataFrame(

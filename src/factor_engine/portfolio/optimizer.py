@@ -13,13 +13,26 @@ Objectives (daily units, fractions of capital; ``h = w − benchmark`` with a be
 The problem is solved by cvxpy with Clarabel (OSQP as the fallback). Infeasible problems raise
 :class:`OptimizationError` naming the first constraint group whose removal restores feasibility and the groups it
 conflicts with; malformed constraints raise before any solve, naming the field.
+
+Solver hygiene. No cvxpy or solver warning leaves :func:`optimize` (they are caught while it builds and solves
+the problem, so do not run it from several threads at once). A solution the solver reports as inaccurate
+(``optimal_inaccurate``) is used only when no other installed solver gives an accurate one, and only if it meets
+every constraint within :data:`CONSTRAINT_TOL`; it then comes with a line in ``OptimizationResult.warnings``,
+else the call raises :class:`OptimizationError` naming the constraints it breaks. Any other warning the solvers
+emit is carried in ``warnings`` too.
+
+Dust. Weights with ``|w| < DUST_WEIGHT`` (1e-8 of capital: solver noise, e.g. ``-5e-18`` on a long-only book)
+are set to exactly 0. The constraints are checked again on the cleaned weights: zeroing changes the budget by
+at most ``N × 1e-8``, and if that (or anything else) would break a constraint by more than
+:data:`CONSTRAINT_TOL` the dust is kept and a warning says so. ``OptimizationResult.dust_zeroed`` counts them.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,9 +40,17 @@ import cvxpy as cp
 import numpy as np
 import polars as pl
 
-from factor_engine.portfolio.analytics import FACTOR, WEIGHT, PortfolioError, RiskModelSnapshot, Weights
+from factor_engine.portfolio.analytics import (
+    ALLOW_UNNORMALIZED_HINT,
+    FACTOR,
+    WEIGHT,
+    PortfolioError,
+    RiskModelSnapshot,
+    Weights,
+    check_weights,
+)
 
-__all__ = ["Constraints", "OptimizationError", "OptimizationResult", "optimize"]
+__all__ = ["CONSTRAINT_TOL", "DUST_WEIGHT", "Constraints", "OptimizationError", "OptimizationResult", "optimize"]
 
 SYMBOL = "symbol"
 EXPECTED_RETURN = "expected_return"
@@ -40,11 +61,19 @@ SOLVERS = ("CLARABEL", "OSQP")
 # weights to be accurate to ~1e-6.
 _SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
     "CLARABEL": {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-10, "tol_feas": 1e-10},
-    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000, "polish": True},
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000},  # cvxpy turns OSQP's polishing on
 }
 _SOLVED = ("optimal", "optimal_inaccurate")
 _INFEASIBLE = ("infeasible", "infeasible_inaccurate")
 _UNBOUNDED = ("unbounded", "unbounded_inaccurate")
+_ACCURATE = ("optimal", "infeasible", "unbounded")
+_INACCURATE = ("optimal_inaccurate", "infeasible_inaccurate", "unbounded_inaccurate")
+# What cvxpy warns for an inaccurate status: the status itself is handled (and reported) by optimize.
+_CVXPY_INACCURATE = "Solution may be inaccurate."
+#: How far (fractions of capital, or exposure units; times max(1, |bound|)) the weights may break a constraint.
+CONSTRAINT_TOL = 1e-6
+#: Weights with a smaller absolute value are solver noise and are set to 0 (fraction of capital).
+DUST_WEIGHT = 1e-8
 # Eigenvalues of F below this fraction of the largest are treated as zero.
 _EIGEN_TOL = 1e-12
 
@@ -71,6 +100,9 @@ class Constraints:
         active weights ``w − benchmark``.
     current: current holdings, in the same forms; needed by ``max_turnover``.
     max_turnover: ``Σ |w_n − current_n| ≤ max_turnover`` (≥ 0); ``None`` for no limit.
+    allow_unnormalized: False checks ``benchmark`` and ``current`` with
+        :func:`factor_engine.portfolio.check_weights`: percentage-like weights (``|Σw|`` or some ``|w|`` above
+        1.5) raise, a benchmark not summing to 1 adds a warning to the result. True turns the checks off.
     """
 
     long_only: bool = True
@@ -82,6 +114,7 @@ class Constraints:
     benchmark: Weights | None = None
     current: Weights | None = None
     max_turnover: float | None = None
+    allow_unnormalized: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,8 +123,10 @@ class OptimizationResult:
 
     Attributes
     ----------
-    weights: ``symbol, weight``, one row per model symbol in snapshot order (fractions of capital).
-    status: the solver status reported by cvxpy (``"optimal"`` or ``"optimal_inaccurate"``).
+    weights: ``symbol, weight``, one row per model symbol in snapshot order (fractions of capital); dust
+        (``|w| < DUST_WEIGHT``) is 0.
+    status: the solver status reported by cvxpy (``"optimal"``, or ``"optimal_inaccurate"`` when no solver gave
+        an accurate solution; ``warnings`` then says so).
     objective_value: the objective at the solution, daily: the variance ``hᵀΣh`` for ``"min_variance"``, the
         utility ``μᵀh − λ hᵀΣh`` for ``"mean_variance"``.
     risk: daily standard deviation of the portfolio return, ``sqrt(wᵀΣw)``.
@@ -99,6 +134,9 @@ class OptimizationResult:
     factor_exposures: ``factor, exposure``: the portfolio's exposures ``Bᵀ w``.
     solver: name of the solver that produced the solution.
     solve_seconds: wall-clock seconds spent building and solving the problem.
+    warnings: what the caller should know: an inaccurate solution, dust that had to be kept, a benchmark not
+        summing to 1, warnings of the solvers (in our words; none of them is emitted).
+    dust_zeroed: how many weights with ``0 < |w| < DUST_WEIGHT`` were set to 0.
     """
 
     weights: pl.DataFrame
@@ -109,6 +147,8 @@ class OptimizationResult:
     factor_exposures: pl.DataFrame
     solver: str
     solve_seconds: float
+    warnings: tuple[str, ...] = ()
+    dust_zeroed: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +160,7 @@ class _Inputs:
     benchmark: np.ndarray | None
     current: np.ndarray | None
     expected_returns: np.ndarray | None
+    warnings: tuple[str, ...]
 
 
 def _finite(value: float, what: str) -> float:
@@ -155,6 +196,16 @@ def _weights(snapshot: RiskModelSnapshot, weights: Weights, what: str) -> np.nda
         return snapshot.align_weights(weights, what=what)
     except PortfolioError as error:
         raise OptimizationError(str(error)) from None
+
+
+def _checked(vector: np.ndarray, snapshot: RiskModelSnapshot, what: str, allow_unnormalized: bool) -> tuple[str, ...]:
+    """:func:`check_weights` of an aligned vector, raising OptimizationError for percentage-like weights."""
+    try:
+        return check_weights(vector, what=what, symbols=snapshot.symbols, allow_unnormalized=allow_unnormalized)
+    except PortfolioError as error:
+        raise OptimizationError(
+            str(error).replace(ALLOW_UNNORMALIZED_HINT, "set Constraints(allow_unnormalized=True)")
+        ) from None
 
 
 def _expected_returns(snapshot: RiskModelSnapshot, expected_returns: object) -> np.ndarray:
@@ -230,9 +281,16 @@ def _validate(
             raise OptimizationError(f"max_turnover must be >= 0, not {turnover}")
         if c.current is None:
             raise OptimizationError("max_turnover needs current weights (constraints.current)")
-    benchmark = None if c.benchmark is None else _weights(snapshot, c.benchmark, "benchmark weights")
-    current = None if c.current is None else _weights(snapshot, c.current, "current weights")
-    return _Inputs(factor_bounds, neutral, benchmark, current, mu)
+    messages: tuple[str, ...] = ()
+    benchmark = None
+    if c.benchmark is not None:
+        benchmark = _weights(snapshot, c.benchmark, "benchmark weights")
+        messages += _checked(benchmark, snapshot, "benchmark weights", c.allow_unnormalized)
+    current = None
+    if c.current is not None:
+        current = _weights(snapshot, c.current, "current weights")
+        _checked(current, snapshot, "current weights", c.allow_unnormalized)  # holdings may be partly invested
+    return _Inputs(factor_bounds, neutral, benchmark, current, mu, messages)
 
 
 def _factor_root(covariance: np.ndarray) -> np.ndarray:
@@ -248,76 +306,203 @@ def _describe(value: object) -> str:
     return repr(value) if isinstance(value, tuple) else f"{value}"
 
 
+@dataclass(frozen=True)
+class _Group:
+    """A constraint group: its label, its cvxpy constraints and how far given weights break it (≥ 0, in the
+    group's units), with the tolerance ``CONSTRAINT_TOL × scale``."""
+
+    label: str
+    constraints: list[Any]
+    excess: Callable[[np.ndarray], float]
+    scale: float = 1.0
+
+    def broken_by(self, weights: np.ndarray) -> float | None:
+        """How far ``weights`` break the group beyond its tolerance, else None."""
+        excess = float(self.excess(weights))
+        return excess if not excess <= CONSTRAINT_TOL * self.scale else None
+
+
+def _scale(*bounds: float) -> float:
+    return max([1.0, *(abs(b) for b in bounds if math.isfinite(b))])
+
+
 def _constraint_groups(
     snapshot: RiskModelSnapshot, constraints: Constraints, inputs: _Inputs, w: cp.Variable, y: cp.Variable
-) -> list[tuple[str, list[Any]]]:
+) -> list[_Group]:
     """Constraint groups, most specific first (the order in which infeasibility is diagnosed)."""
     c = constraints
-    groups: list[tuple[str, list[Any]]] = []
+    exposures = snapshot.exposures
+    groups: list[_Group] = []
     for k, (lower, upper) in inputs.factor_bounds.items():
         name = snapshot.factors[k]
         label = f"factor_bounds[{name!r}] = {_describe((lower, upper))}"
-        groups.append((label, [y[k] == lower] if lower == upper else [y[k] >= lower, y[k] <= upper]))
+        cons = [y[k] == lower] if lower == upper else [y[k] >= lower, y[k] <= upper]
+
+        def outside(weights: np.ndarray, k: int = k, lower: float = lower, upper: float = upper) -> float:
+            x = float(exposures[:, k] @ weights)
+            return max(lower - x, x - upper, 0.0)
+
+        groups.append(_Group(label, cons, outside, _scale(lower, upper)))
     if inputs.neutral:
         index = np.array(inputs.neutral)
-        target = np.zeros(len(index)) if inputs.benchmark is None else (snapshot.exposures.T @ inputs.benchmark)[index]
+        target = np.zeros(len(index)) if inputs.benchmark is None else (exposures.T @ inputs.benchmark)[index]
         names = [snapshot.factors[k] for k in inputs.neutral]
-        groups.append((f"neutral_factors {names}", [y[index] == target]))
-    if c.max_turnover is not None and inputs.current is not None:
-        groups.append((f"max_turnover = {c.max_turnover}", [cp.norm1(w - inputs.current) <= c.max_turnover]))
+        groups.append(
+            _Group(
+                f"neutral_factors {names}",
+                [y[index] == target],
+                lambda weights: float(np.abs(exposures[:, index].T @ weights - target).max()),
+            )
+        )
+    current = inputs.current
+    if c.max_turnover is not None and current is not None:
+        turnover = float(c.max_turnover)
+        groups.append(
+            _Group(
+                f"max_turnover = {c.max_turnover}",
+                [cp.norm1(w - current) <= turnover],
+                lambda weights: max(float(np.abs(weights - current).sum()) - turnover, 0.0),
+                _scale(turnover),
+            )
+        )
     if c.gross_exposure is not None:
-        groups.append((f"gross_exposure = {c.gross_exposure}", [cp.norm1(w) <= c.gross_exposure]))
+        gross = float(c.gross_exposure)
+        groups.append(
+            _Group(
+                f"gross_exposure = {c.gross_exposure}",
+                [cp.norm1(w) <= gross],
+                lambda weights: max(float(np.abs(weights).sum()) - gross, 0.0),
+                _scale(gross),
+            )
+        )
     if c.asset_bounds is not None:
         lower, upper = (float(b) for b in c.asset_bounds)
         bounds = ([w >= lower] if np.isfinite(lower) else []) + ([w <= upper] if np.isfinite(upper) else [])
-        groups.append((f"asset_bounds = {_describe((lower, upper))}", bounds))
+        groups.append(
+            _Group(
+                f"asset_bounds = {_describe((lower, upper))}",
+                bounds,
+                lambda weights: max(lower - float(weights.min()), float(weights.max()) - upper, 0.0),
+                _scale(lower, upper),
+            )
+        )
     if c.long_only:
-        groups.append(("long_only", [w >= 0]))
+        groups.append(_Group("long_only", [w >= 0], lambda weights: max(-float(weights.min()), 0.0)))
     if c.budget is not None:
-        groups.append((f"budget = {c.budget}", [cp.sum(w) == c.budget]))
+        budget = float(c.budget)
+        groups.append(
+            _Group(
+                f"budget = {c.budget}",
+                [cp.sum(w) == budget],
+                lambda weights: abs(float(weights.sum()) - budget),
+                _scale(budget),
+            )
+        )
     return groups
 
 
-def _solve(problem: cp.Problem) -> str:
-    """Solve with the first installed solver that works; return its name (problem.status holds the outcome)."""
+def _broken(groups: Sequence[_Group], weights: np.ndarray) -> list[str]:
+    """The groups ``weights`` break beyond the tolerance, each with by how much."""
+    broken = []
+    for group in groups:
+        excess = group.broken_by(weights)
+        if excess is not None:
+            broken.append(f"{group.label} (by {excess:.3g})")
+    return broken
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What :func:`_solve` settled on: the solver and its status (the problem's variables hold its solution)."""
+
+    solver: str
+    status: str
+
+
+def _solve(problem: cp.Problem) -> _Outcome:
+    """Solve with the installed solvers in order: the first accurate status (optimal, infeasible, unbounded)
+    wins; an inaccurate one is kept (with its solution) in case no later solver does better."""
     installed = set(cp.installed_solvers())
     candidates = [s for s in SOLVERS if s in installed]
     if not candidates:
         raise OptimizationError(f"no supported solver installed: need one of {list(SOLVERS)}")
     failures = []
+    fallback: tuple[_Outcome, list[Any]] | None = None
     for solver in candidates:
         try:
             problem.solve(solver=solver, **_SOLVER_OPTIONS.get(solver, {}))
         except cp.error.SolverError as error:
             failures.append(f"{solver}: {error}")
             continue
-        if problem.status in _SOLVED + _INFEASIBLE + _UNBOUNDED:
-            return solver
-        failures.append(f"{solver}: status {problem.status}")
+        status = str(problem.status)
+        if status in _ACCURATE:
+            return _Outcome(solver, status)
+        if status in _INACCURATE:
+            if fallback is None:
+                fallback = (_Outcome(solver, status), [variable.value for variable in problem.variables()])
+            continue
+        failures.append(f"{solver}: status {status}")
+    if fallback is not None:
+        outcome, values = fallback
+        for variable, value in zip(problem.variables(), values, strict=True):
+            variable.value = value
+        return outcome
     raise OptimizationError(f"the solvers failed: {'; '.join(failures)}")
 
 
 def _feasible(groups: Sequence[list[Any]], link: list[Any]) -> bool:
     problem = cp.Problem(cp.Minimize(0), [*link, *(con for group in groups for con in group)])
-    _solve(problem)
-    return problem.status in _SOLVED
+    return _solve(problem).status in _SOLVED
 
 
-def _diagnose(groups: list[tuple[str, list[Any]]], link: list[Any]) -> str:
+def _diagnose(groups: list[_Group], link: list[Any]) -> str:
     """Name the first group whose removal makes the constraints feasible, and the groups it conflicts with."""
-    labels = [label for label, _ in groups]
-    for i, (label, _) in enumerate(groups):
+    labels = [group.label for group in groups]
+    for i, group in enumerate(groups):
         others = groups[:i] + groups[i + 1 :]
-        if not _feasible([g for _, g in others], link):
+        if not _feasible([g.constraints for g in others], link):
             continue
         partners = [
-            other
-            for j, (other, _) in enumerate(others)
-            if _feasible([g for m, (_, g) in enumerate(others) if m != j] + [groups[i][1]], link)
+            other.label
+            for j, other in enumerate(others)
+            if _feasible([g.constraints for m, g in enumerate(others) if m != j] + [group.constraints], link)
         ]
         with_ = " and ".join(partners) if partners else "the other constraints"
-        return f"infeasible: {label} conflicts with {with_}"
+        return f"infeasible: {group.label} conflicts with {with_}"
     return f"infeasible: no single constraint group's removal makes the problem feasible; groups: {'; '.join(labels)}"
+
+
+def _solver_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The warnings caught while building and solving, in our words (cvxpy's inaccuracy warning is left out: the
+    status it repeats is reported by :func:`optimize` itself)."""
+    messages: list[str] = []
+    for item in caught:
+        text = " ".join(str(item.message).split())
+        if text.startswith(_CVXPY_INACCURATE):
+            continue
+        message = f"a solver warning was caught ({item.category.__name__}): {text}"
+        if message not in messages:
+            messages.append(message)
+    return messages
+
+
+def _clean_dust(weights: np.ndarray, groups: Sequence[_Group]) -> tuple[np.ndarray, int, str | None]:
+    """``weights`` with the dust (``0 < |w| < DUST_WEIGHT``) set to 0, unless that breaks a constraint beyond
+    the tolerance: then the weights unchanged and a warning."""
+    dust = (weights != 0.0) & (np.abs(weights) < DUST_WEIGHT)
+    count = int(dust.sum())
+    if not count:
+        return weights, 0, None
+    cleaned = np.where(dust, 0.0, weights)
+    broken = _broken(groups, cleaned)
+    if broken:
+        return (
+            weights,
+            0,
+            f"{count} weight(s) below {DUST_WEIGHT:g} in absolute value were kept: setting them to 0 would break "
+            f"{'; '.join(broken)}",
+        )
+    return cleaned, count, None
 
 
 def optimize(
@@ -356,33 +541,54 @@ def optimize(
     average_variance = (float(np.sum((exposures @ root) ** 2)) + float(specific_vol @ specific_vol)) / max(n, 1)
     scale = 1.0 / average_variance if average_variance > 0 else 1.0
 
-    w = cp.Variable(n, name="weights")
-    y = cp.Variable(k, name="factor_exposures")
-    link = [y == exposures.T @ w]
-    bench = inputs.benchmark
-    active = w if bench is None else w - bench
-    active_factor = y if bench is None else y - exposures.T @ bench
-    variance = cp.sum_squares(cp.multiply(specific_vol, active))
-    if root.shape[1]:
-        variance = variance + cp.sum_squares(root.T @ active_factor)
-    mu = inputs.expected_returns
-    if mu is None:
-        goal = cp.Minimize(scale * variance)
-    else:
-        goal = cp.Minimize(scale * (risk_aversion * variance - mu @ active))
-    groups = _constraint_groups(snapshot, constraints, inputs, w, y)
-    problem = cp.Problem(goal, [*link, *(con for _, group in groups for con in group)])
-    solver = _solve(problem)
-    if problem.status in _INFEASIBLE:
-        raise OptimizationError(_diagnose(groups, link))
-    if problem.status in _UNBOUNDED:
+    # every warning of cvxpy and the solvers, from building the problem to the last solve, is ours to report
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = cp.Variable(n, name="weights")
+        y = cp.Variable(k, name="factor_exposures")
+        link = [y == exposures.T @ w]
+        bench = inputs.benchmark
+        active = w if bench is None else w - bench
+        active_factor = y if bench is None else y - exposures.T @ bench
+        variance = cp.sum_squares(cp.multiply(specific_vol, active))
+        if root.shape[1]:
+            variance = variance + cp.sum_squares(root.T @ active_factor)
+        mu = inputs.expected_returns
+        if mu is None:
+            goal = cp.Minimize(scale * variance)
+        else:
+            goal = cp.Minimize(scale * (risk_aversion * variance - mu @ active))
+        groups = _constraint_groups(snapshot, constraints, inputs, w, y)
+        problem = cp.Problem(goal, [*link, *(con for group in groups for con in group.constraints)])
+        outcome = _solve(problem)
+        if outcome.status in _INFEASIBLE:
+            raise OptimizationError(_diagnose(groups, link))
+    if outcome.status in _UNBOUNDED:
         raise OptimizationError(
             f"unbounded: the {objective} objective can grow without limit under the constraints "
-            f"({'; '.join(label for label, _ in groups) or 'none'}); add bounds such as gross_exposure"
+            f"({'; '.join(group.label for group in groups) or 'none'}); add bounds such as gross_exposure"
         )
     solve_seconds = time.perf_counter() - started
+    notes = [*inputs.warnings, *_solver_warnings(caught)]
 
     weights = np.asarray(w.value, dtype=np.float64)
+    broken = _broken(groups, weights)
+    if broken:
+        accuracy = "an inaccurate" if outcome.status in _INACCURATE else "a"
+        raise OptimizationError(
+            f"the solver ({outcome.solver}) returned {accuracy} solution (status {outcome.status}) that breaks "
+            f"{'; '.join(broken)}, beyond the tolerance {CONSTRAINT_TOL:g}: the problem may be badly scaled or "
+            "nearly infeasible; loosen or rescale the constraints"
+        )
+    if outcome.status in _INACCURATE:
+        notes.append(
+            f"the solver ({outcome.solver}) reports its solution as inaccurate (status {outcome.status}) and no "
+            f"other installed solver gave an accurate one: it meets every constraint within {CONSTRAINT_TOL:g} "
+            "but may not be optimal"
+        )
+    weights, dust_zeroed, dust_note = _clean_dust(weights, groups)
+    if dust_note is not None:
+        notes.append(dust_note)
     x = exposures.T @ weights
     factor_part = root.T @ x if root.shape[1] else np.zeros(0)
     risk = float(np.sqrt(factor_part @ factor_part + np.sum((specific_vol * weights) ** 2)))
@@ -396,11 +602,13 @@ def optimize(
     objective_value = active_variance if mu is None else float(mu @ held) - risk_aversion * active_variance
     return OptimizationResult(
         weights=pl.DataFrame([pl.Series(SYMBOL, snapshot.symbols, dtype=pl.String), pl.Series(WEIGHT, weights)]),
-        status=str(problem.status),
+        status=outcome.status,
         objective_value=objective_value,
         risk=risk,
         tracking_error=tracking_error,
         factor_exposures=pl.DataFrame([pl.Series(FACTOR, snapshot.factors, dtype=pl.String), pl.Series("exposure", x)]),
-        solver=solver,
+        solver=outcome.solver,
         solve_seconds=solve_seconds,
+        warnings=tuple(notes),
+        dust_zeroed=dust_zeroed,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -11,8 +12,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from factor_engine.portfolio import PortfolioError, decompose_risk, portfolio_exposures
-from factor_engine.portfolio.analytics import TRADING_DAYS, RiskDecomposition
+from factor_engine.portfolio import PortfolioError, check_weights, decompose_risk, portfolio_exposures
+from factor_engine.portfolio.analytics import ALLOW_UNNORMALIZED_HINT, TRADING_DAYS, RiskDecomposition
 from factor_engine.service.errors import InputError
 from factor_engine.service.runtime import CachedSnapshot, ServiceState
 from factor_engine.service.schemas import (
@@ -53,9 +54,25 @@ def _as_mapping(weights: Weights, what: str) -> dict[str, float]:
     return mapping
 
 
-def _holdings(entry: CachedSnapshot, request: PortfolioRequest) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Weights (and benchmark) as arrays in the snapshot's symbol order, and the dropped symbols."""
+@dataclass(frozen=True)
+class _Holdings:
+    """Weights (and benchmark) as arrays in the snapshot's symbol order, the dropped symbols and the warnings of
+    the weight checks."""
+
+    portfolio: np.ndarray
+    benchmark: np.ndarray | None
+    dropped: list[str]
+    warnings: list[str]
+
+
+_OPT_IN = 'send "allow_unnormalized": true'
+
+
+def _holdings(entry: CachedSnapshot, request: PortfolioRequest) -> _Holdings:
+    """The request's weights aligned to the snapshot and checked (:func:`factor_engine.portfolio.check_weights`:
+    percentage-like weights are a 422, a sum other than 1 a warning), unless ``allow_unnormalized``."""
     dropped: list[str] = []
+    messages: list[str] = []
     arrays: list[np.ndarray | None] = []
     for what, weights in (("weights", request.weights), ("benchmark weights", request.benchmark)):
         if weights is None:
@@ -79,11 +96,17 @@ def _holdings(entry: CachedSnapshot, request: PortfolioRequest) -> tuple[np.ndar
             values = [weight for symbol, weight in mapping.items() if symbol in index]
         holdings = np.zeros(len(index))
         holdings[np.asarray(rows, dtype=np.intp)] = np.asarray(values, dtype=np.float64)
+        try:
+            messages += check_weights(
+                holdings, what=what, symbols=entry.snapshot.symbols, allow_unnormalized=request.allow_unnormalized
+            )
+        except PortfolioError as error:
+            raise PortfolioError(str(error).replace(ALLOW_UNNORMALIZED_HINT, _OPT_IN)) from None
         arrays.append(holdings)
     portfolio, benchmark = arrays
     if portfolio is None:  # pragma: no cover - weights are required by the schema
         raise InputError("weights are required")
-    return portfolio, benchmark, dropped
+    return _Holdings(portfolio, benchmark, dropped, [m.replace(ALLOW_UNNORMALIZED_HINT, _OPT_IN) for m in messages])
 
 
 async def respond(
@@ -101,13 +124,15 @@ async def respond(
 def exposures(state: ServiceState, request: PortfolioRequest) -> PortfolioExposuresResponse:
     """Portfolio, benchmark and active exposures per factor on the model date."""
     entry = state.snapshots.get(state.store(), request.model_id, request.date)
-    portfolio, benchmark, dropped = _holdings(entry, request)
-    frame = portfolio_exposures(entry.snapshot, portfolio, benchmark)
+    held = _holdings(entry, request)
+    # checked above (with the service's wording): the library need not check again
+    frame = portfolio_exposures(entry.snapshot, held.portfolio, held.benchmark, allow_unnormalized=True)
     return PortfolioExposuresResponse(
         model_id=request.model_id,
         date=entry.date,
         exposures=[FactorExposure(**row) for row in frame.iter_rows(named=True)],
-        dropped_symbols=dropped,
+        dropped_symbols=held.dropped,
+        warnings=held.warnings,
     )
 
 
@@ -125,8 +150,8 @@ def _figures(decomposition: RiskDecomposition) -> RiskFigures:
 def risk(state: ServiceState, request: PortfolioRequest) -> PortfolioRiskResponse:
     """The risk decomposition (daily and annualized) of the portfolio, or of its active weights."""
     entry = state.snapshots.get(state.store(), request.model_id, request.date)
-    portfolio, benchmark, dropped = _holdings(entry, request)
-    daily = decompose_risk(entry.snapshot, portfolio, benchmark)
+    held = _holdings(entry, request)
+    daily = decompose_risk(entry.snapshot, held.portfolio, held.benchmark, allow_unnormalized=True)  # checked above
     annualized = daily.annualized(TRADING_DAYS)
     factors = [
         FactorContribution(
@@ -162,5 +187,6 @@ def risk(state: ServiceState, request: PortfolioRequest) -> PortfolioRiskRespons
         annualized=_figures(annualized),
         factor_contributions=factors,
         top_assets=top,
-        dropped_symbols=dropped,
+        dropped_symbols=held.dropped,
+        warnings=held.warnings,
     )

@@ -420,9 +420,14 @@ Weights = dict[str, FiniteFloat] | list[Weight]
 
 
 class PortfolioRequest(BaseModel):
-    """A portfolio on a model date. Weights are fractions of capital (need not sum to 1, may be negative),
-    as ``{"SYM": w}`` or ``[{"symbol", "weight"}]``. ``unknown``: ``raise`` answers 422 listing symbols the
-    model does not cover on that date; ``drop`` ignores them and lists them in ``dropped_symbols``."""
+    """A portfolio on a model date. Weights are fractions of capital (0.05 is 5 %; negative = short), as
+    ``{"SYM": w}`` or ``[{"symbol", "weight"}]``. ``unknown``: ``raise`` answers 422 listing symbols the
+    model does not cover on that date; ``drop`` ignores them and lists them in ``dropped_symbols``.
+
+    Weights (and the benchmark) that look like percentages, ``|Σw| > 1.5`` or some ``|w| > 1.5``, are a 422;
+    weights whose sum differs from 1 by more than 0.01 are used as given, with a line in ``warnings``.
+    ``allow_unnormalized: true`` turns both checks off for long-short, leveraged, partly invested books or
+    active weights."""
 
     model_config = ConfigDict(extra="forbid")
     model_id: str
@@ -430,6 +435,9 @@ class PortfolioRequest(BaseModel):
     weights: Weights
     benchmark: Weights | None = None
     unknown: Literal["raise", "drop"] = "raise"
+    allow_unnormalized: bool = Field(
+        False, description="true: weights need not look like a fully invested book of fractions (no checks)"
+    )
     top: int = Field(10, ge=1, le=1000, description="/portfolio/risk: largest asset contributions returned")
 
 
@@ -447,6 +455,7 @@ class PortfolioExposuresResponse(BaseModel):
     date: datetime.date
     exposures: list[FactorExposure]
     dropped_symbols: list[str]
+    warnings: list[str] = Field(description="weights or benchmark not summing to 1 (used as given)")
 
 
 class RiskFigures(BaseModel):
@@ -493,3 +502,4 @@ class PortfolioRiskResponse(BaseModel):
     factor_contributions: list[FactorContribution]
     top_assets: list[AssetContribution] = Field(description="largest |contribution| first")
     dropped_symbols: list[str]
+    warnings: list[str] = Field(description="weights or benchmark not summing to 1 (used as given)")

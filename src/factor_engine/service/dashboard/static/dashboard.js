@@ -380,6 +380,7 @@ async function analyzePortfolio(event) {
   event.preventDefault();
   showError("portfolio-error", "");
   showError("benchmark-error", "");
+  showError("portfolio-warnings", "");
   let weights;
   let benchmark = null;
   try {
@@ -399,7 +400,8 @@ async function analyzePortfolio(event) {
       return;
     }
   }
-  const request = { model_id: state.model.id, date: state.date, weights, benchmark };
+  const allowUnnormalized = document.getElementById("allow-unnormalized").checked;
+  const request = { model_id: state.model.id, date: state.date, weights, benchmark, allow_unnormalized: allowUnnormalized };
   setStatus("computing the portfolio's exposures and risk…");
   try {
     const [exposures, risk] = await Promise.all([api("/portfolio/exposures", request), api("/portfolio/risk", request)]);
@@ -407,6 +409,8 @@ async function analyzePortfolio(event) {
       guarded("portfolio-exposures", () => renderExposures(exposures, benchmark !== null)),
       guarded("portfolio-risk", () => renderRisk(risk, benchmark !== null)),
     ]);
+    // weights not summing to 1 are used as given: say so (both answers carry the same warnings)
+    showError("portfolio-warnings", (risk.warnings || []).join("\n"));
     setStatus(`portfolio on ${exposures.date}`);
   } catch (error) {
     const onBenchmark = error instanceof ApiError && /benchmark/.test(formatDetail(error.detail));
