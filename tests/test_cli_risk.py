@@ -154,3 +154,24 @@ def test_help_shows_an_example() -> None:
     assert code == 0
     assert "Example:" in stdout
     assert "factor-engine risk --model model --portfolio weights.csv" in stdout
+
+
+def test_weights_in_percent_are_an_error_and_a_sum_other_than_one_a_warning(
+    model: RiskModel, model_dir: Path, tmp_path: Path
+) -> None:
+    """The new user's portfolio file in percent (50 and 50) used to report 3,044 % risk without a word."""
+    symbols = list(snapshot_at(model).symbols[:2])
+    percent = tmp_path / "percent.csv"
+    pl.DataFrame({"symbol": symbols, "weight": [50.0, 50.0]}).write_csv(percent)
+    code, _, stderr = invoke("risk", "--model", str(model_dir), "--portfolio", str(percent))
+    assert code == 1
+    flat = " ".join(stderr.split())
+    assert "error: " in flat and "percent" in flat and "pass --allow-unnormalized" in flat
+    # the opt-in accepts it (a leveraged book on purpose): the figures are of the weights as given
+    code, stdout, _ = invoke("risk", "--model", str(model_dir), "--portfolio", str(percent), "--allow-unnormalized")
+    assert code == 0 and "warning:" not in stdout
+    half = tmp_path / "half.csv"
+    pl.DataFrame({"symbol": symbols, "weight": [0.25, 0.25]}).write_csv(half)
+    code, stdout, _ = invoke("risk", "--model", str(model_dir), "--portfolio", str(half))
+    assert code == 0
+    assert "warning: weights sum to 0.5" in " ".join(stdout.split())

@@ -35,6 +35,7 @@ from factor_engine.panel import (
     load_panel,
 )
 from factor_engine.portfolio import PortfolioError, RiskDecomposition, decompose_risk
+from factor_engine.portfolio.analytics import ALLOW_UNNORMALIZED_HINT
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.report import bias_statistics, write_report
 from factor_engine.report.html import HTML_SUFFIXES
@@ -210,6 +211,14 @@ def risk(
         bool, typer.Option("--drop-unknown", help="Drop symbols the model does not cover (default: error).")
     ] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the factor and asset contribution tables.")] = 10,
+    allow_unnormalized: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unnormalized",
+            help="Accept weights that do not look like a fully invested book (long-short, leveraged, in percent "
+            "on purpose): no check and no warning.",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Decompose a portfolio's risk (or its tracking error against a benchmark) with a built risk model.
@@ -218,7 +227,9 @@ def risk(
     total, factor and specific risk, the tracking error when --benchmark is given, the largest factor
     contributions (exposure x, vol σ and correlation ρ with the factor part: x·σ·ρ adds up to the factor
     risk) and the largest asset contributions. Weights are fractions of capital; a symbol the model does
-    not cover on that date is an error unless --drop-unknown.
+    not cover on that date is an error unless --drop-unknown. Weights that look like percentages (a sum or
+    a weight above 1.5 in absolute value) are an error and weights not summing to 1 are warned about,
+    unless --allow-unnormalized.
 
     Example:
 
@@ -234,9 +245,16 @@ def risk(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the dropped symbols are reported below
             try:
-                decomposition = decompose_risk(snapshot, weights, bench, unknown="drop" if drop_unknown else "raise")
+                decomposition = decompose_risk(
+                    snapshot,
+                    weights,
+                    bench,
+                    unknown="drop" if drop_unknown else "raise",
+                    allow_unnormalized=allow_unnormalized,
+                )
             except PortfolioError as error:
-                raise PortfolioError(str(error).replace("pass unknown='drop'", "pass --drop-unknown")) from None
+                message = str(error).replace("pass unknown='drop'", "pass --drop-unknown")
+                raise PortfolioError(message.replace(ALLOW_UNNORMALIZED_HINT, "pass --allow-unnormalized")) from None
         if annualize:
             decomposition = decomposition.annualized(TRADING_DAYS_PER_YEAR)
         units = f"annualized: daily sd × √{TRADING_DAYS_PER_YEAR}" if annualize else "daily sd"
@@ -255,6 +273,8 @@ def risk(
                 Text(f"dropped {len(dropped)} symbol(s) the model does not cover: {shown}", style="yellow"),
                 soft_wrap=True,
             )
+        for warning in decomposition.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
         console.print(_risk_summary_table(decomposition, units))
         console.print(_factor_contribution_table(decomposition, top))
         console.print(_asset_contribution_table(decomposition, top, active=bench is not None))
