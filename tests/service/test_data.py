@@ -288,3 +288,19 @@ def test_delete_panel_needs_a_selector(app_client: ClientFactory, market_panel: 
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", "start"]
         assert client.get(f"{API}/data/summary").json()["rows"] == 120  # nothing deleted
+
+
+def test_text_postgresql_cannot_hold_is_422_not_500(
+    app_client: ClientFactory, postgres_database: IsolatedDatabase
+) -> None:
+    with app_client(postgres_database) as client:
+        rows = [{"date": "2024-01-02", "symbol": "A\x00", "asset_returns": 0.01, "sector": "Widgets"}]
+        response = client.post(f"{API}/data/panel", json={"rows": rows})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("the database cannot take a value: ")
+        response = client.delete(f"{API}/data/panel", params={"symbol": "A\x00"})
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            "the database cannot take a value: PostgreSQL text fields cannot contain NUL (0x00) bytes"
+        )
+        assert client.get(f"{API}/data/summary").json()["rows"] == 0

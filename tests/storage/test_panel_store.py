@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
 from factor_engine.panel import PanelError, validate_panel
-from factor_engine.storage import Store
+from factor_engine.storage import InvalidValue, Store
 from factor_engine.synthetic import generate_market
 
 VALUE_COLUMNS = ("asset_returns", "market_cap", "sector", "book_price", "sales_price", "cf_price")
@@ -282,4 +282,20 @@ def test_failed_delete_deletes_nothing(store: Store, panel: pl.DataFrame) -> Non
     dates = panel["date"].unique().sort()
     with pytest.raises(Exception, match="planted failure"):
         store.delete_panel(start=dates[10])
+    assert_frame_equal(store.load_panel(), panel, check_exact=True)
+
+
+def test_text_the_database_cannot_hold_is_an_invalid_value(store: Store, panel: pl.DataFrame) -> None:
+    """PostgreSQL text cannot hold NUL: a clear InvalidValue (the service answers 422), the store unchanged;
+    SQLite keeps such text as it is."""
+    store.ingest_panel(panel)
+    odd = panel.head(1).with_columns(pl.lit("S\x00X").alias("symbol"))
+    if store.dialect == "postgresql":
+        with pytest.raises(InvalidValue, match=r"^the database cannot take a value: .*0x00"):
+            store.ingest_panel(odd)
+        with pytest.raises(InvalidValue, match=r"PostgreSQL text fields cannot contain NUL \(0x00\) bytes"):
+            store.delete_panel(symbols=["S\x00X"])
+    else:
+        store.ingest_panel(odd)
+        assert store.delete_panel(symbols=["S\x00X"]) == 1
     assert_frame_equal(store.load_panel(), panel, check_exact=True)

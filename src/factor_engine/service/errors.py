@@ -5,7 +5,7 @@ exception                                                  code   body
 =========================================================  =====  ==========================================
 request body that fails the schema                         422    ``{"detail": [{"loc", "msg", "type"}]}``
 :class:`InputError`, ``PanelError``, ``ConfigError``,      422    ``{"detail": "<message>"}``
-``ModelError``, ``PortfolioError``
+``ModelError``, ``PortfolioError``, ``InvalidValue``
 :class:`ResourceNotFound`, ``NotFound``                    404    ``{"detail": "no model <id>"}``
 :class:`Conflict`, ``StoreConflict``                       409    ``{"detail": "<message>"}``
 ``StoreUnavailable``                                       503    ``{"detail": "database unavailable: ..."}``
@@ -26,7 +26,7 @@ from factor_engine.config import ConfigError
 from factor_engine.model import ModelError
 from factor_engine.panel import PanelError
 from factor_engine.portfolio import PortfolioError
-from factor_engine.storage import NotFound, StoreConflict, StoreUnavailable
+from factor_engine.storage import InvalidValue, NotFound, StoreConflict, StoreUnavailable
 
 __all__ = [
     "CacheUnavailable",
@@ -112,7 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, f"cache unavailable: {_message(error)}")
 
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for error_type in (InputError, PanelError, ConfigError, ModelError, PortfolioError):
+    for error_type in (InputError, PanelError, ConfigError, ModelError, PortfolioError, InvalidValue):
         app.add_exception_handler(error_type, unprocessable)
     app.add_exception_handler(ResourceNotFound, not_found)
     # e.g. a model deleted by another request between the existence check and the read

@@ -5,13 +5,14 @@ Tables and blob layouts: :mod:`factor_engine.storage.tables` and :mod:`factor_en
 """
 
 from factor_engine.storage.database import DEFAULT_DATABASE_URL, resolve_database_url
-from factor_engine.storage.errors import NotFound, StoreConflict, StoreError, StoreUnavailable
+from factor_engine.storage.errors import InvalidValue, NotFound, StoreConflict, StoreError, StoreUnavailable
 from factor_engine.storage.records import IngestResult, ModelSummary, PanelSummary, RunRecord, SectorSummary
 from factor_engine.storage.store import Store, connect
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "IngestResult",
+    "InvalidValue",
     "ModelSummary",
     "NotFound",
     "PanelSummary",

@@ -22,7 +22,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from factor_engine.storage.errors import StoreUnavailable
+from factor_engine.storage.errors import InvalidValue, StoreUnavailable
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -152,7 +152,8 @@ class StoreBase:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """Translate connection failures into :class:`StoreUnavailable`."""
+        """Translate connection failures into :class:`StoreUnavailable` and values the database rejects (e.g.
+        a NUL character in text on PostgreSQL) into :class:`InvalidValue`."""
         try:
             yield
         except (
@@ -162,6 +163,8 @@ class StoreBase:
             psycopg.InterfaceError,
         ) as exc:
             raise StoreUnavailable(f"database unavailable at {self.describe()}: {_reason(exc)}") from exc
+        except (sa.exc.DataError, psycopg.DataError) as exc:
+            raise InvalidValue(f"the database cannot take a value: {_reason(exc)}") from exc
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:

@@ -1,8 +1,8 @@
-"""The exceptions of the store; the service maps them to HTTP statuses (503, 404, 409)."""
+"""The exceptions of the store; the service maps them to HTTP statuses (503, 404, 409, 422)."""
 
 from __future__ import annotations
 
-__all__ = ["NotFound", "StoreConflict", "StoreError", "StoreUnavailable"]
+__all__ = ["InvalidValue", "NotFound", "StoreConflict", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(Exception):
@@ -19,3 +19,7 @@ class NotFound(StoreError):
 
 class StoreConflict(StoreError):
     """The request contradicts the state of a run, e.g. deleting a model whose build is running (service: 409)."""
+
+
+class InvalidValue(StoreError, ValueError):
+    """A value the database cannot hold or compare, e.g. text with a NUL character on PostgreSQL (service: 422)."""
