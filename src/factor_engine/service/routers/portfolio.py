@@ -13,7 +13,10 @@ router = APIRouter(prefix="/portfolio", tags=["portfolio"], route_class=FastJSON
 
 _ERRORS: dict[int | str, dict[str, str]] = {
     404: {"description": "no model with that id"},
-    422: {"description": "symbols the model does not cover (listed), a date without a forecast, bad weights"},
+    422: {
+        "description": "symbols the model does not cover (listed), a date without a forecast, weights that look "
+        "like percentages (|sum| or a weight above 1.5, unless allow_unnormalized)"
+    },
 }
 
 
