@@ -174,4 +174,5 @@ def test_weights_in_percent_are_an_error_and_a_sum_other_than_one_a_warning(
     pl.DataFrame({"symbol": symbols, "weight": [0.25, 0.25]}).write_csv(half)
     code, stdout, _ = invoke("risk", "--model", str(model_dir), "--portfolio", str(half))
     assert code == 0
-    assert "warning: weights sum to 0.5" in " ".join(stdout.split())
+    printed = " ".join(stdout.split())
+    assert "warning: weights sum to 0.5" in printed and "allow_unnormalized=True" not in printed

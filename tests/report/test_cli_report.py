@@ -144,3 +144,22 @@ def test_demo_writes_its_report(tmp_path: Path) -> None:
         "single assets",
     ]
     assert "build risk model" in stdout and "bias statistics and report" in stdout
+
+
+def test_weights_in_percent_and_sums_other_than_one(
+    files: dict[str, Path], weights: dict[str, dict[str, float]], tmp_path: Path
+) -> None:
+    symbols = list(weights["portfolio"])[:2]
+    percent = tmp_path / "percent.csv"
+    pl.DataFrame({"symbol": symbols, "weight": [50.0, 50.0]}).write_csv(percent)
+    out = tmp_path / "report.html"
+    code, _, stderr = invoke("report", "--model", str(files["model"]), "--portfolio", str(percent), "--out", str(out))
+    assert code == 1 and not out.exists()
+    assert "pass --allow-unnormalized" in " ".join(stderr.split())
+    half = tmp_path / "half.csv"
+    pl.DataFrame({"symbol": symbols, "weight": [0.25, 0.25]}).write_csv(half)
+    code, _, stderr = invoke("report", "--model", str(files["model"]), "--portfolio", str(half), "--out", str(out))
+    assert code == 0, stderr
+    risk = embedded_data(out.read_text())["charts"]["portfolio-risk"]
+    assert len(risk["warnings"]) == 1 and risk["warnings"][0].startswith("weights sum to 0.5")
+    assert "weights sum to 0.5" in out.read_text().split("</main>")[0]

@@ -41,6 +41,15 @@ from factor_engine.report import bias_statistics, write_report
 from factor_engine.report.html import HTML_SUFFIXES
 from factor_engine.risk import validation
 
+AllowUnnormalized = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unnormalized",
+        help="Accept weights that do not look like a fully invested book (long-short, leveraged, in percent on "
+        "purpose): no check and no warning.",
+    ),
+]
+
 
 @app.command()
 def build(
@@ -211,14 +220,7 @@ def risk(
         bool, typer.Option("--drop-unknown", help="Drop symbols the model does not cover (default: error).")
     ] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the factor and asset contribution tables.")] = 10,
-    allow_unnormalized: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unnormalized",
-            help="Accept weights that do not look like a fully invested book (long-short, leveraged, in percent "
-            "on purpose): no check and no warning.",
-        ),
-    ] = False,
+    allow_unnormalized: AllowUnnormalized = False,
     verbose: Verbose = False,
 ) -> None:
     """Decompose a portfolio's risk (or its tracking error against a benchmark) with a built risk model.
@@ -274,7 +276,8 @@ def risk(
                 soft_wrap=True,
             )
         for warning in decomposition.warnings:
-            console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+            shown = warning.replace(ALLOW_UNNORMALIZED_HINT, "pass --allow-unnormalized")
+            console.print(Text(f"warning: {shown}", style="yellow"), soft_wrap=True)
         console.print(_risk_summary_table(decomposition, units))
         console.print(_factor_contribution_table(decomposition, top))
         console.print(_asset_contribution_table(decomposition, top, active=bench is not None))
@@ -392,6 +395,7 @@ def report(
     portfolios: Annotated[int, typer.Option("--portfolios", help="--validate: random portfolios to test.")] = 100,
     window: Annotated[int, typer.Option("--window", help="--validate: days of the MRAD windows.")] = 252,
     title: Annotated[str | None, typer.Option("--title", help="Heading of the report.")] = None,
+    allow_unnormalized: AllowUnnormalized = False,
     verbose: Verbose = False,
 ) -> None:
     """Write a self-contained interactive HTML report of a built risk model (works offline).
@@ -429,7 +433,19 @@ def report(
             with stages.run("bias statistics"):
                 bias = bias_statistics(model, returns, n_portfolios=portfolios, window=window)
         with stages.run(f"write report {out}"):
-            written = write_report(model, out, date=date, portfolio=weights, benchmark=bench, bias=bias, title=title)
+            try:
+                written = write_report(
+                    model,
+                    out,
+                    date=date,
+                    portfolio=weights,
+                    benchmark=bench,
+                    bias=bias,
+                    title=title,
+                    allow_unnormalized=allow_unnormalized,
+                )
+            except PortfolioError as error:
+                raise PortfolioError(str(error).replace(ALLOW_UNNORMALIZED_HINT, "pass --allow-unnormalized")) from None
         console.print(stages.table())
         console.print(
             Text.assemble(("report: ", "bold"), f"{written} ({written.stat().st_size / 1e6:.1f} MB)"), soft_wrap=True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -191,6 +192,7 @@ def report_data(
     benchmark: Weights | None = None,
     bias: pl.DataFrame | None = None,
     max_points: int = 520,
+    allow_unnormalized: bool = False,
 ) -> dict[str, Any]:
     """The aggregated, JSON-compatible numbers of every report view — never the raw panel.
 
@@ -202,7 +204,9 @@ def report_data(
         forecast raises :class:`~factor_engine.model.ModelError` naming the nearest dates that have one.
     portfolio, benchmark: weights as fractions of capital (a mapping symbol → weight or a frame
         ``symbol, weight``); a symbol the model does not cover on ``date`` raises
-        :class:`~factor_engine.portfolio.PortfolioError` naming it. A benchmark needs a portfolio.
+        :class:`~factor_engine.portfolio.PortfolioError` naming it. A benchmark needs a portfolio. Weights that
+        look like percentages are an error and a sum other than 1 a warning shown in the report
+        (:func:`factor_engine.portfolio.check_weights`), unless ``allow_unnormalized``.
     bias: the bias-statistics table of :func:`bias_statistics` (columns ``tested, mean_bias`` at least).
     max_points: the most dates kept per time series (every k-th date, see :func:`sample_indices`).
 
@@ -280,7 +284,9 @@ def report_data(
 
     if portfolio is not None:
         try:
-            exposures = portfolio_exposures(snapshot, portfolio, benchmark)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the weight warnings are shown in the report, from the risk below
+                exposures = portfolio_exposures(snapshot, portfolio, benchmark, allow_unnormalized=allow_unnormalized)
         except PortfolioError as error:  # the report has no drop option: say what to change instead
             message = (
                 str(error)
@@ -295,7 +301,11 @@ def report_data(
             "active": None if benchmark is None else _floats(exposures.get_column("active").to_numpy()),
             "points": exposures.height * (1 if benchmark is None else 3),
         }
-        risk = decompose_risk(snapshot, portfolio, benchmark).annualized(TRADING_DAYS_PER_YEAR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            risk = decompose_risk(snapshot, portfolio, benchmark, allow_unnormalized=allow_unnormalized).annualized(
+                TRADING_DAYS_PER_YEAR
+            )
         contributions = risk.factor_contributions
         charts["portfolio-risk"] = {
             "factors": contributions.get_column("factor").to_list(),
@@ -305,6 +315,7 @@ def report_data(
             "variance_share": _floats(contributions.get_column("variance_share").to_numpy()),
             "total_risk": risk.total_risk,
             "factor_risk": risk.factor_risk,
+            "warnings": list(risk.warnings),
             "specific_risk": risk.specific_risk,
             "factor_variance_share": _json_value(risk.factor_variance_share),
             "specific_variance_share": _json_value(risk.specific_variance_share),

@@ -294,7 +294,7 @@ def render_html(data: dict[str, Any], *, title: str | None = None) -> str:
                 + ("tracking error" if active else "risk")
                 + " σ, in percent: they add up to it.",
                 [("portfolio-exposures", False), ("portfolio-risk", False)],
-                _risk_table(charts["portfolio-risk"]),
+                _risk_table(charts["portfolio-risk"]) + _portfolio_warnings(charts["portfolio-risk"]),
             )
         )
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
@@ -313,6 +313,12 @@ def render_html(data: dict[str, Any], *, title: str | None = None) -> str:
         f'<script type="application/json" id="fe-data">{payload}</script>'
         f"<script>{plotly_js()}</script><script>{_JS}</script></body></html>\n"
     )
+
+
+def _portfolio_warnings(risk: dict[str, Any]) -> str:
+    """The weight checks' warnings (e.g. weights not summing to 1) under the portfolio's risk table."""
+    listed = "".join(f"<li>{html.escape(w)}</li>" for w in risk.get("warnings", []))
+    return f"<ul class='warnings'>{listed}</ul>" if listed else ""
 
 
 def _build_notes(summary: dict[str, Any]) -> str:
@@ -340,6 +346,7 @@ def write_report(
     benchmark: Weights | None = None,
     bias: pl.DataFrame | None = None,
     title: str | None = None,
+    allow_unnormalized: bool = False,
 ) -> Path:
     """Write the model's report as one self-contained HTML file (plotly.js inlined once, data as JSON).
 
@@ -347,7 +354,7 @@ def write_report(
     ----------
     model: a built or loaded model with factor covariance and specific risk forecasts.
     out: the file to write (``.html`` or ``.htm``); parent folders are created.
-    date, portfolio, benchmark, bias: see :func:`factor_engine.report.report_data`.
+    date, portfolio, benchmark, bias, allow_unnormalized: see :func:`factor_engine.report.report_data`.
     title: the page heading.
 
     Returns the path written.
@@ -355,7 +362,9 @@ def write_report(
     target = Path(out)
     if target.suffix.lower() not in HTML_SUFFIXES:
         raise ValueError(f"cannot write the report to {target}: use a .html or .htm file name")
-    data = report_data(model, date=date, portfolio=portfolio, benchmark=benchmark, bias=bias)
+    data = report_data(
+        model, date=date, portfolio=portfolio, benchmark=benchmark, bias=bias, allow_unnormalized=allow_unnormalized
+    )
     page = render_html(data, title=title)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
