@@ -12,12 +12,20 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import API, TEST_CONFIG, ClientFactory, model_config, relabel_sectors, wait_for_job
+from service_helpers import (
+    API,
+    ARBITRARY_SECTORS,
+    TEST_CONFIG,
+    ClientFactory,
+    model_config,
+    relabel_sectors,
+    wait_for_job,
+)
 
 from db_fixtures import IsolatedDatabase
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel, build_model
-from factor_engine.panel import SEED_SECTORS, validate_panel
+from factor_engine.panel import GICS_SECTORS, SEED_SECTORS, validate_panel
 from factor_engine.portfolio import decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.service import builds, model_reads
@@ -427,13 +435,16 @@ def test_stored_panel_that_cannot_feed_the_model(
         assert response.json()["styles"] == ["mom_score", "sze_score"]
 
 
-def test_model_on_seed_sector_names_and_its_portfolio_exposures(
-    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame
+@pytest.mark.parametrize("taxonomy", ["seed", "gics", "arbitrary"])
+def test_model_on_any_sector_names_and_its_portfolio_exposures(
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame, taxonomy: str
 ) -> None:
-    """A panel labelled with the seed's sector names: the model's summary lists them as its sectors, and
-    POST /portfolio/exposures gives each sector the summed weight of the portfolio's assets labelled so on that
-    date (the closed form of a 0/1 dummy), equal to the library on the directly built model."""
-    panel = relabel_sectors(market_panel, SEED_SECTORS)
+    """A panel labelled with the seed's sector names, GICS names or arbitrary labels, built with the seed's
+    POST /risk-model/create body: the model's summary lists them as its sectors, and POST /portfolio/exposures
+    gives each sector the summed weight of the portfolio's assets labelled so on that date (the closed form of
+    a 0/1 dummy), equal to the library on the directly built model."""
+    labels = {"seed": SEED_SECTORS, "gics": GICS_SECTORS, "arbitrary": ARBITRARY_SECTORS}[taxonomy]
+    panel = relabel_sectors(market_panel, labels)
     store = connect(database.url, schema=database.schema)
     try:
         store.ingest_panel(validate_panel(panel))
@@ -447,7 +458,7 @@ def test_model_on_seed_sector_names_and_its_portfolio_exposures(
         model_id = response.json()["id"]
         summary = client.get(f"{API}/models/{model_id}").json()
         assert summary["sectors"] == list(expected.sectors)
-        assert set(summary["sectors"]) == set(SEED_SECTORS)
+        assert set(summary["sectors"]) == set(labels)
         day = client.get(f"{API}/models/{model_id}/dates").json()["dates"][-1]
         snapshot = snapshot_at(expected, day)
         held = snapshot.symbols[:12]
@@ -457,13 +468,58 @@ def test_model_on_seed_sector_names_and_its_portfolio_exposures(
     body = answer.json()
     assert body["date"] == day and body["dropped_symbols"] == []
     got = {row["factor"]: row["portfolio"] for row in body["exposures"]}
-    labels = dict(panel.filter(pl.col("date") == datetime.date.fromisoformat(day)).select("symbol", "sector").rows())
-    for sector in SEED_SECTORS:
-        by_hand = sum(weight for symbol, weight in weights.items() if labels[symbol] == sector)
+    sector_of = dict(panel.filter(pl.col("date") == datetime.date.fromisoformat(day)).select("symbol", "sector").rows())
+    for sector in set(labels):
+        by_hand = sum(weight for symbol, weight in weights.items() if sector_of[symbol] == sector)
         assert got[sector] == pytest.approx(by_hand, abs=1e-15)
     assert got["market"] == pytest.approx(1.0, abs=1e-15)
     library = portfolio_exposures(snapshot, weights)
     assert pl.DataFrame(body["exposures"]).equals(library)
+
+
+def test_equal_caps_model_drops_size_and_prices_portfolio_risk(
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame
+) -> None:
+    """Every market cap equal: the build leaves size out (no exposure on any date) and says so in the stored
+    model's notes, and POST /portfolio/risk answers the library's decomposition of the directly built model."""
+    panel = market_panel.with_columns(pl.lit(5e9).alias("market_cap"))
+    store = connect(database.url, schema=database.schema)
+    try:
+        store.ingest_panel(validate_panel(panel))
+        start, end = datetime.date.fromisoformat(START), datetime.date.fromisoformat(END)
+    finally:
+        store.close()
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json=REQUEST)
+        assert response.status_code == 200, response.text
+        model_id = response.json()["id"]
+        assert "sze_score" not in response.json()["factors"]
+        # the response says what was left out and why (the build's notes and warnings)
+        assert response.json()["build"]["factors_dropped"]["sze_score"].startswith("no exposure on any date")
+        assert any(w.startswith("factor 'sze_score' left out of the model") for w in response.json()["warnings"])
+        assert client.get(f"{API}/models/{model_id}").json()["build"] == response.json()["build"]
+        day = client.get(f"{API}/models/{model_id}/dates").json()["dates"][-1]
+        store = connect(database.url, schema=database.schema)
+        try:
+            stored = store.load_model(model_id)
+            loaded_panel = store.load_panel(start=builds.history_start(builds_request()), end=end)
+        finally:
+            store.close()
+        assert stored.notes["factors_dropped"]["sze_score"].startswith("no exposure on any date")
+        expected = build_model(validate_panel(loaded_panel), model_config(40)).between(start, end)
+        snapshot = snapshot_at(expected, day)
+        weights = {symbol: 1.0 / 15 for symbol in snapshot.symbols[:15]}
+        risk = client.post(f"{API}/portfolio/risk", json={"model_id": model_id, "date": day, "weights": weights})
+    assert risk.status_code == 200, risk.text
+    decomposition = decompose_risk(snapshot, weights)
+    assert risk.json()["daily"]["total_risk"] == pytest.approx(decomposition.total_risk, rel=1e-12)
+    assert 0.0 < decomposition.total_risk < 0.05
+
+
+def builds_request() -> Any:
+    from factor_engine.service.schemas import CreateModelRequest
+
+    return CreateModelRequest.model_validate(REQUEST)
 
 
 def test_portfolio_weights_that_look_wrong(

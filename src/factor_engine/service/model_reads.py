@@ -75,6 +75,8 @@ def summary_response(summary: ModelSummary) -> ModelSummaryResponse:
         request=summary.request,
         timings=summary.timings,
         engine_version=summary.engine_version,
+        build=summary.build,
+        warnings=list(summary.build.get("warnings", [])),
     )
 
 

@@ -321,6 +321,12 @@ class ModelSummaryResponse(BaseModel):
     request: dict[str, Any]
     timings: dict[str, float]
     engine_version: str
+    build: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the build did with the data: market cap use, universe, sectors with their asset counts, "
+        "styles used and left out, factors left out with reasons, and the warnings.",
+    )
+    warnings: list[str] = Field(default_factory=list, description="The build's warnings, one sentence each.")
 
 
 class JobAccepted(BaseModel):

@@ -650,4 +650,5 @@ def _model_summary(row: sa.RowMapping) -> ModelSummary:
         request=dict(row["request"] or {}),
         timings={str(k): float(v) for k, v in (row["timings"] or {}).items()},
         engine_version=str(meta["engine_version"]),
+        build=dict(meta.get("build", {})),
     )

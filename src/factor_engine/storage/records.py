@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["IngestResult", "ModelSummary", "PanelSummary", "RunRecord", "RunStatus", "SectorSummary"]
@@ -118,6 +118,8 @@ class ModelSummary:
     request: the create request.
     timings: seconds per build stage.
     engine_version: factor_engine version that built the model.
+    build: what the build did with the data (:attr:`factor_engine.model.RiskModel.notes`): market cap use,
+        universe, sectors, styles used and left out, factors left out, warnings.
     """
 
     id: str
@@ -135,3 +137,4 @@ class ModelSummary:
     request: dict[str, Any]
     timings: dict[str, float]
     engine_version: str
+    build: dict[str, Any] = field(default_factory=dict)
