@@ -211,3 +211,36 @@ def test_custom_style_modules_are_imported_from_the_configuration(
     finally:
         styles.unregister_style("reversal_test")
         sys.modules.pop("fe_test_custom_styles", None)
+
+
+def test_build_command_imports_a_style_module_next_to_its_configuration(
+    panel: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`factor-engine build --config model.toml` with `[styles] modules = ["my_cli_factors"]`: the module beside
+    the configuration file registers a style the model then uses (the console script's sys.path lacks it)."""
+    from cli_runner import invoke
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "my_cli_factors.py").write_text(
+        "import polars as pl\n"
+        "from factor_engine import styles, xsection\n\n"
+        "@styles.register_style('cli_reversal', score='cli_rev_score', inputs=('asset_returns',))\n"
+        "def reversal(df, *, window=5):\n"
+        "    recent = -pl.col('asset_returns').rolling_sum(window).over('symbol', order_by='date')\n"
+        "    return (df.lazy().with_columns(recent.alias('cli_rev_score'))\n"
+        "            .select('date', 'symbol', xsection.center_xsection('cli_rev_score', standardize=True)))\n"
+    )
+    (folder / "model.toml").write_text('[styles]\nmodules = ["my_cli_factors"]\nnames = ["size", "cli_reversal"]\n')
+    panel.write_parquet(tmp_path / "panel.parquet")
+    monkeypatch.chdir(tmp_path)  # not the configuration's folder
+    try:
+        code, _, stderr = invoke(
+            "build", "--data", "panel.parquet", "--out", "model", "--config", str(folder / "model.toml")
+        )
+        assert code == 0, stderr
+        assert load_model(tmp_path / "model").styles == ("cli_rev_score", "sze_score")
+        assert str(folder.resolve()) not in sys.path  # the search path is restored
+    finally:
+        styles.unregister_style("cli_reversal")
+        sys.modules.pop("my_cli_factors", None)

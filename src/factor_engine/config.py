@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -225,13 +226,26 @@ class StylesConfig:
         return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in chosen}
 
 
-def import_style_modules(modules: Sequence[str]) -> None:
-    """Import each module (which registers its styles); ConfigError naming a module that cannot be imported."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # any import-time failure of user code is reported the same way
-            raise ConfigError(f"[styles] modules: cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
+def import_style_modules(modules: Sequence[str], search: Sequence[str | Path] = ()) -> None:
+    """Import each module (which registers its styles); ConfigError naming a module that cannot be imported.
+
+    search: folders tried too, ahead of ``sys.path``, while importing (the configuration file's folder and the
+        working directory for ``factor-engine build --config``), so a ``my_factors.py`` next to the
+        configuration is found; ``sys.path`` is restored afterwards.
+    """
+    extra = [str(Path(folder).resolve()) for folder in (*search, Path.cwd())]
+    added = [folder for folder in dict.fromkeys(extra) if folder not in sys.path]
+    sys.path[:0] = added
+    try:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # any import-time failure of user code is reported the same way
+                raise ConfigError(f"[styles] modules: cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
 
 
 @dataclass(frozen=True)
@@ -410,4 +424,7 @@ def load_config(path: str | Path | None = None) -> ModelConfig:
         data = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from exc
+    modules = data.get("styles", {}).get("modules", []) if isinstance(data.get("styles"), dict) else []
+    if isinstance(modules, list):  # a module next to the configuration file is found too
+        import_style_modules([str(m) for m in modules], search=(file.parent,))
     return ModelConfig.from_mapping(data)

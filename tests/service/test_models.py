@@ -5,6 +5,7 @@ retries, deletion, and every error answer."""
 from __future__ import annotations
 
 import datetime
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -571,3 +572,46 @@ def test_portfolio_weights_that_look_wrong(
     assert long_short.json()["warnings"] == []
     expected = decompose_risk(snapshot, {a: 2.0, b: -1.0, c: -1.0}, allow_unnormalized=True)
     assert long_short.json()["daily"]["total_risk"] == expected.total_risk
+
+
+def test_custom_style_modules_named_by_the_settings(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A custom style reaches the service through FACTOR_ENGINE_STYLE_MODULES (imported at start-up); a build
+    request may name only those modules: the service never imports a module a request names on its own."""
+    from factor_engine import styles
+
+    (tmp_path / "fe_service_styles.py").write_text(
+        "import polars as pl\n"
+        "from factor_engine import styles, xsection\n\n"
+        "@styles.register_style('svc_reversal', score='svc_rev_score', inputs=('asset_returns',))\n"
+        "def reversal(df, *, window=5):\n"
+        "    recent = -pl.col('asset_returns').rolling_sum(window).over('symbol', order_by='date')\n"
+        "    return (df.lazy().with_columns(recent.alias('svc_rev_score'))\n"
+        "            .select('date', 'symbol', xsection.center_xsection('svc_rev_score', standardize=True)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "size", "svc_reversal"]}}
+    try:
+        with app_client(database, style_modules="fe_service_styles") as client:
+            response = client.post(
+                f"{API}/risk-model/create",
+                json={
+                    **REQUEST,
+                    "config": {**config, "styles": {**config["styles"], "modules": ["fe_service_styles"]}},
+                },
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["styles"] == ["mom_score", "svc_rev_score", "sze_score"]
+            refused = client.post(
+                f"{API}/risk-model/create",
+                json={**REQUEST, "config": {**config, "styles": {**config["styles"], "modules": ["antigravity"]}}},
+            )
+        assert refused.status_code == 422
+        assert (
+            "[styles] modules ['antigravity'] are not among the service's style modules (fe_service_styles)"
+            in (refused.json()["detail"])
+        )
+    finally:
+        styles.unregister_style("svc_reversal")
+        sys.modules.pop("fe_service_styles", None)

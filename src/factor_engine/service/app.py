@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from factor_engine import __version__
+from factor_engine.config import import_style_modules
 from factor_engine.service.cache import ResponseCache
 from factor_engine.service.dashboard import router as dashboard_router
 from factor_engine.service.deps import require_api_key
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import_style_modules(settings.style_module_names)  # custom styles; a bad module stops the start-up
         stores = StoreHolder(settings, on_connect=_fail_interrupted)
         runner = JobRunner(stores)
         cache = (

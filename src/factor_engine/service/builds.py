@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,11 +55,25 @@ def _shown(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names[:_SHOWN]) + more
 
 
-def model_config(request: CreateModelRequest) -> ModelConfig:
+def model_config(request: CreateModelRequest, style_modules: Sequence[str] | None = None) -> ModelConfig:
     """The configuration of a build: ``request.config`` (TOML tables; unknown keys raise ``ConfigError``)
     with ``universe.size`` set to ``universe_size`` (default: the config's, else 3000) and the
-    ``universe_symbols`` added to ``universe.include`` (unless the universe is restricted to them)."""
+    ``universe_symbols`` added to ``universe.include`` (unless the universe is restricted to them).
+
+    ``style_modules``: the modules the service imported at start-up; ``[styles] modules`` may name only those
+    (InputError otherwise, before anything is imported). None skips the check (a run already accepted).
+    """
     data: dict[str, Any] = dict(request.config or {})
+    styles = data.get("styles", {})
+    requested = styles.get("modules", []) if isinstance(styles, Mapping) else []
+    if style_modules is not None and isinstance(requested, list | tuple):
+        refused = [m for m in requested if m not in style_modules]
+        if refused:
+            allowed = ", ".join(style_modules) or "none"
+            raise InputError(
+                f"config: [styles] modules {refused} are not among the service's style modules ({allowed}); "
+                "the service imports only the modules FACTOR_ENGINE_STYLE_MODULES names, at start-up"
+            )
     universe = data.get("universe", {})
     if not isinstance(universe, Mapping):
         raise InputError(f"config: [universe] must be a table, got {universe!r}")

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         ones run as a background job (202) [FACTOR_ENGINE_SYNC_BUILD_MAX_ROWS].
     snapshot_cache_size: risk-model snapshots kept in memory for the portfolio endpoints
         [FACTOR_ENGINE_SNAPSHOT_CACHE_SIZE].
+    style_modules: comma-separated Python modules imported at start-up, which register custom styles
+        [FACTOR_ENGINE_STYLE_MODULES]; a build request's ``[styles] modules`` may name only these (the service
+        never imports a module a request names on its own).
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -59,6 +62,14 @@ class Settings(BaseSettings):
     snapshot_cache_size: int = Field(
         default=32, ge=1, validation_alias=AliasChoices("FACTOR_ENGINE_SNAPSHOT_CACHE_SIZE", "snapshot_cache_size")
     )
+    style_modules: str = Field(
+        default="", validation_alias=AliasChoices("FACTOR_ENGINE_STYLE_MODULES", "style_modules")
+    )
+
+    @property
+    def style_module_names(self) -> tuple[str, ...]:
+        """The modules of ``style_modules``, in order."""
+        return tuple(name.strip() for name in self.style_modules.split(",") if name.strip())
 
     @field_validator("database_schema", "redis_url", "api_key", mode="before")
     @classmethod
