@@ -34,9 +34,8 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import cvxpy as cp
 import numpy as np
 import polars as pl
 
@@ -49,6 +48,9 @@ from factor_engine.portfolio.analytics import (
     Weights,
     check_weights,
 )
+
+if TYPE_CHECKING:  # cvxpy is imported when an optimization runs: `import factor_engine` stays light
+    import cvxpy as cp
 
 __all__ = ["CONSTRAINT_TOL", "DUST_WEIGHT", "Constraints", "OptimizationError", "OptimizationResult", "optimize"]
 
@@ -330,6 +332,8 @@ def _constraint_groups(
     snapshot: RiskModelSnapshot, constraints: Constraints, inputs: _Inputs, w: cp.Variable, y: cp.Variable
 ) -> list[_Group]:
     """Constraint groups, most specific first (the order in which infeasibility is diagnosed)."""
+    import cvxpy as cp
+
     c = constraints
     exposures = snapshot.exposures
     groups: list[_Group] = []
@@ -422,6 +426,8 @@ class _Outcome:
 def _solve(problem: cp.Problem) -> _Outcome:
     """Solve with the installed solvers in order: the first accurate status (optimal, infeasible, unbounded)
     wins; an inaccurate one is kept (with its solution) in case no later solver does better."""
+    import cvxpy as cp
+
     installed = set(cp.installed_solvers())
     candidates = [s for s in SOLVERS if s in installed]
     if not candidates:
@@ -451,6 +457,8 @@ def _solve(problem: cp.Problem) -> _Outcome:
 
 
 def _feasible(groups: Sequence[list[Any]], link: list[Any]) -> bool:
+    import cvxpy as cp
+
     problem = cp.Problem(cp.Minimize(0), [*link, *(con for group in groups for con in group)])
     return _solve(problem).status in _SOLVED
 
@@ -531,6 +539,8 @@ def optimize(
     :class:`OptimizationResult`. Raises :class:`OptimizationError` for malformed inputs (before solving) and for
     infeasible (naming the conflicting constraints), unbounded or failed problems.
     """
+    import cvxpy as cp
+
     constraints = Constraints() if constraints is None else constraints
     inputs = _validate(snapshot, objective, expected_returns, risk_aversion, constraints)
     started = time.perf_counter()
