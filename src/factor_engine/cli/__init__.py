@@ -1,5 +1,6 @@
-"""``factor-engine`` command line: style scores, factor returns and risk models from a panel file, a portfolio's
-risk decomposition on a built model, and a synthetic demo.
+"""``factor-engine`` command line: a contract panel from prices (prepare), style scores, factor returns and risk
+models from a panel file, their validation and report, a portfolio's risk decomposition on a built model, the
+service and its store, and a synthetic demo.
 
 Every command calls the library (:mod:`factor_engine.panel`, :mod:`factor_engine.styles`,
 :func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.model`, :mod:`factor_engine.portfolio`,

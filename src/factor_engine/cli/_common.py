@@ -1,13 +1,6 @@
-"""``factor-engine`` command line: style scores, factor returns and risk models from a panel file, a portfolio's
-risk decomposition on a built model, and a synthetic demo.
-
-Every command calls the library (:mod:`factor_engine.panel`, :mod:`factor_engine.styles`,
-:func:`factor_engine.estimate_factor_returns`, :mod:`factor_engine.model`, :mod:`factor_engine.portfolio`,
-:mod:`factor_engine.synthetic`) and only formats its results; ``serve`` runs the REST service
-(:mod:`factor_engine.service`) and ``ingest`` loads a panel file into the store (:mod:`factor_engine.storage`).
-A library error (an invalid panel, a bad parameter, an unwritable path) is printed as one red line
-``error: <message>`` and the command exits with code 1; ``--verbose`` prints the traceback as well.
-"""
+"""What the ``factor-engine`` commands share: the one Typer ``app``, the consoles, error reporting (one red
+``error: <message>`` line and exit code 1; ``--verbose`` adds the traceback), stage timing with progress bars,
+output files, and the summary tables of the estimation commands."""
 
 from __future__ import annotations
 
