@@ -11,7 +11,7 @@ A library error (an invalid panel, a bad parameter, an unwritable path) is print
 
 The commands live in one module per group: :mod:`.explore` (demo, styles, factor-returns, synthetic),
 :mod:`.models` (build, risk, validate, report), :mod:`.prepare` (prepare: a panel from prices and a sector map)
-and :mod:`.service` (serve, ingest), all on the one Typer ``app`` of :mod:`._common`.
+and :mod:`.service` (serve, ingest, delete-panel), all on the one Typer ``app`` of :mod:`._common`.
 """
 
 from __future__ import annotations
