@@ -209,6 +209,23 @@ def test_files_give_the_panel_of_the_frames(tmp_path: Path, suffix: str, layout:
     assert prepared.summary.sources == {"prices": str(prices), "sectors": str(sectors)}
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ("Energy", "Technology", "Healthcare"),  # the seed's names
+        ("Energy", "Information Technology", "Health Care"),  # GICS names
+        ("4510", "Widgets & Co", "Ölwerte"),  # a broker's code, free text, non-ASCII
+    ],
+)
+def test_any_sector_taxonomy_passes_through_a_csv_sector_map(tmp_path: Path, labels: tuple[str, ...]) -> None:
+    sectors = tmp_path / "sectors.csv"
+    sectors.write_text("symbol,sector\n" + "".join(f"{s},{label}\n" for s, label in zip("ABC", labels, strict=True)))
+    prices = write(WIDE.rename({"AAA": "A", "BBB": "B", "CCC": "C"}), tmp_path / "prices.csv")
+    panel = check_contract(prepare_files(prices, sectors))
+    assert dict(panel.select("symbol", "sector").unique().iter_rows()) == dict(zip("ABC", labels, strict=True))
+    assert panel.schema["sector"] == pl.String  # "4510" stays a label
+
+
 def test_csv_symbols_keep_leading_zeros(tmp_path: Path) -> None:
     prices = tmp_path / "prices.csv"
     prices.write_text("date,symbol,close\n2024-01-02,0050,10\n2024-01-03,0050,11\n")

@@ -14,7 +14,7 @@ from service_helpers import API, ARBITRARY_SECTORS, ClientFactory, json_rows, re
 
 from db_fixtures import IsolatedDatabase
 from factor_engine import __version__, styles
-from factor_engine.panel import SEED_SECTORS
+from factor_engine.panel import GICS_SECTORS, SEED_SECTORS
 
 
 @pytest.fixture
@@ -195,12 +195,13 @@ def test_factor_list_matches_registry(client: TestClient) -> None:
         assert style["description"] == factor.description
 
 
+@pytest.mark.parametrize("taxonomy", ["seed", "gics", "mixed"])
 def test_factor_list_and_info_describe_the_stored_sectors(
-    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame
+    app_client: ClientFactory, database: IsolatedDatabase, market_panel: pl.DataFrame, taxonomy: str
 ) -> None:
-    """The sectors are the labels of the stored panel (seed names and arbitrary labels here), each with its
-    symbols, rows and date range as a plain loop over the rows counts them."""
-    labels = (*SEED_SECTORS[:8], *ARBITRARY_SECTORS)
+    """The sectors are the labels of the stored panel (the seed's names, GICS names, or seed names mixed with
+    arbitrary labels), each with its symbols, rows and date range as a plain loop over the rows counts them."""
+    labels = {"seed": SEED_SECTORS, "gics": GICS_SECTORS, "mixed": (*SEED_SECTORS[:8], *ARBITRARY_SECTORS)}[taxonomy]
     panel = relabel_sectors(market_panel, labels)
     late = panel.filter(pl.col("symbol") == "S00001").tail(5)  # a new symbol in a new sector, its last 5 days
     panel = panel.vstack(late.with_columns(pl.lit("NEW1").alias("symbol"), pl.lit("Late Sector").alias("sector")))
