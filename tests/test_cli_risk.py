@@ -10,6 +10,7 @@ import pytest
 from cli_runner import invoke
 from factor_engine.model import RiskModel, load_model
 from factor_engine.portfolio import RiskDecomposition, decompose_risk
+from factor_engine.portfolio.analytics import WeightsWarning
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.synthetic import generate_market
 
@@ -129,7 +130,9 @@ def test_drop_unknown_drops_and_counts(model: RiskModel, model_dir: Path, weight
     assert code == 0, stderr
     assert "dropped 1 symbol(s) the model does not cover: NOT_A_SYMBOL" in stdout
     known = pl.read_csv(weights["unknown"]).filter(pl.col("symbol") != "NOT_A_SYMBOL")
-    assert_printed(stdout, decompose_risk(snapshot_at(model), known).annualized())
+    assert "warning: weights sum to 0.75" in " ".join(stdout.split())  # 3 of the 4 quarter weights are kept
+    with pytest.warns(WeightsWarning, match="weights sum to 0.75"):
+        assert_printed(stdout, decompose_risk(snapshot_at(model), known).annualized())
 
 
 def test_date_without_forecast_is_an_error(model: RiskModel, model_dir: Path, weights: dict[str, Path]) -> None:

@@ -24,6 +24,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from db_fixtures import postgres_schema
 from factor_engine.portfolio import portfolio_exposures
+from factor_engine.portfolio.analytics import WeightsWarning
 from factor_engine.portfolio.snapshot import snapshot_at
 from factor_engine.report.data import FACTOR_CHARTS, PORTFOLIO_CHARTS
 from factor_engine.service import Settings
@@ -144,7 +145,9 @@ def test_portfolio_view_matches_the_api_and_the_library(
         {"model_id": stored_model.model_id, "date": day.isoformat(), "weights": weights, "benchmark": benchmark},
     )
     assert status == 200, api
-    library = portfolio_exposures(snapshot, weights, benchmark)
+    with pytest.warns(WeightsWarning, match="not 1"):  # the API answers the same warning: the sum is not 1
+        library = portfolio_exposures(snapshot, weights, benchmark)
+    assert api["warnings"] and "not 1" in api["warnings"][0]
     traces = {trace["name"]: trace for trace in plotted_data(driver, "portfolio-exposures")}
     assert set(traces) == {"portfolio", "benchmark", "active"}
     for what, trace in traces.items():
