@@ -8,7 +8,9 @@ date is one vectorized numpy call. Semantics match the ``pl.Expr`` builders of :
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -163,3 +165,22 @@ def standardize(dense: np.ndarray) -> np.ndarray:
         result: np.ndarray = dense - mean[:, None]
         result /= std[:, None]
     return result
+
+
+def ewma_sum(values: np.ndarray, decay: float, axis: int = -1, gain: float = 1.0) -> np.ndarray:
+    """``S[t] = decay · S[t−1] + gain · x[t]`` (``S[−1] = 0``) along ``axis``: :func:`scipy.signal.lfilter` with
+    ``b = [gain]``, ``a = [1, −decay]``, the exponentially weighted running sum of the EWMA estimators.
+
+    scipy.signal is imported on the first call, not with :mod:`factor_engine` (it takes about a second);
+    :func:`preload_signal` starts that import in the background where a command knows it will need it.
+    """
+    from scipy.signal import lfilter
+
+    result: np.ndarray = lfilter([gain], [1.0, -decay], values, axis=axis)
+    return result
+
+
+def preload_signal() -> None:
+    """Import scipy.signal in a background thread (for :func:`ewma_sum`), overlapping work that releases the GIL
+    such as reading a panel file; a later import waits for it to finish."""
+    threading.Thread(target=importlib.import_module, args=("scipy.signal",), daemon=True).start()

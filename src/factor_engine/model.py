@@ -22,13 +22,16 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from factor_engine import __version__
 from factor_engine._dense import run_parallel
@@ -56,6 +59,8 @@ __all__ = [
 
 _FILES = ("factor_returns", "exposures", "residuals", "diagnostics")
 COVARIANCE_FILE = "factor_covariance.parquet"
+# zstd at level 1: faster to write than polars' default level and, on model frames, no larger
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 SPECIFIC_FILE = "specific_risk.parquet"
 
 
@@ -162,7 +167,7 @@ class RiskModel:
             frames[SPECIFIC_FILE] = self.specific_risk
         # polars writes without the GIL: the files are written side by side
         run_parallel(
-            lambda item: _atomic_write(target / item[0], item[1].write_parquet),
+            lambda item: _atomic_write(target / item[0], partial(item[1].write_parquet, **_PARQUET_OPTIONS)),
             sorted(frames.items(), key=lambda item: -item[1].estimated_size()),
         )
         text = json.dumps(self.metadata(), indent=2)
@@ -287,8 +292,10 @@ def build_model(
     panel: long frame with ``date, symbol, asset_returns, sector`` and, optionally, ``market_cap`` and the
         style inputs.
     config: the model configuration; defaults when None.
-    stage: called with the name of each stage (universe, styles, factor returns, exposures, factor
-        covariance, specific risk) and entered around it, e.g. to show progress or time the stages.
+    stage: called with the name of each stage (universe, styles, factor returns, exposures, specific risk,
+        factor covariance) and entered around it, e.g. to show progress or time the stages. The factor
+        covariance is forecast in the background from the end of "factor returns" on; its stage is the wait
+        for it after specific risk.
     """
     config = config or ModelConfig()
     run = stage or (lambda _name: nullcontext())
@@ -337,17 +344,22 @@ def build_model(
         sectors = tuple(f for f in result.sectors if f not in dropped)
         styles = tuple(f for f in result.styles if f not in dropped)
         factor_returns = result.factor_returns.select(DATE, *factors)
-    with run("exposures"):
-        exposures = _exposures_at_close(universe, scores, result).select(DATE, SYMBOL, *factors)
-        notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
-        warnings.extend(notes["sectors"]["warnings"])
-    with run("factor covariance"):
-        covariance = forecast_factor_covariance(factor_returns, config)
-    with run("specific risk"):
-        specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
-        specific = specific_risk(
-            result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, specific_config
-        )
+    # the factor covariance needs only the factor returns: it is forecast in the background while the exposures
+    # and specific risk are computed (each is parallel inside, but has serial parts the other fills). BLAS runs
+    # single-threaded meanwhile (the kernels parallelize themselves), restored afterwards.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=1) as background:
+        forecast = background.submit(forecast_factor_covariance, factor_returns, config)
+        with run("exposures"):
+            exposures = _exposures_at_close(universe, scores, result).select(DATE, SYMBOL, *factors)
+            notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
+            warnings.extend(notes["sectors"]["warnings"])
+        with run("specific risk"):
+            specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
+            specific = specific_risk(
+                result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, specific_config
+            )
+        with run("factor covariance"):
+            covariance = forecast.result()
     notes["warnings"] = warnings
     return RiskModel(
         factor_returns=factor_returns,

@@ -67,8 +67,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
+from factor_engine._dense import ewma_sum
 from factor_engine.panel import DATE as _DATE
 from factor_engine.panel import GICS_SECTORS as _GICS_SECTORS
 from factor_engine.panel import MARKET_CAP as _MARKET_CAP
@@ -680,7 +680,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int], persistence: float) -
     """(T, N) stationary N(0, 1) AR(1) paths along axis 0 with the given daily persistence."""
     innovations = rng.standard_normal(shape)
     innovations[1:] *= math.sqrt(1.0 - persistence**2)
-    paths: np.ndarray = lfilter([1.0], [1.0, -persistence], innovations, axis=0)
+    paths: np.ndarray = ewma_sum(innovations, persistence, axis=0)
     return paths
 
 

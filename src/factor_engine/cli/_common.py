@@ -44,7 +44,7 @@ DEFAULT_STYLES = ("momentum", "value", "size")
 TRADING_DAYS_PER_YEAR = 252
 TRUE_EXPOSURES_COLUMN = "corr vs truth (true exposures)"
 # stages build_model reports through its ``stage`` callback: universe, styles, factor returns, exposures,
-# factor covariance, specific risk
+# specific risk, factor covariance (forecast in the background meanwhile)
 BUILD_MODEL_STAGES = 6
 
 app = typer.Typer(

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from factor_engine._dense import preload_signal
 from factor_engine.cli._common import (
     BUILD_MODEL_STAGES,
     TRADING_DAYS_PER_YEAR,
@@ -73,6 +74,7 @@ def build(
         factor-engine build --data panel.parquet --out model --config model.toml
     """
     with _reported_errors(verbose):
+        preload_signal()  # the estimators' scipy.signal loads while the panel is read
         stages = _Stages(total=3 + BUILD_MODEL_STAGES)
         with stages.run("read configuration"):
             model_config = load_config(config)

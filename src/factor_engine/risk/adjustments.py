@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import run_parallel
+from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine.panel import DATE
 from factor_engine.risk.covariance import FactorCovariance
 
@@ -48,12 +47,17 @@ def _wishart_bartlett(rng: np.random.Generator, n_simulations: int, n_factors: i
 
 
 def _bias_profile(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """(D, K) simulated eigenfactor bias ``v_k`` for forecasts given by their eigen-decompositions."""
-    root = eigvecs * np.sqrt(np.maximum(eigvals, 0.0))[:, None, :]  # A = U0 diag(√d0), (D, K, K)
-    simulated = np.einsum("dij,mjk,dlk->dmil", root, draws, root, optimize=True)  # (D, M, K, K)
+    """(D, K) simulated eigenfactor bias ``v_k`` for forecasts given by their eigen-decompositions.
+
+    Computed in each forecast's eigenbasis: with ``F0 = U0 D U0ᵀ`` the simulated ``F_m = U0 (D^½ W_m D^½) U0ᵀ``
+    has the eigenvalues of ``S_m = D^½ W_m D^½ = V_m Λ_m V_mᵀ`` and the eigenvectors ``U0 V_m``, whose true
+    variances are ``diag(V_mᵀ D V_m)``: the bias depends on the eigenvalues ``D`` only (``eigvecs`` is unused).
+    """
+    del eigvecs  # the profile does not depend on them (see above)
+    root = np.sqrt(np.maximum(eigvals, 0.0))  # (D, K)
+    simulated = draws[None, :, :, :] * root[:, None, :, None] * root[:, None, None, :]  # (D, M, K, K)
     sim_vals, sim_vecs = np.linalg.eigh(simulated)
-    true_cov = np.matmul(root, root.transpose(0, 2, 1))  # F0 (D, K, K)
-    true_var = np.einsum("dmik,dij,dmjk->dmk", sim_vecs, true_cov, sim_vecs, optimize=True)
+    true_var = np.einsum("dmik,di->dmk", sim_vecs**2, np.maximum(eigvals, 0.0), optimize=True)
     # eigenvalues that are zero up to rounding (a degenerate forecast) carry no bias information
     usable = sim_vals > 1e-12 * sim_vals.max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -182,8 +186,8 @@ def volatility_regime_adjustment(
     bias = factor_bias_statistics(covariance, factor_returns)["bias"].to_numpy().astype(np.float64)
     decay = 0.5 ** (1.0 / half_life)
     present = np.isfinite(bias)
-    weighted = lfilter([1.0], [1.0, -decay], np.where(present, bias**2, 0.0))
-    weights = lfilter([1.0], [1.0, -decay], present.astype(np.float64))
+    weighted = ewma_sum(np.where(present, bias**2, 0.0), decay)
+    weights = ewma_sum(present.astype(np.float64), decay)
     with np.errstate(invalid="ignore", divide="ignore"):
         multiplier_sq = np.where(weights > 0, weighted / weights, 1.0)
     multiplier_sq = np.concatenate([[1.0], multiplier_sq])  # the first forecast has no bias history

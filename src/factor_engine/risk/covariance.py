@@ -43,8 +43,9 @@ A forecast is made on every date from the ``min_periods``-th row on. A factor wi
 factors never present on a common date have covariance 0.
 
 Computation. Every EWMA sum over time is the first-order recursion ``S(t) = λ S(t−1) + x(t)``, run for all
-dates at once with :func:`scipy.signal.lfilter` along the time axis on (pairs × T) arrays of products
-(only the upper triangle of pairs, lagged both ways), in parallel over blocks of pairs.
+dates at once with :func:`scipy.signal.lfilter` (through ``factor_engine._dense.ewma_sum``) along the time
+axis on (pairs × T) arrays of products (only the upper triangle of pairs, lagged both ways), in parallel over
+blocks of pairs.
 
 Adjustments. The eigenfactor risk adjustment and the volatility regime adjustment act on the finished
 forecasts (:mod:`factor_engine.risk.adjustments`); :func:`factor_engine.model.forecast_factor_covariance`
@@ -62,9 +63,8 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
-from factor_engine._dense import run_parallel
+from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine.panel import DATE
 
 __all__ = ["CovarianceConfig", "FactorCovariance", "factor_covariance"]
@@ -293,7 +293,7 @@ def _decay(half_life: float) -> float:
 
 def _ewma_sum(x: np.ndarray, decay: float) -> np.ndarray:
     """``S[..., t] = decay · S[..., t−1] + x[..., t]`` along the last axis."""
-    result: np.ndarray = lfilter([1.0], [1.0, -decay], x, axis=-1)
+    result: np.ndarray = ewma_sum(x, decay, axis=-1)
     return result
 
 

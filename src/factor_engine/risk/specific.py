@@ -63,10 +63,9 @@ from typing import TypeGuard
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import run_parallel
+from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed, sort_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.regression import _rank_revealing_solve
@@ -267,7 +266,7 @@ def _source_rows(
 
 def _ewma(values: np.ndarray, decay: float) -> np.ndarray:
     """``Σ_{s≤t} decay^{t−s} values[s]`` along axis 0."""
-    filtered: np.ndarray = lfilter([1.0], [1.0, -decay], values, axis=0)
+    filtered: np.ndarray = ewma_sum(values, decay, axis=0)
     return filtered
 
 

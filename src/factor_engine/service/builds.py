@@ -38,8 +38,8 @@ BUILD_STAGES = (
     "styles",
     "factor returns",
     "exposures",
-    "factor covariance",
     "specific risk",
+    "factor covariance",
     "save",
 )
 INTERRUPTED = "interrupted: the service stopped during the build"

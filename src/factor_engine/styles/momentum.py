@@ -6,9 +6,8 @@ import itertools
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
-from factor_engine._dense import run_parallel, standardize, winsorize, worker_count
+from factor_engine._dense import ewma_sum, run_parallel, standardize, winsorize, worker_count
 from factor_engine._grid import build_grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
@@ -138,7 +137,7 @@ def _growth_piece(returns: np.ndarray, seg_starts: np.ndarray, window: int, half
     while max_small > 0.0:
         factor = decay**k
         coef = (1.0 if k % 2 else -1.0) / k
-        ewsum = lfilter([coef], [1.0, -factor], power)
+        ewsum = ewma_sum(power, factor, gain=coef)
         head += ewsum
         tail += factor**window * ewsum
         if window * max_small ** (k + 1) / (k + 1) < _SERIES_TOL:
