@@ -42,9 +42,9 @@ from factor_engine.risk import (
     FactorCovariance,
     eigenfactor_adjustment,
     factor_covariance,
-    specific_risk,
     volatility_regime_adjustment,
 )
+from factor_engine.risk.specific import finish_specific_risk, time_series_specific_risk
 from factor_engine.styles import compute_styles
 
 __all__ = [
@@ -344,20 +344,22 @@ def build_model(
         sectors = tuple(f for f in result.sectors if f not in dropped)
         styles = tuple(f for f in result.styles if f not in dropped)
         factor_returns = result.factor_returns.select(DATE, *factors)
-    # the factor covariance needs only the factor returns: it is forecast in the background while the exposures
-    # and specific risk are computed (each is parallel inside, but has serial parts the other fills). BLAS runs
-    # single-threaded meanwhile (the kernels parallelize themselves), restored afterwards.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=1) as background:
+    # the factor covariance needs only the factor returns, and specific risk's time-series part only the
+    # residuals: both run in the background while the exposures are built (each is parallel inside, but has
+    # serial parts the others fill). BLAS runs single-threaded meanwhile (the kernels parallelize themselves),
+    # restored afterwards.
+    specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=2) as background:
         forecast = background.submit(forecast_factor_covariance, factor_returns, config)
+        time_series = background.submit(  # specific risk's time-series part needs no exposures
+            time_series_specific_risk, result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config
+        )
         with run("exposures"):
             exposures = _exposures_at_close(universe, scores, result).select(DATE, SYMBOL, *factors)
             notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
             warnings.extend(notes["sectors"]["warnings"])
         with run("specific risk"):
-            specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
-            specific = specific_risk(
-                result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), exposures, specific_config
-            )
+            specific = finish_specific_risk(time_series.result(), exposures)
         with run("factor covariance"):
             covariance = forecast.result()
     notes["warnings"] = warnings

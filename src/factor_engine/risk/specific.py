@@ -164,12 +164,38 @@ def specific_risk(
     (date, symbol).
     """
     config = SpecificRiskConfig() if config is None else config
+    return finish_specific_risk(time_series_specific_risk(residuals, market_cap, config), exposures)
+
+
+@dataclass(frozen=True, eq=False)
+class TimeSeriesState:
+    """The part of :func:`specific_risk` that needs no exposures (steps 1 and the inputs of 2–4), so a model
+    build can run it before the exposures exist: the residual grid, the caps on it and ``σ_TS``."""
+
+    grid: Grid
+    t: np.ndarray
+    n: np.ndarray
+    has_row: np.ndarray
+    resid: np.ndarray
+    present: np.ndarray
+    market_cap: pl.DataFrame
+    cap_cells: tuple[np.ndarray, np.ndarray, np.ndarray]
+    cap: np.ndarray
+    sigma_ts: np.ndarray
+    count: np.ndarray
+    config: SpecificRiskConfig
+
+
+def time_series_specific_risk(
+    residuals: pl.DataFrame, market_cap: pl.DataFrame, config: SpecificRiskConfig | None = None
+) -> TimeSeriesState:
+    """Step 1 of :func:`specific_risk` (same parameters): the checked inputs on their grid and the Newey–West
+    EWMA time-series volatility; :func:`finish_specific_risk` completes the forecast."""
+    config = SpecificRiskConfig() if config is None else config
     if not isinstance(config, SpecificRiskConfig):
         raise TypeError(f"config must be a SpecificRiskConfig, got {type(config).__name__}")
     residuals = sort_by_keys(_check_frame(residuals, "residuals", (RESIDUAL,)))
     market_cap = _check_frame(market_cap, "market_cap", (MARKET_CAP,))
-    if exposures is not None:
-        exposures = _check_frame(exposures, "exposures", ())
     if residuals.height == 0:
         raise ValueError("residuals is empty")
 
@@ -195,16 +221,28 @@ def specific_risk(
 
     decay = 0.5 ** (1.0 / config.half_life)
     sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
+    return TimeSeriesState(grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, config)
 
+
+def finish_specific_risk(state: TimeSeriesState, exposures: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Steps 2–4 of :func:`specific_risk` on the output of :func:`time_series_specific_risk`: the structural
+    blend (with ``exposures``, as in :func:`specific_risk`), the shrinkage and the regime adjustment."""
+    config, grid, cap = state.config, state.grid, state.cap
+    sigma_ts, count = state.sigma_ts, state.count
+    if exposures is not None:
+        exposures = _check_frame(exposures, "exposures", ())
     sigma = sigma_ts
     if config.structural and exposures is not None:
-        sigma_str = _structural(grid, t, n, exposures, market_cap, cap_cells, sigma_ts, count, cap, config)
+        sigma_str = _structural(
+            grid, state.t, state.n, exposures, state.market_cap, state.cap_cells, sigma_ts, count, cap, config
+        )
         gamma = np.clip((count - config.min_periods) / (config.full_history - config.min_periods), 0.0, 1.0)
         blend = gamma * np.where(gamma > 0, sigma_ts, 0.0) + (1.0 - gamma) * sigma_str
         sigma = np.where(np.isfinite(sigma_str), blend, sigma_ts)
-    sigma = _shrink(sigma, has_row, cap, config.shrinkage, config.n_size_groups)
+    sigma = _shrink(sigma, state.has_row, cap, config.shrinkage, config.n_size_groups)
     if config.vra_half_life is not None:
-        sigma = sigma * _regime_multiplier(resid, present, sigma, cap, 0.5 ** (1.0 / config.vra_half_life))[:, None]
+        multiplier = _regime_multiplier(state.resid, state.present, sigma, cap, 0.5 ** (1.0 / config.vra_half_life))
+        sigma = sigma * multiplier[:, None]
 
     t_out, n_out = np.nonzero(np.isfinite(sigma))
     return pl.DataFrame(
