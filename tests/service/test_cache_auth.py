@@ -87,7 +87,7 @@ def test_redis_down_is_503(app_client: ClientFactory) -> None:
         health = client.get(f"{API}/health")
         assert health.status_code == 503
         assert health.json()["database"] == "ok"
-        assert health.json()["cache"].startswith("unavailable: ")
+        assert health.json()["cache"] == "unavailable (details in the server log)"  # no address in public
         response = client.get(f"{API}/models/abc")
         assert response.status_code == 503 and response.json()["detail"].startswith("cache unavailable: ")
 
@@ -123,3 +123,48 @@ def test_api_key(app_client: ClientFactory) -> None:
         ok = client.get(f"{API}/data/summary", headers={"Authorization": "Bearer k3y"})
         assert ok.status_code == 200 and ok.json()["rows"] == 0
         assert client.get(f"{API}/info", headers={"X-API-Key": "k3y"}).json()["auth_required"] is True
+
+
+def test_the_key_is_checked_before_any_body_is_read(app_client: ClientFactory) -> None:
+    """A request without the key is answered 401 from its headers: the ASGI app never asks for the body (a
+    receive that fails when called proves it), whatever the body's declared size."""
+    import asyncio
+
+    from factor_engine.service import Settings, create_app
+
+    app = create_app(Settings(database_url="sqlite://", api_key="k3y"))
+
+    async def never_receive() -> dict[str, object]:
+        raise AssertionError("the body was read before the key was checked")
+
+    async def call(headers: list[tuple[bytes, bytes]]) -> list[dict[str, object]]:
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "root_path": "",
+            "path": f"{API}/factors/momentum", "raw_path": f"{API}/factors/momentum".encode(), "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"200000000"), *headers],
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        await app(scope, never_receive, send)
+        return sent
+
+    for headers, detail in (([], b"missing API key"), ([(b"x-api-key", b"nope")], b"invalid API key")):
+        sent = asyncio.run(call(headers))
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 401
+        assert detail in sent[1]["body"]  # type: ignore[operator]
+
+
+def test_only_health_and_the_dashboard_page_are_public(app_client: ClientFactory) -> None:
+    with app_client(api_key="k3y") as client:
+        for path in ("/docs", "/redoc", "/openapi.json", f"{API}/info"):
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers={"X-API-Key": "k3y"}).status_code == 200, path
+        for path in (f"{API}/health", "/dashboard", "/dashboard/static/dashboard.js"):
+            assert client.get(path).status_code == 200, path  # no data: the page asks for the key
+        assert client.get("/", follow_redirects=False).status_code == 307
+        # the dashboard's data needs the key like every other route
+        assert client.get(f"{API}/models").status_code == 401

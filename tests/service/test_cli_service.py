@@ -189,3 +189,22 @@ def test_top_level_help_describes_every_command() -> None:
     assert "Factor Engine: a Barra-style equity factor risk model built from your own data" in text
     for heading in ("Data:", "Risk models:", "Portfolios:", "Service:"):
         assert heading in text
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_serve_warns_when_bound_beyond_loopback_without_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, warned: bool
+) -> None:
+    import uvicorn
+
+    served: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, **_: served.append(host))
+    monkeypatch.delenv("FACTOR_ENGINE_API_KEY", raising=False)
+    code, _, stderr = invoke("serve", "--host", host, "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 0 and served == [host]
+    flat = " ".join(stderr.split())
+    assert (f"warning: serving on {host} without an API key" in flat) is warned
+    assert ("set FACTOR_ENGINE_API_KEY" in flat) is warned
+    monkeypatch.setenv("FACTOR_ENGINE_API_KEY", "k3y")  # with a key: no warning
+    code, _, stderr = invoke("serve", "--host", host, "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 0 and "warning" not in stderr

@@ -15,12 +15,15 @@ from factor_engine.cli._common import (
     _reported_errors,
     app,
     console,
+    err_console,
 )
 from factor_engine.panel import (
     DATE,
     SYMBOL,
     load_panel,
 )
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -65,6 +68,15 @@ def serve(
 
         overrides = {"database_url": database_url, "database_schema": schema}
         settings = Settings().model_copy(update={key: value for key, value in overrides.items() if value is not None})
+        if not settings.api_key and host not in _LOOPBACK:
+            err_console.print(
+                Text(
+                    f"warning: serving on {host} without an API key: anyone who can reach port {port} can read and "
+                    "write the store and start builds; set FACTOR_ENGINE_API_KEY",
+                    style="bold yellow",
+                ),
+                soft_wrap=True,
+            )
         # one process: the build worker and the snapshot cache live in it (several workers would each fail the
         # others' running builds as interrupted at start-up)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)

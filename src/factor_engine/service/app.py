@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from factor_engine import __version__
 from factor_engine.config import import_style_modules
+from factor_engine.service.auth import ApiKeyGate
 from factor_engine.service.cache import ResponseCache
 from factor_engine.service.dashboard import router as dashboard_router
 from factor_engine.service.deps import require_api_key
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # added last: runs first, before any body is read
     install_error_handlers(app)
     secured = [Depends(require_api_key)]
     app.include_router(health.router, prefix=API_PREFIX)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from factor_engine.service.auth import INVALID_KEY, MISSING_KEY, presented_key
 from factor_engine.service.cache import ResponseCache
 from factor_engine.service.runtime import ServiceState
 
@@ -29,27 +30,17 @@ State = Annotated[ServiceState, Depends(get_state)]
 Cache = Annotated[ResponseCache | None, Depends(get_cache)]
 
 
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 async def require_api_key(request: Request) -> None:
     """401 unless the request carries the configured key (``X-API-Key`` or ``Authorization: Bearer``);
-    nothing to check when no key is configured."""
+    nothing to check when no key is configured. :class:`factor_engine.service.auth.ApiKeyGate` already
+    answers such requests before their body is read; this dependency keeps each secured router safe on its
+    own (e.g. mounted in another app)."""
     state: ServiceState = request.app.state.service
     expected = state.settings.api_key
     if not expected:
         return
-    presented = _presented_key(request)
+    presented = presented_key({name.lower(): value for name, value in request.headers.items()})
     if presented is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send the header X-API-Key: <key> or Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, MISSING_KEY, headers={"WWW-Authenticate": "Bearer"})
     if not secrets.compare_digest(presented.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_KEY, headers={"WWW-Authenticate": "Bearer"})

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     redis_url: Redis URL of the response cache [REDIS_URL]; None disables caching.
     cache_prefix: prefix of every Redis key the service writes [FACTOR_ENGINE_CACHE_PREFIX].
     cache_ttl_seconds: lifetime of a cached response, seconds [FACTOR_ENGINE_CACHE_TTL_SECONDS].
-    api_key: when set, every route but /health needs ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``
+    api_key: when set, every route but the public ones (/health, the dashboard page and its static files:
+        :mod:`factor_engine.service.auth`) needs ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``
         [FACTOR_ENGINE_API_KEY].
     max_body_bytes: largest request body accepted, bytes [FACTOR_ENGINE_MAX_BODY_BYTES] (default 512 MiB).
     sync_build_max_rows: model builds over fewer panel rows than this are answered directly (200); larger

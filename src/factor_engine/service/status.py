@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +18,8 @@ from factor_engine.styles import available_styles
 
 __all__ = ["ENDPOINT_GROUPS", "health", "info"]
 
+logger = logging.getLogger(__name__)
+
 ENDPOINT_GROUPS = ("health", "info", "factors", "data", "risk-model", "models", "portfolio", "jobs")
 ADJUSTMENTS = ("eigenfactor", "volatility_regime", "specific_volatility_regime", "bayesian_shrinkage", "structural")
 
@@ -28,14 +32,17 @@ def health(state: ServiceState) -> tuple[HealthResponse, bool]:
         with store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except (StoreError, SQLAlchemyError) as error:
-        database = f"unavailable: {error}"
+        # no addresses or credentials in a public answer: the kind of failure here, the details in the log
+        logger.warning("health: the database does not answer: %s", error)
+        database = f"unavailable ({type(error).__name__}; details in the server log)"
     cache = "not configured"
     if state.cache is not None:
         try:
             state.cache.ping()
             cache = "ok"
         except CacheUnavailable as error:
-            cache = f"unavailable: {error}"
+            logger.warning("health: the cache does not answer: %s", error)
+            cache = "unavailable (details in the server log)"
     healthy = database == "ok" and not cache.startswith("unavailable")
     return HealthResponse(status="ok" if healthy else "unavailable", database=database, cache=cache), healthy
 
