@@ -1,0 +1,174 @@
+"""Hostile requests against a real ``factor-engine serve`` (issue 10): what each attack costs the server.
+
+For each attack the bench prints the status code, the time to answer and the server's peak RSS increase over
+its resting RSS (sampled every few milliseconds from /proc), and the p95 of ``GET /health`` polled during the
+attack. Attacks so far:
+
+* ``unauthenticated body``: three clients at once each declare and start streaming a 200 MB JSON body to
+  ``POST /factors/momentum`` without the API key. Target: 401 in ≤ 50 ms, ≤ 20 MB RSS increase, /health p95
+  ≤ 50 ms.
+
+Usage::
+
+    python bench/bench_hostile.py                      # SQLite store in a temporary folder
+    python bench/bench_hostile.py --database postgresql # PostgreSQL at 127.0.0.1:5432, a schema of its own
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from service_harness import PG_URL, PREFIX, Server, drop_schema, service_env
+
+API_KEY = "bench-hostile-key"
+BODY_BYTES = 200_000_000
+ATTACKERS = 3
+CHUNK = b"[" + b"0," * 32_767 + b"0]"  # 64 KiB of JSON-looking bytes
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` (bytes), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class PeakRss:
+    """Samples a process's RSS every ``interval`` seconds in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int, interval: float = 0.002) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak = rss_bytes(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class HealthPoller:
+    """Polls ``GET /health`` until stopped; ``latencies`` holds each answer's seconds."""
+
+    def __init__(self, base: str) -> None:
+        self.url = f"{base}{PREFIX}/health"
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                response.read()
+            self.latencies.append(time.perf_counter() - start)
+            time.sleep(0.005)
+
+    def __enter__(self) -> HealthPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def p95(self) -> float:
+        return statistics.quantiles(self.latencies, n=20)[-1] if len(self.latencies) >= 2 else float("nan")
+
+
+def unauthenticated_body(port: int) -> tuple[int, float]:
+    """Declare a BODY_BYTES body without a key and stream it until the server answers: (status, seconds from
+    the end of the headers to the status line)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = (
+            f"POST {PREFIX}/factors/momentum HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {BODY_BYTES}\r\n\r\n"
+        ).encode()
+        sock.sendall(head)
+        start = time.perf_counter()
+        answered = threading.Event()
+
+        def stream() -> None:
+            sent = 0
+            try:
+                while sent < BODY_BYTES and not answered.is_set():
+                    sock.sendall(CHUNK)
+                    sent += len(CHUNK)
+            except OSError:
+                pass  # the server answered and closed the connection
+
+        sender = threading.Thread(target=stream, daemon=True)
+        sender.start()
+        reply = sock.recv(256)
+        elapsed = time.perf_counter() - start
+        answered.set()
+    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else -1
+    return status, elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    args = parser.parse_args()
+    schema = None
+    with tempfile.TemporaryDirectory() as folder:
+        if args.database == "postgresql":
+            url, schema = PG_URL, f"bench_hostile_{uuid.uuid4().hex[:8]}"
+        else:
+            url = f"sqlite:///{Path(folder) / 'hostile.db'}"
+        env = {**service_env(url, schema), "FACTOR_ENGINE_API_KEY": API_KEY}
+        server = Server(env)
+        failures = 0
+        try:
+            time.sleep(0.5)
+            resting = rss_bytes(server.process.pid)
+            results: list[tuple[int, float]] = []
+            with PeakRss(server.process.pid) as peak, HealthPoller(server.base) as health:
+                threads = [
+                    threading.Thread(target=lambda: results.append(unauthenticated_body(server.port)))
+                    for _ in range(ATTACKERS)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                time.sleep(0.2)
+            increase = (peak.peak - resting) / 2**20
+            slowest = max(seconds for _, seconds in results)
+            statuses = sorted({status for status, _ in results})
+            ok = statuses == [401] and slowest <= 0.050 and increase <= 20 and health.p95() <= 0.050
+            failures += not ok
+            print(
+                f"unauthenticated body ({args.database}): {ATTACKERS} x {BODY_BYTES / 1e6:.0f} MB, status {statuses}, "
+                f"answered in ≤ {1000 * slowest:.1f} ms, server RSS +{increase:.1f} MiB (resting "
+                f"{resting / 2**20:.0f} MiB), /health p95 {1000 * health.p95():.1f} ms over "
+                f"{len(health.latencies)} calls: {'ok' if ok else 'OVER TARGET'}"
+            )
+        finally:
+            server.stop()
+            if schema is not None:
+                drop_schema(url, schema)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
