@@ -18,6 +18,7 @@ from factor_engine.portfolio import decompose_risk
 from factor_engine.portfolio.snapshot import snapshot_at
 from factor_engine.report import write_report
 from factor_engine.synthetic import generate_market
+from style_modules import write_reversal_module
 
 FAST_MOMENTUM = {"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}
 ARBITRARY = ("Widgets", "4510", "Crypto & Co", "Ölwerte", "Banks", "x")
@@ -181,16 +182,7 @@ def test_a_thin_sector_is_warned_about(panel: pl.DataFrame) -> None:
 def test_custom_style_modules_are_imported_from_the_configuration(
     panel: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    module = tmp_path / "fe_test_custom_styles.py"
-    module.write_text(
-        "import polars as pl\n"
-        "from factor_engine import styles, xsection\n\n"
-        "@styles.register_style('reversal_test', score='rev_score', inputs=('asset_returns',))\n"
-        "def reversal(df, *, window=5):\n"
-        "    recent = -pl.col('asset_returns').rolling_sum(window).over('symbol', order_by='date')\n"
-        "    return (df.lazy().with_columns(recent.alias('rev_score'))\n"
-        "            .select('date', 'symbol', xsection.center_xsection('rev_score', standardize=True)))\n"
-    )
+    write_reversal_module(tmp_path, "fe_test_custom_styles", "reversal_test", "rev_score")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         config_file = tmp_path / "model.toml"
@@ -222,15 +214,7 @@ def test_build_command_imports_a_style_module_next_to_its_configuration(
 
     folder = tmp_path / "project"
     folder.mkdir()
-    (folder / "my_cli_factors.py").write_text(
-        "import polars as pl\n"
-        "from factor_engine import styles, xsection\n\n"
-        "@styles.register_style('cli_reversal', score='cli_rev_score', inputs=('asset_returns',))\n"
-        "def reversal(df, *, window=5):\n"
-        "    recent = -pl.col('asset_returns').rolling_sum(window).over('symbol', order_by='date')\n"
-        "    return (df.lazy().with_columns(recent.alias('cli_rev_score'))\n"
-        "            .select('date', 'symbol', xsection.center_xsection('cli_rev_score', standardize=True)))\n"
-    )
+    write_reversal_module(folder, "my_cli_factors", "cli_reversal", "cli_rev_score")
     (folder / "model.toml").write_text('[styles]\nmodules = ["my_cli_factors"]\nnames = ["size", "cli_reversal"]\n')
     panel.write_parquet(tmp_path / "panel.parquet")
     monkeypatch.chdir(tmp_path)  # not the configuration's folder

@@ -32,6 +32,7 @@ from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from factor_engine.service import builds, model_reads
 from factor_engine.storage import Store, connect
 from factor_engine.synthetic import generate_market
+from style_modules import write_reversal_module
 
 START, END = "2023-01-01", "2024-01-01"
 REQUEST: dict[str, Any] = {"start_date": START, "end_date": END, "universe_size": 40, "config": TEST_CONFIG}
@@ -581,15 +582,7 @@ def test_custom_style_modules_named_by_the_settings(
     request may name only those modules: the service never imports a module a request names on its own."""
     from factor_engine import styles
 
-    (tmp_path / "fe_service_styles.py").write_text(
-        "import polars as pl\n"
-        "from factor_engine import styles, xsection\n\n"
-        "@styles.register_style('svc_reversal', score='svc_rev_score', inputs=('asset_returns',))\n"
-        "def reversal(df, *, window=5):\n"
-        "    recent = -pl.col('asset_returns').rolling_sum(window).over('symbol', order_by='date')\n"
-        "    return (df.lazy().with_columns(recent.alias('svc_rev_score'))\n"
-        "            .select('date', 'symbol', xsection.center_xsection('svc_rev_score', standardize=True)))\n"
-    )
+    write_reversal_module(tmp_path, "fe_service_styles", "svc_reversal", "svc_rev_score")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "size", "svc_reversal"]}}
     try:
