@@ -7,6 +7,8 @@ attack. Attacks so far:
 * ``unauthenticated body``: three clients at once each declare and start streaming a 200 MB JSON body to
   ``POST /factors/momentum`` without the API key. Target: 401 in ≤ 50 ms, ≤ 20 MB RSS increase, /health p95
   ≤ 50 ms.
+* ``out-of-bounds config``: ``POST /risk-model/create`` (with the key) asking for 10^9 eigenfactor simulations
+  and 10^9 size groups. Target: 422 without starting a build (``GET /jobs`` stays empty), /health p95 ≤ 50 ms.
 
 Usage::
 
@@ -17,12 +19,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -125,6 +129,26 @@ def unauthenticated_body(port: int) -> tuple[int, float]:
     return status, elapsed
 
 
+def out_of_bounds_config(base: str) -> tuple[int, float, int]:
+    """(status, seconds, runs created) of a build request whose config is far outside the service's bounds."""
+    body = json.dumps(
+        {"config": {"adjustments": {"eigenfactor_simulations": 10**9}, "specific_risk": {"n_size_groups": 10**9}}}
+    ).encode()
+    headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
+    request = urllib.request.Request(f"{base}{PREFIX}/risk-model/create", data=body, headers=headers, method="POST")
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    elapsed = time.perf_counter() - start
+    jobs = urllib.request.Request(f"{base}{PREFIX}/jobs", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(jobs, timeout=10) as response:
+        runs = len(json.loads(response.read()))
+    return status, elapsed, runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -162,6 +186,18 @@ def main() -> int:
                 f"answered in ≤ {1000 * slowest:.1f} ms, server RSS +{increase:.1f} MiB (resting "
                 f"{resting / 2**20:.0f} MiB), /health p95 {1000 * health.p95():.1f} ms over "
                 f"{len(health.latencies)} calls: {'ok' if ok else 'OVER TARGET'}"
+            )
+            resting = rss_bytes(server.process.pid)
+            with PeakRss(server.process.pid) as peak, HealthPoller(server.base) as health:
+                status, seconds, runs = out_of_bounds_config(server.base)
+                time.sleep(0.2)
+            increase = (peak.peak - resting) / 2**20
+            ok = status == 422 and runs == 0 and health.p95() <= 0.050
+            failures += not ok
+            print(
+                f"out-of-bounds config ({args.database}): status {status} in {1000 * seconds:.1f} ms, {runs} build "
+                f"run(s) created, server RSS +{increase:.1f} MiB, /health p95 {1000 * health.p95():.1f} ms: "
+                f"{'ok' if ok else 'OVER TARGET'}"
             )
         finally:
             server.stop()

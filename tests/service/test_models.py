@@ -608,3 +608,40 @@ def test_custom_style_modules_named_by_the_settings(
     finally:
         styles.unregister_style("svc_reversal")
         sys.modules.pop("fe_service_styles", None)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("adjustments", "eigenfactor_simulations", 10**9, "[adjustments] eigenfactor_simulations = 1000000000 is above"
+         " the service's limit 10000"),
+        ("specific_risk", "n_size_groups", 10**9, "[specific_risk] n_size_groups = 1000000000 is above the service's"
+         " limit 100"),
+        ("covariance", "vol_nw_lags", 500, "[covariance] vol_nw_lags = 500 is above the service's limit 21"),
+        ("adjustments", "eigenfactor_every", 1, "[adjustments] eigenfactor_every = 1 is below the service's limit 5"),
+    ],
+)  # fmt: skip
+def test_build_config_out_of_bounds_is_422_before_any_build(
+    app_client: ClientFactory, database: IsolatedDatabase, stored: Store, section: str, key: str, value: int,
+    message: str,
+) -> None:  # fmt: skip
+    config = {**TEST_CONFIG, section: {**TEST_CONFIG.get(section, {}), key: value}}
+    with app_client(database) as client:
+        response = client.post(f"{API}/risk-model/create", json={**REQUEST, "config": config})
+        assert response.status_code == 422
+        assert f"config: {message}" in response.json()["detail"]
+        assert client.get(f"{API}/jobs").json() == []  # no run was created, no build started
+    # the settings raise a limit (FACTOR_ENGINE_BUILD_LIMITS), never lower the configuration's own checks
+    if key == "eigenfactor_simulations":
+        raised = {"adjustments.eigenfactor_simulations": 2e9}
+        small = {**config, "adjustments": {**config["adjustments"], "eigenfactor_simulations": 20}}
+        with app_client(database, build_limits=raised) as client:
+            assert client.post(f"{API}/risk-model/create", json={**REQUEST, "config": small}).status_code == 200
+
+
+def test_request_lists_are_bounded(app_client: ClientFactory, database: IsolatedDatabase, stored: Store) -> None:
+    with app_client(database) as client:
+        too_many = client.post(f"{API}/risk-model/create", json={**REQUEST, "universe_symbols": ["A"] * 20_001})
+        assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"][-1] == "universe_symbols"
+        too_big = client.post(f"{API}/risk-model/create", json={**REQUEST, "universe_size": 10**9})
+        assert too_big.status_code == 422 and too_big.json()["detail"][0]["loc"][-1] == "universe_size"

@@ -17,6 +17,7 @@ from factor_engine.config import ConfigError, ModelConfig
 from factor_engine.model import build_model
 from factor_engine.panel import DATE, OPTIONAL_COLUMNS, SECTOR, validate_panel
 from factor_engine.service.errors import InputError
+from factor_engine.service.limits import build_config_violations
 from factor_engine.service.schemas import CreateModelRequest
 from factor_engine.storage import ModelSummary, Store
 
@@ -55,13 +56,19 @@ def _shown(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names[:_SHOWN]) + more
 
 
-def model_config(request: CreateModelRequest, style_modules: Sequence[str] | None = None) -> ModelConfig:
+def model_config(
+    request: CreateModelRequest,
+    style_modules: Sequence[str] | None = None,
+    build_limits: Mapping[str, float] | None = None,
+) -> ModelConfig:
     """The configuration of a build: ``request.config`` (TOML tables; unknown keys raise ``ConfigError``)
     with ``universe.size`` set to ``universe_size`` (default: the config's, else 3000) and the
     ``universe_symbols`` added to ``universe.include`` (unless the universe is restricted to them).
 
     ``style_modules``: the modules the service imported at start-up; ``[styles] modules`` may name only those
     (InputError otherwise, before anything is imported). None skips the check (a run already accepted).
+    ``build_limits``: upper bounds overriding :data:`factor_engine.service.limits.BUILD_CONFIG_BOUNDS`; every
+    value outside the bounds is an InputError naming the key and the limit, before any data is loaded.
     """
     data: dict[str, Any] = dict(request.config or {})
     styles = data.get("styles", {})
@@ -84,7 +91,11 @@ def model_config(request: CreateModelRequest, style_modules: Sequence[str] | Non
     if request.universe_symbols and not request.restrict_to_symbols:
         include = list(dict.fromkeys([*include, *request.universe_symbols]))
     data["universe"] = {**universe, "size": size, "include": include}
-    return ModelConfig.from_mapping(data)
+    config = ModelConfig.from_mapping(data)
+    problems = build_config_violations(config.effective(), dict(build_limits or {}))
+    if problems:
+        raise InputError("; ".join(problems))
+    return config
 
 
 def history_start(request: CreateModelRequest) -> datetime.date | None:

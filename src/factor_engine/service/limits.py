@@ -1,13 +1,15 @@
-"""Request body size limit as a pure ASGI middleware: 413 on a Content-Length above the limit, and while a
-body is streamed as soon as the bytes received pass it."""
+"""Request limits: the body size as a pure ASGI middleware (413 on a Content-Length above the limit, and while
+a body is streamed as soon as the bytes received pass it), and the bounds of a build's configuration."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit"]
+__all__ = ["BUILD_CONFIG_BOUNDS", "MAX_LISTED_SYMBOLS", "BodySizeLimit", "build_config_violations"]
 
 
 def _too_large(limit: int) -> str:
@@ -54,3 +56,56 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+# --------------------------------------------------------------------------------------------------
+# build configuration bounds
+
+#: Bounds of the build configuration a request may ask for: "section.key" (or "styles.params.<style>.<key>")
+#: → (lowest, highest) allowed, None where unbounded. They cap what drives a build's time and memory
+#: (simulations, lags, groups, windows, universe) well above what a sound model needs; the settings'
+#: ``build_limits`` (FACTOR_ENGINE_BUILD_LIMITS, JSON) raise or lower any highest value.
+BUILD_CONFIG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "universe.size": (None, 20_000),
+    "regression.exposure_lag": (None, 252),
+    "covariance.vol_nw_lags": (None, 21),
+    "covariance.corr_nw_lags": (None, 21),
+    "covariance.min_periods": (None, 10_000),
+    "covariance.horizon": (None, 252),
+    "adjustments.eigenfactor_simulations": (None, 10_000),
+    "adjustments.eigenfactor_every": (5, None),
+    "specific_risk.nw_lags": (None, 21),
+    "specific_risk.min_periods": (None, 10_000),
+    "specific_risk.full_history": (None, 10_000),
+    "specific_risk.n_size_groups": (None, 100),
+    "styles.params.momentum.trailing_days": (None, 5_040),
+    "styles.params.momentum.lag": (None, 5_040),
+}
+#: Symbols a build request may list in universe_symbols or [universe] include.
+MAX_LISTED_SYMBOLS = 20_000
+
+
+def build_config_violations(effective: dict[str, Any], highest: dict[str, float] | None = None) -> list[str]:
+    """What in an effective model configuration (:meth:`factor_engine.config.ModelConfig.effective`) lies
+    outside :data:`BUILD_CONFIG_BOUNDS` (with ``highest`` overriding upper bounds), one message per key naming
+    the key, its value and the limit; empty when everything is within bounds."""
+    bounds = {key: (low, (highest or {}).get(key, high)) for key, (low, high) in BUILD_CONFIG_BOUNDS.items()}
+    problems = []
+    for key, (low, high) in bounds.items():
+        value: Any = effective
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # absent, disabled (None) or not a number: the configuration's own checks apply
+        section, _, name = key.rpartition(".")
+        where = f"[{section}] {name}"
+        if high is not None and value > high:
+            problems.append(f"config: {where} = {value} is above the service's limit {high:g}")
+        if low is not None and value < low:
+            problems.append(f"config: {where} = {value} is below the service's limit {low:g}")
+    include = effective.get("universe", {}).get("include", [])
+    if len(include) > MAX_LISTED_SYMBOLS:
+        problems.append(
+            f"config: [universe] include lists {len(include):,} symbols; the limit is {MAX_LISTED_SYMBOLS:,}"
+        )
+    return problems

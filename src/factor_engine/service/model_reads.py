@@ -106,7 +106,7 @@ def create_model(state: ServiceState, request: CreateModelRequest) -> ModelSumma
     """Build now (small panel, ``background`` not true, or ``background`` false) and return the summary, or
     queue a job and return where to poll it. Checks fail with 422 before any run is created."""
     check_request(request)
-    config = model_config(request, state.settings.style_module_names)
+    config = model_config(request, state.settings.style_module_names, state.settings.build_limits)
     store = state.store()
     panel = load_build_panel(store, request, config)
     run = store.create_run(request.model_dump(mode="json"))

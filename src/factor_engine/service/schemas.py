@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from factor_engine.service.limits import BUILD_CONFIG_BOUNDS, MAX_LISTED_SYMBOLS
+
 __all__ = [
     "CovarianceResponse",
     "CreateModelRequest",
@@ -292,12 +294,12 @@ class CreateModelRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    universe_symbols: list[str] | None = None
+    universe_symbols: list[str] | None = Field(None, max_length=MAX_LISTED_SYMBOLS)
     restrict_to_symbols: bool = False
     start_date: datetime.date | None = None
     end_date: datetime.date | None = None
     history_days: int = Field(730, ge=0, le=36_500)
-    universe_size: int | None = Field(None, ge=0)
+    universe_size: int | None = Field(None, ge=0, le=int(BUILD_CONFIG_BOUNDS["universe.size"][1] or 0))
     config: dict[str, Any] | None = None
     background: bool | None = None
 

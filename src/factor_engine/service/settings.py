@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         ones run as a background job (202) [FACTOR_ENGINE_SYNC_BUILD_MAX_ROWS].
     snapshot_cache_size: risk-model snapshots kept in memory for the portfolio endpoints
         [FACTOR_ENGINE_SNAPSHOT_CACHE_SIZE].
+    build_limits: upper bounds of build-configuration values, overriding those of
+        :data:`factor_engine.service.limits.BUILD_CONFIG_BOUNDS` ("section.key" → value)
+        [FACTOR_ENGINE_BUILD_LIMITS, JSON, e.g. '{"adjustments.eigenfactor_simulations": 20000}'].
     style_modules: comma-separated Python modules imported at start-up, which register custom styles
         [FACTOR_ENGINE_STYLE_MODULES]; a build request's ``[styles] modules`` may name only these (the service
         never imports a module a request names on its own).
@@ -62,6 +65,9 @@ class Settings(BaseSettings):
     )
     snapshot_cache_size: int = Field(
         default=32, ge=1, validation_alias=AliasChoices("FACTOR_ENGINE_SNAPSHOT_CACHE_SIZE", "snapshot_cache_size")
+    )
+    build_limits: dict[str, float] = Field(
+        default_factory=dict, validation_alias=AliasChoices("FACTOR_ENGINE_BUILD_LIMITS", "build_limits")
     )
     style_modules: str = Field(
         default="", validation_alias=AliasChoices("FACTOR_ENGINE_STYLE_MODULES", "style_modules")
