@@ -363,7 +363,6 @@ class ModelConfig:
         modules = styles_data.pop("modules", [])
         if not isinstance(modules, list | tuple):
             raise ConfigError(f"[styles] modules must be a list of module names, got {modules!r}")
-        import_style_modules([str(m) for m in modules])
         # per-style tables, either as [styles.<name>] or (in a recorded effective configuration) under params
         params: dict[str, Mapping[str, Any]] = dict(styles_data.pop("params", {}))
         for name, value in styles_data.items():

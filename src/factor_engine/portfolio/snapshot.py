@@ -25,6 +25,7 @@ from factor_engine.model import ModelError, RiskModel
 from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio.analytics import RiskModelSnapshot
 from factor_engine.risk import FactorCovariance
+from factor_engine.risk.covariance import forecast_mask
 
 __all__ = ["as_date", "forecast_dates", "snapshot_at"]
 
@@ -35,7 +36,7 @@ def forecast_dates(model: RiskModel) -> pl.Series:
     """The sorted dates at whose close the model has a factor covariance forecast (for at least one factor),
     specific risk forecasts and exposures: the dates :func:`snapshot_at` accepts."""
     covariance, specific = _forecasts(model)
-    finite = _with_forecast(covariance.values).any(axis=1)
+    finite = forecast_mask(covariance.values).any(axis=1)
     covariance_dates = covariance.dates.filter(pl.Series(finite)).alias(DATE)
     specific_dates = specific.lazy().filter(pl.col(SPECIFIC_VOL).is_finite()).select(pl.col(DATE).unique())
     exposure_dates = model.exposures.lazy().select(pl.col(DATE).unique())
@@ -73,7 +74,7 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
         raise ModelError(f"no risk forecast for {day}: {_why_missing(model, day)}; {_nearest(available, day)}")
 
     matrix = covariance.at(day)
-    with_forecast = _with_forecast(matrix[None])[0]
+    with_forecast = forecast_mask(matrix)
     index = [i for i, factor in enumerate(covariance.factors) if with_forecast[i] and factor in model.factors]
     factors = [covariance.factors[i] for i in index]
     styles = [f for f in model.styles if f in factors]
@@ -103,12 +104,6 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
     )
 
 
-def _with_forecast(values: np.ndarray) -> np.ndarray:
-    """(T, K) mask of the factors with a forecast on each of (T, K, K) covariances: a finite variance."""
-    mask: np.ndarray = np.isfinite(np.diagonal(values, axis1=1, axis2=2))
-    return mask
-
-
 def _forecasts(model: RiskModel) -> tuple[FactorCovariance, pl.DataFrame]:
     if model.factor_covariance is None:
         raise ModelError("the model has no factor covariance forecast (factor_covariance.parquet)")
@@ -133,7 +128,7 @@ def _why_missing(model: RiskModel, day: datetime.date) -> str:
     covariance, specific = _forecasts(model)
     if model.exposures.lazy().filter(pl.col(DATE) == day).select(pl.len()).collect().item() == 0:
         return "the model has no exposures on that date"
-    if day not in covariance.dates.to_list() or not _with_forecast(covariance.at(day)[None]).any():
+    if day not in covariance.dates.to_list() or not forecast_mask(covariance.at(day)).any():
         return "no factor covariance forecast (not enough history?)"
     if (
         specific.lazy()

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine.panel import DATE
-from factor_engine.risk.covariance import FactorCovariance
+from factor_engine.risk.covariance import FactorCovariance, forecast_mask
 
 __all__ = ["eigenfactor_adjustment", "factor_bias_statistics", "volatility_regime_adjustment"]
 
@@ -116,7 +116,7 @@ def eigenfactor_adjustment(
     if n_dates == 0:
         return covariance
     # factors with a forecast on each date: a finite variance (a factor without one has a NaN row and column)
-    finite = np.isfinite(np.diagonal(values, axis1=1, axis2=2))  # (T, K)
+    finite = forecast_mask(values)  # (T, K)
     patterns, pattern_of_date = np.unique(finite, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
         active = np.flatnonzero(pattern)

@@ -67,7 +67,7 @@ import polars as pl
 from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine.panel import DATE
 
-__all__ = ["CovarianceConfig", "FactorCovariance", "factor_covariance"]
+__all__ = ["CovarianceConfig", "FactorCovariance", "factor_covariance", "forecast_mask"]
 
 FACTOR = "factor"
 Shrinkage = Literal["none", "ledoit_wolf"]
@@ -210,6 +210,13 @@ class FactorCovariance:
         diagonal = np.sqrt(np.diagonal(self.values, axis1=1, axis2=2))
         columns = {name: pl.Series(name, diagonal[:, i], nan_to_null=True) for i, name in enumerate(self.factors)}
         return pl.DataFrame({DATE: self.dates, **columns})
+
+
+def forecast_mask(values: np.ndarray) -> np.ndarray:
+    """(..., K) mask of the factors that have a forecast in (..., K, K) covariances: a finite variance (a factor
+    without enough history has a NaN row and column)."""
+    mask: np.ndarray = np.isfinite(np.diagonal(values, axis1=-2, axis2=-1))
+    return mask
 
 
 def factor_covariance(

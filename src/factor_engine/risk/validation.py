@@ -41,6 +41,7 @@ import polars as pl
 
 from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import DATE, RETURNS, SYMBOL
+from factor_engine.risk.covariance import forecast_mask
 
 if TYPE_CHECKING:  # model.py imports factor_engine.risk: a runtime import here would be circular
     from factor_engine.model import RiskModel
@@ -316,7 +317,7 @@ def _dense_model(model: RiskModel, panel_returns: pl.DataFrame) -> _Dense:
 def _over_factors_with_forecast(factor_cov: np.ndarray) -> np.ndarray:
     """(T, K, K) covariances where a factor without a forecast on a date (NaN variance: a new sector waiting for
     history) has a zero row and column, as a snapshot leaves it out; a date without any forecast stays NaN."""
-    has = np.isfinite(np.diagonal(factor_cov, axis1=1, axis2=2))
+    has = forecast_mask(factor_cov)
     usable = np.where(has[:, :, None] & has[:, None, :], factor_cov, 0.0)
     usable[~has.any(axis=1)] = np.nan
     return usable
