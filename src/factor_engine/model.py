@@ -312,13 +312,20 @@ def build_model(
                 "absent: equal regression weights, sector constraint weighted by asset counts (equal-weighted "
                 "market), no size style, no cap-ranked universe, specific risk shrunk toward all assets"
             )
-            warnings.append("no market_cap column: " + notes["market_cap"].removeprefix("absent: "))
+            warnings.append(
+                "no market_cap column: "
+                + notes["market_cap"].removeprefix("absent: ")
+                + "; add market caps (factor-engine prepare --caps or --shares) to weight by cap"
+            )
             universe = universe.with_columns(pl.lit(1.0).alias(MARKET_CAP))
         notes["universe"] = _universe_note(panel, universe, config, has_caps)
     with run("styles"):
         style_names, skipped = config.styles.resolve(panel.columns)
         notes["styles"] = {"used": list(style_names), "skipped": skipped}
-        warnings.extend(f"style {name!r} left out: {reason}" for name, reason in skipped.items())
+        warnings.extend(
+            f"style {name!r} left out: {reason}; add the column(s) to the panel to use it"
+            for name, reason in skipped.items()
+        )
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scores = (
             compute_styles(style_frame, list(style_names), params=config.styles.effective_params(style_names))
@@ -442,7 +449,8 @@ def _sector_note(
     detail = {row[SECTOR]: {k: v for k, v in row.items() if k != SECTOR} for row in counts.iter_rows(named=True)}
     warnings = [
         f"sector {name!r} has fewer than {min_assets} assets on {d['dates_below']:,} of {d['dates']:,} dates "
-        f"(as few as {d['min_assets']}): its factor absorbs most of those assets' specific returns"
+        f"(as few as {d['min_assets']}): its factor absorbs most of those assets' specific returns; merge it into "
+        "a related sector with [sectors.relabel] if that is not intended"
         for name, d in detail.items()
         if d["dates_below"]
     ]
