@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field, field_validator
@@ -37,6 +38,23 @@ class Settings(BaseSettings):
     style_modules: comma-separated Python modules imported at start-up, which register custom styles
         [FACTOR_ENGINE_STYLE_MODULES]; a build request's ``[styles] modules`` may name only these (the service
         never imports a module a request names on its own).
+    max_upload_rows: most rows one panel upload (or JSON batch) may hold; more is a 413, decided from the
+        file's metadata or while it is decoded in batches, never after materializing it
+        [FACTOR_ENGINE_MAX_UPLOAD_ROWS]. Upload a longer history in several requests (ingestion upserts).
+    max_upload_decoded_bytes: most bytes an upload may decode to (its uncompressed Arrow size), 413 above
+        [FACTOR_ENGINE_MAX_UPLOAD_DECODED_BYTES] (default 1 GiB).
+    max_concurrent_builds: model builds running at once in one worker process, direct (200) and background
+        (202) alike [FACTOR_ENGINE_MAX_CONCURRENT_BUILDS].
+    max_queued_builds: background builds waiting in one worker process; a build request beyond it gets 503
+        with ``Retry-After`` [FACTOR_ENGINE_MAX_QUEUED_BUILDS].
+    build_memory_budget_bytes: largest estimated peak memory of one build, bytes; a request estimated above
+        it is refused with 422 before anything runs [FACTOR_ENGINE_BUILD_MEMORY_BUDGET_BYTES]; None (default)
+        = 60% of this machine's physical memory.
+    run_lease_seconds: how long a build run stays claimed by its worker without a heartbeat; the worker
+        renews the lease every third of it, and any worker fails a run whose lease has expired (its worker
+        died or lost the database) [FACTOR_ENGINE_RUN_LEASE_SECONDS].
+    cache_retry_seconds: after a Redis error the cache is bypassed (reads answered from the database,
+        /health "degraded") for this many seconds before it is tried again [FACTOR_ENGINE_CACHE_RETRY_SECONDS].
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -73,12 +91,47 @@ class Settings(BaseSettings):
         default="", validation_alias=AliasChoices("FACTOR_ENGINE_STYLE_MODULES", "style_modules")
     )
 
+    max_upload_rows: int = Field(
+        default=10_000_000, gt=0, validation_alias=AliasChoices("FACTOR_ENGINE_MAX_UPLOAD_ROWS", "max_upload_rows")
+    )
+    max_upload_decoded_bytes: int = Field(
+        default=1024 * MIB,
+        gt=0,
+        validation_alias=AliasChoices("FACTOR_ENGINE_MAX_UPLOAD_DECODED_BYTES", "max_upload_decoded_bytes"),
+    )
+    max_concurrent_builds: int = Field(
+        default=1,
+        ge=1,
+        validation_alias=AliasChoices("FACTOR_ENGINE_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
+    )
+    max_queued_builds: int = Field(
+        default=8, ge=0, validation_alias=AliasChoices("FACTOR_ENGINE_MAX_QUEUED_BUILDS", "max_queued_builds")
+    )
+    build_memory_budget_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=AliasChoices("FACTOR_ENGINE_BUILD_MEMORY_BUDGET_BYTES", "build_memory_budget_bytes"),
+    )
+    run_lease_seconds: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices("FACTOR_ENGINE_RUN_LEASE_SECONDS", "run_lease_seconds")
+    )
+    cache_retry_seconds: float = Field(
+        default=10.0, ge=0, validation_alias=AliasChoices("FACTOR_ENGINE_CACHE_RETRY_SECONDS", "cache_retry_seconds")
+    )
+
     @property
     def style_module_names(self) -> tuple[str, ...]:
         """The modules of ``style_modules``, in order."""
         return tuple(name.strip() for name in self.style_modules.split(",") if name.strip())
 
-    @field_validator("database_schema", "redis_url", "api_key", mode="before")
+    @property
+    def memory_budget(self) -> int:
+        """``build_memory_budget_bytes``, or 60% of the physical memory when it is not set."""
+        if self.build_memory_budget_bytes is not None:
+            return self.build_memory_budget_bytes
+        return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+    @field_validator("database_schema", "redis_url", "api_key", "build_memory_budget_bytes", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """An empty environment variable means "not set"."""
