@@ -106,7 +106,7 @@ def test_conflicts_and_not_found(store: Store, model: RiskModel) -> None:
         store.list_runs(status="done")
 
 
-def test_list_and_fail_interrupted(store: Store, model: RiskModel) -> None:
+def test_list_and_expire_runs_without_lease(store: Store, model: RiskModel) -> None:
     ids = [store.create_run({"n": n}).id for n in range(4)]
     store.start_run(ids[1])
     store.start_run(ids[2])
@@ -115,13 +115,56 @@ def test_list_and_fail_interrupted(store: Store, model: RiskModel) -> None:
     assert [r.id for r in store.list_runs(limit=2)] == ids[:1:-1]
     assert [r.id for r in store.list_runs(status="queued")] == [ids[3], ids[0]]
     assert [m.id for m in store.list_models()] == [ids[2]]
-    interrupted = store.fail_interrupted_runs()
-    assert sorted(interrupted) == sorted([ids[0], ids[1], ids[3]])
-    for run_id in interrupted:
+    # open runs without a lease: no service worker holds them
+    expired = store.expire_runs()
+    assert sorted(expired) == sorted([ids[0], ids[1], ids[3]])
+    for run_id in expired:
         run = store.get_run(run_id)
-        assert (run.status, run.error) == ("failed", "interrupted: the service stopped during the build")
+        assert run.status == "failed"
+        assert run.error is not None and run.error.startswith("interrupted: the service stopped during the build")
     assert store.get_run(ids[2]).status == "succeeded"
-    assert store.fail_interrupted_runs() == []
+    assert store.expire_runs() == []
+
+
+def _age_lease(store: Store, run_id: str, seconds: float) -> None:
+    """Move the lease of ``run_id`` to ``seconds`` from now (negative: expired)."""
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE model_runs SET lease_expires_at = :t WHERE id = :id"), {"t": expires, "id": run_id}
+        )
+
+
+def test_leases_are_renewed_by_their_worker_and_expire(store: Store, model: RiskModel) -> None:
+    before = datetime.datetime.now(datetime.UTC)
+    live = store.create_run({"n": 1}, worker="host:1:a", lease_seconds=30)
+    other = store.create_run({"n": 2}, worker="host:2:b", lease_seconds=30)
+    held = store.get_run(live.id)
+    assert held.worker == "host:1:a"
+    assert held.lease_expires_at is not None
+    assert 29 <= (held.lease_expires_at - before).total_seconds() <= 31
+    store.start_run(live.id)
+    # a worker renews only its own leases, and only of open runs
+    assert store.renew_leases("host:1:a", [live.id, other.id], 60) == [live.id]
+    renewed = store.get_run(live.id).lease_expires_at
+    assert renewed is not None and (renewed - before).total_seconds() >= 59
+    not_renewed = store.get_run(other.id).lease_expires_at
+    assert not_renewed is not None and (not_renewed - before).total_seconds() <= 31
+    assert store.expire_runs() == []  # both leases are in the future
+    _age_lease(store, other.id, -1.0)
+    assert store.expire_runs() == [other.id]
+    failed = store.get_run(other.id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert "host:2:b" in failed.error and "stopped renewing its lease" in failed.error
+    # the failed run is no longer renewable, and the live one is untouched
+    assert store.renew_leases("host:2:b", [other.id], 30) == []
+    assert store.get_run(live.id).status == "running"
+    # its worker comes back too late: the model of an expired run is not saved
+    _age_lease(store, live.id, -1.0)
+    assert store.expire_runs() == [live.id]
+    with pytest.raises(StoreConflict, match="it is failed, not running"):
+        store.save_model(live.id, model, timings={})
 
 
 def test_delete_model_removes_every_row(store: Store, model: RiskModel) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -47,19 +48,30 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request (costs latency under load).")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes sharing the port and the store; each runs its own builds (build leases keep "
+            "them from failing each other's), and a worker that dies is restarted.",
+        ),
+    ] = 1,
     database_url: DatabaseUrl = None,
     schema: DatabaseSchema = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the REST service (uvicorn) on the configured store, under /api/v1/factor-engine (docs at /docs).
 
-    Reads its settings from the environment: FACTOR_ENGINE_DATABASE_URL, FACTOR_ENGINE_DATABASE_SCHEMA,
-    REDIS_URL (response cache), FACTOR_ENGINE_API_KEY, FACTOR_ENGINE_MAX_BODY_BYTES,
-    FACTOR_ENGINE_SYNC_BUILD_MAX_ROWS and FACTOR_ENGINE_CACHE_TTL_SECONDS.
+    Reads its settings from the environment (README, "Service settings"): FACTOR_ENGINE_DATABASE_URL,
+    FACTOR_ENGINE_DATABASE_SCHEMA, REDIS_URL (response cache), FACTOR_ENGINE_API_KEY, the request limits
+    (FACTOR_ENGINE_MAX_BODY_BYTES, FACTOR_ENGINE_MAX_UPLOAD_ROWS, ...) and the build limits
+    (FACTOR_ENGINE_MAX_CONCURRENT_BUILDS, FACTOR_ENGINE_MAX_QUEUED_BUILDS, FACTOR_ENGINE_BUILD_MEMORY_BUDGET_BYTES,
+    FACTOR_ENGINE_RUN_LEASE_SECONDS, ...).
 
     Example:
 
-        factor-engine serve --host 0.0.0.0 --port 8000
+        factor-engine serve --host 0.0.0.0 --port 8000 --workers 2
     """
     with _reported_errors(verbose):
         import uvicorn
@@ -77,9 +89,26 @@ def serve(
                 ),
                 soft_wrap=True,
             )
-        # one process: the build worker and the snapshot cache live in it (several workers would each fail the
-        # others' running builds as interrupted at start-up)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+            return
+        from factor_engine.storage import connect
+
+        # the workers read their settings from the environment; the store is migrated once, here, before they
+        # start (SQLite cannot serialize concurrent migrations)
+        for name, value in (("FACTOR_ENGINE_DATABASE_URL", database_url), ("FACTOR_ENGINE_DATABASE_SCHEMA", schema)):
+            if value is not None:
+                os.environ[name] = value
+        connect(settings.database_url, schema=settings.database_schema).close()
+        uvicorn.run(
+            "factor_engine.service.app:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=access_log,
+        )
 
 
 @app.command()

@@ -28,9 +28,10 @@ from factor_engine.storage import Store, StoreError
 __all__ = ["create_app"]
 
 
-def _fail_interrupted(store: Store) -> None:
-    """Runs left queued or running by a previous process can never finish: mark them failed."""
-    store.fail_interrupted_runs()
+def _expire_runs(store: Store) -> None:
+    """Runs whose worker is gone (lease expired, or none held) can never finish: mark them failed. The live
+    builds of other workers on the same store keep their leases and are left alone."""
+    store.expire_runs()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,10 +41,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import_style_modules(settings.style_module_names)  # custom styles; a bad module stops the start-up
-        stores = StoreHolder(settings, on_connect=_fail_interrupted)
-        runner = JobRunner(stores)
+        stores = StoreHolder(settings, on_connect=_expire_runs)
+        runner = JobRunner(
+            stores,
+            max_concurrent=settings.max_concurrent_builds,
+            max_queued=settings.max_queued_builds,
+            lease_seconds=settings.run_lease_seconds,
+        )
         cache = (
-            ResponseCache(settings.redis_url, prefix=settings.cache_prefix, ttl_seconds=settings.cache_ttl_seconds)
+            ResponseCache(
+                settings.redis_url,
+                prefix=settings.cache_prefix,
+                ttl_seconds=settings.cache_ttl_seconds,
+                retry_seconds=settings.cache_retry_seconds,
+            )
             if settings.redis_url
             else None
         )
@@ -54,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             snapshots=SnapshotCache(settings.snapshot_cache_size),
             jobs=runner,
         )
-        # open the store and fail interrupted runs now; if the database is down, on first use (503 until then)
+        # open the store and fail orphaned runs now; if the database is down, on first use (503 until then)
         with contextlib.suppress(StoreError):
             stores.get()
         runner.start()

@@ -15,17 +15,19 @@ import polars as pl
 
 from factor_engine.config import ConfigError, ModelConfig
 from factor_engine.model import build_model
-from factor_engine.panel import DATE, OPTIONAL_COLUMNS, SECTOR, validate_panel
+from factor_engine.panel import DATE, OPTIONAL_COLUMNS, SECTOR, SYMBOL, validate_panel
 from factor_engine.service.errors import InputError
 from factor_engine.service.limits import build_config_violations
 from factor_engine.service.schemas import CreateModelRequest
-from factor_engine.storage import ModelSummary, Store
+from factor_engine.storage import ModelSummary, PanelExtent, Store
 
 __all__ = [
     "BUILD_STAGES",
     "DEFAULT_UNIVERSE_SIZE",
     "INTERRUPTED",
     "BuildCancelled",
+    "check_build_extent",
+    "frame_extent",
     "load_build_panel",
     "model_config",
     "run_build",
@@ -113,31 +115,85 @@ def check_request(request: CreateModelRequest) -> None:
         raise InputError(f"start_date {request.start_date} is after end_date {request.end_date}")
 
 
-def load_build_panel(store: Store, request: CreateModelRequest, config: ModelConfig) -> pl.DataFrame:
-    """The stored panel a build uses, checked: every requested symbol stored, rows in the date range, the
-    data contract (``validate_panel``), the inputs of the configured styles present and, on some date, at
-    least as many assets as factors. Raises InputError / PanelError (422) naming what is wrong."""
+def check_build_extent(
+    store: Store, request: CreateModelRequest, config: ModelConfig
+) -> tuple[PanelExtent, tuple[str, ...]]:
+    """The checks of a build request that need only the size of its data, from aggregate queries (nothing is
+    loaded): every requested symbol stored, rows in the date range, the inputs of the configured styles present
+    and, on some date, at least as many assets as factors. Returns the extent of the rows the build would load
+    and the styles it would use; raises InputError (422) naming what is wrong."""
     check_request(request)
-    symbols = None
-    if request.universe_symbols is not None:
-        symbols = list(dict.fromkeys(request.universe_symbols))
-        stored = set(store.symbols())
-        unknown = [symbol for symbol in symbols if symbol not in stored]
-        if len(unknown) == len(symbols):
-            raise InputError(
-                f"universe is empty: none of the {len(symbols)} universe_symbols is in the store "
-                f"({_shown(unknown)}); ingest their data first (POST /data/panel)"
-            )
-        if unknown:
-            raise InputError(
-                f"{len(unknown)} of the universe_symbols are not in the store: {_shown(unknown)}; "
-                "remove them or ingest their data first"
-            )
+    symbols = _requested_symbols(store, request)
+    extent = store.panel_extent(
+        symbols=symbols if request.restrict_to_symbols else None, start=history_start(request), end=request.end_date
+    )
+    return extent, _check_extent(extent, request, config, store, symbols)
+
+
+def load_build_panel(store: Store, request: CreateModelRequest, config: ModelConfig) -> pl.DataFrame:
+    """The stored panel a build uses, checked as :func:`check_build_extent` does and with the data contract
+    (``validate_panel``). Raises InputError / PanelError (422) naming what is wrong."""
+    check_request(request)
+    symbols = _requested_symbols(store, request)
     panel = store.load_panel(
         symbols=symbols if request.restrict_to_symbols else None, start=history_start(request), end=request.end_date
     )
-    in_range = panel if request.start_date is None else panel.filter(pl.col(DATE) >= request.start_date)
-    if in_range.height == 0:
+    _check_extent(frame_extent(panel), request, config, store, symbols)
+    # optional columns the stored rows of this range never fill are absent for the model (it follows the data)
+    empty = [c for c in OPTIONAL_COLUMNS if c in panel.columns and panel.get_column(c).null_count() == panel.height]
+    return validate_panel(panel.drop(empty))
+
+
+def frame_extent(panel: pl.DataFrame) -> PanelExtent:
+    """The :class:`PanelExtent` of a loaded panel."""
+    per_date = panel.group_by(DATE).len().get_column("len")
+    dates = panel.get_column(DATE)
+    return PanelExtent(
+        rows=panel.height,
+        dates=per_date.len(),
+        most_assets=int(per_date.max() or 0),  # type: ignore[arg-type]
+        sectors=panel.get_column(SECTOR).drop_nulls().n_unique() if SECTOR in panel.columns else 0,
+        first_date=dates.min() if panel.height else None,  # type: ignore[arg-type]
+        last_date=dates.max() if panel.height else None,  # type: ignore[arg-type]
+        columns=tuple(
+            c for c in panel.columns if c not in (DATE, SYMBOL) and panel.get_column(c).null_count() < panel.height
+        ),
+    )
+
+
+def _requested_symbols(store: Store, request: CreateModelRequest) -> list[str] | None:
+    """The request's universe_symbols (deduplicated), each checked to be stored; None when not given."""
+    if request.universe_symbols is None:
+        return None
+    symbols = list(dict.fromkeys(request.universe_symbols))
+    stored = set(store.symbols())
+    unknown = [symbol for symbol in symbols if symbol not in stored]
+    if len(unknown) == len(symbols):
+        raise InputError(
+            f"universe is empty: none of the {len(symbols)} universe_symbols is in the store "
+            f"({_shown(unknown)}); ingest their data first (POST /data/panel)"
+        )
+    if unknown:
+        raise InputError(
+            f"{len(unknown)} of the universe_symbols are not in the store: {_shown(unknown)}; "
+            "remove them or ingest their data first"
+        )
+    return symbols
+
+
+def _check_extent(
+    extent: PanelExtent,
+    request: CreateModelRequest,
+    config: ModelConfig,
+    store: Store,
+    symbols: list[str] | None,
+) -> tuple[str, ...]:
+    """Rows in the requested range, the configured styles' inputs present and a solvable regression on some
+    date (InputError naming what is wrong otherwise); returns the styles the build will use."""
+    in_range = extent.rows > 0 and (
+        request.start_date is None or (extent.last_date is not None and extent.last_date >= request.start_date)
+    )
+    if not in_range:
         summary = store.panel_summary()
         held = (
             f"the store holds {summary.first_date} → {summary.last_date}"
@@ -149,30 +205,25 @@ def load_build_panel(store: Store, request: CreateModelRequest, config: ModelCon
             f"the date range {request.start_date or 'start'} → {request.end_date or 'end'} has no data for "
             f"{which}; {held}"
         )
-    # optional columns the stored rows of this range never fill are absent for the model (it follows the data)
-    empty = [c for c in OPTIONAL_COLUMNS if c in panel.columns and panel.get_column(c).null_count() == panel.height]
-    panel = panel.drop(empty)
     try:
-        style_names, _ = config.styles.resolve(panel.columns)
+        style_names, _ = config.styles.resolve((DATE, SYMBOL, *extent.columns))
     except ConfigError as exc:
         raise InputError(f"the stored panel has no values in the requested range for {exc}") from None
-    panel = validate_panel(panel)
-    _check_solvable(panel, config, style_names)
-    return panel
+    _check_solvable(extent, config, style_names)
+    return style_names
 
 
-def _check_solvable(panel: pl.DataFrame, config: ModelConfig, style_names: tuple[str, ...]) -> None:
+def _check_solvable(extent: PanelExtent, config: ModelConfig, style_names: tuple[str, ...]) -> None:
     """Every date would be skipped when no date has at least as many assets as factors (market + sectors +
     styles): say so instead of building an empty model."""
-    most = int(panel.group_by(DATE).len().get_column("len").max() or 0)  # type: ignore[arg-type]
+    most = extent.most_assets
     if config.universe.size:
         most = min(most, config.universe.size + len(config.universe.include))
-    n_sectors = panel.get_column(SECTOR).n_unique()
-    n_factors = 1 + n_sectors + len(style_names)
+    n_factors = 1 + extent.sectors + len(style_names)
     if most < n_factors:
         raise InputError(
             f"cannot build a risk model: at most {most} assets on any date for {n_factors} factors "
-            f"(market, {n_sectors} sectors, styles {', '.join(style_names) or 'none'}); the cross-sectional "
+            f"(market, {extent.sectors} sectors, styles {', '.join(style_names) or 'none'}); the cross-sectional "
             "regression needs at least as many assets as factors on a date, so every date would be skipped. "
             "Include more symbols, or build on the largest stored assets (restrict_to_symbols: false)"
         )
@@ -209,18 +260,17 @@ def run_build(
     run_id: str,
     request: CreateModelRequest,
     *,
-    panel: pl.DataFrame | None = None,
     cancelled: threading.Event | None = None,
 ) -> ModelSummary:
-    """Build the model of the queued run ``run_id`` and save it (the run then succeeds), or fail the run with
-    the error message and re-raise. ``panel``: the checked panel if the caller already loaded it."""
+    """Build the model of the queued run ``run_id`` (loading its panel first) and save it (the run then
+    succeeds), or fail the run with the error message and re-raise. ``cancelled``: set when the service stops
+    (the build is abandoned at its next stage)."""
     store.start_run(run_id)
     progress = _Progress(store, run_id, cancelled)
     try:
         config = model_config(request)
         with progress.stage("load panel"):
-            if panel is None:
-                panel = load_build_panel(store, request, config)
+            panel = load_build_panel(store, request, config)
         model = build_model(panel, config, stage=progress.stage).between(request.start_date, request.end_date)
         progress.announce("save")
         return store.save_model(run_id, model, timings=dict(progress.timings))
@@ -228,7 +278,7 @@ def run_build(
         message = str(error) or type(error).__name__
         if not isinstance(error, ValueError | BuildCancelled):
             message = f"{type(error).__name__}: {message}"
-        # if the database is gone the run stays running and shows as interrupted after a restart
+        # if the database is gone the run stays running until its lease expires (service.jobs)
         with contextlib.suppress(Exception):
             store.fail_run(run_id, message)
         raise

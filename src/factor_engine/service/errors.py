@@ -9,7 +9,7 @@ request body that fails the schema                         422    ``{"detail": [
 :class:`ResourceNotFound`, ``NotFound``                    404    ``{"detail": "no model <id>"}``
 :class:`Conflict`, ``StoreConflict``                       409    ``{"detail": "<message>"}``
 ``StoreUnavailable``                                       503    ``{"detail": "database unavailable: ..."}``
-:class:`CacheUnavailable`                                  503    ``{"detail": "cache unavailable: ..."}``
+:class:`ServiceBusy` (builds at capacity, queue full)      503    ``{"detail": ...}``, ``Retry-After`` header
 =========================================================  =====  ==========================================
 """
 
@@ -33,6 +33,7 @@ __all__ = [
     "Conflict",
     "InputError",
     "ResourceNotFound",
+    "ServiceBusy",
     "install_error_handlers",
 ]
 
@@ -47,6 +48,20 @@ class ResourceNotFound(LookupError):
 
 class Conflict(RuntimeError):
     """A request that conflicts with the current state, e.g. deleting a model being built (answered 409)."""
+
+
+class ServiceBusy(RuntimeError):
+    """Every build slot is taken or the build queue is full (answered 503 with ``Retry-After``).
+
+    Parameters
+    ----------
+    message: what is full and which setting bounds it.
+    retry_after: seconds the client should wait before trying again.
+    """
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CacheUnavailable(RuntimeError):
@@ -111,7 +126,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def cache_down(_request: Request, error: Exception) -> JSONResponse:
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, f"cache unavailable: {_message(error)}")
 
+    async def busy(_request: Request, error: Exception) -> JSONResponse:
+        retry_after = error.retry_after if isinstance(error, ServiceBusy) else 30
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": _message(error)},
+            headers={"Retry-After": str(retry_after)},
+        )
+
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ServiceBusy, busy)
     for error_type in (InputError, PanelError, ConfigError, ModelError, PortfolioError, InvalidValue):
         app.add_exception_handler(error_type, unprocessable)
     app.add_exception_handler(ResourceNotFound, not_found)

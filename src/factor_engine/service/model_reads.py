@@ -8,9 +8,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
 from factor_engine.panel import DATE, SYMBOL
-from factor_engine.service.builds import check_request, load_build_panel, model_config, run_build
+from factor_engine.service.budget import GIB, estimate_build_bytes
+from factor_engine.service.builds import check_build_extent, check_request, model_config
 from factor_engine.service.errors import Conflict, InputError, ResourceNotFound
 from factor_engine.service.paths import job_path, model_path
 from factor_engine.service.runtime import ServiceState
@@ -26,7 +28,7 @@ from factor_engine.service.schemas import (
     ModelSummaryResponse,
     SpecificRiskResponse,
 )
-from factor_engine.storage import ModelSummary, NotFound, RunRecord, Store
+from factor_engine.storage import ModelSummary, NotFound, PanelExtent, RunRecord, Store
 
 __all__ = [
     "create_model",
@@ -102,24 +104,47 @@ def job_response(run: RunRecord) -> JobResponse:
 # builds and jobs
 
 
+def _admit(state: ServiceState, store: Store, request: CreateModelRequest) -> PanelExtent:
+    """The checks every build request passes before a run is created: its configuration within the service's
+    bounds, its data present and solvable (from aggregates, nothing loaded) and its estimated peak memory
+    within the budget (InputError, 422, otherwise). Returns the extent of the data it would load."""
+    settings = state.settings
+    config = model_config(request, settings.style_module_names, settings.build_limits)
+    extent, styles = check_build_extent(store, request, config)
+    needed = estimate_build_bytes(extent, config, len(styles))
+    if needed > settings.memory_budget:
+        raise InputError(
+            f"the build is estimated to need {needed / GIB:.1f} GiB of memory ({extent.dates:,} dates × up to "
+            f"{extent.most_assets:,} assets); the service's budget is {settings.memory_budget / GIB:.1f} GiB "
+            "(FACTOR_ENGINE_BUILD_MEMORY_BUDGET_BYTES). Shorten the date range (start_date, end_date), lower the "
+            "universe size or the eigenfactor simulations, or raise the budget"
+        )
+    return extent
+
+
 def create_model(state: ServiceState, request: CreateModelRequest) -> ModelSummaryResponse | JobAccepted:
     """Build now (small panel, ``background`` not true, or ``background`` false) and return the summary, or
-    queue a job and return where to poll it. Checks fail with 422 before any run is created."""
+    queue a job and return where to poll it. Checks fail with 422, and a full build slot or queue with 503
+    (``Retry-After``), before any run is created; the panel is loaded when the build starts."""
     check_request(request)
-    config = model_config(request, state.settings.style_module_names, state.settings.build_limits)
     store = state.store()
-    panel = load_build_panel(store, request, config)
-    run = store.create_run(request.model_dump(mode="json"))
+    extent = _admit(state, store, request)
     direct = request.background is False or (
-        request.background is None and panel.height <= state.settings.sync_build_max_rows
+        request.background is None and extent.rows <= state.settings.sync_build_max_rows
     )
+    jobs = state.jobs
+    payload = request.model_dump(mode="json")
     if not direct:
-        state.jobs.submit(run.id, panel)
+        with jobs.queue_place() as place:
+            run = store.create_run(payload, worker=jobs.worker, lease_seconds=jobs.lease_seconds)
+            place.submit(run.id)
         return JobAccepted(job_id=run.id, status="queued", status_url=job_path(run.id))
-    try:
-        summary = run_build(store, run.id, request, panel=panel)
-    except ValueError as error:
-        raise InputError(f"cannot build the model: {error} (job {run.id} failed)") from error
+    with jobs.direct_slot():
+        run = store.create_run(payload, worker=jobs.worker, lease_seconds=jobs.lease_seconds)
+        try:
+            summary = jobs.run_direct(store, run.id, request)
+        except ValueError as error:
+            raise InputError(f"cannot build the model: {error} (job {run.id} failed)") from error
     return summary_response(summary)
 
 
@@ -141,13 +166,21 @@ def list_jobs(state: ServiceState, status: str | None, limit: int) -> list[JobRe
 
 
 def retry_job(state: ServiceState, job_id: str) -> JobAccepted:
-    """Queue a new job with the request of the failed job ``job_id`` (409 unless it failed)."""
+    """Queue a new job with the request of the failed job ``job_id`` (409 unless it failed); the request is
+    admitted again (bounds, data, memory budget, queue) as a new one would be."""
     store = state.store()
     run = _run(store, job_id)
     if run.status != "failed":
         raise Conflict(f"job {job_id} is {run.status}; only a failed job can be retried")
-    retry = store.create_run(run.request)
-    state.jobs.submit(retry.id)
+    try:
+        request = CreateModelRequest.model_validate(run.request)
+    except ValidationError as error:
+        raise InputError(f"job {job_id}'s request is not a valid model build request: {error}") from None
+    _admit(state, store, request)
+    jobs = state.jobs
+    with jobs.queue_place() as place:
+        retry = store.create_run(run.request, worker=jobs.worker, lease_seconds=jobs.lease_seconds)
+        place.submit(retry.id)
     return JobAccepted(job_id=retry.id, status="queued", status_url=job_path(retry.id))
 
 
@@ -173,7 +206,10 @@ def model_summary(state: ServiceState, model_id: str) -> ModelSummaryResponse:
 
 
 def delete_model(state: ServiceState, model_id: str) -> None:
-    """Delete a model, its run and its cached reads (409 while its build is queued or running)."""
+    """Delete a model, its run and its cached reads (409 while its build is queued or running).
+
+    Dropping the cached reads is best effort: once the deletion has committed a Redis error is only logged
+    (by the cache), since every cached read checks the model in the database first and so is 404 anyway."""
     store = state.store()
     try:
         run = store.get_run(model_id)
@@ -189,7 +225,7 @@ def delete_model(state: ServiceState, model_id: str) -> None:
         raise ResourceNotFound(f"no model {model_id}") from None
     state.snapshots.drop_model(model_id)
     if state.cache is not None:
-        state.cache.drop_model(model_id)
+        state.cache.drop_model(model_id)  # never raises: None when Redis failed
 
 
 def model_dates(state: ServiceState, model_id: str) -> ModelDatesResponse:

@@ -7,9 +7,9 @@ import datetime
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-
-import polars as pl
+from typing import Any
 
 from factor_engine.portfolio import RiskModelSnapshot
 from factor_engine.service.cache import ResponseCache
@@ -27,7 +27,7 @@ class StoreHolder:
     Parameters
     ----------
     settings: the database URL and schema.
-    on_connect: called with the store right after it is opened (e.g. ``fail_interrupted_runs``).
+    on_connect: called with the store right after it is opened (e.g. ``expire_runs``).
     """
 
     def __init__(self, settings: Settings, on_connect: Callable[[Store], None] | None = None) -> None:
@@ -148,8 +148,19 @@ class ServiceState:
 class JobQueue:
     """What the request handlers need of the job runner (see :class:`factor_engine.service.jobs.JobRunner`)."""
 
-    def submit(self, run_id: str, panel: pl.DataFrame | None = None) -> None:  # pragma: no cover - interface
-        """Queue the build of the run ``run_id`` (with its checked panel if already loaded)."""
+    worker: str
+    lease_seconds: float
+
+    def direct_slot(self) -> AbstractContextManager[None]:  # pragma: no cover - interface
+        """Hold a build slot for a direct build (``ServiceBusy`` when none is free)."""
+        raise NotImplementedError
+
+    def queue_place(self) -> AbstractContextManager[Any]:  # pragma: no cover - interface
+        """Reserve a queue place; the yielded place's ``submit(run_id)`` queues the run."""
+        raise NotImplementedError
+
+    def run_direct(self, store: Store, run_id: str, request: Any) -> Any:  # pragma: no cover - interface
+        """Build ``run_id`` now, in the caller's thread, under this process's lease."""
         raise NotImplementedError
 
     def is_active(self, run_id: str) -> bool:  # pragma: no cover - interface

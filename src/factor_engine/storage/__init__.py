@@ -6,7 +6,14 @@ Tables and blob layouts: :mod:`factor_engine.storage.tables` and :mod:`factor_en
 
 from factor_engine.storage.database import DEFAULT_DATABASE_URL, resolve_database_url
 from factor_engine.storage.errors import InvalidValue, NotFound, StoreConflict, StoreError, StoreUnavailable
-from factor_engine.storage.records import IngestResult, ModelSummary, PanelSummary, RunRecord, SectorSummary
+from factor_engine.storage.records import (
+    IngestResult,
+    ModelSummary,
+    PanelExtent,
+    PanelSummary,
+    RunRecord,
+    SectorSummary,
+)
 from factor_engine.storage.store import Store, connect
 
 __all__ = [
@@ -15,6 +22,7 @@ __all__ = [
     "InvalidValue",
     "ModelSummary",
     "NotFound",
+    "PanelExtent",
     "PanelSummary",
     "RunRecord",
     "SectorSummary",

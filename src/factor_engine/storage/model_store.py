@@ -42,7 +42,7 @@ from factor_engine.storage.tables import (
     model_symbols,
 )
 
-__all__ = ["INTERRUPTED", "ModelStore"]
+__all__ = ["INTERRUPTED", "ModelStore", "lease_expired"]
 
 INTERRUPTED = "interrupted: the service stopped during the build"
 RESIDUAL = "residual"
@@ -74,6 +74,21 @@ def _update_run(
         raise StoreConflict(conflict.format(status=status))
 
 
+def lease_expired(worker: str | None, expires: datetime.datetime | None) -> str:
+    """The error of a run failed because its lease expired (``expires`` None: it never had one)."""
+    if expires is None:
+        return f"{INTERRUPTED}: no service worker holds the build. Retry the job (POST /jobs/<id>/retry)"
+    when = "" if expires is None else f" at {expires.isoformat(timespec='seconds')}"
+    return (
+        f"the build's worker ({worker or 'unknown'}) stopped renewing its lease: it stopped, died or lost the "
+        f"database; the lease expired{when}. Retry the job (POST /jobs/<id>/retry)"
+    )
+
+
+def _seconds(value: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=float(value))
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -99,11 +114,15 @@ class ModelStore(StoreBase):
         self._symbol_lock = threading.Lock()
 
     # ---- runs ---------------------------------------------------------------------------------------------
-    def create_run(self, request: dict[str, Any]) -> RunRecord:
-        """A new run in status ``queued`` for ``request`` (any JSON-compatible mapping)."""
+    def create_run(
+        self, request: dict[str, Any], *, worker: str | None = None, lease_seconds: float | None = None
+    ) -> RunRecord:
+        """A new run in status ``queued`` for ``request`` (any JSON-compatible mapping), held by ``worker``
+        with a lease of ``lease_seconds`` (both None: no lease, e.g. a build outside the service)."""
         if not isinstance(request, Mapping):
             raise TypeError(f"request must be a JSON object (a mapping), got {type(request).__name__}")
         run_id = uuid.uuid4().hex
+        now = _now()
         with self._write() as connection:
             connection.execute(
                 model_runs.insert().values(
@@ -112,7 +131,9 @@ class ModelStore(StoreBase):
                     request=dict(request),
                     progress=0.0,
                     timings={},
-                    created_at=_now(),
+                    created_at=now,
+                    worker=worker,
+                    lease_expires_at=None if lease_seconds is None else now + _seconds(lease_seconds),
                 )
             )
         return self.get_run(run_id)
@@ -152,17 +173,43 @@ class ModelStore(StoreBase):
         """Mark a queued or running run ``failed`` with ``error``; StoreConflict if it already finished."""
         self._transition(run_id, _OPEN, status=RunStatus.FAILED, error=str(error), finished_at=_now())
 
-    def fail_interrupted_runs(self) -> list[str]:
-        """Mark every queued or running run failed ("interrupted: ..."); returns their ids (service start-up)."""
+    def renew_leases(self, worker: str, run_ids: Sequence[str], lease_seconds: float) -> list[str]:
+        """Extend to now + ``lease_seconds`` the leases ``worker`` holds on the queued or running runs
+        ``run_ids`` (taking the lease of a run without one); returns the ids renewed (a run that ended, or was
+        failed by another worker after its lease expired, is not)."""
+        if not run_ids:
+            return []
+        ids = list(run_ids)
+        held = sa.or_(model_runs.c.worker == worker, model_runs.c.worker.is_(None))
+        where = (model_runs.c.id.in_(ids), model_runs.c.status.in_(_OPEN), held)
         with self._write() as connection:
-            ids = list(connection.execute(sa.select(model_runs.c.id).where(model_runs.c.status.in_(_OPEN))).scalars())
-            if ids:
+            renewed = list(connection.execute(sa.select(model_runs.c.id).where(*where)).scalars())
+            if renewed:
                 connection.execute(
                     model_runs.update()
-                    .where(model_runs.c.id.in_(ids), model_runs.c.status.in_(_OPEN))
-                    .values(status=RunStatus.FAILED, error=INTERRUPTED, finished_at=_now())
+                    .where(model_runs.c.id.in_(renewed))
+                    .values(worker=worker, lease_expires_at=_now() + _seconds(lease_seconds))
                 )
-        return ids
+        return renewed
+
+    def expire_runs(self) -> list[str]:
+        """Fail every queued or running run whose lease has expired (its worker stopped renewing it: it died,
+        was stopped or lost the database) or that has no lease (no service worker holds it: left by a service
+        from before leases, or created outside one), with an error saying so; returns their ids."""
+        now = _now()
+        lapsed = sa.or_(model_runs.c.lease_expires_at.is_(None), model_runs.c.lease_expires_at < now)
+        where = (model_runs.c.status.in_(_OPEN), lapsed)
+        with self._write() as connection:
+            expired = connection.execute(
+                sa.select(model_runs.c.id, model_runs.c.worker, model_runs.c.lease_expires_at).where(*where)
+            ).all()
+            for run_id, worker, expires in expired:
+                connection.execute(
+                    model_runs.update()
+                    .where(model_runs.c.id == run_id, *where)
+                    .values(status=RunStatus.FAILED, error=lease_expired(worker, _utc(expires)), finished_at=now)
+                )
+        return [row[0] for row in expired]
 
     def _transition(self, run_id: str, allowed: Sequence[str], **values: Any) -> None:
         with self._write() as connection:
@@ -629,6 +676,8 @@ def _run_record(row: sa.RowMapping) -> RunRecord:
         created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
         started_at=_utc(row["started_at"]),
         finished_at=_utc(row["finished_at"]),
+        worker=row["worker"],
+        lease_expires_at=_utc(row["lease_expires_at"]),
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import sqlite
 
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL, VALUE_FEATURES, PanelError
 from factor_engine.storage.database import StoreBase, driver_connection
-from factor_engine.storage.records import IngestResult, PanelSummary, SectorSummary
+from factor_engine.storage.records import IngestResult, PanelExtent, PanelSummary, SectorSummary
 from factor_engine.storage.tables import panel as panel_table
 
 __all__ = ["PANEL_COLUMNS", "PANEL_SCHEMA", "PanelStore"]
@@ -133,15 +133,7 @@ class PanelStore(StoreBase):
     ) -> pl.DataFrame:
         """The stored rows in [start, end] (inclusive; None = open) for ``symbols`` (None = all), sorted by
         (date, symbol), every panel column with the contract dtypes (Date, String, Float64)."""
-        if isinstance(symbols, str):
-            raise TypeError("symbols must be a sequence of symbols, not a single string")
-        conditions: list[sa.ColumnElement[bool]] = []
-        if symbols is not None:
-            conditions.append(panel_table.c.symbol.in_(list(symbols)))
-        if start is not None:
-            conditions.append(panel_table.c.date >= start)
-        if end is not None:
-            conditions.append(panel_table.c.date <= end)
+        conditions = _selection(symbols, start, end)
         query = (
             sa.select(*(panel_table.c[name] for name in PANEL_COLUMNS))
             .where(*conditions)
@@ -183,6 +175,39 @@ class PanelStore(StoreBase):
         return PanelSummary(
             rows=int(row[0]),
             symbols=int(row[1]),
+            first_date=_as_date(row[2]),
+            last_date=_as_date(row[3]),
+            columns=tuple(name for name, n in zip(VALUE_COLUMNS, row[4:], strict=True) if n),
+        )
+
+    def panel_extent(
+        self,
+        *,
+        symbols: Sequence[str] | None = None,
+        start: datetime.date | None = None,
+        end: datetime.date | None = None,
+    ) -> PanelExtent:
+        """How big the selection :meth:`load_panel` would load is (rows, dates, most assets on a date, sectors,
+        date range, filled value columns), from two aggregate queries; nothing is loaded."""
+        c = panel_table.c
+        conditions = _selection(symbols, start, end)
+        totals = sa.select(
+            sa.func.count(),
+            sa.func.count(sa.distinct(c.sector)),
+            sa.func.min(c.date),
+            sa.func.max(c.date),
+            *(sa.func.count(c[name]) for name in VALUE_COLUMNS),
+        ).where(*conditions)
+        per_date = sa.select(sa.func.count().label("n")).where(*conditions).group_by(c.date).subquery()
+        spread = sa.select(sa.func.count(), sa.func.max(per_date.c.n))
+        with self._read() as connection:
+            row = connection.execute(totals).one()
+            dates, most = connection.execute(spread).one()
+        return PanelExtent(
+            rows=int(row[0]),
+            dates=int(dates or 0),
+            most_assets=int(most or 0),
+            sectors=int(row[1]),
             first_date=_as_date(row[2]),
             last_date=_as_date(row[3]),
             columns=tuple(name for name, n in zip(VALUE_COLUMNS, row[4:], strict=True) if n),
@@ -337,3 +362,19 @@ def _batch(panel: pl.DataFrame) -> pl.DataFrame:
         example = panel.filter(panel.select(DATE, SYMBOL).is_duplicated()).select(DATE, SYMBOL).row(0)
         raise PanelError(f"ingest_panel: duplicate (date, symbol) rows, e.g. {example}")
     return panel.select(pl.col(name).cast(PANEL_SCHEMA[name]) for name in PANEL_COLUMNS if name in panel.columns)
+
+
+def _selection(
+    symbols: Sequence[str] | None, start: datetime.date | None, end: datetime.date | None
+) -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions selecting ``symbols`` (None = all) in [start, end] (None = open)."""
+    if isinstance(symbols, str):
+        raise TypeError("symbols must be a sequence of symbols, not a single string")
+    conditions: list[sa.ColumnElement[bool]] = []
+    if symbols is not None:
+        conditions.append(panel_table.c.symbol.in_(list(symbols)))
+    if start is not None:
+        conditions.append(panel_table.c.date >= start)
+    if end is not None:
+        conditions.append(panel_table.c.date <= end)
+    return conditions

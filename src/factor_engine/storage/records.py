@@ -6,7 +6,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["IngestResult", "ModelSummary", "PanelSummary", "RunRecord", "RunStatus", "SectorSummary"]
+__all__ = ["IngestResult", "ModelSummary", "PanelExtent", "PanelSummary", "RunRecord", "RunStatus", "SectorSummary"]
 
 
 class RunStatus:
@@ -53,6 +53,29 @@ class PanelSummary:
 
 
 @dataclass(frozen=True)
+class PanelExtent:
+    """The size of a selection of stored panel rows, from aggregates (no row is loaded).
+
+    Attributes
+    ----------
+    rows: rows selected.
+    dates: distinct dates.
+    most_assets: the most rows (assets) on one date.
+    sectors: distinct non-null sector labels.
+    first_date, last_date: the date range (None when no row is selected).
+    columns: the value columns with at least one non-null value among the rows.
+    """
+
+    rows: int
+    dates: int
+    most_assets: int
+    sectors: int
+    first_date: datetime.date | None
+    last_date: datetime.date | None
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SectorSummary:
     """One sector label of the stored panel (labels are the user's data: any taxonomy).
 
@@ -86,6 +109,8 @@ class RunRecord:
     error: why the run failed.
     timings: seconds per stage.
     created_at, started_at, finished_at: UTC timestamps.
+    worker: the service process holding the build while it is queued or running (None: no lease).
+    lease_expires_at: when the worker's lease on it runs out unless renewed (UTC; None: no lease).
     """
 
     id: str
@@ -98,6 +123,8 @@ class RunRecord:
     created_at: datetime.datetime
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None
+    worker: str | None = None
+    lease_expires_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)

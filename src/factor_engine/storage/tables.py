@@ -14,7 +14,8 @@ reference ``model_runs.id`` with ``ON DELETE CASCADE``: deleting a run deletes e
     (UTC). Filled on success: ``model_meta`` (JSON: factors, sectors, styles, horizon, config, engine_version,
     first_date, last_date, n_dates, n_assets, covariance_dates) and ``forecast_dates`` (blob, the dates
     :func:`factor_engine.portfolio.snapshot.forecast_dates` returns, as little-endian int32 days since
-    1970-01-01).
+    1970-01-01). While queued or running: ``worker`` (the id of the service process that holds the build) and
+    ``lease_expires_at`` (UTC; the worker renews it; once past, any worker fails the run).
 ``model_symbols``
     Per-model symbol dictionary: ``(model_id, position)`` → ``symbol``; positions are 0..N-1 over the sorted
     distinct symbols of the model's exposures, specific risk and residuals.
@@ -83,6 +84,8 @@ model_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("model_meta", sa.JSON),
     sa.Column("forecast_dates", sa.LargeBinary),
+    sa.Column("worker", sa.String(128)),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
 )
 
 
