@@ -9,7 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BUILD_CONFIG_BOUNDS", "MAX_LISTED_SYMBOLS", "BodySizeLimit", "build_config_violations"]
+__all__ = [
+    "BUILD_CONFIG_BOUNDS",
+    "MAX_LABEL_CHARS",
+    "MAX_LISTED_SYMBOLS",
+    "BodySizeLimit",
+    "build_config_violations",
+]
 
 
 def _too_large(limit: int) -> str:
@@ -109,3 +115,9 @@ def build_config_violations(effective: dict[str, Any], highest: dict[str, float]
             f"config: [universe] include lists {len(include):,} symbols; the limit is {MAX_LISTED_SYMBOLS:,}"
         )
     return problems
+
+
+#: Longest symbol or sector label accepted, characters (JSON rows and uploads alike; longer is a 422). The
+#: labels are the panel's primary key and indexed columns: PostgreSQL refuses an index row above about 2.7 KB
+#: ("index row size exceeds maximum"), and no real ticker or sector name comes near 200 characters.
+MAX_LABEL_CHARS = 200

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from factor_engine.service.limits import BUILD_CONFIG_BOUNDS, MAX_LISTED_SYMBOLS
+from factor_engine.service.limits import BUILD_CONFIG_BOUNDS, MAX_LABEL_CHARS, MAX_LISTED_SYMBOLS
 
 __all__ = [
     "CovarianceResponse",
@@ -182,7 +182,13 @@ class StoreInfo(BaseModel):
 
 
 class Limits(BaseModel):
+    """The service's limits: ``max_body_bytes`` (bytes), ``max_upload_rows`` (rows of one upload or JSON
+    batch), ``max_upload_decoded_bytes`` (bytes an upload may decode to), ``sync_build_max_rows`` (rows),
+    ``cache_ttl_seconds`` (seconds)."""
+
     max_body_bytes: int
+    max_upload_rows: int
+    max_upload_decoded_bytes: int
     sync_build_max_rows: int
     cache_ttl_seconds: int
 
@@ -217,21 +223,24 @@ class InfoResponse(BaseModel):
 
 class PanelRow(BaseModel):
     """One (date, symbol) row of the data contract; a column no row of the batch sets is not touched in the
-    store. Units: daily simple returns (fractions), market cap in currency units, ratios to price."""
+    store. Units: daily simple returns (fractions), market cap in currency units, ratios to price. ``symbol``
+    and ``sector`` are labels of at most :data:`~factor_engine.service.limits.MAX_LABEL_CHARS` characters,
+    without NUL characters."""
 
     model_config = ConfigDict(extra="forbid")
     date: datetime.date
-    symbol: str
+    symbol: str = Field(max_length=MAX_LABEL_CHARS)
     asset_returns: FiniteFloat | None = None
     market_cap: FiniteFloat | None = None
-    sector: str | None = None
+    sector: str | None = Field(default=None, max_length=MAX_LABEL_CHARS)
     book_price: FiniteFloat | None = None
     sales_price: FiniteFloat | None = None
     cf_price: FiniteFloat | None = None
 
 
 class PanelRowsRequest(BaseModel):
-    """A small batch of panel rows as JSON (use /data/panel/upload for millions of rows)."""
+    """A small batch of panel rows as JSON (use /data/panel/upload for millions of rows); at most the
+    service's ``max_upload_rows`` rows (413 above)."""
 
     model_config = ConfigDict(extra="forbid")
     rows: list[PanelRow] = Field(min_length=1)

@@ -87,6 +87,8 @@ def info(state: ServiceState) -> InfoResponse:
         auth_required=bool(settings.api_key),
         limits=Limits(
             max_body_bytes=settings.max_body_bytes,
+            max_upload_rows=settings.max_upload_rows,
+            max_upload_decoded_bytes=settings.max_upload_decoded_bytes,
             sync_build_max_rows=settings.sync_build_max_rows,
             cache_ttl_seconds=settings.cache_ttl_seconds,
         ),

@@ -13,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from factor_engine.service.deps import State
 from factor_engine.service.fastjson import FastJSONRoute
-from factor_engine.service.panel_data import UPLOAD_FORMATS, delete_rows, ingest_rows, ingest_upload, upload_format
+from factor_engine.service.panel_data import (
+    UPLOAD_FORMATS,
+    UploadLimits,
+    UploadTooLarge,
+    delete_rows,
+    ingest_rows,
+    ingest_upload,
+    upload_format,
+)
 from factor_engine.service.schemas import (
     DeletedResponse,
     IngestResponse,
@@ -28,10 +36,28 @@ router = APIRouter(prefix="/data", tags=["data"], route_class=FastJSONRoute)
 _SPOOL_BYTES = 64 * 1024 * 1024
 
 
-@router.post("/panel", response_model=IngestResponse)
+def _too_large(error: UploadTooLarge) -> HTTPException:
+    """The 413 answer of an upload or JSON batch above the settings' upload limits."""
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error))
+
+
+@router.post(
+    "/panel",
+    response_model=IngestResponse,
+    responses={
+        413: {
+            "description": "more rows than FACTOR_ENGINE_MAX_UPLOAD_ROWS, or a body above FACTOR_ENGINE_MAX_BODY_BYTES"
+        },
+        422: {"description": "rows that fail the data contract, labels over 200 characters or holding NUL"},
+    },
+)
 def post_panel(request: PanelRowsRequest, state: State) -> IngestResponse:
-    """Upsert a small batch of panel rows (validated with the data contract)."""
-    return IngestResponse(**asdict(ingest_rows(state.store(), request.rows)))
+    """Upsert a small batch of panel rows (validated with the data contract), at most max_upload_rows rows."""
+    try:
+        result = ingest_rows(state.store(), request.rows, state.settings.max_upload_rows)
+    except UploadTooLarge as error:
+        raise _too_large(error) from error
+    return IngestResponse(**asdict(result))
 
 
 @router.delete(
@@ -62,11 +88,23 @@ def delete_panel(
             "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in UPLOAD_FORMATS},
         }
     },
-    responses={413: {"description": "body above FACTOR_ENGINE_MAX_BODY_BYTES"}, 415: {"description": "media type"}},
+    responses={
+        413: {
+            "description": "body above FACTOR_ENGINE_MAX_BODY_BYTES, or a panel that decodes to more rows than "
+            "FACTOR_ENGINE_MAX_UPLOAD_ROWS or more bytes than FACTOR_ENGINE_MAX_UPLOAD_DECODED_BYTES (decided "
+            "from the Parquet or Arrow metadata, else while decoding in batches: nothing is stored)"
+        },
+        415: {"description": "media type"},
+        422: {
+            "description": "an unreadable body, unknown columns, rows that fail the data contract, labels over "
+            "200 characters or holding NUL"
+        },
+    },
 )
 async def upload_panel(request: Request, state: State) -> IngestResponse:
     """Upsert a panel sent as the raw body: Parquet (application/vnd.apache.parquet or
-    application/octet-stream) or Arrow IPC (application/vnd.apache.arrow.file / .stream)."""
+    application/octet-stream) or Arrow IPC (application/vnd.apache.arrow.file / .stream), decoded in batches
+    under the settings' max_upload_rows and max_upload_decoded_bytes (413 above either)."""
     body_format = upload_format(request.headers.get("content-type"))
     if not body_format:
         raise HTTPException(
@@ -79,7 +117,11 @@ async def upload_panel(request: Request, state: State) -> IngestResponse:
         if body.tell() == 0:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request body is empty: send the panel file")
         body.seek(0)
-        result = await run_in_threadpool(lambda: ingest_upload(state.store(), body, body_format))
+        limits = UploadLimits(state.settings.max_upload_rows, state.settings.max_upload_decoded_bytes)
+        try:
+            result = await run_in_threadpool(lambda: ingest_upload(state.store(), body, body_format, limits))
+        except UploadTooLarge as error:
+            raise _too_large(error) from error
     return IngestResponse(**asdict(result))
 
 
