@@ -9,6 +9,13 @@ attack. Attacks so far:
   ≤ 50 ms.
 * ``out-of-bounds config``: ``POST /risk-model/create`` (with the key) asking for 10^9 eigenfactor simulations
   and 10^9 size groups. Target: 422 without starting a build (``GET /jobs`` stays empty), /health p95 ≤ 50 ms.
+* ``decompression bomb``: ``POST /data/panel/upload`` (with the key) of a zstd Parquet file of 20,000,000
+  identical (date, symbol, asset_returns) rows, a few hundred KB on the wire and about 400 MB once decoded.
+  Target: 413 (above FACTOR_ENGINE_MAX_UPLOAD_ROWS, decided from the file's metadata), ≤ 100 MB RSS increase,
+  /health p95 ≤ 50 ms, nothing stored.
+* ``NUL and over-long labels``: ``POST /data/panel`` with the symbol "A\\u0000B", the same with a
+  10,000-character symbol, and an upload with a 10,000-character sector. Target: 422 each (not a 500 from
+  PostgreSQL's "index row size exceeds maximum"), nothing stored.
 
 Usage::
 
@@ -19,6 +26,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime
+import io
 import json
 import socket
 import statistics
@@ -31,12 +40,18 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from service_harness import PG_URL, PREFIX, Server, drop_schema, service_env
 
 API_KEY = "bench-hostile-key"
 BODY_BYTES = 200_000_000
 ATTACKERS = 3
 CHUNK = b"[" + b"0," * 32_767 + b"0]"  # 64 KiB of JSON-looking bytes
+BOMB_ROWS = 20_000_000
+BOMB_GROUP_ROWS = 1_000_000
+LONG_LABEL = "A" * 10_000
 
 
 def rss_bytes(pid: int) -> int:
@@ -149,6 +164,73 @@ def out_of_bounds_config(base: str) -> tuple[int, float, int]:
     return status, elapsed, runs
 
 
+def write_bomb(path: Path) -> int:
+    """Write BOMB_ROWS identical rows as a zstd Parquet file at ``path``, one repeated BOMB_GROUP_ROWS-row
+    table per row group (so building it needs one group in memory, not the whole file); its size in bytes."""
+    group = pa.table(
+        {
+            "date": pa.array([datetime.date(2024, 1, 2)] * BOMB_GROUP_ROWS, pa.date32()),
+            "symbol": pa.array(["AAPL"] * BOMB_GROUP_ROWS, pa.string()),
+            "asset_returns": pa.array([0.01] * BOMB_GROUP_ROWS, pa.float64()),
+        }
+    )
+    with pq.ParquetWriter(path, group.schema, compression="zstd") as writer:
+        for _ in range(BOMB_ROWS // BOMB_GROUP_ROWS):
+            writer.write_table(group, row_group_size=BOMB_GROUP_ROWS)
+    return path.stat().st_size
+
+
+def post(base: str, path: str, body: bytes, content_type: str) -> tuple[int, float, str]:
+    """(status, seconds, detail) of one POST with the API key."""
+    headers = {"Content-Type": content_type, "X-API-Key": API_KEY}
+    request = urllib.request.Request(f"{base}{PREFIX}{path}", data=body, headers=headers, method="POST")
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    elapsed = time.perf_counter() - start
+    detail = json.loads(raw).get("detail", "") if raw else ""
+    return status, elapsed, detail if isinstance(detail, str) else json.dumps(detail)
+
+
+def stored_rows(base: str) -> int:
+    """Rows of the stored panel (GET /data/summary)."""
+    request = urllib.request.Request(f"{base}{PREFIX}/data/summary", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        rows: int = json.loads(response.read())["rows"]
+    return rows
+
+
+def label_attacks(base: str) -> list[tuple[str, int, float, str]]:
+    """(name, status, seconds, detail) of the NUL and over-long label requests."""
+    row = {"date": "2024-01-02", "symbol": "AAPL", "asset_returns": 0.01, "sector": "Widgets"}
+    answers = []
+    for name, changed in (("NUL symbol", {"symbol": "A\u0000B"}), ("10,000-char symbol", {"symbol": LONG_LABEL})):
+        body = json.dumps({"rows": [{**row, **changed}]}).encode()
+        answers.append((f"JSON {name}", *post(base, "/data/panel", body, "application/json")))
+    buffer = io.BytesIO()
+    pq.write_table(
+        pa.table(
+            {
+                "date": pa.array([datetime.date(2024, 1, 2)], pa.date32()),
+                "symbol": ["AAPL"],
+                "asset_returns": [0.01],
+                "sector": [LONG_LABEL],
+            }
+        ),
+        buffer,
+    )
+    answers.append(
+        (
+            "upload 10,000-char sector",
+            *post(base, "/data/panel/upload", buffer.getvalue(), "application/vnd.apache.parquet"),
+        )
+    )
+    return answers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -199,6 +281,42 @@ def main() -> int:
                 f"run(s) created, server RSS +{increase:.1f} MiB, /health p95 {1000 * health.p95():.1f} ms: "
                 f"{'ok' if ok else 'OVER TARGET'}"
             )
+            bomb = Path(folder) / "bomb.parquet"
+            size = write_bomb(bomb)
+            body = bomb.read_bytes()
+            time.sleep(0.5)
+            resting = rss_bytes(server.process.pid)
+            with PeakRss(server.process.pid) as peak, HealthPoller(server.base) as health:
+                status, seconds, detail = post(
+                    server.base, "/data/panel/upload", body, "application/vnd.apache.parquet"
+                )
+                time.sleep(0.2)
+            increase = (peak.peak - resting) / 2**20
+            rows = stored_rows(server.base)
+            ok = status == 413 and increase <= 100 and health.p95() <= 0.050 and rows == 0
+            failures += not ok
+            print(
+                f"decompression bomb ({args.database}): {BOMB_ROWS:,} rows in {size / 1e3:.0f} KB of zstd Parquet, "
+                f"status {status} in {1000 * seconds:.1f} ms, server RSS +{increase:.1f} MiB, /health p95 "
+                f"{1000 * health.p95():.1f} ms over {len(health.latencies)} calls, {rows} rows stored: "
+                f"{'ok' if ok else 'OVER TARGET'}\n  {detail}"
+            )
+            resting = rss_bytes(server.process.pid)
+            with PeakRss(server.process.pid) as peak, HealthPoller(server.base) as health:
+                answers = label_attacks(server.base)
+                time.sleep(0.2)
+            increase = (peak.peak - resting) / 2**20
+            rows = stored_rows(server.base)
+            ok = all(status == 422 for _, status, _, _ in answers) and rows == 0
+            failures += not ok
+            print(
+                f"NUL and over-long labels ({args.database}): "
+                + ", ".join(f"{name} {status} in {1000 * seconds:.1f} ms" for name, status, seconds, _ in answers)
+                + f"; server RSS +{increase:.1f} MiB, /health p95 {1000 * health.p95():.1f} ms, {rows} rows stored: "
+                f"{'ok' if ok else 'OVER TARGET'}"
+            )
+            for name, _, _, detail in answers:
+                print(f"  {name}: {detail[:160]}")
         finally:
             server.stop()
             if schema is not None:
