@@ -11,13 +11,15 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
+from threadpoolctl import ThreadpoolController
 
 from factor_engine.panel import DATE
 from factor_engine.xsection import CONSTANT_TOL
@@ -44,6 +46,54 @@ def run_parallel(task: Callable[[_Item], object], items: Iterable[_Item]) -> Non
     with ThreadPoolExecutor(max_workers=worker_count()) as pool:
         for _ in pool.map(task, work):
             pass
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_original: dict[str, int] = {}
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread while any caller, in any thread, is inside; restored when the last leaves.
+
+    The kernels run their own threads over blocks of dates, each calling BLAS on small matrices, where a
+    multi-threaded BLAS only adds contention. threadpoolctl's ``threadpool_limits`` restores what it saw on
+    entry, so two overlapping uses from different threads (two builds in one service process) could leave BLAS
+    single-threaded for good; this counts its users, records each library's threads when the first enters and
+    sets them back when the last leaves. OpenBLAS (pthreads) takes a limit only from its "controlling thread",
+    the first to set one, and silently ignores other threads: the controlling thread is cleared around each
+    change, so the last user restores the limit from whichever thread it runs in.
+    """
+    global _blas_users
+    with _blas_lock:
+        if _blas_users == 0:
+            libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_original.clear()
+            _blas_original.update({lib.filepath: lib.num_threads for lib in libraries})
+            for lib in libraries:
+                _set_threads(lib, 1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+                    if lib.filepath in _blas_original:
+                        _set_threads(lib, _blas_original[lib.filepath])
+
+
+def _set_threads(library: Any, threads: int) -> None:
+    """Set a threadpoolctl library controller's threads from this thread (clearing OpenBLAS's controlling
+    thread first, so the call is not silently ignored, and after, so the next caller may set it too)."""
+    clear = getattr(library, "clear_controlling_thread", None)
+    if clear is not None:
+        clear()
+    library.set_num_threads(threads)
+    if clear is not None:
+        clear()
 
 
 @dataclass(frozen=True)

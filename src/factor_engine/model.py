@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
 from factor_engine import __version__
-from factor_engine._dense import run_parallel
+from factor_engine._dense import run_parallel, single_threaded_blas
 from factor_engine.config import ModelConfig, SectorsConfig
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
@@ -356,7 +355,7 @@ def build_model(
     # serial parts the others fill). BLAS runs single-threaded meanwhile (the kernels parallelize themselves),
     # restored afterwards.
     specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=2) as background:
+    with single_threaded_blas(), ThreadPoolExecutor(max_workers=2) as background:
         forecast = background.submit(forecast_factor_covariance, factor_returns, config)
         time_series = background.submit(  # specific risk's time-series part needs no exposures
             time_series_specific_risk, result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config

@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import run_parallel, winsorize
+from factor_engine._dense import run_parallel, single_threaded_blas, winsorize
 from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 
@@ -280,7 +279,7 @@ def estimate_factor_returns(
     n_candidates = np.zeros(n_ret_dates, dtype=np.int64)
     # Blocks run on all cores; each block's small batched products run single-threaded in BLAS
     # (multi-threaded BLAS on many small matrices is slower, and much slower on a busy machine).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         run_parallel(solve_block, range(0, n_ret_dates, block))
     none = n_used == 0
     few = (n_used < n_candidates) & ~none if method == "barra" else np.zeros(n_ret_dates, dtype=bool)

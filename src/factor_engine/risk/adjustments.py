@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import ewma_sum, run_parallel
+from factor_engine._dense import ewma_sum, run_parallel, single_threaded_blas
 from factor_engine.panel import DATE
 from factor_engine.risk.covariance import FactorCovariance, forecast_mask
 
@@ -76,7 +75,7 @@ def _simulated_profiles(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndar
         stop = start + _DATES_PER_BATCH
         profiles[start:stop] = _bias_profile(eigvals[start:stop], eigvecs[start:stop], draws)
 
-    with threadpool_limits(limits=1, user_api="blas"):  # parallel over batches, not inside BLAS calls
+    with single_threaded_blas():  # parallel over batches, not inside BLAS calls
         run_parallel(simulate, range(0, eigvals.shape[0], _DATES_PER_BATCH))
     return profiles
 

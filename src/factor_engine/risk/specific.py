@@ -63,9 +63,8 @@ from typing import TypeGuard
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
-from factor_engine._dense import ewma_sum, run_parallel
+from factor_engine._dense import ewma_sum, run_parallel, single_threaded_blas
 from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed, sort_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.regression import _rank_revealing_solve
@@ -414,7 +413,7 @@ def _structural(
             estimate = bias[:, None] * np.exp(fitted)
         result[lo:hi] = np.where(has_exposure & solvable[:, None], estimate, np.nan)
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         run_parallel(solve_block, range(0, n_dates, block))
     return result
 
