@@ -1,4 +1,5 @@
-"""Redis caching of score and model-read responses, 503 when the configured Redis is down, and the API key."""
+"""Redis caching of score and model-read responses, answers from the database (/health "degraded") when the
+configured Redis is down, and the API key."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 from service_helpers import API, TEST_CONFIG, ClientFactory, json_rows
 
+from factor_engine import __version__
 from factor_engine.panel import validate_panel
 from factor_engine.service.cache import ResponseCache
 from factor_engine.service.schemas import MomentumRequest
@@ -60,7 +62,7 @@ def test_scores_and_model_reads_are_served_from_redis(
         other = client.post(f"{API}/factors/momentum", json={**body, "lag": 2})
         assert other.headers["X-Cache"] == "miss"
 
-        # model reads: cached per model; deleting the model drops its keys
+        # model reads: cached per model and model version; deleting the model drops its keys
         store_url = client.get(f"{API}/info").json()["store"]["url"]
         assert store_url.startswith("sqlite")
         store = connect(f"sqlite:///{tmp_path}/service.db")
@@ -72,24 +74,38 @@ def test_scores_and_model_reads_are_served_from_redis(
         for path in ("", "/dates", "/factor-returns", "/covariance"):
             assert client.get(f"{API}/models/{model_id}{path}").headers["X-Cache"] == "miss"
             assert client.get(f"{API}/models/{model_id}{path}").headers["X-Cache"] == "hit"
-        assert len(list(raw.scan_iter(match=f"{prefix}model:{model_id}:*"))) == 4
+        store = connect(f"sqlite:///{tmp_path}/service.db")
+        finished_at = store.get_run(model_id).finished_at
+        store.close()
+        assert finished_at is not None
+        version = f"{prefix}v{__version__}:model:{model_id}:{finished_at.isoformat()}:"
+        model_keys = [k.decode() for k in raw.scan_iter(match=f"{prefix}*model*")]
+        assert len(model_keys) == 4 and all(k.startswith(version) for k in model_keys), model_keys
         assert client.delete(f"{API}/models/{model_id}").status_code == 204
-        assert list(raw.scan_iter(match=f"{prefix}model:{model_id}:*")) == []
+        assert list(raw.scan_iter(match=f"{prefix}*model*")) == []
+        assert raw.get(key) is not None  # the factor scores stay
         assert client.get(f"{API}/models/{model_id}").status_code == 404
     raw.close()
 
 
-def test_redis_down_is_503(app_client: ClientFactory) -> None:
+def test_unreachable_redis_is_bypassed_and_health_is_degraded(app_client: ClientFactory) -> None:
+    with app_client() as uncached:
+        expected = uncached.post(f"{API}/factors/momentum", json={"data": ROWS})
+    assert expected.status_code == 200 and "X-Cache" not in expected.headers
     with app_client(redis_url="redis://127.0.0.1:1/0") as client:
         response = client.post(f"{API}/factors/momentum", json={"data": ROWS})
-        assert response.status_code == 503
-        assert response.json()["detail"].startswith("cache unavailable: Redis at redis://127.0.0.1:1/0: ")
+        assert response.status_code == 200 and response.headers["X-Cache"] == "bypass"
+        assert response.content == expected.content
         health = client.get(f"{API}/health")
-        assert health.status_code == 503
-        assert health.json()["database"] == "ok"
-        assert health.json()["cache"] == "unavailable (details in the server log)"  # no address in public
+        assert health.status_code == 200
+        # no address in public: the details are in the server log
+        assert health.json() == {
+            "status": "degraded",
+            "database": "ok",
+            "cache": "unavailable (details in the server log)",
+        }
         response = client.get(f"{API}/models/abc")
-        assert response.status_code == 503 and response.json()["detail"].startswith("cache unavailable: ")
+        assert response.status_code == 404 and response.json() == {"detail": "no model abc"}
 
 
 def test_health_reports_redis_ok(app_client: ClientFactory, prefix: str) -> None:

@@ -169,9 +169,10 @@ class FactorsListResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """``status`` ok when the database (and Redis, if configured) answer."""
+    """``status`` ok when the database (and Redis, if configured) answer; degraded when only Redis does not
+    (requests are answered from the database, uncached); unavailable when the database does not."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     database: str
     cache: str
 

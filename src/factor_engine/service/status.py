@@ -9,7 +9,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from factor_engine import __version__
-from factor_engine.service.errors import CacheUnavailable
 from factor_engine.service.paths import API_PREFIX
 from factor_engine.service.runtime import ServiceState
 from factor_engine.service.schemas import Capabilities, HealthResponse, InfoResponse, Limits, StoreInfo
@@ -25,7 +24,9 @@ ADJUSTMENTS = ("eigenfactor", "volatility_regime", "specific_volatility_regime",
 
 
 def health(state: ServiceState) -> tuple[HealthResponse, bool]:
-    """The health report and whether everything configured answers."""
+    """The health report and whether the service answers: "ok"; "degraded" when the configured Redis does not
+    answer (requests are then answered from the database, uncached); "unavailable" (False) when the database
+    does not answer."""
     database = "ok"
     try:
         store = state.store()
@@ -36,15 +37,13 @@ def health(state: ServiceState) -> tuple[HealthResponse, bool]:
         logger.warning("health: the database does not answer: %s", error)
         database = f"unavailable ({type(error).__name__}; details in the server log)"
     cache = "not configured"
+    cache_down = state.cache is not None and not state.cache.ping()  # bounded by the cache's short timeouts
     if state.cache is not None:
-        try:
-            state.cache.ping()
-            cache = "ok"
-        except CacheUnavailable as error:
-            logger.warning("health: the cache does not answer: %s", error)
-            cache = "unavailable (details in the server log)"
-    healthy = database == "ok" and not cache.startswith("unavailable")
-    return HealthResponse(status="ok" if healthy else "unavailable", database=database, cache=cache), healthy
+        # no address in a public answer: the cache logs the error once per outage
+        cache = "unavailable (details in the server log)" if cache_down else "ok"
+    if database != "ok":
+        return HealthResponse(status="unavailable", database=database, cache=cache), False
+    return HealthResponse(status="degraded" if cache_down else "ok", database=database, cache=cache), True
 
 
 def _stored_sectors(state: ServiceState) -> list[str] | None:

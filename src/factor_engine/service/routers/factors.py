@@ -21,11 +21,12 @@ router = APIRouter(prefix="/factors", tags=["factors"], route_class=FastJSONRout
 
 _ERRORS: dict[int | str, dict[str, str]] = {
     422: {"description": "invalid rows (the field and the row are named) or parameters"},
-    503: {"description": "the configured Redis cache is unavailable"},
 }
 
 
 def _scores(style: str, request: ScoreRequest, cache: Cache) -> Response:
+    """The scores of the posted rows, cached by engine version, endpoint and canonical request (they depend on
+    nothing stored)."""
     key = None if cache is None else cache.factor_key(style, request.model_dump_json())
     return cached_json(cache, key, lambda: scores_json(style, request))
 

@@ -16,10 +16,11 @@ router = APIRouter(tags=["service"], route_class=FastJSONRoute)
 @router.get(
     "/health",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "the database or the configured Redis is down"}},
+    responses={503: {"model": HealthResponse, "description": "the database is down"}},
 )
 def get_health(state: State) -> JSONResponse:
-    """Whether the database and the configured Redis answer (never needs the API key)."""
+    """Whether the database and the configured Redis answer (never needs the API key): 200 "ok", 200
+    "degraded" when only Redis is down (answers come from the database), 503 when the database is down."""
     report, healthy = health(state)
     return JSONResponse(report.model_dump(), status_code=200 if healthy else 503)
 

@@ -14,7 +14,9 @@ from pydantic import BaseModel
 from factor_engine.service import model_reads
 from factor_engine.service.cache import cached_json
 from factor_engine.service.deps import Cache, State
+from factor_engine.service.errors import ResourceNotFound
 from factor_engine.service.fastjson import FastJSONRoute
+from factor_engine.service.runtime import ServiceState
 from factor_engine.service.schemas import (
     CovarianceResponse,
     CreateModelRequest,
@@ -26,6 +28,7 @@ from factor_engine.service.schemas import (
     ModelSummaryResponse,
     SpecificRiskResponse,
 )
+from factor_engine.storage import NotFound
 
 router = APIRouter(tags=["models"], route_class=FastJSONRoute)
 
@@ -33,11 +36,28 @@ _NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "no model wi
 DateQuery = datetime.date | None
 
 
-def _cached_read(request: Request, cache: Cache, model_id: str, read: Callable[[], BaseModel]) -> Response:
+def _model_version(state: ServiceState, model_id: str) -> str:
+    """The version of the stored model ``model_id``: the ISO time its build finished (a rebuilt model has a new
+    one), read from the database by primary key; ResourceNotFound unless it exists and its build succeeded."""
+    try:
+        run = state.store().get_run(model_id)
+    except NotFound:
+        raise ResourceNotFound(f"no model {model_id}") from None
+    if run.status != "succeeded":
+        raise ResourceNotFound(f"no model {model_id}")
+    return (run.finished_at or run.created_at).isoformat()
+
+
+def _cached_read(
+    request: Request, state: ServiceState, cache: Cache, model_id: str, read: Callable[[], BaseModel]
+) -> Response:
+    """``read()`` as JSON, cached under the model's current version: the model is looked up in the database
+    first, so a deleted model is 404 and a rebuilt one never gets an old body, whatever Redis holds."""
     key = None
     if cache is not None:
+        version = _model_version(state, model_id)
         query = urlencode(sorted(request.query_params.multi_items()))
-        key = cache.model_key(model_id, f"{request.url.path}?{query}")
+        key = cache.model_key(model_id, version, f"{request.url.path}?{query}")
     return cached_json(cache, key, lambda: read().model_dump_json().encode())
 
 
@@ -66,7 +86,7 @@ def list_models(state: State) -> list[ModelSummaryResponse]:
 @router.get("/models/{model_id}", response_model=ModelSummaryResponse, responses=_NOT_FOUND)
 def get_model(model_id: str, request: Request, state: State, cache: Cache) -> Response:
     """A model's summary."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_summary(state, model_id))
+    return _cached_read(request, state, cache, model_id, lambda: model_reads.model_summary(state, model_id))
 
 
 @router.delete(
@@ -83,7 +103,7 @@ def delete_model(model_id: str, state: State) -> Response:
 @router.get("/models/{model_id}/dates", response_model=ModelDatesResponse, responses=_NOT_FOUND)
 def get_dates(model_id: str, request: Request, state: State, cache: Cache) -> Response:
     """Dates with a covariance forecast, specific risk and exposures."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_dates(state, model_id))
+    return _cached_read(request, state, cache, model_id, lambda: model_reads.model_dates(state, model_id))
 
 
 @router.get("/models/{model_id}/factor-returns", response_model=FactorReturnsResponse, responses=_NOT_FOUND)
@@ -91,25 +111,27 @@ def get_factor_returns(
     model_id: str, request: Request, state: State, cache: Cache, start: DateQuery = None, end: DateQuery = None
 ) -> Response:
     """Daily factor returns in [start, end] (inclusive), columnar."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_factor_returns(state, model_id, start, end))
+    return _cached_read(
+        request, state, cache, model_id, lambda: model_reads.model_factor_returns(state, model_id, start, end)
+    )
 
 
 @router.get("/models/{model_id}/diagnostics", response_model=DiagnosticsResponse, responses=_NOT_FOUND)
 def get_diagnostics(model_id: str, request: Request, state: State, cache: Cache) -> Response:
     """Per-date regression diagnostics: assets used, rows excluded and R², columnar."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_diagnostics(state, model_id))
+    return _cached_read(request, state, cache, model_id, lambda: model_reads.model_diagnostics(state, model_id))
 
 
 @router.get("/models/{model_id}/covariance", response_model=CovarianceResponse, responses=_NOT_FOUND)
 def get_covariance(model_id: str, request: Request, state: State, cache: Cache, date: DateQuery = None) -> Response:
     """The factor covariance forecast made at the close of ``date`` (default: the last model date)."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_covariance(state, model_id, date))
+    return _cached_read(request, state, cache, model_id, lambda: model_reads.model_covariance(state, model_id, date))
 
 
 @router.get("/models/{model_id}/specific-risk", response_model=SpecificRiskResponse, responses=_NOT_FOUND)
 def get_specific_risk(model_id: str, request: Request, state: State, cache: Cache, date: DateQuery = None) -> Response:
     """Specific volatility forecasts at the close of ``date`` (default: the last model date)."""
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_specific_risk(state, model_id, date))
+    return _cached_read(request, state, cache, model_id, lambda: model_reads.model_specific_risk(state, model_id, date))
 
 
 @router.get("/models/{model_id}/exposures", response_model=ExposuresResponse, responses=_NOT_FOUND)
@@ -123,4 +145,6 @@ def get_exposures(
 ) -> Response:
     """Exposures known at the close of ``date`` (default: the last model date)."""
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
-    return _cached_read(request, cache, model_id, lambda: model_reads.model_exposures(state, model_id, date, wanted))
+    return _cached_read(
+        request, state, cache, model_id, lambda: model_reads.model_exposures(state, model_id, date, wanted)
+    )
