@@ -29,9 +29,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from factor_engine.config import ModelConfig
 from factor_engine.model import load_model
 from factor_engine.portfolio import decompose_risk
 from factor_engine.portfolio.snapshot import snapshot_at
+from factor_engine.service.budget import estimate_build_bytes
+from factor_engine.service.builds import frame_extent
 from factor_engine.synthetic import generate_market
 
 BUILD_TARGET_SECONDS = 15.0
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             f"panel: {panel.height:,} rows, {args.assets} assets x {args.days} days, seed 0 "
             f"(generated and written in {time.perf_counter() - start:.1f} s)"
         )
+        # what the service's memory budget check would estimate for this build (default configuration)
+        estimate = estimate_build_bytes(frame_extent(panel), ModelConfig(), n_styles=3)
         del panel
 
         seconds, peak_mib, how = time_build(panel_path, work / "model")
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             f"factor-engine build: {seconds:.2f} s wall (target <= {BUILD_TARGET_SECONDS:.0f} s: {verdict}), "
             f"peak RSS {peak} ({how})"
         )
+        above = "n/a" if peak_mib is None else f"{estimate / 2**20 / peak_mib:.2f}x the peak"
+        print(f"service memory estimate of this build (service.budget): {estimate / 2**20:,.0f} MiB, {above}")
 
         risk_ms, snapshot_ms, n = time_risk(work / "model", args.repeat)
         verdict = "ok" if risk_ms <= RISK_TARGET_MS else "OVER TARGET"

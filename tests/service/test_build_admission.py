@@ -130,9 +130,13 @@ def test_the_memory_budget_refuses_before_any_run(
         assert wait_for_job(client, accepted.json()["job_id"])["status"] == "succeeded"
 
 
-def test_the_extent_from_aggregates_equals_the_loaded_panel(sqlite_store: tuple[IsolatedDatabase, Store]) -> None:
+@pytest.mark.parametrize("dated", [True, False], ids=["date range", "every date"])
+def test_the_extent_from_aggregates_equals_the_loaded_panel(
+    sqlite_store: tuple[IsolatedDatabase, Store], dated: bool
+) -> None:
     _, store = sqlite_store
-    request = CreateModelRequest.model_validate(REQUEST)
+    body = REQUEST if dated else {k: v for k, v in REQUEST.items() if k not in ("start_date", "end_date")}
+    request = CreateModelRequest.model_validate(body)
     config = ModelConfig.from_mapping({**TEST_CONFIG, "universe": {"size": 40}})
     extent, styles = check_build_extent(store, request, config)
     panel = store.load_panel(start=builds.history_start(request), end=request.end_date)

@@ -237,13 +237,25 @@ def test_info_masks_the_password_and_reports_limits(app_client: ClientFactory) -
     from db_fixtures import IsolatedDatabase
 
     closed = IsolatedDatabase("postgresql", "postgresql://postgres:s3cret@127.0.0.1:1/test", None)
-    with app_client(closed, max_body_bytes=1234, sync_build_max_rows=99) as client:
+    with app_client(
+        closed, max_body_bytes=1234, sync_build_max_rows=99, max_queued_builds=3, build_memory_budget_bytes=5678
+    ) as client:
         body = client.get(f"{API}/info").json()
     assert body["version"] == __version__
     assert body["store"]["dialect"] == "postgresql"
     assert "s3cret" not in json.dumps(body)
     assert body["store"]["url"] == "postgresql+psycopg://postgres:***@127.0.0.1:1/test"
-    assert body["limits"] == {"max_body_bytes": 1234, "sync_build_max_rows": 99, "cache_ttl_seconds": 3600}
+    assert body["limits"] == {
+        "max_body_bytes": 1234,
+        "max_upload_rows": 10_000_000,
+        "max_upload_decoded_bytes": 1024**3,
+        "sync_build_max_rows": 99,
+        "cache_ttl_seconds": 3600,
+        "max_concurrent_builds": 1,
+        "max_queued_builds": 3,
+        "build_memory_budget_bytes": 5678,
+        "run_lease_seconds": 30.0,
+    }
     assert body["cache_configured"] is False
     assert body["capabilities"]["methods"] == ["barra", "toraniko"]
     assert "portfolio" in body["capabilities"]["endpoint_groups"]

@@ -185,13 +185,18 @@ class StoreInfo(BaseModel):
 class Limits(BaseModel):
     """The service's limits: ``max_body_bytes`` (bytes), ``max_upload_rows`` (rows of one upload or JSON
     batch), ``max_upload_decoded_bytes`` (bytes an upload may decode to), ``sync_build_max_rows`` (rows),
-    ``cache_ttl_seconds`` (seconds)."""
+    ``cache_ttl_seconds`` (seconds), ``max_concurrent_builds`` and ``max_queued_builds`` (per worker process),
+    ``build_memory_budget_bytes`` (largest estimated peak memory of a build, bytes), ``run_lease_seconds``."""
 
     max_body_bytes: int
     max_upload_rows: int
     max_upload_decoded_bytes: int
     sync_build_max_rows: int
     cache_ttl_seconds: int
+    max_concurrent_builds: int
+    max_queued_builds: int
+    build_memory_budget_bytes: int
+    run_lease_seconds: float
 
 
 class Capabilities(BaseModel):

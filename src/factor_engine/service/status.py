@@ -90,5 +90,9 @@ def info(state: ServiceState) -> InfoResponse:
             max_upload_decoded_bytes=settings.max_upload_decoded_bytes,
             sync_build_max_rows=settings.sync_build_max_rows,
             cache_ttl_seconds=settings.cache_ttl_seconds,
+            max_concurrent_builds=settings.max_concurrent_builds,
+            max_queued_builds=settings.max_queued_builds,
+            build_memory_budget_bytes=settings.memory_budget,
+            run_lease_seconds=settings.run_lease_seconds,
         ),
     )

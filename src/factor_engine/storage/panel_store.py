@@ -198,7 +198,9 @@ class PanelStore(StoreBase):
             sa.func.max(c.date),
             *(sa.func.count(c[name]) for name in VALUE_COLUMNS),
         ).where(*conditions)
-        per_date = sa.select(sa.func.count().label("n")).where(*conditions).group_by(c.date).subquery()
+        per_date = (
+            sa.select(sa.func.count().label("n")).select_from(panel_table).where(*conditions).group_by(c.date)
+        ).subquery()
         spread = sa.select(sa.func.count(), sa.func.max(per_date.c.n))
         with self._read() as connection:
             row = connection.execute(totals).one()
