@@ -79,7 +79,7 @@ def test_migrations_match_the_tables(store: Store, database: IsolatedDatabase) -
             },
         )
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == "0002"
     again = connect(database.url, schema=database.schema)
     again.close()
     assert store.describe() == (
@@ -105,3 +105,40 @@ def test_blob_columns_use_lz4(postgres_database: IsolatedDatabase) -> None:
         ("model_residuals", "l"),
         ("model_specific_risk", "l"),
     ]
+
+
+def test_runs_of_a_store_from_before_leases_are_expired_after_the_upgrade(database: IsolatedDatabase) -> None:
+    """A store at revision 0001 (no leases) with a run left running: upgraded to head, the run has no lease,
+    so ``expire_runs`` fails it as interrupted; a finished run is untouched."""
+    from alembic import command
+    from alembic.config import Config
+
+    from factor_engine.storage.database import MIGRATIONS, create_store_engine
+
+    engine = create_store_engine(resolve_database_url(database.url), database.schema)
+    try:
+        with engine.begin() as connection:
+            if database.schema is not None:
+                connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            config.attributes["schema"] = database.schema
+            command.upgrade(config, "0001")
+            for run_id, status in (("old-running", "running"), ("old-failed", "failed")):
+                connection.exec_driver_sql(
+                    "INSERT INTO model_runs (id, status, request, progress, timings, created_at) "
+                    f"VALUES ('{run_id}', '{status}', '{{}}', 0.5, '{{}}', '2026-11-30 10:00:00')"
+                )
+    finally:
+        engine.dispose()
+    store = connect(database.url, schema=database.schema)  # migrates to head
+    try:
+        assert store.get_run("old-running").lease_expires_at is None
+        assert store.expire_runs() == ["old-running"]
+        run = store.get_run("old-running")
+        assert run.status == "failed"
+        assert run.error is not None and run.error.startswith("interrupted: the service stopped during the build")
+        assert store.get_run("old-failed").error is None
+    finally:
+        store.close()

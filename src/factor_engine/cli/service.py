@@ -25,6 +25,7 @@ from factor_engine.panel import (
 )
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_WORKER_HEALTHCHECK_SECONDS = 30
 
 DatabaseUrl = Annotated[
     str | None,
@@ -104,6 +105,10 @@ def serve(
             "factor_engine.service.app:create_app",
             factory=True,
             workers=workers,
+            # the supervisor kills a worker that does not answer its ping within this many seconds; the answer
+            # comes from a Python thread, which a loaded machine can keep from the GIL for more than uvicorn's
+            # default 5 s during a large upload or build (a worker was killed so in bench_workers)
+            timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
             host=host,
             port=port,
             log_level="info",
