@@ -219,9 +219,9 @@ class JobRunner(JobQueue):
             run_id = self._queue.get()
             if run_id == _STOP or self._stopping.is_set():
                 return
+            self._slots.acquire()  # a direct build may hold it: the run keeps its queue place until it starts
             with self._lock:
                 self._waiting -= 1
-            self._slots.acquire()
             try:
                 self._build(run_id)
             except BuildCancelled:
