@@ -17,7 +17,7 @@ from db_fixtures import IsolatedDatabase
 from factor_engine.config import ModelConfig
 from factor_engine.model import build_model
 from factor_engine.panel import validate_panel
-from factor_engine.service import builds
+from factor_engine.service import builds, model_reads
 from factor_engine.service.budget import estimate_build_bytes
 from factor_engine.service.builds import check_build_extent
 from factor_engine.service.schemas import CreateModelRequest
@@ -77,6 +77,14 @@ def test_full_slots_and_queue_are_503_with_retry_after_and_create_no_run(
 ) -> None:
     isolated, store = sqlite_store
     gate = Gate(monkeypatch)
+    checks: list[str] = []
+    real_check = model_reads.check_build_extent
+
+    def counted_check(*args: Any, **kwargs: Any) -> Any:
+        checks.append("extent")
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(model_reads, "check_build_extent", counted_check)
     with app_client(isolated, max_concurrent_builds=1, max_queued_builds=1) as client:
         running = client.post(f"{API}/risk-model/create", json=REQUEST)
         assert running.status_code == 202
@@ -88,8 +96,10 @@ def test_full_slots_and_queue_are_503_with_retry_after_and_create_no_run(
         assert gate.loads == 1
         assert client.get(f"{API}/jobs/{queued.json()['job_id']}").json()["status"] == "queued"
 
+        assert len(checks) == 2
         refused = client.post(f"{API}/risk-model/create", json=REQUEST)
         assert refused.status_code == 503
+        assert len(checks) == 2  # refused before its data was looked at
         assert refused.headers["Retry-After"] == "15"
         assert "the build queue is full" in refused.json()["detail"]
         assert "FACTOR_ENGINE_MAX_QUEUED_BUILDS = 1" in refused.json()["detail"]
@@ -97,6 +107,7 @@ def test_full_slots_and_queue_are_503_with_retry_after_and_create_no_run(
         assert direct.status_code == 503
         assert direct.headers["Retry-After"] == "15"
         assert "FACTOR_ENGINE_MAX_CONCURRENT_BUILDS" in direct.json()["detail"]
+        assert len(checks) == 2
         assert len(store.list_runs()) == 2  # the refused requests created no run
 
         gate.open.set()

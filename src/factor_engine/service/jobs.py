@@ -38,8 +38,8 @@ __all__ = ["JobRunner", "QueuePlace", "worker_id"]
 
 logger = logging.getLogger(__name__)
 _STOP = ""
-# seconds a direct build request waits for a build slot before it is refused
-_SLOT_WAIT_SECONDS = 2.0
+# seconds a direct build request waits for a build slot before it is refused (a build just finishing frees one)
+_SLOT_WAIT_SECONDS = 0.5
 
 
 def worker_id() -> str:
@@ -98,6 +98,7 @@ class JobRunner(JobQueue):
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._queue: queue.Queue[str] = queue.Queue()
         self._waiting = 0  # queue places taken (reserved or queued), guarded by _lock
+        self._running = 0  # build slots taken, guarded by _lock
         self._stopping = threading.Event()
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -139,21 +140,61 @@ class JobRunner(JobQueue):
             thread.join(timeout)
 
     # ---- admission ------------------------------------------------------------------------------------------
+    def check_capacity(self, background: bool | None) -> None:
+        """Refuse at once (:class:`ServiceBusy`) a build request that could not be taken now, before its data
+        is checked: a background one (``True``) when the queue is full, a direct one (``False``) when every slot
+        is busy, either kind (``None``) when both are. :meth:`direct_slot` and :meth:`queue_place` decide
+        for good."""
+        self._check_running()
+        with self._lock:
+            queue_full = self._waiting >= self._max_queued
+            slots_busy = self._running >= self._max_concurrent
+        if queue_full and (background is True or (background is None and slots_busy)):
+            raise self._queue_full()
+        if background is False and slots_busy:
+            with self._slot(_SLOT_WAIT_SECONDS) as taken:  # unless a build just finishing frees its slot
+                if not taken:
+                    raise self._slots_busy()
+
+    def _queue_full(self) -> ServiceBusy:
+        return ServiceBusy(
+            f"the build queue is full: {self._waiting} build(s) wait in this worker "
+            f"(FACTOR_ENGINE_MAX_QUEUED_BUILDS = {self._max_queued}); try again later",
+            self._retry_after,
+        )
+
+    def _slots_busy(self) -> ServiceBusy:
+        return ServiceBusy(
+            f"{self._max_concurrent} build(s) are already running in this worker "
+            "(FACTOR_ENGINE_MAX_CONCURRENT_BUILDS); try again later or send background: true",
+            self._retry_after,
+        )
+
+    @contextlib.contextmanager
+    def _slot(self, timeout: float | None) -> Iterator[bool]:
+        """Hold a build slot (counted as running) if one frees up within ``timeout`` seconds (None: wait)."""
+        taken = self._slots.acquire(timeout=timeout) if timeout is not None else self._slots.acquire()
+        if not taken:
+            yield False
+            return
+        with self._lock:
+            self._running += 1
+        try:
+            yield True
+        finally:
+            with self._lock:
+                self._running -= 1
+            self._slots.release()
+
     @contextlib.contextmanager
     def direct_slot(self) -> Iterator[None]:
         """Hold a build slot for a direct (synchronous) build; :class:`ServiceBusy` when none frees up within
         ``_SLOT_WAIT_SECONDS`` (a build just finishing releases its slot)."""
         self._check_running()
-        if not self._slots.acquire(timeout=_SLOT_WAIT_SECONDS):
-            raise ServiceBusy(
-                f"{self._max_concurrent} build(s) are already running in this worker "
-                "(FACTOR_ENGINE_MAX_CONCURRENT_BUILDS); try again later or send background: true",
-                self._retry_after,
-            )
-        try:
+        with self._slot(_SLOT_WAIT_SECONDS) as taken:
+            if not taken:
+                raise self._slots_busy()
             yield
-        finally:
-            self._slots.release()
 
     @contextlib.contextmanager
     def queue_place(self) -> Iterator[QueuePlace]:
@@ -163,11 +204,7 @@ class JobRunner(JobQueue):
         self._check_running()
         with self._lock:
             if self._waiting >= self._max_queued:
-                raise ServiceBusy(
-                    f"the build queue is full: {self._waiting} build(s) wait in this worker "
-                    f"(FACTOR_ENGINE_MAX_QUEUED_BUILDS = {self._max_queued}); try again later",
-                    self._retry_after,
-                )
+                raise self._queue_full()
             self._waiting += 1
         place = QueuePlace(self)
         try:
@@ -219,16 +256,15 @@ class JobRunner(JobQueue):
             run_id = self._queue.get()
             if run_id == _STOP or self._stopping.is_set():
                 return
-            self._slots.acquire()  # a direct build may hold it: the run keeps its queue place until it starts
-            with self._lock:
-                self._waiting -= 1
-            try:
-                self._build(run_id)
-            except BuildCancelled:
-                return
-            finally:
-                self._slots.release()
-                self._forget(run_id)
+            with self._slot(None):  # a direct build may hold it: the run keeps its queue place until it starts
+                with self._lock:
+                    self._waiting -= 1
+                try:
+                    self._build(run_id)
+                except BuildCancelled:
+                    return
+                finally:
+                    self._forget(run_id)
 
     def _build(self, run_id: str) -> None:
         try:

@@ -127,6 +127,7 @@ def create_model(state: ServiceState, request: CreateModelRequest) -> ModelSumma
     queue a job and return where to poll it. Checks fail with 422, and a full build slot or queue with 503
     (``Retry-After``), before any run is created; the panel is loaded when the build starts."""
     check_request(request)
+    state.jobs.check_capacity(request.background)  # a full service refuses before looking at the data
     store = state.store()
     extent = _admit(state, store, request)
     direct = request.background is False or (
@@ -176,6 +177,7 @@ def retry_job(state: ServiceState, job_id: str) -> JobAccepted:
         request = CreateModelRequest.model_validate(run.request)
     except ValidationError as error:
         raise InputError(f"job {job_id}'s request is not a valid model build request: {error}") from None
+    state.jobs.check_capacity(True)
     _admit(state, store, request)
     jobs = state.jobs
     with jobs.queue_place() as place:

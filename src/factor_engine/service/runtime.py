@@ -151,6 +151,10 @@ class JobQueue:
     worker: str
     lease_seconds: float
 
+    def check_capacity(self, background: bool | None) -> None:  # pragma: no cover - interface
+        """Refuse at once (``ServiceBusy``) a build request that could not be taken now."""
+        raise NotImplementedError
+
     def direct_slot(self) -> AbstractContextManager[None]:  # pragma: no cover - interface
         """Hold a build slot for a direct build (``ServiceBusy`` when none is free)."""
         raise NotImplementedError
