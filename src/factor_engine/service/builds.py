@@ -261,11 +261,13 @@ def run_build(
     request: CreateModelRequest,
     *,
     cancelled: threading.Event | None = None,
+    started: bool = False,
 ) -> ModelSummary:
     """Build the model of the queued run ``run_id`` (loading its panel first) and save it (the run then
     succeeds), or fail the run with the error message and re-raise. ``cancelled``: set when the service stops
-    (the build is abandoned at its next stage)."""
-    store.start_run(run_id)
+    (the build is abandoned at its next stage); ``started``: the run was created running (a direct build)."""
+    if not started:
+        store.start_run(run_id)
     progress = _Progress(store, run_id, cancelled)
     try:
         config = model_config(request)

@@ -243,11 +243,11 @@ class JobRunner(JobQueue):
 
     # ---- building -------------------------------------------------------------------------------------------
     def run_direct(self, store: Store, run_id: str, request: CreateModelRequest) -> object:
-        """Build run ``run_id`` now in the caller's thread (inside :meth:`direct_slot`), under this process's
-        lease; returns what :func:`factor_engine.service.builds.run_build` returns."""
+        """Build run ``run_id`` (created running) now in the caller's thread (inside :meth:`direct_slot`), under
+        this process's lease; returns what :func:`factor_engine.service.builds.run_build` returns."""
         self.track(run_id)
         try:
-            return run_build(store, run_id, request, cancelled=self._stopping)
+            return run_build(store, run_id, request, cancelled=self._stopping, started=True)
         finally:
             self._forget(run_id)
 

@@ -141,7 +141,7 @@ def create_model(state: ServiceState, request: CreateModelRequest) -> ModelSumma
             place.submit(run.id)
         return JobAccepted(job_id=run.id, status="queued", status_url=job_path(run.id))
     with jobs.direct_slot():
-        run = store.create_run(payload, worker=jobs.worker, lease_seconds=jobs.lease_seconds)
+        run = store.create_run(payload, worker=jobs.worker, lease_seconds=jobs.lease_seconds, running=True)
         try:
             summary = jobs.run_direct(store, run.id, request)
         except ValueError as error:

@@ -115,10 +115,16 @@ class ModelStore(StoreBase):
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def create_run(
-        self, request: dict[str, Any], *, worker: str | None = None, lease_seconds: float | None = None
+        self,
+        request: dict[str, Any],
+        *,
+        worker: str | None = None,
+        lease_seconds: float | None = None,
+        running: bool = False,
     ) -> RunRecord:
-        """A new run in status ``queued`` for ``request`` (any JSON-compatible mapping), held by ``worker``
-        with a lease of ``lease_seconds`` (both None: no lease, e.g. a build outside the service)."""
+        """A new run for ``request`` (any JSON-compatible mapping) in status ``queued``, or ``running`` (started
+        now) with ``running`` (a build that starts at once), held by ``worker`` with a lease of
+        ``lease_seconds`` (both None: no lease, e.g. a build outside the service)."""
         if not isinstance(request, Mapping):
             raise TypeError(f"request must be a JSON object (a mapping), got {type(request).__name__}")
         run_id = uuid.uuid4().hex
@@ -127,11 +133,12 @@ class ModelStore(StoreBase):
             connection.execute(
                 model_runs.insert().values(
                     id=run_id,
-                    status=RunStatus.QUEUED,
+                    status=RunStatus.RUNNING if running else RunStatus.QUEUED,
                     request=dict(request),
                     progress=0.0,
                     timings={},
                     created_at=now,
+                    started_at=now if running else None,
                     worker=worker,
                     lease_expires_at=None if lease_seconds is None else now + _seconds(lease_seconds),
                 )
