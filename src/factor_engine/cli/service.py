@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Annotated
@@ -101,19 +102,27 @@ def serve(
             if value is not None:
                 os.environ[name] = value
         connect(settings.database_url, schema=settings.database_schema).close()
-        uvicorn.run(
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(
             "factor_engine.service.app:create_app",
             factory=True,
             workers=workers,
-            # the supervisor kills a worker that does not answer its ping within this many seconds; the answer
-            # comes from a Python thread, which a loaded machine can keep from the GIL for more than uvicorn's
-            # default 5 s during a large upload or build (a worker was killed so in bench_workers)
-            timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
             host=host,
             port=port,
             log_level="info",
             access_log=access_log,
+            # the supervisor kills a worker that does not answer its ping within this many seconds; the answer
+            # comes from a Python thread, which a loaded machine can keep from the GIL for more than uvicorn's
+            # default 5 s during a large upload or build (a worker was killed so in bench_workers)
+            timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
         )
+        listening = config.bind_socket()
+        # asyncio turns Nagle's algorithm off only on sockets whose protocol is IPPROTO_TCP, and the socket uvicorn
+        # binds for its workers has protocol 0: each response (headers and body are two writes) then waited for
+        # the client's delayed ACK, 44 ms a request (measured). Accepted sockets inherit TCP_NODELAY from it.
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Multiprocess(config, sockets=[listening]).run()
 
 
 @app.command()
