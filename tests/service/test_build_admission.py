@@ -174,3 +174,21 @@ def test_a_stopping_service_fails_its_queued_runs(
         assert run.status == "failed"
         assert run.error == builds.INTERRUPTED
         assert run.finished_at is not None and run.finished_at <= started
+
+
+def test_a_failed_job_can_be_deleted_a_live_or_succeeded_one_cannot(
+    app_client: ClientFactory, sqlite_store: tuple[IsolatedDatabase, Store]
+) -> None:
+    isolated, store = sqlite_store
+    failed = store.create_run(REQUEST)
+    store.fail_run(failed.id, "the build's worker stopped renewing its lease")
+    with app_client(isolated) as client:
+        built = client.post(f"{API}/risk-model/create", json={**REQUEST, "background": False})
+        assert built.status_code == 200
+        assert client.delete(f"{API}/jobs/{failed.id}").status_code == 204
+        assert client.get(f"{API}/jobs/{failed.id}").json() == {"detail": f"no job {failed.id}"}
+        assert client.delete(f"{API}/jobs/{failed.id}").status_code == 404
+        kept = client.delete(f"{API}/jobs/{built.json()['id']}")
+        assert kept.status_code == 409
+        assert "only a failed job can be deleted (delete its model with DELETE /models/<id>)" in kept.json()["detail"]
+        assert client.get(f"{API}/models/{built.json()['id']}").status_code == 200

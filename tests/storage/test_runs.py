@@ -233,3 +233,22 @@ def test_concurrent_threads(store: Store, model: RiskModel) -> None:
     assert len(store.list_runs(status="failed")) == 18
     assert len(store.list_models()) == 7
     assert pl.Series(store.list_runs(status="succeeded", limit=100)).len() == 7
+
+
+def test_delete_run_removes_only_a_failed_run(store: Store, model: RiskModel) -> None:
+    failed, running, succeeded = (store.create_run({"n": n}).id for n in range(3))
+    store.fail_run(failed, "boom")
+    store.start_run(running)
+    store.start_run(succeeded)
+    store.save_model(succeeded, model, timings={})
+    store.delete_run(failed)
+    with pytest.raises(NotFound, match=f"^no job {failed}$"):
+        store.get_run(failed)
+    with pytest.raises(NotFound, match=f"^no job {failed}$"):
+        store.delete_run(failed)
+    with pytest.raises(StoreConflict, match=f"^job {running} is running: only a failed job can be deleted$"):
+        store.delete_run(running)
+    with pytest.raises(StoreConflict, match=r"is succeeded: only a failed job can be deleted \(delete its model"):
+        store.delete_run(succeeded)
+    assert {run.id for run in store.list_runs()} == {running, succeeded}
+    assert [m.id for m in store.list_models()] == [succeeded]

@@ -32,6 +32,7 @@ from factor_engine.storage import ModelSummary, NotFound, PanelExtent, RunRecord
 
 __all__ = [
     "create_model",
+    "delete_job",
     "delete_model",
     "get_job",
     "list_jobs",
@@ -164,6 +165,15 @@ def get_job(state: ServiceState, job_id: str) -> JobResponse:
 def list_jobs(state: ServiceState, status: str | None, limit: int) -> list[JobResponse]:
     """Recent jobs, newest first."""
     return [job_response(run) for run in state.store().list_runs(status=status, limit=limit)]
+
+
+def delete_job(state: ServiceState, job_id: str) -> None:
+    """Delete a failed job's record (404 if unknown; 409 while it is queued or running, or when it succeeded:
+    its model is deleted with DELETE /models/{id})."""
+    try:
+        state.store().delete_run(job_id)
+    except NotFound:
+        raise ResourceNotFound(f"no job {job_id}") from None
 
 
 def retry_job(state: ServiceState, job_id: str) -> JobAccepted:

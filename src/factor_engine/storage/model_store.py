@@ -281,6 +281,24 @@ class ModelStore(StoreBase):
         with self._symbol_lock:
             self._symbol_cache.pop(model_id, None)
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the record of the failed run ``run_id`` (a failed run has no model rows); NotFound if unknown,
+        StoreConflict unless it failed (a queued or running run is still held by its worker; a succeeded one is
+        deleted with its model by :meth:`delete_model`)."""
+        with self._write() as connection:
+            deleted = connection.execute(
+                model_runs.delete().where(model_runs.c.id == run_id, model_runs.c.status == RunStatus.FAILED)
+            ).rowcount
+            if deleted:
+                return
+            status = connection.execute(
+                sa.select(model_runs.c.status).where(model_runs.c.id == run_id)
+            ).scalar_one_or_none()
+        if status is None:
+            raise NotFound(f"no job {run_id}")
+        hint = " (delete its model with DELETE /models/<id>)" if status == RunStatus.SUCCEEDED else ""
+        raise StoreConflict(f"job {run_id} is {status}: only a failed job can be deleted{hint}")
+
     def model_dates(self, model_id: str) -> list[datetime.date]:
         """The dates with a finite covariance forecast, specific risk and exposures (those snapshot accepts)."""
         with self._read() as connection:

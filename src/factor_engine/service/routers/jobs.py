@@ -1,10 +1,10 @@
-"""Background build jobs: GET /jobs, GET /jobs/{id}, POST /jobs/{id}/retry."""
+"""Background build jobs: GET /jobs, GET /jobs/{id}, DELETE /jobs/{id}, POST /jobs/{id}/retry."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from factor_engine.service import model_reads
 from factor_engine.service.deps import State
@@ -28,6 +28,20 @@ def list_jobs(
 def get_job(job_id: str, state: State) -> JobResponse:
     """A job's status, stage, progress (0–1), error, timings and, when done, its model's URL."""
     return model_reads.get_job(state, job_id)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        404: {"description": "no job with that id"},
+        409: {"description": "the job is queued or running, or succeeded (delete its model instead)"},
+    },
+)
+def delete_job(job_id: str, state: State) -> Response:
+    """Delete a failed job's record (e.g. one failed because its worker's lease expired)."""
+    model_reads.delete_job(state, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
