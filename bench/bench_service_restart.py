@@ -6,7 +6,8 @@ Steps (PostgreSQL, an isolated schema dropped at the end):
 2. start ``factor-engine serve``; ``POST /risk-model/create`` with ``"background": true`` → 202 and a job;
 3. once the job is running (a build stage reported), ``kill -9`` the server;
 4. check the database directly: the run is not succeeded and no model row of it exists in any model table;
-5. restart the server: ``GET /jobs/{id}`` says failed (interrupted), ``GET /models`` lists no model;
+5. restart the server: ``GET /jobs/{id}`` says failed within one lease (FACTOR_ENGINE_RUN_LEASE_SECONDS = 5
+   here) of the kill, its worker having stopped renewing it; ``GET /models`` lists no model;
 6. ``POST /jobs/{id}/retry`` → a new job, polled to succeeded; its factor returns are read over HTTP;
 7. stop the server (SIGTERM) and start it again: the model is still listed and its factor returns are
    identical.
@@ -35,6 +36,7 @@ from factor_engine.synthetic import generate_market
 from service_harness import BIN, PG_URL, Server, drop_schema, service_env
 
 SCHEMA = "bench_service_restart"
+LEASE_SECONDS = 5.0
 MODEL_TABLES = (
     "model_symbols",
     "model_factor_returns",
@@ -82,7 +84,7 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=3000)
     parser.add_argument("--days", type=int, default=1260)
     args = parser.parse_args()
-    env = service_env(PG_URL, SCHEMA)
+    env = {**service_env(PG_URL, SCHEMA), "FACTOR_ENGINE_RUN_LEASE_SECONDS": str(LEASE_SECONDS)}
     drop_schema(PG_URL, SCHEMA)  # start from an empty schema
     connect(PG_URL, schema=SCHEMA).close()
     try:
@@ -109,6 +111,7 @@ def main() -> None:
             job = wait_job(server, job_id, ("running", "succeeded", "failed"))
         check(job["status"] == "running", f"3. job running at stage {job.get('stage')!r}: killing the server (-9)")
         server.kill()
+        killed = time.monotonic()
 
         store = connect(PG_URL, schema=SCHEMA, migrate=False)
         run = store.get_run(job_id)
@@ -118,10 +121,12 @@ def main() -> None:
         check(sum(rows.values()) == 0, f"4. model rows of the killed build: {rows}")
 
         server = Server(env)
-        status, job = server.call("GET", f"/jobs/{job_id}")
+        job = wait_job(server, job_id, ("failed", "succeeded"), timeout=4 * LEASE_SECONDS)
+        after = time.monotonic() - killed
         check(
-            status == 200 and job["status"] == "failed",
-            f"5. after restart the job is {job['status']!r}: {job.get('error')!r}",
+            job["status"] == "failed" and after <= LEASE_SECONDS + LEASE_SECONDS / 3 + 1,
+            f"5. after restart the job is {job['status']!r} {after:.1f} s after the kill (lease {LEASE_SECONDS} s): "
+            f"{job.get('error')!r}",
         )
         status, models = server.call("GET", "/models")
         check(status == 200 and len(models) == 0, f"5. models listed after restart: {len(models)}")
