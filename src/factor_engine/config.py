@@ -15,8 +15,9 @@ Every section and key is optional; what is left out takes the default below. The
     "4510" = "Technology"
 
     [styles]
-    names = ["momentum", "value", "size"]   # registered style factors; leave out to use every registered
+    names = ["momentum", "value", "size"]   # registered style factors; leave out to use every default
                                             # style whose input columns the panel has
+    preset = "toraniko"         # or "use4": the candidate styles when names is left out (see STYLE_PRESETS)
     modules = ["my_factors"]    # Python modules imported first (they register custom styles)
 
     [styles.momentum]           # keyword arguments of each style function
@@ -71,9 +72,10 @@ from typing import Any
 
 from factor_engine.panel import TAXONOMIES
 from factor_engine.risk import CovarianceConfig, SpecificRiskConfig
-from factor_engine.styles import available_styles, get_style
+from factor_engine.styles import StyleFactor, available_styles, get_style
 
 __all__ = [
+    "STYLE_PRESETS",
     "AdjustmentConfig",
     "ConfigError",
     "ModelConfig",
@@ -83,6 +85,12 @@ __all__ = [
     "UniverseConfig",
     "load_config",
 ]
+
+#: Style presets of ``[styles] preset``: the candidate styles, in order (each used when its inputs are present).
+STYLE_PRESETS: dict[str, tuple[str, ...]] = {
+    "toraniko": ("momentum", "value", "size"),
+    "use4": ("momentum", "value", "size", "beta", "resvol", "nlsize"),
+}
 
 
 class ConfigError(ValueError):
@@ -157,8 +165,11 @@ class SectorsConfig:
 class StylesConfig:
     """Style factors and their parameters.
 
-    names: registered style names, in order; None (the default) uses every registered style whose input
+    names: registered style names, in order; None (the default) uses every candidate style whose input
         columns the panel has (:meth:`resolve` says which and why the others were left out).
+    preset: the candidates when ``names`` is None: a key of :data:`STYLE_PRESETS` ("toraniko": momentum, value
+        and size; "use4": those and USE4's beta, residual volatility and non-linear size); None (the default):
+        every registered style marked ``default`` (the built-ins momentum, value and size, and custom styles).
     params: per-style keyword arguments (merged over each style's documented defaults).
     modules: Python modules imported before the names are checked; importing them registers custom styles
         (e.g. ``["my_factors"]``, importable from the current directory or the environment).
@@ -167,6 +178,7 @@ class StylesConfig:
     names: tuple[str, ...] | None = None
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     modules: tuple[str, ...] = ()
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.modules, str) or not all(isinstance(m, str) and m for m in self.modules):
@@ -178,6 +190,10 @@ class StylesConfig:
                 get_style(name)
             except KeyError as exc:
                 raise ConfigError(f"[styles] names: {exc.args[0]}") from None
+        if self.preset is not None and self.preset not in STYLE_PRESETS:
+            raise ConfigError(f"[styles] preset must be one of {sorted(STYLE_PRESETS)}, got {self.preset!r}")
+        if self.preset is not None and self.names is not None:
+            raise ConfigError("[styles] give names or a preset, not both")
         candidates = set(self.names) if self.names is not None else {s.name for s in available_styles()}
         unknown = sorted(set(self.params) - candidates)
         if unknown:
@@ -211,7 +227,7 @@ class StylesConfig:
             return tuple(self.names), {}
         used: list[str] = []
         skipped: dict[str, str] = {}
-        for style in available_styles():
+        for style in self.candidates():
             missing = [c for c in style.inputs if c not in present]
             if missing:
                 skipped[style.name] = f"the panel has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
@@ -219,10 +235,16 @@ class StylesConfig:
                 used.append(style.name)
         return tuple(used), skipped
 
+    def candidates(self) -> tuple[StyleFactor, ...]:
+        """The styles a model may use when ``names`` is not given: the preset's, else the default ones."""
+        if self.preset is not None:
+            return tuple(get_style(name) for name in STYLE_PRESETS[self.preset])
+        return tuple(style for style in available_styles() if style.default)
+
     def effective_params(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-        """Each style's parameters (of ``names``, default the configured or every registered style): its
+        """Each style's parameters (of ``names``, default the configured names or the candidate styles): its
         defaults overridden by the configured values."""
-        chosen = names if names is not None else (self.names or [s.name for s in available_styles()])
+        chosen = names if names is not None else (self.names or [s.name for s in self.candidates()])
         return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in chosen}
 
 
@@ -332,6 +354,7 @@ class ModelConfig:
             },
             "styles": {
                 "names": None if self.styles.names is None else list(self.styles.names),
+                "preset": self.styles.preset,
                 "params": self.styles.effective_params(),
                 "modules": list(self.styles.modules),
             },
@@ -360,6 +383,9 @@ class ModelConfig:
         names = styles_data.pop("names", None)
         if names is not None and (not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names)):
             raise ConfigError(f"[styles] names must be a list of style names, got {names!r}")
+        preset = styles_data.pop("preset", None)
+        if preset is not None and not isinstance(preset, str):
+            raise ConfigError(f"[styles] preset must be a string, got {preset!r}")
         modules = styles_data.pop("modules", [])
         if not isinstance(modules, list | tuple):
             raise ConfigError(f"[styles] modules must be a list of module names, got {modules!r}")
@@ -369,7 +395,9 @@ class ModelConfig:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[styles] unknown key {name!r}: expected names or a [styles.<name>] table")
             params[name] = dict(value)
-        styles = StylesConfig(names=None if names is None else tuple(names), params=params, modules=tuple(modules))
+        styles = StylesConfig(
+            names=None if names is None else tuple(names), params=params, modules=tuple(modules), preset=preset
+        )
         regression_data = {
             key: (None if key == "winsor_factor" and value is False else value)
             for key, value in dict(data.get("regression", {})).items()

@@ -37,6 +37,7 @@ from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.size import SCORE as SIZE_SCORE
 from factor_engine.styles.size import size
+from factor_engine.styles.use4 import BETA_SCORE, NLSIZE_SCORE, RESVOL_SCORE, beta, nlsize, resvol
 from factor_engine.styles.value import SCORE as VALUE_SCORE
 from factor_engine.styles.value import value
 
@@ -55,6 +56,8 @@ class StyleFactor:
     inputs: panel columns the function reads (checked before it is called).
     description: one line shown in listings.
     defaults: the function's default parameters, for documentation and listings.
+    default: whether a model uses it, when its inputs are present, without naming it (``[styles] names``)
+        or choosing a preset that holds it (``[styles] preset``).
     """
 
     name: str
@@ -63,6 +66,7 @@ class StyleFactor:
     inputs: tuple[str, ...]
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    default: bool = True
 
 
 _REGISTRY: dict[str, StyleFactor] = {}
@@ -77,6 +81,7 @@ def register_style(
     description: str = "",
     defaults: Mapping[str, Any] | None = None,
     replace: bool = False,
+    default: bool = True,
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -89,6 +94,8 @@ def register_style(
     description: one line for listings.
     defaults: documented default parameters.
     replace: allow overwriting an existing registration.
+    default: used by a model whose inputs are present without being named (False: only when named or in the
+        chosen preset).
     """
 
     def decorate(fn: StyleFunction) -> StyleFunction:
@@ -103,6 +110,7 @@ def register_style(
             inputs=tuple(inputs),
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             defaults=dict(defaults or {}),
+            default=default,
         )
         return fn
 
@@ -142,7 +150,8 @@ def compute_styles(
     Parameters
     ----------
     panel: long frame with ``date, symbol`` and every input column of the requested styles.
-    names: registry keys (default: momentum, value and size — those whose inputs the panel has).
+    names: registry keys (default: the default styles, e.g. momentum, value and size, whose inputs the panel
+        has).
     params: per-style keyword arguments, e.g. ``{"momentum": {"trailing_days": 504}}``.
 
     Returns
@@ -154,7 +163,7 @@ def compute_styles(
     columns = lazy.collect_schema().names()
     params = dict(params or {})
     if names is None:
-        names = [s.name for s in available_styles() if all(c in columns for c in s.inputs)]
+        names = [s.name for s in available_styles() if s.default and all(c in columns for c in s.inputs)]
     unknown_params = sorted(set(params) - set(names))
     if unknown_params:
         raise ValueError(f"params given for style(s) {unknown_params} that are not requested ({list(names)})")
@@ -211,4 +220,33 @@ register_style(
     inputs=(DATE, SYMBOL, MARKET_CAP),
     description="Standardized -log(market cap), middle quantiles zeroed (small minus big).",
     defaults={"lower_decile": 0.2, "upper_decile": 0.8},
+)
+# Barra USE4 styles (factor_engine.styles.use4): not yet in the default set, used when named or with
+# [styles] preset = "use4"
+register_style(
+    "beta",
+    beta,
+    score=BETA_SCORE,
+    inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
+    description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market.",
+    defaults={"window": 252, "half_life": 63, "min_observations": 63},
+    default=False,
+)
+register_style(
+    "resvol",
+    resvol,
+    score=RESVOL_SCORE,
+    inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
+    description="USE4 residual volatility: 0.74 DASTD + 0.16 CMRA + 0.10 HSIGMA, orthogonal to beta and size.",
+    defaults={"window": 252, "beta_half_life": 63, "dastd_half_life": 42, "min_observations": 63},
+    default=False,
+)
+register_style(
+    "nlsize",
+    nlsize,
+    score=NLSIZE_SCORE,
+    inputs=(DATE, SYMBOL, MARKET_CAP),
+    description="USE4 non-linear size: the cube of standardized log cap, orthogonal to it.",
+    defaults={},
+    default=False,
 )

@@ -1,0 +1,318 @@
+"""Barra USE4 styles from returns and market caps: beta, residual volatility and non-linear size.
+
+Definitions follow Menchero, Orr and Wang, "The Barra US Equity Model (USE4): Methodology Notes" (MSCI,
+2011), Appendix A; the descriptors become styles through :mod:`factor_engine.styles.descriptors`. Windows
+are in trading days of the panel's date axis (a date without a return for an asset is a missing
+observation). The panel has no risk-free rate, so "excess" returns are the raw daily returns; the market
+return is the cap-weighted mean return of the date, weighted by the previous date's caps.
+
+* **Beta** (``beta_score``, descriptor BETA): the slope of the time-series regression
+  ``r_i(t) = α + β R(t) + e(t)`` over the last 252 days, exponentially weighted with a half-life of 63 days.
+* **Residual volatility** (``resvol_score``): 0.74 · DASTD + 0.16 · CMRA + 0.10 · HSIGMA, orthogonalized to
+  beta and size. DASTD is the exponentially weighted (half-life 42) standard deviation of daily returns over
+  252 days; CMRA the cumulative range over 12 months of 21 days, ``ln(1 + Z_max) − ln(1 + Z_min)`` with
+  ``Z(T)`` the sum of daily log returns over the last ``T`` months; HSIGMA the weighted standard deviation of
+  the beta regression's residuals.
+* **Non-linear size** (``nlsize_score``): the cube of the standardized log market cap (USE4's size, LNCAP),
+  orthogonalized to it, trimmed and standardized.
+
+A descriptor needs at least ``min_observations`` returns in its window (default 63, a quarter).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from factor_engine._dense import ewma_sum, run_parallel
+from factor_engine._grid import Grid, build_grid, check_unique
+from factor_engine.panel import MARKET_CAP, RETURNS
+from factor_engine.styles._common import load_inputs, with_score
+from factor_engine.styles.descriptors import descriptor_to_style, orthogonalize, standardize_use4, trim
+
+__all__ = [
+    "BETA_SCORE",
+    "NLSIZE_SCORE",
+    "RESVOL_SCORE",
+    "beta",
+    "beta_descriptors",
+    "cmra",
+    "dastd",
+    "market_return",
+    "nlsize",
+    "resvol",
+]
+
+BETA_SCORE = "beta_score"
+RESVOL_SCORE = "resvol_score"
+NLSIZE_SCORE = "nlsize_score"
+#: USE4's weights of DASTD, CMRA and HSIGMA in residual volatility.
+RESVOL_WEIGHTS = (0.74, 0.16, 0.10)
+# assets per block of the time-series kernels (bounds the (dates, assets) work arrays; blocks run in parallel)
+_ASSETS_PER_BLOCK = 256
+
+
+def _decay(half_life: float) -> float:
+    if not np.isfinite(half_life) or half_life <= 0:
+        raise ValueError(f"half_life must be positive, got {half_life!r}")
+    return float(0.5 ** (1.0 / half_life))
+
+
+def _check_window(window: int, min_observations: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an integer ≥ 2, got {window!r}")
+    if not 2 <= min_observations <= window:
+        raise ValueError(f"min_observations must be in [2, window={window}], got {min_observations!r}")
+
+
+def _window_sum(values: np.ndarray, decay: float, window: int) -> np.ndarray:
+    """Exponentially weighted sum over the last ``window`` rows, ``Σ_{k<window} decay^k x[t−k]``, along axis 0
+    (the infinite weighted sum minus ``decay^window`` times its value ``window`` rows earlier)."""
+    total = ewma_sum(values, decay, axis=0)
+    truncated: np.ndarray = total.copy()
+    truncated[window:] -= decay**window * total[:-window]
+    return truncated
+
+
+def _window_count(mask: np.ndarray, window: int) -> np.ndarray:
+    """Observations (True values) in the last ``window`` rows, along axis 0."""
+    running = np.cumsum(mask, axis=0, dtype=np.int64)
+    counts: np.ndarray = running.copy()
+    counts[window:] -= running[:-window]
+    return counts
+
+
+def market_return(returns: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """(T,) cap-weighted mean return of each date, weighted by each asset's previous-date cap; NaN on the first
+    date and where no asset has both.
+
+    Parameters
+    ----------
+    returns: (T, N) daily simple returns (fractions), NaN where missing.
+    caps: (T, N) market caps (currency units).
+    """
+    previous = np.full(caps.shape, np.nan)
+    previous[1:] = caps[:-1]
+    usable = np.isfinite(returns) & np.isfinite(previous) & (previous > 0)
+    weights = np.where(usable, previous, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        market: np.ndarray = (weights * np.where(usable, returns, 0.0)).sum(axis=1) / weights.sum(axis=1)
+    return market
+
+
+def beta_descriptors(
+    returns: np.ndarray,
+    market: np.ndarray,
+    *,
+    window: int = 252,
+    half_life: float = 63,
+    min_observations: int = 63,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(BETA, HSIGMA), each (T, N): the slope and the residual standard deviation of the exponentially weighted
+    regression ``r(t) = α + β R(t) + e(t)`` over the last ``window`` dates (weights ``0.5^(k / half_life)``,
+    ``k = 0`` the newest), over the dates where both returns are finite; NaN with fewer than
+    ``min_observations`` of them or a market without variance.
+
+    Parameters
+    ----------
+    returns: (T, N) daily asset returns (fractions).
+    market: (T,) daily market returns.
+    window, half_life, min_observations: in dates.
+    """
+    _check_window(window, min_observations)
+    decay = _decay(half_life)
+    slope = np.full(returns.shape, np.nan)
+    sigma = np.full(returns.shape, np.nan)
+
+    def block(start: int) -> None:
+        cols = slice(start, start + _ASSETS_PER_BLOCK)
+        y = returns[:, cols]
+        observed = np.isfinite(y) & np.isfinite(market)[:, None]
+        x = np.where(observed, market[:, None], 0.0)
+        y = np.where(observed, y, 0.0)
+        w = _window_sum(observed.astype(np.float64), decay, window)
+        sx, sy = _window_sum(x, decay, window), _window_sum(y, decay, window)
+        sxx, sxy, syy = (_window_sum(a * b, decay, window) for a, b in ((x, x), (x, y), (y, y)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx, my = sx / w, sy / w
+            var_x = sxx / w - mx * mx
+            cov = sxy / w - mx * my
+            b = cov / var_x
+            # weighted mean squared residual: var(y) − β² var(x), the regression having an intercept
+            residual = np.maximum(syy / w - my * my - b * cov, 0.0)
+            varies = var_x > 1e-14 * np.maximum(sxx / w, 1e-300)
+        enough = (_window_count(observed, window) >= min_observations) & varies
+        slope[:, cols] = np.where(enough, b, np.nan)
+        sigma[:, cols] = np.where(enough, np.sqrt(residual), np.nan)
+
+    run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
+    return slope, sigma
+
+
+def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_observations: int = 63) -> np.ndarray:
+    """DASTD (T, N): the exponentially weighted standard deviation of daily returns over the last ``window``
+    dates (weights ``0.5^(k / half_life)``, around their weighted mean); NaN with fewer than
+    ``min_observations`` returns.
+
+    Parameters
+    ----------
+    returns: (T, N) daily returns (fractions).
+    window, half_life, min_observations: in dates.
+    """
+    _check_window(window, min_observations)
+    decay = _decay(half_life)
+    result = np.full(returns.shape, np.nan)
+
+    def block(start: int) -> None:
+        cols = slice(start, start + _ASSETS_PER_BLOCK)
+        observed = np.isfinite(returns[:, cols])
+        y = np.where(observed, returns[:, cols], 0.0)
+        w = _window_sum(observed.astype(np.float64), decay, window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = _window_sum(y, decay, window) / w
+            variance = np.maximum(_window_sum(y * y, decay, window) / w - mean * mean, 0.0)
+        enough = _window_count(observed, window) >= min_observations
+        result[:, cols] = np.where(enough, np.sqrt(variance), np.nan)
+
+    run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
+    return result
+
+
+def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_observations: int = 63) -> np.ndarray:
+    """CMRA (T, N): ``ln(1 + Z_max) − ln(1 + Z_min)`` over ``Z(m)``, the sum of daily log returns over the last
+    ``m · month_days`` dates, ``m = 1 … months`` (a missing return counts as 0); NaN with fewer than
+    ``min_observations`` returns in the ``months · month_days`` window, before a full window, or where
+    ``1 + Z_min ≤ 0``.
+
+    Parameters
+    ----------
+    returns: (T, N) daily returns (fractions).
+    months, month_days: the horizon, USE4's 12 months of 21 trading days.
+    min_observations: returns needed in the whole window.
+    """
+    span = months * month_days
+    _check_window(span, min_observations)
+    observed = np.isfinite(returns)
+    with np.errstate(invalid="ignore"):
+        logs = np.where(observed, np.log1p(np.where(observed, returns, 0.0)), 0.0)
+    cumulative = np.cumsum(logs, axis=0)
+    padded = np.vstack([np.zeros((1, returns.shape[1])), cumulative])  # padded[t + 1] = Σ logs[:t + 1]
+    n_dates = returns.shape[0]
+    result = np.full(returns.shape, np.nan)
+    if n_dates < span:
+        return result
+    ends = np.arange(span - 1, n_dates)
+    z = np.stack([padded[ends + 1] - padded[ends + 1 - m * month_days] for m in range(1, months + 1)])
+    z_max, z_min = z.max(axis=0), z.min(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.log1p(z_max) - np.log1p(z_min)
+    enough = _window_count(observed, span)[ends] >= min_observations
+    result[ends] = np.where(enough & (z_min > -1.0), value, np.nan)
+    return result
+
+
+_Dense = tuple[pl.DataFrame, Grid, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]
+
+
+def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
+    """The input rows, their grid, returns and caps as (T, N) arrays and each row's (date, symbol) index."""
+    frame = load_inputs(df, what, (RETURNS, MARKET_CAP))
+    grid = build_grid([frame])
+    t, n = grid.locate(frame)
+    check_unique(grid, t, n, f"{what} input")
+    returns = grid.scatter(t, n, frame[RETURNS].to_numpy())
+    caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
+    return frame, grid, returns, caps, (t, n)
+
+
+def _log_size(caps: np.ndarray) -> np.ndarray:
+    """USE4's size (LNCAP): the log market cap, trimmed and standardized."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_cap = np.where(caps > 0, np.log(caps), np.nan)
+    return trim(log_cap, caps)
+
+
+def beta(
+    df: pl.DataFrame | pl.LazyFrame, *, window: int = 252, half_life: float = 63, min_observations: int = 63
+) -> pl.DataFrame:
+    """Beta score per date and symbol: USE4's BETA descriptor (the exponentially weighted time-series
+    regression slope on the cap-weighted market return, :func:`beta_descriptors`), trimmed at 3σ and
+    standardized (cap-weighted mean 0, equal-weighted std 1).
+
+    Parameters
+    ----------
+    df: long frame with ``date, symbol, asset_returns, market_cap``.
+    window, half_life, min_observations: the regression's window, weight half-life and fewest returns (dates).
+
+    Returns
+    -------
+    DataFrame ``date, symbol, beta_score`` in date order (input order within a date).
+    """
+    frame, _, returns, caps, (t, n) = _dense_inputs(df, "beta")
+    slope, _ = beta_descriptors(
+        returns, market_return(returns, caps), window=window, half_life=half_life, min_observations=min_observations
+    )
+    return with_score(frame, BETA_SCORE, descriptor_to_style([slope], [1.0], caps)[t, n])
+
+
+def resvol(
+    df: pl.DataFrame | pl.LazyFrame,
+    *,
+    window: int = 252,
+    beta_half_life: float = 63,
+    dastd_half_life: float = 42,
+    min_observations: int = 63,
+) -> pl.DataFrame:
+    """Residual volatility score per date and symbol: ``0.74 DASTD + 0.16 CMRA + 0.10 HSIGMA`` (each trimmed
+    and standardized), standardized, orthogonalized to beta and size (cap-weighted) and standardized again.
+
+    Parameters
+    ----------
+    df: long frame with ``date, symbol, asset_returns, market_cap``.
+    window: DASTD's and the beta regression's window (dates); CMRA spans 12 months of 21 dates.
+    beta_half_life, dastd_half_life: weight half-lives (dates) of the beta regression (HSIGMA) and DASTD.
+    min_observations: fewest returns a descriptor needs in its window.
+
+    Returns
+    -------
+    DataFrame ``date, symbol, resvol_score`` in date order (input order within a date).
+    """
+    frame, _, returns, caps, (t, n) = _dense_inputs(df, "resvol")
+    slope, hsigma = beta_descriptors(
+        returns,
+        market_return(returns, caps),
+        window=window,
+        half_life=beta_half_life,
+        min_observations=min_observations,
+    )
+    descriptors = [
+        dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations),
+        cmra(returns, min_observations=min_observations),
+        hsigma,
+    ]
+    beta_style = descriptor_to_style([slope], [1.0], caps)
+    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style, _log_size(caps)])
+    return with_score(frame, RESVOL_SCORE, style[t, n])
+
+
+def nlsize(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Non-linear size score per date and symbol: the cube of USE4's size (standardized log market cap),
+    orthogonalized to size by a cap-weighted regression, trimmed at 3σ and standardized.
+
+    Parameters
+    ----------
+    df: long frame with ``date, symbol, market_cap`` (currency units, positive).
+
+    Returns
+    -------
+    DataFrame ``date, symbol, nlsize_score`` in date order (input order within a date).
+    """
+    frame = load_inputs(df, "nlsize", (MARKET_CAP,))
+    grid = build_grid([frame])
+    t, n = grid.locate(frame)
+    check_unique(grid, t, n, "nlsize input")
+    caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
+    size = _log_size(caps)
+    cube = standardize_use4(size**3, caps)
+    style = trim(orthogonalize(cube, [size], caps), caps)
+    return with_score(frame, NLSIZE_SCORE, style[t, n])
