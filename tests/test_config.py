@@ -88,3 +88,38 @@ def test_errors_name_section_and_key(tmp_path: Path, text: str, message: str) ->
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"configuration file .*nope.toml does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_style_presets_choose_the_candidate_styles() -> None:
+    returns_and_caps = ("date", "symbol", "asset_returns", "market_cap", "sector")
+    default = ModelConfig.from_mapping({})
+    assert default.styles.resolve(returns_and_caps) == (
+        ("momentum", "size"),
+        {"value": "the panel has no book_price, sales_price, cf_price columns"},
+    )
+    use4 = ModelConfig.from_mapping({"styles": {"preset": "use4"}})
+    used, skipped = use4.styles.resolve(returns_and_caps)
+    assert used == ("momentum", "size", "beta", "resvol", "nlsize")
+    assert list(skipped) == ["value"]
+    toraniko = ModelConfig.from_mapping({"styles": {"preset": "toraniko", "momentum": {"lag": 5}}})
+    assert toraniko.styles.resolve((*returns_and_caps, "book_price", "sales_price", "cf_price"))[0] == (
+        "momentum",
+        "value",
+        "size",
+    )
+    assert toraniko.effective()["styles"]["preset"] == "toraniko"
+    assert set(toraniko.effective()["styles"]["params"]) == {"momentum", "value", "size"}
+    assert toraniko.effective()["styles"]["params"]["momentum"]["lag"] == 5
+    again = ModelConfig.from_mapping(toraniko.effective())
+    assert again.effective() == toraniko.effective()
+    named = ModelConfig.from_mapping({"styles": {"names": ["momentum", "beta"], "beta": {"half_life": 42}}})
+    assert named.styles.resolve(returns_and_caps) == (("momentum", "beta"), {})
+
+
+def test_style_preset_errors() -> None:
+    with pytest.raises(ConfigError, match=r"\[styles\] preset must be one of \['toraniko', 'use4'\], got 'barra'"):
+        ModelConfig.from_mapping({"styles": {"preset": "barra"}})
+    with pytest.raises(ConfigError, match=r"\[styles\] give names or a preset, not both"):
+        ModelConfig.from_mapping({"styles": {"preset": "use4", "names": ["beta"]}})
+    with pytest.raises(ConfigError, match=r"\[styles\] preset must be a string, got 4"):
+        ModelConfig.from_mapping({"styles": {"preset": 4}})
