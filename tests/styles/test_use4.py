@@ -512,11 +512,6 @@ def test_styles_are_standardized_with_delistings(
     assert _assert_standardized(dense[score], dense["caps"]) == 400 - first_date
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a delisted asset's BETA (its window still holds >= min_observations returns) stays in the "
-    "equal-weighted mean/std of standardize_use4 and trim on dates it has no row (S00056 after 2016-06-29)",
-)
 def test_beta_is_standardized_over_the_assets_of_the_date(
     synthetic_panel: pl.DataFrame, style_scores: dict[str, pl.DataFrame]
 ) -> None:
@@ -524,10 +519,6 @@ def test_beta_is_standardized_over_the_assets_of_the_date(
     assert _assert_standardized(dense["beta_score"], dense["caps"]) == 400 - 63
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: beta and resvol standardize/trim descriptors of delisted assets on dates they have no row",
-)
 @pytest.mark.parametrize("score", ["beta_score", "resvol_score"])
 def test_styles_match_the_reference_pipeline_with_delistings(
     synthetic_panel: pl.DataFrame,
@@ -634,3 +625,16 @@ def test_styles_reject_missing_columns(synthetic_panel: pl.DataFrame) -> None:
         use4.beta(synthetic_panel.drop("asset_returns"))
     with pytest.raises(ValueError, match=r"nlsize: missing column\(s\) \['market_cap'\]"):
         use4.nlsize(synthetic_panel.drop("market_cap"))
+
+
+def test_cmra_treats_a_total_loss_as_missing_not_as_the_end_of_the_asset() -> None:
+    rng = np.random.default_rng(11)
+    returns = rng.normal(0.0, 0.01, size=(60, 2))
+    returns[5, 0] = -1.0  # a -100 % day: no log return
+    value = use4.cmra(returns, months=2, month_days=5, min_observations=5)
+    clean = returns.copy()
+    clean[5, 0] = np.nan  # the same asset with that day missing
+    expected = use4.cmra(clean, months=2, month_days=5, min_observations=5)
+    np.testing.assert_array_equal(np.isnan(value), np.isnan(expected))
+    np.testing.assert_allclose(value[np.isfinite(value)], expected[np.isfinite(expected)], rtol=0, atol=0)
+    assert np.isfinite(value[20:, 0]).all()

@@ -180,9 +180,9 @@ def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_
 
 def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_observations: int = 63) -> np.ndarray:
     """CMRA (T, N): ``ln(1 + Z_max) − ln(1 + Z_min)`` over ``Z(m)``, the sum of daily log returns over the last
-    ``m · month_days`` dates, ``m = 1 … months`` (a missing return counts as 0); NaN with fewer than
-    ``min_observations`` returns in the ``months · month_days`` window, before a full window, or where
-    ``1 + Z_min ≤ 0``.
+    ``m · month_days`` dates, ``m = 1 … months`` (a missing return, or one of −100 % or worse, counts as 0);
+    NaN with fewer than ``min_observations`` returns in the ``months · month_days`` window, before a full
+    window, or where ``1 + Z_min ≤ 0``.
 
     Parameters
     ----------
@@ -192,9 +192,8 @@ def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_obs
     """
     span = months * month_days
     _check_window(span, min_observations)
-    observed = np.isfinite(returns)
-    with np.errstate(invalid="ignore"):
-        logs = np.where(observed, np.log1p(np.where(observed, returns, 0.0)), 0.0)
+    observed = np.isfinite(returns) & (returns > -1.0)  # a return of −100 % or worse has no log: missing
+    logs = np.where(observed, np.log1p(np.where(observed, returns, 0.0)), 0.0)
     cumulative = np.cumsum(logs, axis=0)
     padded = np.vstack([np.zeros((1, returns.shape[1])), cumulative])  # padded[t + 1] = Σ logs[:t + 1]
     n_dates = returns.shape[0]
@@ -202,8 +201,10 @@ def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_obs
     if n_dates < span:
         return result
     ends = np.arange(span - 1, n_dates)
-    z = np.stack([padded[ends + 1] - padded[ends + 1 - m * month_days] for m in range(1, months + 1)])
-    z_max, z_min = z.max(axis=0), z.min(axis=0)
+    z_max = z_min = padded[ends + 1] - padded[ends + 1 - month_days]
+    for m in range(2, months + 1):  # running extremes: no (months, T, N) stack
+        z = padded[ends + 1] - padded[ends + 1 - m * month_days]
+        z_max, z_min = np.maximum(z_max, z), np.minimum(z_min, z)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.log1p(z_max) - np.log1p(z_min)
     enough = _window_count(observed, span)[ends] >= min_observations
@@ -223,6 +224,14 @@ def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
     returns = grid.scatter(t, n, frame[RETURNS].to_numpy())
     caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
     return frame, grid, returns, caps, (t, n)
+
+
+def _on_rows(values: np.ndarray, t: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``values`` kept only at the panel's (date, symbol) rows, NaN elsewhere: a delisted asset's trailing
+    window still yields a descriptor after its last row, which must not enter that date's cross-section."""
+    kept = np.full(values.shape, np.nan)
+    kept[t, n] = values[t, n]
+    return kept
 
 
 def _log_size(caps: np.ndarray) -> np.ndarray:
@@ -252,7 +261,7 @@ def beta(
     slope, _ = beta_descriptors(
         returns, market_return(returns, caps), window=window, half_life=half_life, min_observations=min_observations
     )
-    return with_score(frame, BETA_SCORE, descriptor_to_style([slope], [1.0], caps)[t, n])
+    return with_score(frame, BETA_SCORE, descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)[t, n])
 
 
 def resvol(
@@ -286,11 +295,11 @@ def resvol(
         min_observations=min_observations,
     )
     descriptors = [
-        dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations),
-        cmra(returns, min_observations=min_observations),
-        hsigma,
+        _on_rows(dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations), t, n),
+        _on_rows(cmra(returns, min_observations=min_observations), t, n),
+        _on_rows(hsigma, t, n),
     ]
-    beta_style = descriptor_to_style([slope], [1.0], caps)
+    beta_style = descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)
     style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style, _log_size(caps)])
     return with_score(frame, RESVOL_SCORE, style[t, n])
 
