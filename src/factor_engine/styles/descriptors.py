@@ -19,24 +19,73 @@ with a positive, finite market cap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from factor_engine._dense import run_parallel
 from factor_engine.xsection import CONSTANT_TOL
 
 __all__ = ["TRIM_SIGMA", "combine", "descriptor_to_style", "orthogonalize", "standardize_use4", "trim"]
 
 #: USE4's outlier bound, in standard deviations.
 TRIM_SIGMA = 3.0
-# dates per block of the batched regressions (bounds the (dates, assets, regressors) work arrays)
-_DATES_PER_BLOCK = 256
+# dates per block: every step of the pipeline runs on one block of rows at a time (work arrays stay in
+# cache instead of being page-faulted afresh at full size), blocks in parallel
+_DATES_PER_BLOCK = 64
 
 
-def _cap_weights(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """Weights (T, N): the market cap where both the value and a positive cap are finite, else 0."""
+def _by_blocks(n_rows: int, work: Callable[[slice], None]) -> None:
+    """Run ``work(rows)`` on consecutive blocks of rows, in parallel."""
+    run_parallel(lambda start: work(slice(start, start + _DATES_PER_BLOCK)), range(0, n_rows, _DATES_PER_BLOCK))
+
+
+def _standardize(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """:func:`standardize_use4` of a block of rows."""
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0)
+    weights = np.where(finite & np.isfinite(caps) & (caps > 0), caps, 0.0)
+    count = finite.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cap_mean = (weights * clean).sum(axis=1) / weights.sum(axis=1)
+        equal_mean = clean.sum(axis=1) / count
+        clean -= equal_mean[:, None]
+        clean *= finite
+        std = np.sqrt(np.einsum("ij,ij->i", clean, clean) / (count - 1))
+        scale = np.maximum(np.abs(equal_mean), np.abs(cap_mean))
+        std[~(std > CONSTANT_TOL * np.maximum(scale, 1e-300))] = np.nan
+        result: np.ndarray = (values - cap_mean[:, None]) / std[:, None]
+    return result
+
+
+def _trim(values: np.ndarray, caps: np.ndarray, limit: float) -> np.ndarray:
+    """:func:`trim` of a block of rows."""
+    return _standardize(np.clip(_standardize(values, caps), -limit, limit), caps)
+
+
+def _orthogonal(values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray) -> np.ndarray:
+    """:func:`orthogonalize` of a block of rows: the normal equations from weighted sums of products."""
+    regressors = [np.ones_like(values), *against]
     usable = np.isfinite(values) & np.isfinite(caps) & (caps > 0)
-    return np.where(usable, caps, 0.0)
+    for x in against:
+        usable &= np.isfinite(x)
+    weights = np.where(usable, caps, 0.0)
+    xs = [np.where(usable, x, 0.0) for x in regressors]
+    y = np.where(usable, values, 0.0)
+    k = len(xs)
+    gram = np.empty((values.shape[0], k, k))
+    moment = np.empty((values.shape[0], k))
+    for i in range(k):
+        weighted = weights * xs[i]
+        moment[:, i] = np.einsum("ij,ij->i", weighted, y)
+        for j in range(i, k):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("ij,ij->i", weighted, xs[j])
+    solvable = usable.sum(axis=1) > k
+    coefficients = np.zeros((values.shape[0], k))
+    coefficients[solvable] = np.einsum("tkl,tl->tk", np.linalg.pinv(gram[solvable]), moment[solvable])
+    fitted = sum(coefficients[:, i, None] * xs[i] for i in range(k))
+    result: np.ndarray = np.where(usable & solvable[:, None], values - fitted, np.nan)
+    return result
 
 
 def standardize_use4(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -50,26 +99,25 @@ def standardize_use4(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
     values: (T, N) descriptor values, NaN where missing.
     caps: (T, N) market caps (currency units) weighting the mean.
     """
-    finite = np.isfinite(values)
-    clean = np.where(finite, values, 0.0)
-    weights = _cap_weights(values, caps)
-    count = finite.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cap_mean = (weights * clean).sum(axis=1) / weights.sum(axis=1)
-        equal_mean = clean.sum(axis=1) / count
-        deviation = np.where(finite, clean - equal_mean[:, None], 0.0)
-        std = np.sqrt((deviation * deviation).sum(axis=1) / (count - 1))
-        scale = np.maximum(np.abs(equal_mean), np.abs(cap_mean))
-        std[~(std > CONSTANT_TOL * np.maximum(scale, 1e-300))] = np.nan
-        result: np.ndarray = (values - cap_mean[:, None]) / std[:, None]
+    result = np.empty(values.shape)
+
+    def work(rows: slice) -> None:
+        result[rows] = _standardize(values[rows], caps[rows])
+
+    _by_blocks(values.shape[0], work)
     return result
 
 
 def trim(values: np.ndarray, caps: np.ndarray, limit: float = TRIM_SIGMA) -> np.ndarray:
     """USE4 outlier treatment: standardize (:func:`standardize_use4`), clip to ``±limit`` standard
     deviations, standardize again."""
-    standardized = standardize_use4(values, caps)
-    return standardize_use4(np.clip(standardized, -limit, limit), caps)
+    result = np.empty(values.shape)
+
+    def work(rows: slice) -> None:
+        result[rows] = _trim(values[rows], caps[rows], limit)
+
+    _by_blocks(values.shape[0], work)
+    return result
 
 
 def combine(descriptors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -85,8 +133,8 @@ def combine(descriptors: Sequence[np.ndarray], weights: Sequence[float]) -> np.n
         raise ValueError(f"need one weight per descriptor, got {len(descriptors)} descriptors, {len(weights)} weights")
     if any(not np.isfinite(w) or w <= 0 for w in weights):
         raise ValueError(f"descriptor weights must be positive, got {list(weights)}")
-    total = np.zeros_like(descriptors[0], dtype=np.float64)
-    weight_sum = np.zeros_like(total)
+    total = np.zeros(descriptors[0].shape)
+    weight_sum = np.zeros(total.shape)
     for descriptor, weight in zip(descriptors, weights, strict=True):
         finite = np.isfinite(descriptor)
         total += np.where(finite, weight * descriptor, 0.0)
@@ -107,25 +155,12 @@ def orthogonalize(values: np.ndarray, against: Sequence[np.ndarray], caps: np.nd
     against: (T, N) exposures to remove (e.g. beta and size).
     caps: (T, N) market caps (regression weights).
     """
-    residual = np.full(values.shape, np.nan)
-    for start in range(0, values.shape[0], _DATES_PER_BLOCK):
-        rows = slice(start, start + _DATES_PER_BLOCK)
-        residual[rows] = _orthogonal_block(values[rows], [a[rows] for a in against], caps[rows])
-    return residual
+    result = np.empty(values.shape)
 
+    def work(rows: slice) -> None:
+        result[rows] = _orthogonal(values[rows], [x[rows] for x in against], caps[rows])
 
-def _orthogonal_block(values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray) -> np.ndarray:
-    design = np.stack([np.ones_like(values), *against], axis=-1)  # (T, N, K)
-    usable = np.isfinite(values) & np.isfinite(design).all(axis=-1) & np.isfinite(caps) & (caps > 0)
-    x = np.where(usable[..., None], design, 0.0)
-    weighted = x * np.where(usable, caps, 0.0)[..., None]
-    gram = np.einsum("tnk,tnl->tkl", weighted, x)
-    moment = np.einsum("tnk,tn->tk", weighted, np.where(usable, values, 0.0))
-    solvable = usable.sum(axis=1) > design.shape[-1]
-    coefficients = np.zeros(moment.shape)
-    coefficients[solvable] = np.einsum("tkl,tl->tk", np.linalg.pinv(gram[solvable]), moment[solvable])
-    fitted = np.einsum("tnk,tk->tn", x, coefficients)
-    result: np.ndarray = np.where(usable & solvable[:, None], values - fitted, np.nan)
+    _by_blocks(values.shape[0], work)
     return result
 
 
@@ -138,6 +173,7 @@ def descriptor_to_style(
 ) -> np.ndarray:
     """USE4's pipeline from raw descriptors to a style exposure: each descriptor trimmed and standardized,
     combined with ``weights``, standardized, orthogonalized to ``against`` (if any) and standardized again.
+    Runs block of dates by block of dates, every step on a block before the next block.
 
     Parameters
     ----------
@@ -146,8 +182,17 @@ def descriptor_to_style(
     caps: (T, N) market caps (standardization mean and regression weights).
     against: (T, N) exposures the style is made orthogonal to (cap-weighted).
     """
-    combined = combine([trim(d, caps) for d in descriptors], weights)
-    style = standardize_use4(combined, caps)
-    if against:
-        style = standardize_use4(orthogonalize(style, against, caps), caps)
-    return style
+    if len(descriptors) != len(weights) or not descriptors:
+        raise ValueError(f"need one weight per descriptor, got {len(descriptors)} descriptors, {len(weights)} weights")
+    result = np.empty(caps.shape)
+
+    def work(rows: slice) -> None:
+        block_caps = caps[rows]
+        trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA) for d in descriptors]
+        style = _standardize(combine(trimmed, weights), block_caps)
+        if against:
+            style = _standardize(_orthogonal(style, [x[rows] for x in against], block_caps), block_caps)
+        result[rows] = style
+
+    _by_blocks(caps.shape[0], work)
+    return result

@@ -192,23 +192,30 @@ def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_obs
     """
     span = months * month_days
     _check_window(span, min_observations)
-    observed = np.isfinite(returns) & (returns > -1.0)  # a return of −100 % or worse has no log: missing
-    logs = np.where(observed, np.log1p(np.where(observed, returns, 0.0)), 0.0)
-    cumulative = np.cumsum(logs, axis=0)
-    padded = np.vstack([np.zeros((1, returns.shape[1])), cumulative])  # padded[t + 1] = Σ logs[:t + 1]
     n_dates = returns.shape[0]
     result = np.full(returns.shape, np.nan)
     if n_dates < span:
         return result
-    ends = np.arange(span - 1, n_dates)
-    z_max = z_min = padded[ends + 1] - padded[ends + 1 - month_days]
-    for m in range(2, months + 1):  # running extremes: no (months, T, N) stack
-        z = padded[ends + 1] - padded[ends + 1 - m * month_days]
-        z_max, z_min = np.maximum(z_max, z), np.minimum(z_min, z)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = np.log1p(z_max) - np.log1p(z_min)
-    enough = _window_count(observed, span)[ends] >= min_observations
-    result[ends] = np.where(enough & (z_min > -1.0), value, np.nan)
+
+    def block(start: int) -> None:
+        cols = slice(start, start + _ASSETS_PER_BLOCK)
+        observed = np.isfinite(returns[:, cols]) & (returns[:, cols] > -1.0)  # −100 % or worse: no log, missing
+        logs = np.log1p(np.where(observed, returns[:, cols], 0.0))
+        padded = np.zeros((n_dates + 1, logs.shape[1]))
+        np.cumsum(logs, axis=0, out=padded[1:])  # padded[t + 1] = Σ logs[:t + 1]
+        latest = padded[span:]  # the cumulative sum at each window end, dates span − 1 … T − 1
+        z_max = latest - padded[span - month_days : n_dates + 1 - month_days]
+        z_min = z_max.copy()
+        for m in range(2, months + 1):  # running extremes over the months: no (months, T, N) stack
+            z = latest - padded[span - m * month_days : n_dates + 1 - m * month_days]
+            np.maximum(z_max, z, out=z_max)
+            np.minimum(z_min, z, out=z_min)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.log1p(z_max) - np.log1p(z_min)
+        enough = _window_count(observed, span)[span - 1 :] >= min_observations
+        result[span - 1 :, cols] = np.where(enough & (z_min > -1.0), value, np.nan)
+
+    run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
     return result
 
 
