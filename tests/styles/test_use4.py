@@ -638,3 +638,27 @@ def test_cmra_treats_a_total_loss_as_missing_not_as_the_end_of_the_asset() -> No
     np.testing.assert_array_equal(np.isnan(value), np.isnan(expected))
     np.testing.assert_allclose(value[np.isfinite(value)], expected[np.isfinite(expected)], rtol=0, atol=0)
     assert np.isfinite(value[20:, 0]).all()
+
+
+def test_styles_computed_together_share_the_beta_regression_and_equal_those_computed_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from factor_engine.styles import compute_styles
+
+    panel = generate_market(50, 320, seed=4).panel
+    alone = {name: compute_styles(panel, [name]) for name in ("beta", "resvol", "nlsize")}
+    calls: list[int] = []
+    real = use4.beta_descriptors
+
+    def counted(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(use4, "beta_descriptors", counted)
+    together = compute_styles(panel, ["beta", "resvol", "nlsize"])
+    assert len(calls) == 1  # beta and resvol shared one regression
+    for frame in alone.values():
+        score = frame.columns[-1]
+        assert together.select("date", "symbol", score).equals(frame.select("date", "symbol", score))
+    compute_styles(panel, ["resvol"])
+    assert len(calls) == 2  # nothing is kept between calls

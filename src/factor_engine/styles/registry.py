@@ -23,6 +23,7 @@ columns it reads) to a frame ``date, symbol, <score>``. Register one with :func:
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import polars as pl
 from factor_engine._dense import worker_count
 from factor_engine._grid import is_sorted_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SYMBOL, VALUE_FEATURES
+from factor_engine.styles._shared import shared_work
 from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.size import SCORE as SIZE_SCORE
@@ -178,12 +180,15 @@ def compute_styles(
         scores = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
         return scores.select(DATE, SYMBOL, factor.score)
 
-    # styles are independent and their kernels release the GIL: computed side by side
-    if len(factors) > 1 and worker_count() > 1:
-        with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
-            score_frames = list(pool.map(score, factors))
-    else:
-        score_frames = [score(factor) for factor in factors]
+    # styles are independent and their kernels release the GIL: computed side by side, sharing the
+    # intermediate results several of them need (styles._shared)
+    with shared_work():
+        if len(factors) > 1 and worker_count() > 1:
+            with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
+                context = contextvars.copy_context()  # each thread runs in a copy holding the shared cache
+                score_frames = list(pool.map(lambda factor: context.copy().run(score, factor), factors))
+        else:
+            score_frames = [score(factor) for factor in factors]
     n_rows = lazy.select(pl.len()).collect().item()
     if score_frames and all(f.height == n_rows for f in score_frames):
         first = score_frames[0]

@@ -28,6 +28,7 @@ from factor_engine._dense import ewma_sum, run_parallel
 from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import MARKET_CAP, RETURNS
 from factor_engine.styles._common import load_inputs, with_score
+from factor_engine.styles._shared import shared
 from factor_engine.styles.descriptors import descriptor_to_style, orthogonalize, standardize_use4, trim
 
 __all__ = [
@@ -223,7 +224,12 @@ _Dense = tuple[pl.DataFrame, Grid, np.ndarray, np.ndarray, tuple[np.ndarray, np.
 
 
 def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
-    """The input rows, their grid, returns and caps as (T, N) arrays and each row's (date, symbol) index."""
+    """The input rows, their grid, returns and caps as (T, N) arrays and each row's (date, symbol) index
+    (computed once for the styles of one ``compute_styles`` call)."""
+    return shared("use4 returns and caps", lambda: _load_dense(df, what))
+
+
+def _load_dense(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
     frame = load_inputs(df, what, (RETURNS, MARKET_CAP))
     grid = build_grid([frame])
     t, n = grid.locate(frame)
@@ -265,10 +271,42 @@ def beta(
     DataFrame ``date, symbol, beta_score`` in date order (input order within a date).
     """
     frame, _, returns, caps, (t, n) = _dense_inputs(df, "beta")
-    slope, _ = beta_descriptors(
-        returns, market_return(returns, caps), window=window, half_life=half_life, min_observations=min_observations
+    style = _beta_style(returns, caps, t, n, window, half_life, min_observations)
+    return with_score(frame, BETA_SCORE, style[t, n])
+
+
+def _beta_regression(
+    returns: np.ndarray, caps: np.ndarray, window: int, half_life: float, min_observations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """BETA and HSIGMA of the panel (computed once for the styles of one ``compute_styles`` call)."""
+    return shared(
+        ("use4 beta regression", window, half_life, min_observations),
+        lambda: beta_descriptors(
+            returns,
+            market_return(returns, caps),
+            window=window,
+            half_life=half_life,
+            min_observations=min_observations,
+        ),
     )
-    return with_score(frame, BETA_SCORE, descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)[t, n])
+
+
+def _beta_style(
+    returns: np.ndarray,
+    caps: np.ndarray,
+    t: np.ndarray,
+    n: np.ndarray,
+    window: int,
+    half_life: float,
+    min_observations: int,
+) -> np.ndarray:
+    """The (T, N) beta exposure: BETA on the panel's rows, trimmed and standardized (shared like the regression)."""
+
+    def compute() -> np.ndarray:
+        slope, _ = _beta_regression(returns, caps, window, half_life, min_observations)
+        return descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)
+
+    return shared(("use4 beta style", window, half_life, min_observations), compute)
 
 
 def resvol(
@@ -294,19 +332,13 @@ def resvol(
     DataFrame ``date, symbol, resvol_score`` in date order (input order within a date).
     """
     frame, _, returns, caps, (t, n) = _dense_inputs(df, "resvol")
-    slope, hsigma = beta_descriptors(
-        returns,
-        market_return(returns, caps),
-        window=window,
-        half_life=beta_half_life,
-        min_observations=min_observations,
-    )
+    _, hsigma = _beta_regression(returns, caps, window, beta_half_life, min_observations)
     descriptors = [
         _on_rows(dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations), t, n),
         _on_rows(cmra(returns, min_observations=min_observations), t, n),
         _on_rows(hsigma, t, n),
     ]
-    beta_style = descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)
+    beta_style = _beta_style(returns, caps, t, n, window, beta_half_life, min_observations)
     style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style, _log_size(caps)])
     return with_score(frame, RESVOL_SCORE, style[t, n])
 
