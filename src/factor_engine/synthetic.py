@@ -34,6 +34,9 @@ dates counted as 0-based indices into the calendar):
   ``0.95·std(−log cap[t]) + √(1−0.95²)·z[t]``. Every style is then standardized over the assets alive
   that date (equal-weight mean 0, sample std 1 with ddof=1, as :func:`factor_engine.xsection.center_xsection`).
   These standardized values, known at the close of date t, are ``truth.exposures``.
+  ``beta`` (only when named in ``styles``) is a market-beta style: its latent is far more persistent
+  (φ = 0.999, betas drift slowly: a year later the latent still correlates e^(−0.25) ≈ 0.78) and it is
+  standardized like the others.
 * Factor returns: ``g[t] ~ N(0, Σ)`` with :func:`base_factor_covariance` (market 1 %, sectors 1.2 %,
   styles 0.3 % daily vol), scaled by the factor regime multiplier ``m_f[t]``. The sector block is then
   made to satisfy the cap-weighted constraint ``Σ_s c_s[t−1]·f_s[t] = 0`` over the sectors populated on
@@ -41,15 +44,24 @@ dates counted as 0-based indices into the calendar):
   previous close (Barra USE4). The true return of a sector that is not populated on date t is null: it
   moves no asset. A sector populated on t but not on t−1 (its start date, the date after a gap) has
   ``c_s[t−1] = 0`` and its drawn return moves no return either (all its assets start with a null return).
+  The ``beta`` style has no draw of its own: its return is tied to the market's, ``f_beta[t] =
+  d·f_market[t]`` with ``d = beta_dispersion`` (after the regime scaling; its row and column of Σ are d times
+  the market's), so the true market beta of asset i on date t is ``β[t, i] = 1 + d·X[t−1, i, beta]``:
+  equal-weighted mean 1 and cross-sectional std ``d`` (ddof=1) over the assets alive on t − 1.
+  ``truth.betas`` holds ``1 + d·X[t, i, beta]`` per alive (date, symbol), the beta known at the close of
+  date t that drives the next date's return (1 for every row without ``beta``: every asset then loads 1 on
+  the market factor). An asset's regression beta on the market also carries its other styles' correlations
+  with the market (``size``, ``momentum``) and, against the cap-weighted market return, the cap-weighted
+  mean exposures; USE4's 252-day estimate correlates about 0.73 with ``β`` at ``d = 0.3``.
 * Specific returns: ``u[t, i] = σ[t, i]·e[t, i]`` with ``e`` Student-t(``specific_df``) scaled to unit
   variance and ``σ[t, i] = (1 % + 1.5 %·q[t−1, i])·a_i·m_u[t]`` where ``q = clip((ln 1e12 − ln cap)/(ln 1e12 −
   ln 1e8), 0, 1)`` is a smallness score of the previous close cap, ``a_i`` a fixed per-asset lognormal
   dispersion (log-sd 0.15) and ``m_u[t]`` the specific regime multiplier.
 * Returns (point in time): ``r[t, i] = f_market[t] + f_sector(i)[t] + Σ_s X[t−1, i, s]·f_s[t] + u[t, i]``
-  using the exposures stored for the previous panel date. An asset has a return on a date when it has a
-  row on that date and on the previous one: its listing date and its first date after a gap have a null
-  return. To keep caps positive ``u`` is clipped from below so that ``r ≥ −0.95``; the stored specific
-  return is the clipped one, so the identity above holds exactly.
+  using the exposures stored for the previous panel date (with ``beta``: ``β[t, i]·f_market[t] + …``). An
+  asset has a return on a date when it has a row on that date and on the previous one: its listing date and
+  its first date after a gap have a null return. To keep caps positive ``u`` is clipped from below so that
+  ``r ≥ −0.95``; the stored specific return is the clipped one, so the identity above holds exactly.
 * Regimes (``regimes=True``): two independent two-state Markov chains started from their stationary
   law; factor multipliers (1.0, 2.0), specific multipliers (1.0, 1.5), stay probabilities 0.99 (calm)
   and 0.98 (stressed). With ``regimes=False`` both multipliers are 1.
@@ -117,6 +129,9 @@ _PAIR_CORR: dict[tuple[str, str], float] = {
 }
 
 _STYLE_PERSISTENCE = 0.99
+BETA = "beta"
+_BETA_PERSISTENCE = 0.999
+_BETA_DISPERSION = 0.3
 _SIZE_CAP_LOADING = 0.95
 _FUNDAMENTAL_PERSISTENCE = 0.995
 # (log level, loading on the value exposure, noise sd) of each value fundamental
@@ -169,6 +184,10 @@ class SyntheticTruth:
     factors: ``("market", *sectors, *styles)``.
     sectors: the sector labels in taxonomy order.
     styles: the style names in generation order.
+    betas: ``date``, ``symbol``, ``beta``, same rows as ``exposures``: each asset's true market beta known at
+        the close of that date (it drives the next date's return), ``1 + beta_dispersion·exposure`` of the
+        ``beta`` style, or 1 for every row when ``beta`` is not a style.
+    beta_dispersion: the ``beta_dispersion`` the market was generated with (used only with a ``beta`` style).
     """
 
     factor_returns: pl.DataFrame
@@ -181,6 +200,8 @@ class SyntheticTruth:
     factors: tuple[str, ...]
     sectors: tuple[str, ...]
     styles: tuple[str, ...]
+    betas: pl.DataFrame
+    beta_dispersion: float
 
     def factor_covariance_on(self, date: datetime.date) -> np.ndarray:
         """True (K, K) daily covariance of the stored factor returns of ``date`` (regime and constraint applied).
@@ -235,31 +256,49 @@ class _SectorCalendar:
     gap_end: np.ndarray
 
 
-def base_factor_covariance(styles: Sequence[str], *, n_sectors: int = len(_GICS_SECTORS)) -> np.ndarray:
+def base_factor_covariance(
+    styles: Sequence[str], *, n_sectors: int = len(_GICS_SECTORS), beta_dispersion: float = _BETA_DISPERSION
+) -> np.ndarray:
     """Base daily covariance of (market, ``n_sectors`` sectors, *styles) factor returns before regime scaling.
 
     Parameters
     ----------
-    styles: style names; ``momentum``, ``value`` and ``size`` get built-in correlations, others none.
+    styles: style names; ``momentum``, ``value`` and ``size`` get built-in correlations, ``beta`` is tied to
+        the market, others none.
     n_sectors: number of sector factors (default 11, the GICS sectors).
+    beta_dispersion: d, the ``beta`` factor return being ``d·f_market`` (used only with a ``beta`` style).
 
     Vols (daily fractions): market 0.010, sectors 0.012, styles 0.003. Sectors are pairwise correlated
-    0.20; named pairs follow ``_PAIR_CORR``.
+    0.20; named pairs follow ``_PAIR_CORR``. The ``beta`` row and column are d times the market's (its
+    variance d²·0.010²), so with ``beta`` the matrix is positive semi-definite and singular.
     """
-    n_factors = 1 + n_sectors + len(styles)
-    vols = np.array([_MARKET_VOL] + [_SECTOR_VOL] * n_sectors + [_STYLE_VOL] * len(styles))
-    corr = np.eye(n_factors)
+    free_styles = [style for style in styles if style != BETA]
+    n_free = 1 + n_sectors + len(free_styles)
+    vols = np.array([_MARKET_VOL] + [_SECTOR_VOL] * n_sectors + [_STYLE_VOL] * len(free_styles))
+    corr = np.eye(n_free)
     sector_block = slice(1, 1 + n_sectors)
     corr[sector_block, sector_block] = _SECTOR_SECTOR_CORR
     np.fill_diagonal(corr, 1.0)
-    position = {MARKET: 0, **{style: 1 + n_sectors + k for k, style in enumerate(styles)}}
+    position = {MARKET: 0, **{style: 1 + n_sectors + k for k, style in enumerate(free_styles)}}
     for (first, second), rho in _PAIR_CORR.items():
         if first in position and second in position:
             corr[position[first], position[second]] = corr[position[second], position[first]] = rho
     if np.linalg.eigvalsh(corr).min() <= 0.0:
         raise ValueError("the built-in factor correlation matrix is not positive definite")
     covariance: np.ndarray = corr * np.outer(vols, vols)
-    return covariance
+    if BETA not in styles:
+        return covariance
+    # every factor is a free one but beta, which is d times the market: Σ = L·Σ_free·Lᵀ
+    loading = np.zeros((1 + n_sectors + len(styles), n_free))
+    loading[_free_rows(styles, n_sectors), np.arange(n_free)] = 1.0
+    loading[1 + n_sectors + list(styles).index(BETA), 0] = beta_dispersion
+    tied: np.ndarray = loading @ covariance @ loading.T
+    return tied
+
+
+def _free_rows(styles: Sequence[str], n_sectors: int) -> np.ndarray:
+    """Indices, among (market, sectors, *styles), of the factors drawn on their own (all but ``beta``)."""
+    return np.array([0, *range(1, 1 + n_sectors)] + [1 + n_sectors + k for k, s in enumerate(styles) if s != BETA])
 
 
 def sector_constraint_projection(sector_weights: np.ndarray, *, n_factors: int) -> np.ndarray:
@@ -293,6 +332,7 @@ def generate_market(
     delisting_rate: float = 0.08,
     regimes: bool = True,
     specific_df: float = 4.0,
+    beta_dispersion: float = _BETA_DISPERSION,
 ) -> SyntheticMarket:
     """Generate a seeded synthetic daily equity panel and the exact factor-model truth behind it.
 
@@ -302,7 +342,8 @@ def generate_market(
     n_days: number of business days (at least 5).
     seed: seed of ``numpy.random.default_rng``; the same seed gives identical frames.
     styles: style factor names (unique, not ``market``, ``date``, ``symbol`` nor a sector label). ``size`` is
-        tied to −log cap.
+        tied to −log cap; ``beta`` is a slowly drifting market-beta style whose return is
+        ``beta_dispersion·f_market`` (true betas in ``truth.betas``).
     sectors: a taxonomy name, ``"gics"`` or ``"seed"`` (see :data:`factor_engine.panel.TAXONOMIES`), or a
         sequence of at least two distinct, non-empty sector labels, not ``market``, ``date``, ``symbol`` nor
         a style name. The truth's factors are ``("market", *sectors, *styles)`` in that order.
@@ -317,6 +358,9 @@ def generate_market(
     delisting_rate: fraction of assets (in [0, 1]) that delist before the last date.
     regimes: draw the factor and specific volatility regimes (otherwise both multipliers are 1).
     specific_df: degrees of freedom (> 2, may be ``inf`` for normal) of the Student-t specific shocks.
+    beta_dispersion: cross-sectional standard deviation (ddof=1, equal-weighted) of the true market betas
+        ``1 + beta_dispersion·X_beta`` around their equal-weighted mean 1 (finite, ≥ 0; used only with a
+        ``beta`` style).
 
     The true return of a sector on a date it has no row is null and the sector constraint runs over the
     sectors populated that date; caps are frozen through a gap. See the module docstring for the exact model.
@@ -331,7 +375,7 @@ def generate_market(
     if isinstance(styles, str):
         raise ValueError(f"styles must be a sequence of names, not the string {styles!r}")
     styles = tuple(styles)
-    _validate(n_days, styles, listing_rate, delisting_rate, specific_df)
+    _validate(n_days, styles, listing_rate, delisting_rate, specific_df, beta_dispersion)
     sector_labels, taxonomy = _sector_labels(sectors, styles)
     if n_assets < len(sector_labels):
         raise ValueError(f"n_assets must be at least {len(sector_labels)} (one per sector), got {n_assets}")
@@ -367,16 +411,23 @@ def generate_market(
         if style == "size":
             size_latent = _ar1(rng, (n_days, n_assets), _STYLE_PERSISTENCE)
         else:
-            latent = latent_value if style == "value" else _ar1(rng, (n_days, n_assets), _STYLE_PERSISTENCE)
+            persistence = _BETA_PERSISTENCE if style == BETA else _STYLE_PERSISTENCE
+            latent = latent_value if style == "value" else _ar1(rng, (n_days, n_assets), persistence)
             exposures[:, :, k] = _standardize(latent, alive, alive_count)
     size_index = styles.index("size") if "size" in styles else None
 
     factor_multiplier = _regime_path(rng, n_days, _FACTOR_REGIME_LEVELS, regimes)
     specific_multiplier = _regime_path(rng, n_days, _SPECIFIC_REGIME_LEVELS, regimes)
-    base_covariance = base_factor_covariance(styles, n_sectors=n_sectors)
-    factor_draws = (rng.standard_normal((n_days, len(factors))) @ np.linalg.cholesky(base_covariance).T) * (
+    base_covariance = base_factor_covariance(styles, n_sectors=n_sectors, beta_dispersion=beta_dispersion)
+    # beta has no draw of its own: the free factors are drawn, then beta = d·market (after the regime scaling)
+    free = _free_rows(styles, n_sectors)
+    free_covariance = base_covariance[np.ix_(free, free)]
+    factor_draws = np.empty((n_days, len(factors)))
+    factor_draws[:, free] = (rng.standard_normal((n_days, len(free))) @ np.linalg.cholesky(free_covariance).T) * (
         factor_multiplier[:, None]
     )
+    if BETA in styles:
+        factor_draws[:, factors.index(BETA)] = beta_dispersion * factor_draws[:, 0]
     shocks = _unit_student_t(rng, specific_df, (n_days, n_assets))
 
     caps = np.empty((n_days, n_assets))
@@ -456,6 +507,10 @@ def generate_market(
             **{style: exposures[:, :, k].ravel()[alive_flat] for k, style in enumerate(styles)},
         }
     )
+    market_betas = (
+        1.0 + beta_dispersion * exposure_frame[BETA].to_numpy() if BETA in styles else np.ones(alive_flat.size)
+    )
+    beta_frame = pl.DataFrame({**keys, BETA: market_betas})
     del exposures
     return_flat = np.flatnonzero(has_return.ravel())
     return_date_index, return_asset_index = np.divmod(return_flat, n_assets)
@@ -491,6 +546,8 @@ def generate_market(
         factors=factors,
         sectors=sector_labels,
         styles=styles,
+        betas=beta_frame,
+        beta_dispersion=float(beta_dispersion),
     )
     return SyntheticMarket(panel=panel, truth=truth)
 
@@ -501,6 +558,7 @@ def _validate(
     listing_rate: float,
     delisting_rate: float,
     specific_df: float,
+    beta_dispersion: float,
 ) -> None:
     if n_days < 5:
         raise ValueError(f"n_days must be at least 5, got {n_days}")
@@ -509,6 +567,8 @@ def _validate(
             raise ValueError(f"{name} must be a fraction in [0, 1], got {rate!r}")
     if not specific_df > 2.0:
         raise ValueError(f"specific_df must exceed 2 (finite variance), got {specific_df!r}")
+    if isinstance(beta_dispersion, bool) or not (math.isfinite(beta_dispersion) and beta_dispersion >= 0.0):
+        raise ValueError(f"beta_dispersion must be a finite number ≥ 0, got {beta_dispersion!r}")
     if len(set(styles)) != len(styles):
         raise ValueError(f"styles must be unique, got {styles}")
     reserved = {MARKET, _DATE, _SYMBOL}
