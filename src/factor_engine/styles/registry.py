@@ -60,6 +60,9 @@ class StyleFactor:
     defaults: the function's default parameters, for documentation and listings.
     default: whether a model uses it, when its inputs are present, without naming it (``[styles] names``)
         or choosing a preset that holds it (``[styles] preset``).
+    fill_missing: whether a model fills the exposure of an asset that has none (on a date where others have
+        one) by a cap-weighted regression on sectors and size, as USE4 does (its styles); the toraniko styles
+        keep their missing values.
     """
 
     name: str
@@ -69,6 +72,7 @@ class StyleFactor:
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     default: bool = True
+    fill_missing: bool = False
 
 
 _REGISTRY: dict[str, StyleFactor] = {}
@@ -84,6 +88,7 @@ def register_style(
     defaults: Mapping[str, Any] | None = None,
     replace: bool = False,
     default: bool = True,
+    fill_missing: bool = False,
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -98,6 +103,7 @@ def register_style(
     replace: allow overwriting an existing registration.
     default: used by a model whose inputs are present without being named (False: only when named or in the
         chosen preset).
+    fill_missing: a model fills this style's missing exposures by regression on sectors and size (USE4).
     """
 
     def decorate(fn: StyleFunction) -> StyleFunction:
@@ -113,6 +119,7 @@ def register_style(
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             defaults=dict(defaults or {}),
             default=default,
+            fill_missing=fill_missing,
         )
         return fn
 
@@ -226,8 +233,8 @@ register_style(
     description="Standardized -log(market cap), middle quantiles zeroed (small minus big).",
     defaults={"lower_decile": 0.2, "upper_decile": 0.8},
 )
-# Barra USE4 styles (factor_engine.styles.use4): not yet in the default set, used when named or with
-# [styles] preset = "use4"
+# Barra USE4 styles (factor_engine.styles.use4): in the default set when their inputs are present; a model fills
+# their missing exposures by regression on sectors and size
 register_style(
     "beta",
     beta,
@@ -235,7 +242,7 @@ register_style(
     inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
     description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market.",
     defaults={"window": 252, "half_life": 63, "min_observations": 63},
-    default=False,
+    fill_missing=True,
 )
 register_style(
     "resvol",
@@ -244,7 +251,7 @@ register_style(
     inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
     description="USE4 residual volatility: 0.74 DASTD + 0.16 CMRA + 0.10 HSIGMA, orthogonal to beta and size.",
     defaults={"window": 252, "beta_half_life": 63, "dastd_half_life": 42, "min_observations": 63},
-    default=False,
+    fill_missing=True,
 )
 register_style(
     "nlsize",
@@ -253,5 +260,5 @@ register_style(
     inputs=(DATE, SYMBOL, MARKET_CAP),
     description="USE4 non-linear size: the cube of standardized log cap, orthogonal to it.",
     defaults={},
-    default=False,
+    fill_missing=True,
 )
