@@ -90,17 +90,66 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+USE4_STYLES = (
+    "momentum",
+    "size",
+    "beta",
+    "resvol",
+    "nlsize",
+    "liquidity",
+    "earnings_yield",
+    "growth",
+    "leverage",
+    "dividend_yield",
+    "btop",
+)
+USE4_COLUMNS = (
+    "turnover",
+    "earnings_price",
+    "forecast_earnings_price",
+    "dividend_yield",
+    "earnings_growth",
+    "sales_growth",
+    "market_leverage",
+    "book_leverage",
+    "debt_to_assets",
+)
+
+
 def test_style_presets_choose_the_candidate_styles() -> None:
     returns_and_caps = ("date", "symbol", "asset_returns", "market_cap", "sector")
     default = ModelConfig.from_mapping({})
     assert default.styles.resolve(returns_and_caps) == (
-        ("momentum", "size"),
-        {"value": "the panel has no book_price, sales_price, cf_price columns"},
+        ("momentum", "size", "beta", "resvol", "nlsize"),
+        {
+            "value": "the panel has no book_price, sales_price, cf_price columns",
+            "liquidity": "the panel has none of turnover, volume + shares_outstanding",
+            "earnings_yield": "the panel has no earnings_price column",
+            "growth": "the panel has none of earnings_growth, sales_growth",
+            "leverage": "the panel has none of market_leverage, debt_to_assets, book_leverage",
+            "dividend_yield": "the panel has no dividend_yield column",
+            "btop": "the panel has no book_price column",
+        },
     )
     use4 = ModelConfig.from_mapping({"styles": {"preset": "use4"}})
+    assert [style.name for style in use4.styles.candidates()] == list(USE4_STYLES)
     used, skipped = use4.styles.resolve(returns_and_caps)
     assert used == ("momentum", "size", "beta", "resvol", "nlsize")
-    assert list(skipped) == ["value"]
+    assert list(skipped) == ["liquidity", "earnings_yield", "growth", "leverage", "dividend_yield", "btop"]
+    # every USE4 style once the panel has its columns; book-to-price too, as toraniko's value is not in the preset
+    everything = (*returns_and_caps, "book_price", "sales_price", "cf_price", *USE4_COLUMNS)
+    assert use4.styles.resolve(everything) == (USE4_STYLES, {})
+    assert set(use4.effective()["styles"]["params"]) == set(USE4_STYLES)
+    assert use4.effective()["styles"]["params"]["liquidity"] == {"month_days": 21, "min_fraction": 0.5}
+    # the default set has value and book-to-price: book-to-price is left out, covered by value
+    used, skipped = default.styles.resolve(everything)
+    assert used == ("momentum", "value", *(s for s in USE4_STYLES if s not in ("momentum", "btop")))
+    assert skipped == {"btop": "covered by style 'value', which is used (leave it out or name the styles to use both)"}
+    # without all of value's columns value is not used, and book-to-price takes its place
+    assert default.styles.resolve((*returns_and_caps, "book_price"))[0][-1] == "btop"
+    # liquidity from volume and shares outstanding; growth from sales growth alone
+    used, _ = default.styles.resolve((*returns_and_caps, "volume", "shares_outstanding", "sales_growth"))
+    assert {"liquidity", "growth"} <= set(used) and "leverage" not in used
     toraniko = ModelConfig.from_mapping({"styles": {"preset": "toraniko", "momentum": {"lag": 5}}})
     assert toraniko.styles.resolve((*returns_and_caps, "book_price", "sales_price", "cf_price"))[0] == (
         "momentum",
@@ -114,6 +163,27 @@ def test_style_presets_choose_the_candidate_styles() -> None:
     assert again.effective() == toraniko.effective()
     named = ModelConfig.from_mapping({"styles": {"names": ["momentum", "beta"], "beta": {"half_life": 42}}})
     assert named.styles.resolve(returns_and_caps) == (("momentum", "beta"), {})
+    both = ModelConfig.from_mapping({"styles": {"names": ["value", "btop"]}})
+    assert both.styles.resolve(everything) == (("value", "btop"), {})  # named: unless does not apply
+
+
+def test_named_styles_missing_any_of_columns() -> None:
+    columns = ("date", "symbol", "asset_returns", "market_cap", "sector", "volume")
+    config = ModelConfig.from_mapping({"styles": {"names": ["liquidity"]}})
+    with pytest.raises(
+        ConfigError,
+        match=r"style 'liquidity' needs one of the columns turnover, volume \+ shares_outstanding, which the panel "
+        r"lacks; remove it from \[styles\] names",
+    ):
+        config.styles.resolve(columns)
+    growth = ModelConfig.from_mapping({"styles": {"names": ["growth"]}})
+    with pytest.raises(
+        ConfigError,
+        match=r"style 'growth' needs column\(s\) \['market_cap'\] and one of the columns earnings_growth, sales_growth",
+    ):
+        growth.styles.resolve(("date", "symbol", "forecast_growth"))
+    with pytest.raises(ConfigError, match=r"\[styles.growth\] unknown parameter\(s\) \['window'\]; accepted: \[\]"):
+        ModelConfig.from_mapping({"styles": {"names": ["growth"], "growth": {"window": 3}}})
 
 
 def test_style_preset_errors() -> None:

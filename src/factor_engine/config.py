@@ -72,7 +72,7 @@ from typing import Any
 
 from factor_engine.panel import TAXONOMIES
 from factor_engine.risk import CovarianceConfig, SpecificRiskConfig
-from factor_engine.styles import StyleFactor, available_styles, get_style
+from factor_engine.styles import StyleFactor, available_styles, get_style, select_styles
 
 __all__ = [
     "STYLE_PRESETS",
@@ -89,7 +89,21 @@ __all__ = [
 #: Style presets of ``[styles] preset``: the candidate styles, in order (each used when its inputs are present).
 STYLE_PRESETS: dict[str, tuple[str, ...]] = {
     "toraniko": ("momentum", "value", "size"),
-    "use4": ("momentum", "value", "size", "beta", "resvol", "nlsize"),
+    # Barra USE4's styles (Menchero, Orr, Wang, "The Barra US Equity Model (USE4): Methodology Notes", MSCI 2011);
+    # book-to-price stands for value (toraniko's value is not in it)
+    "use4": (
+        "momentum",
+        "size",
+        "beta",
+        "resvol",
+        "nlsize",
+        "liquidity",
+        "earnings_yield",
+        "growth",
+        "leverage",
+        "dividend_yield",
+        "btop",
+    ),
 }
 
 
@@ -168,8 +182,11 @@ class StylesConfig:
     names: registered style names, in order; None (the default) uses every candidate style whose input
         columns the panel has (:meth:`resolve` says which and why the others were left out).
     preset: the candidates when ``names`` is None: a key of :data:`STYLE_PRESETS` ("toraniko": momentum, value
-        and size; "use4": those and USE4's beta, residual volatility and non-linear size); None (the default):
-        every registered style marked ``default`` (the built-ins momentum, value and size, and custom styles).
+        and size; "use4": USE4's momentum, size, beta, residual volatility, non-linear size, liquidity, earnings
+        yield, growth, leverage, dividend yield and book-to-price); None (the default): every registered style
+        marked ``default`` (all the built-ins and custom styles unless registered with ``default=False``).
+        Among the candidates, a style is left out when the panel lacks its inputs or when a style of its
+        ``unless`` is used (book-to-price when value is).
     params: per-style keyword arguments (merged over each style's documented defaults).
     modules: Python modules imported before the names are checked; importing them registers custom styles
         (e.g. ``["my_factors"]``, importable from the current directory or the environment).
@@ -213,27 +230,21 @@ class StylesConfig:
         """The styles a panel with ``columns`` gets, and each registered style left out with the reason.
 
         With ``names`` configured every one must have its inputs (ConfigError naming the missing columns and
-        the key to change); otherwise every registered style whose inputs are present is used.
+        the key to change); otherwise every candidate style whose inputs (and one of its ``any_of``
+        alternatives) are present is used, unless a style of its ``unless`` is used too
+        (:func:`factor_engine.styles.select_styles`).
         """
-        present = set(columns)
         if self.names is not None:
             for name in self.names:
-                missing = [c for c in get_style(name).inputs if c not in present]
-                if missing:
+                unmet = get_style(name).unmet(columns)
+                if unmet:
                     raise ConfigError(
-                        f"style {name!r} needs column(s) {missing}, which the panel lacks; remove it from "
+                        f"style {name!r} needs {unmet}, which the panel lacks; remove it from "
                         "[styles] names (or leave names out to use every style the data supports)"
                     )
             return tuple(self.names), {}
-        used: list[str] = []
-        skipped: dict[str, str] = {}
-        for style in self.candidates():
-            missing = [c for c in style.inputs if c not in present]
-            if missing:
-                skipped[style.name] = f"the panel has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
-            else:
-                used.append(style.name)
-        return tuple(used), skipped
+        used, skipped = select_styles(self.candidates(), columns)
+        return tuple(style.name for style in used), skipped
 
     def candidates(self) -> tuple[StyleFactor, ...]:
         """The styles a model may use when ``names`` is not given: the preset's, else the default ones."""

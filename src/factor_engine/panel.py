@@ -21,11 +21,36 @@ column             dtype       required   meaning and units
                                           the seed's names, a broker's codes). ``sectors=`` restricts it.
 ``book_price``     ``Float64`` no         book value to price ratio (book-to-price), unitless.
 ``sales_price``    ``Float64`` no         sales to price ratio, unitless.
-``cf_price``       ``Float64`` no         cash flow to price ratio, unitless.
+``cf_price``       ``Float64`` no         cash flow to price ratio, unitless (also USE4's CETOP).
 other numeric      ``Float64`` no         kept and cast to Float64; other non-numeric columns are kept as is.
 =================  ==========  =========  ==================================================================
 
-Value features may be null (a missing observation; NaN is read as null) but never infinite.
+Trading and fundamental columns (optional, ``Float64``) of the USE4 styles (:mod:`factor_engine.styles`):
+
+=============================  =============================================================================
+column                         meaning and units
+=============================  =============================================================================
+``volume``                     shares traded on the date (shares, ≥ 0).
+``shares_outstanding``         shares outstanding (shares, > 0).
+``turnover``                   share turnover of the date, volume / shares outstanding (fraction, ≥ 0).
+                               Liquidity uses it when present, else ``volume / shares_outstanding``.
+``earnings_price``             trailing 12-month earnings / price (E/P, unitless, may be negative): ETOP.
+``forecast_earnings_price``    analysts' 12-month forward earnings / price (unitless): EPIBS.
+``dividend_yield``             trailing 12-month dividends per share / price (fraction, ≥ 0): DYLD.
+``earnings_growth``            5-year earnings-per-share growth (fraction per year): EGRO.
+``sales_growth``               5-year sales-per-share growth (fraction per year): SGRO.
+``forecast_growth``            analysts' long-term earnings growth (fraction per year): EGRLF.
+``market_leverage``            (market equity + preferred equity + long-term debt) / market equity
+                               (unitless, ≥ 1): MLEV.
+``book_leverage``              (book equity + preferred equity + long-term debt) / book equity (unitless):
+                               BLEV.
+``debt_to_assets``             total debt / total assets (fraction): DTOA.
+=============================  =============================================================================
+
+Fundamentals are point in time: each row holds the value known on its date.
+
+Value features, trading and fundamental columns may be null (a missing observation; NaN is read as null) but
+never infinite; ``volume`` and ``turnover`` must not be negative and ``shares_outstanding`` must be positive.
 Every violation raises :class:`PanelError` naming the column, the number of offending rows and up to
 five examples as ``(date, symbol)`` pairs, or as 0-based row numbers for rows lacking them.
 """
@@ -40,6 +65,7 @@ import polars as pl
 
 __all__ = [
     "DATE",
+    "FUNDAMENTAL_COLUMNS",
     "GICS_SECTORS",
     "MARKET_CAP",
     "OPTIONAL_COLUMNS",
@@ -47,9 +73,13 @@ __all__ = [
     "RETURNS",
     "SECTOR",
     "SEED_SECTORS",
+    "SHARES_OUTSTANDING",
     "SYMBOL",
     "TAXONOMIES",
+    "TRADING_COLUMNS",
+    "TURNOVER",
     "VALUE_FEATURES",
+    "VOLUME",
     "PanelError",
     "load_panel",
     "to_toraniko_frames",
@@ -62,9 +92,35 @@ RETURNS = "asset_returns"
 MARKET_CAP = "market_cap"
 SECTOR = "sector"
 VALUE_FEATURES: tuple[str, ...] = ("book_price", "sales_price", "cf_price")
+VOLUME = "volume"
+SHARES_OUTSTANDING = "shares_outstanding"
+TURNOVER = "turnover"
+#: Trading columns (liquidity): shares traded, shares outstanding, their ratio.
+TRADING_COLUMNS: tuple[str, ...] = (VOLUME, SHARES_OUTSTANDING, TURNOVER)
+EARNINGS_PRICE = "earnings_price"
+FORECAST_EARNINGS_PRICE = "forecast_earnings_price"
+DIVIDEND_YIELD = "dividend_yield"
+EARNINGS_GROWTH = "earnings_growth"
+SALES_GROWTH = "sales_growth"
+FORECAST_GROWTH = "forecast_growth"
+MARKET_LEVERAGE = "market_leverage"
+BOOK_LEVERAGE = "book_leverage"
+DEBT_TO_ASSETS = "debt_to_assets"
+#: Fundamental columns of the USE4 styles besides the value features (point in time, unitless or per year).
+FUNDAMENTAL_COLUMNS: tuple[str, ...] = (
+    EARNINGS_PRICE,
+    FORECAST_EARNINGS_PRICE,
+    DIVIDEND_YIELD,
+    EARNINGS_GROWTH,
+    SALES_GROWTH,
+    FORECAST_GROWTH,
+    MARKET_LEVERAGE,
+    BOOK_LEVERAGE,
+    DEBT_TO_ASSETS,
+)
 REQUIRED_COLUMNS = (DATE, SYMBOL, RETURNS, SECTOR)
 #: Known columns a panel may lack: a model without them leaves out what needs them, and says so.
-OPTIONAL_COLUMNS = (MARKET_CAP, *VALUE_FEATURES)
+OPTIONAL_COLUMNS = (MARKET_CAP, *VALUE_FEATURES, *TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)
 #: GICS level 1 (sectors), as named since the 2018 reclassification.
 GICS_SECTORS: tuple[str, ...] = (
     "Communication Services",
@@ -103,9 +159,11 @@ CSV_SUFFIXES: tuple[str, ...] = (".csv",)
 READABLE_CSV_SUFFIXES: tuple[str, ...] = (*CSV_SUFFIXES, ".csv.gz")
 
 _KEY = (DATE, SYMBOL)
-_FLOAT_COLUMNS = (RETURNS, MARKET_CAP, *VALUE_FEATURES)
+# optional float columns: null is a missing observation, NaN is read as null, infinity is an error
+_FEATURE_COLUMNS = (*VALUE_FEATURES, *TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)
+_FLOAT_COLUMNS = (RETURNS, MARKET_CAP, *_FEATURE_COLUMNS)
 _LABEL_COLUMNS = (SYMBOL, SECTOR)
-_CANONICAL_ORDER = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR, *VALUE_FEATURES)
+_CANONICAL_ORDER = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR, *_FEATURE_COLUMNS)
 _MAX_EXAMPLES = 5
 _ROW = "__panel_row_nr__"
 _ISO_DATE = "%Y-%m-%d"
@@ -336,8 +394,18 @@ def _row_checks(columns: Sequence[str], sectors: Sequence[str] | None) -> list[_
             )
     checks.extend(
         _RowCheck(feature, pl.col(feature).is_infinite().fill_null(False), f"{feature} must not be infinite")
-        for feature in VALUE_FEATURES
+        for feature in _FEATURE_COLUMNS
         if feature in columns
+    )
+    signs = (
+        (VOLUME, pl.col(VOLUME) < 0, "must not be negative"),
+        (TURNOVER, pl.col(TURNOVER) < 0, "must not be negative"),
+        (SHARES_OUTSTANDING, pl.col(SHARES_OUTSTANDING) <= 0, "must be positive"),
+    )
+    checks.extend(
+        _RowCheck(column, bad.fill_null(False), f"{column} {requirement} (null is allowed)")
+        for column, bad, requirement in signs
+        if column in columns
     )
     return checks
 
@@ -400,14 +468,16 @@ def validate_panel(
         accepts any non-empty label: the taxonomy is the user's.
     require:
         Columns that must be present. ``date`` and ``symbol`` are always required. Known columns that
-        are present but not required (``market_cap``, the value features) are still validated.
+        are present but not required (``market_cap``, the value features, trading and fundamental
+        columns) are still validated.
 
     Returns
     -------
     pl.DataFrame
         ``date`` as Date, ``symbol`` and ``sector`` as String, ``asset_returns``, ``market_cap``, value
-        features and every other numeric column as Float64 (NaN in value features becomes null), known
-        columns first in schema order, then the other columns in input order; sorted by (date, symbol).
+        features, trading and fundamental columns and every other numeric column as Float64 (NaN in those
+        optional known columns becomes null), known columns first in schema order, then the other columns
+        in input order; sorted by (date, symbol).
         Null returns are kept.
 
     Raises
@@ -415,7 +485,8 @@ def validate_panel(
     PanelError
         For an empty panel, missing columns, unparseable or mistyped columns, null dates or symbols,
         duplicate (date, symbol) pairs, non-positive or non-finite market caps, returns <= -1 or
-        non-finite, null, blank or (with ``sectors``) unlisted sectors and infinite value features.
+        non-finite, null, blank or (with ``sectors``) unlisted sectors, infinite value features, trading or
+        fundamental columns, negative volume or turnover and non-positive shares outstanding.
         Problems found at the same stage are reported together in one message.
     """
     if isinstance(sectors, str):
@@ -437,9 +508,9 @@ def validate_panel(
     panel = _sort_by_key(panel)
     _check_values(panel, sectors)
 
-    if any(feature in panel.columns for feature in VALUE_FEATURES):
+    if any(feature in panel.columns for feature in _FEATURE_COLUMNS):
         panel = panel.with_columns(
-            pl.col(feature).fill_nan(None) for feature in VALUE_FEATURES if feature in panel.columns
+            pl.col(feature).fill_nan(None) for feature in _FEATURE_COLUMNS if feature in panel.columns
         )
     known = [name for name in _CANONICAL_ORDER if name in panel.columns]
     return panel.select(*known, *(name for name in panel.columns if name not in _CANONICAL_ORDER))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -30,9 +30,22 @@ def load_inputs(df: pl.DataFrame | pl.LazyFrame, what: str, features: Sequence[s
 
     Rows keep their input order within a date; input not sorted by date is sorted by (date, symbol).
     """
+    return load_expressions(df, what, features, {c: pl.col(c) for c in features})
+
+
+def load_expressions(
+    df: pl.DataFrame | pl.LazyFrame, what: str, columns: Sequence[str], expressions: Mapping[str, pl.Expr]
+) -> pl.DataFrame:
+    """``date, symbol`` and each expression of ``expressions`` (as Float64, named by its key) evaluated on
+    ``df``, which must hold ``columns``; rows in the order of :func:`load_inputs` (the same input gives the
+    same order, so results of several loads line up row by row)."""
     frame = (
-        to_lazy(df, what, (DATE, SYMBOL, *features))
-        .select(pl.col(DATE).cast(pl.Date), SYMBOL, *(pl.col(c).cast(pl.Float64) for c in features))
+        to_lazy(df, what, (DATE, SYMBOL, *columns))
+        .select(
+            pl.col(DATE).cast(pl.Date),
+            SYMBOL,
+            *(expression.cast(pl.Float64).alias(name) for name, expression in expressions.items()),
+        )
         .collect()
     )
     return frame if dates_sorted(frame) else frame.sort(DATE, SYMBOL)

@@ -1,30 +1,57 @@
 """Registry of style factors: the built-ins and the ones users add.
 
 A style factor is a function from the long panel (a polars LazyFrame with at least ``date, symbol`` and the
-columns it reads) to a frame ``date, symbol, <score>``. Register one with :func:`register_style`::
+columns it reads) to a frame ``date, symbol, <score>``. There are two ways to add one.
 
-    from factor_engine import styles, xsection
+**From descriptors**, with USE4's pipeline (:mod:`factor_engine.styles.composite`): each descriptor (a panel
+column or a polars expression) trimmed at 3σ and standardized to a cap-weighted mean of 0 and an
+equal-weighted std of 1, the descriptors combined with their weights (renormalized over those an asset has),
+standardized, orthogonalized to USE4's size and/or beta when named, standardized again. A model fills the
+missing exposures of such a style by regression on sectors and size. USE4's earnings yield, growth, leverage,
+dividend yield and book-to-price styles are declared this way (:mod:`factor_engine.styles.fundamental`)::
+
     import polars as pl
+    from factor_engine import styles
+    from factor_engine.styles import Descriptor
 
-    @styles.register_style("liquidity", score="liq_score", inputs=("volume", "market_cap"))
-    def liquidity(df, *, window=20):
-        turnover = pl.col("volume") / pl.col("market_cap")
+    styles.register_descriptor_style(
+        "quality",
+        descriptors=[
+            Descriptor("roe", weight=0.6),                                  # the panel column "roe"
+            Descriptor("accruals", weight=0.4, expr=-pl.col("accruals")),   # low accruals is high quality
+        ],
+        orthogonal_to=("size",),
+        score="quality_score",
+    )
+    scores = styles.compute_styles(panel, ["size", "quality"])
+
+**Any function** with :func:`register_style`::
+
+    from factor_engine import xsection
+
+    @styles.register_style("short_interest", score="si_score", inputs=("short_interest", "market_cap"))
+    def short_interest(df, *, window=20):
+        ratio = pl.col("short_interest") / pl.col("market_cap")
         return (
             df.lazy()
             .sort("date")
-            .with_columns(turnover.rolling_mean(window).over("symbol").log().alias("liq_score"))
-            .with_columns(xsection.winsorize_xsection("liq_score", percentile=0.01))
-            .select("date", "symbol", xsection.center_xsection("liq_score", standardize=True))
+            .with_columns(ratio.rolling_mean(window).over("symbol").alias("si_score"))
+            .with_columns(xsection.winsorize_xsection("si_score", percentile=0.01))
+            .select("date", "symbol", xsection.center_xsection("si_score", standardize=True))
         )
 
-    scores = styles.compute_styles(panel, ["momentum", "value", "liquidity"],
-                                   params={"liquidity": {"window": 60}})
+    scores = styles.compute_styles(panel, ["momentum", "value", "short_interest"],
+                                   params={"short_interest": {"window": 60}})
+
+A style needs every column of ``inputs`` and, when ``any_of`` is given, one of its alternatives (each a column
+or a group of columns). ``unless`` names styles that cover it: without explicit names it is left out when one
+of them is used (USE4's book-to-price when toraniko's value is).
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +60,20 @@ import polars as pl
 
 from factor_engine._dense import worker_count
 from factor_engine._grid import is_sorted_by_keys
-from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SYMBOL, VALUE_FEATURES
+from factor_engine.panel import (
+    DATE,
+    MARKET_CAP,
+    RETURNS,
+    SHARES_OUTSTANDING,
+    SYMBOL,
+    TURNOVER,
+    VALUE_FEATURES,
+    VOLUME,
+)
+from factor_engine.styles import fundamental
 from factor_engine.styles._shared import shared_work
+from factor_engine.styles.composite import Descriptor, DescriptorStyle
+from factor_engine.styles.liquidity import LIQUIDITY_SCORE, liquidity
 from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.size import SCORE as SIZE_SCORE
@@ -63,6 +102,10 @@ class StyleFactor:
     fill_missing: whether a model fills the exposure of an asset that has none (on a date where others have
         one) by a cap-weighted regression on sectors and size, as USE4 does (its styles); the toraniko styles
         keep their missing values.
+    any_of: alternatives of which the panel needs at least one besides ``inputs``, each a group of columns
+        that must all be present (e.g. ``(("turnover",), ("volume", "shares_outstanding"))``); empty: none.
+    unless: styles that cover this one: when the styles are not named explicitly (defaults or a preset), it is
+        left out if one of them is used (e.g. book-to-price ``unless=("value",)``).
     """
 
     name: str
@@ -73,6 +116,52 @@ class StyleFactor:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     default: bool = True
     fill_missing: bool = False
+    any_of: tuple[tuple[str, ...], ...] = ()
+    unless: tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        """The columns the style needs, in words (for listings), e.g. ``"market_cap and one of turnover,
+        volume + shares_outstanding"``."""
+        needed = [c for c in self.inputs if c not in (DATE, SYMBOL)]
+        parts = [", ".join(needed)] if needed else []
+        if self.any_of:
+            parts.append(f"one of {_alternatives(self.any_of)}")
+        return " and ".join(parts)
+
+    def unmet(self, columns: Collection[str]) -> str | None:
+        """What a panel with ``columns`` lacks for this style, as "column(s) [...]" and/or "one of ...";
+        None when it has everything."""
+        present = set(columns)
+        missing = [c for c in self.inputs if c not in present]
+        parts = [f"column(s) {missing}"] if missing else []
+        if self.any_of and not any(all(c in present for c in group) for group in self.any_of):
+            parts.append(f"one of the columns {_alternatives(self.any_of)}")
+        return " and ".join(parts) or None
+
+    def skip_reason(self, columns: Collection[str]) -> str | None:
+        """Why a panel with ``columns`` cannot give this style ("the panel has no ... column"), or None."""
+        present = set(columns)
+        missing = [c for c in self.inputs if c not in present]
+        parts = [f"no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"] if missing else []
+        if self.any_of and not any(all(c in present for c in group) for group in self.any_of):
+            parts.append(f"none of {_alternatives(self.any_of)}")
+        return "the panel has " + " and ".join(parts) if parts else None
+
+
+def _alternatives(any_of: Sequence[Sequence[str]]) -> str:
+    """``turnover, volume + shares_outstanding``: the alternatives, each group's columns joined by ``+``."""
+    return ", ".join(" + ".join(group) for group in any_of)
+
+
+def _groups(any_of: Sequence[str | Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    """``any_of`` as a tuple of column groups (a single column is a group of one)."""
+    if isinstance(any_of, str):
+        raise TypeError(f"any_of must be a sequence of column names or groups of them, not the string {any_of!r}")
+    groups = tuple((alternative,) if isinstance(alternative, str) else tuple(alternative) for alternative in any_of)
+    if any(not group or not all(isinstance(c, str) and c for c in group) for group in groups):
+        raise ValueError(f"any_of must hold non-empty column names or groups of them, got {any_of!r}")
+    return groups
 
 
 _REGISTRY: dict[str, StyleFactor] = {}
@@ -89,6 +178,8 @@ def register_style(
     replace: bool = False,
     default: bool = True,
     fill_missing: bool = False,
+    any_of: Sequence[str | Sequence[str]] = (),
+    unless: Sequence[str] = (),
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -104,13 +195,20 @@ def register_style(
     default: used by a model whose inputs are present without being named (False: only when named or in the
         chosen preset).
     fill_missing: a model fills this style's missing exposures by regression on sectors and size (USE4).
+    any_of: alternatives of which the panel needs one (each a column or a sequence of columns all needed).
+    unless: styles covering this one: it is left out of the defaults and presets when one of them is used.
     """
+    groups = _groups(any_of)
+    if isinstance(unless, str):
+        raise TypeError(f"unless must be a sequence of style names, not the string {unless!r}")
 
     def decorate(fn: StyleFunction) -> StyleFunction:
         if not name or not name.isidentifier():
             raise ValueError(f"style name must be a non-empty identifier, got {name!r}")
         if name in _REGISTRY and not replace:
             raise ValueError(f"style {name!r} is already registered; pass replace=True to overwrite it")
+        if name in unless:
+            raise ValueError(f"style {name!r} cannot be left out because of itself (unless={list(unless)})")
         _REGISTRY[name] = StyleFactor(
             name=name,
             score=score or f"{name}_score",
@@ -120,12 +218,70 @@ def register_style(
             defaults=dict(defaults or {}),
             default=default,
             fill_missing=fill_missing,
+            any_of=groups,
+            unless=tuple(unless),
         )
         return fn
 
     if function is not None:
         return decorate(function)
     return decorate
+
+
+def register_descriptor_style(
+    name: str,
+    descriptors: Sequence[Descriptor],
+    *,
+    score: str | None = None,
+    orthogonal_to: Sequence[str] = (),
+    any_of: Sequence[str | Sequence[str]] = (),
+    description: str = "",
+    default: bool = True,
+    unless: Sequence[str] = (),
+    fill_missing: bool = True,
+    replace: bool = False,
+) -> StyleFactor:
+    """Register the style ``name`` computed from ``descriptors`` by USE4's pipeline (the module docstring;
+    :class:`factor_engine.styles.composite.DescriptorStyle`) and return its registration.
+
+    Parameters
+    ----------
+    name: registry key.
+    descriptors: :class:`Descriptor` s (a panel column or a polars expression, a positive weight, optional or
+        not). The style needs ``date, symbol, market_cap`` and every required descriptor's columns; optional
+        descriptors enter when their columns are present.
+    score: output column name (default ``f"{name}_score"``).
+    orthogonal_to: ``"size"`` (USE4's log cap) and/or ``"beta"`` (USE4's beta; needs ``asset_returns``): the
+        style is made orthogonal to them by a cap-weighted regression and standardized again.
+    any_of: columns (or groups of columns) of which the panel needs one, for styles whose descriptors are all
+        optional; each must be read by a descriptor.
+    description: one line for listings (default: the weighted descriptors).
+    default, unless, fill_missing, replace: as in :func:`register_style` (``fill_missing`` True by default, as
+        for USE4's styles).
+    """
+    score = score or f"{name}_score"
+    style = DescriptorStyle(name=name, score=score, descriptors=tuple(descriptors), orthogonal_to=tuple(orthogonal_to))
+    groups = _groups(any_of)
+    read = {c for d in style.descriptors for c in d.columns}
+    unread = sorted({c for group in groups for c in group} - read)
+    if unread:
+        raise ValueError(f"style {name!r}: any_of names column(s) {unread} that no descriptor reads")
+    if all(d.optional for d in style.descriptors) and not groups:
+        raise ValueError(f"style {name!r}: every descriptor is optional; give any_of (the columns it needs one of)")
+    register_style(
+        name,
+        style,
+        score=score,
+        inputs=(DATE, SYMBOL, *style.required_columns),
+        description=description or style.describe(),
+        defaults={},
+        replace=replace,
+        default=default,
+        fill_missing=fill_missing,
+        any_of=groups,
+        unless=unless,
+    )
+    return get_style(name)
 
 
 def unregister_style(name: str) -> None:
@@ -148,6 +304,29 @@ def available_styles() -> tuple[StyleFactor, ...]:
     return tuple(_REGISTRY.values())
 
 
+def select_styles(
+    candidates: Sequence[StyleFactor], columns: Collection[str]
+) -> tuple[tuple[StyleFactor, ...], dict[str, str]]:
+    """The candidate styles a panel with ``columns`` supports, in order, and each other candidate with the reason
+    it is left out: a missing column (:meth:`StyleFactor.skip_reason`) or a supported style of its ``unless``."""
+    reasons = {style.name: style.skip_reason(columns) for style in candidates}
+    supported = {name for name, reason in reasons.items() if reason is None}
+    used: list[StyleFactor] = []
+    skipped: dict[str, str] = {}
+    for style in candidates:
+        covering = [other for other in style.unless if other in supported]
+        reason = reasons[style.name] or (
+            f"covered by style {covering[0]!r}, which is used (leave it out or name the styles to use both)"
+            if covering
+            else None
+        )
+        if reason is None:
+            used.append(style)
+        else:
+            skipped[style.name] = reason
+    return tuple(used), skipped
+
+
 def compute_styles(
     panel: pl.DataFrame | pl.LazyFrame,
     names: Sequence[str] | None = None,
@@ -159,8 +338,8 @@ def compute_styles(
     Parameters
     ----------
     panel: long frame with ``date, symbol`` and every input column of the requested styles.
-    names: registry keys (default: the default styles, e.g. momentum, value and size, whose inputs the panel
-        has).
+    names: registry keys (default: the default styles whose inputs the panel has, less those covered by
+        another one used: :func:`select_styles`).
     params: per-style keyword arguments, e.g. ``{"momentum": {"trailing_days": 504}}``.
 
     Returns
@@ -172,15 +351,15 @@ def compute_styles(
     columns = lazy.collect_schema().names()
     params = dict(params or {})
     if names is None:
-        names = [s.name for s in available_styles() if s.default and all(c in columns for c in s.inputs)]
+        names = [s.name for s in select_styles([s for s in available_styles() if s.default], columns)[0]]
     unknown_params = sorted(set(params) - set(names))
     if unknown_params:
         raise ValueError(f"params given for style(s) {unknown_params} that are not requested ({list(names)})")
     factors = [get_style(name) for name in names]
     for factor in factors:
-        missing = [c for c in factor.inputs if c not in columns]
-        if missing:
-            raise ValueError(f"style {factor.name!r} needs column(s) {missing}, which the panel lacks")
+        unmet = factor.unmet(columns)
+        if unmet:
+            raise ValueError(f"style {factor.name!r} needs {unmet}, which the panel lacks")
 
     def score(factor: StyleFactor) -> pl.DataFrame:
         scores = factor.function(lazy, **dict(params.get(factor.name, {})))
@@ -261,4 +440,49 @@ register_style(
     description="USE4 non-linear size: the cube of standardized log cap, orthogonal to it.",
     defaults={},
     fill_missing=True,
+)
+register_style(
+    "liquidity",
+    liquidity,
+    score=LIQUIDITY_SCORE,
+    inputs=(DATE, SYMBOL, MARKET_CAP),
+    any_of=((TURNOVER,), (VOLUME, SHARES_OUTSTANDING)),
+    description="USE4 liquidity: 0.35 STOM + 0.35 STOQ + 0.30 STOA (log share turnover over 1, 3, 12 months), "
+    "orthogonal to size.",
+    defaults={"month_days": 21, "min_fraction": 0.5},
+    fill_missing=True,
+)
+# USE4's fundamental styles (factor_engine.styles.fundamental), declared from descriptors
+register_descriptor_style(
+    "earnings_yield",
+    fundamental.EARNINGS_YIELD_DESCRIPTORS,
+    score=fundamental.EARNINGS_YIELD_SCORE,
+    description="USE4 earnings yield: 0.68 EPIBS + 0.21 ETOP + 0.11 CETOP (forward and trailing E/P, CF/P).",
+)
+register_descriptor_style(
+    "growth",
+    fundamental.GROWTH_DESCRIPTORS,
+    score=fundamental.GROWTH_SCORE,
+    any_of=fundamental.GROWTH_ANY_OF,
+    description="USE4 growth: 0.18 EGRLF + 0.24 EGRO + 0.47 SGRO (EGRSF has no column; weights renormalized).",
+)
+register_descriptor_style(
+    "leverage",
+    fundamental.LEVERAGE_DESCRIPTORS,
+    score=fundamental.LEVERAGE_SCORE,
+    any_of=fundamental.LEVERAGE_ANY_OF,
+    description="USE4 leverage: 0.38 MLEV + 0.35 DTOA + 0.27 BLEV.",
+)
+register_descriptor_style(
+    "dividend_yield",
+    fundamental.DIVIDEND_YIELD_DESCRIPTORS,
+    score=fundamental.DIVIDEND_YIELD_SCORE,
+    description="USE4 dividend yield: DYLD, trailing 12-month dividends per share / price.",
+)
+register_descriptor_style(
+    "btop",
+    fundamental.BTOP_DESCRIPTORS,
+    score=fundamental.BTOP_SCORE,
+    unless=("value",),
+    description="USE4 book-to-price: BTOP (left out of the defaults when toraniko's value, which holds it, is used).",
 )

@@ -1,0 +1,76 @@
+"""The panel on the dense (dates × symbols) grid, shared by the styles of one ``compute_styles`` call.
+
+The dense styles (liquidity, the descriptor styles) start from the same rows, grid and market caps, and most
+are orthogonalized to USE4's size; :func:`panel_grid` and :func:`log_size` compute those once per
+:func:`factor_engine.styles.compute_styles` call (:mod:`factor_engine.styles._shared`) and each style loads
+only its own columns, in the same row order (:func:`factor_engine.styles._common.load_expressions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from factor_engine._grid import Grid, build_grid, check_unique
+from factor_engine.panel import MARKET_CAP
+from factor_engine.styles._common import load_expressions, load_inputs
+from factor_engine.styles._shared import shared
+from factor_engine.styles.use4 import _log_size
+
+__all__ = ["PanelGrid", "log_size", "panel_grid"]
+
+
+@dataclass(frozen=True)
+class PanelGrid:
+    """The panel's rows on the dense grid.
+
+    Attributes
+    ----------
+    rows: ``date, symbol`` of the panel in the styles' row order (date order, input order within a date).
+    grid: the sorted date and symbol axes (T dates, N symbols).
+    t, n: (rows,) date and symbol index of each row.
+    caps: (T, N) market caps (currency units), NaN where the panel has no row.
+    on_rows: (T, N) True where the panel has a row.
+    """
+
+    rows: pl.DataFrame
+    grid: Grid
+    t: np.ndarray
+    n: np.ndarray
+    caps: np.ndarray
+    on_rows: np.ndarray
+
+    def load(
+        self, df: pl.DataFrame | pl.LazyFrame, what: str, columns: Sequence[str], expressions: Mapping[str, pl.Expr]
+    ) -> list[np.ndarray]:
+        """Each expression evaluated on ``df`` (which holds ``columns``) as a (T, N) array, NaN where missing."""
+        frame = load_expressions(df, what, columns, expressions)
+        if frame.height != self.rows.height:
+            raise ValueError(f"{what}: the panel changed between loads ({self.rows.height} then {frame.height} rows)")
+        return [self.grid.scatter(self.t, self.n, frame[name].to_numpy()) for name in expressions]
+
+
+def panel_grid(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
+    """The rows, grid and market caps of ``df`` (which needs ``date, symbol, market_cap``), computed once per
+    ``compute_styles`` call."""
+    return shared("styles panel grid and caps", lambda: _load(df, what))
+
+
+def _load(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
+    frame = load_inputs(df, what, (MARKET_CAP,))
+    grid = build_grid([frame])
+    t, n = grid.locate(frame)
+    check_unique(grid, t, n, f"{what} input")
+    caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
+    on_rows = np.zeros(caps.shape, dtype=bool)
+    on_rows[t, n] = True
+    return PanelGrid(rows=frame.select(frame.columns[:2]), grid=grid, t=t, n=n, caps=caps, on_rows=on_rows)
+
+
+def log_size(panel: PanelGrid) -> np.ndarray:
+    """USE4's size (LNCAP) on the grid: the log market cap, trimmed at 3σ and standardized (computed once per
+    ``compute_styles`` call)."""
+    return shared("use4 log size", lambda: _log_size(panel.caps))
