@@ -36,7 +36,14 @@ dates counted as 0-based indices into the calendar):
   These standardized values, known at the close of date t, are ``truth.exposures``.
   ``beta`` (only when named in ``styles``) is a market-beta style: its latent is far more persistent
   (φ = 0.999, betas drift slowly: a year later the latent still correlates e^(−0.25) ≈ 0.78) and it is
-  standardized like the others.
+  standardized like the others. The latents of ``resvol`` and ``liquidity`` (characteristics measured over a
+  year of returns or trading) drift slowly too, φ = 0.998. ``nlsize`` has no latent: it is USE4's non-linear
+  size applied to the true caps of date t over the assets alive then (size = ln cap standardized to
+  cap-weighted mean 0 and equal-weighted std 1 (ddof=1), clipped to ±3 and standardized again; its cube
+  standardized; the residual of its cap-weighted regression on an intercept and size, clipped and
+  standardized the same way), then standardized like every style. The other USE4 names (``liquidity``,
+  ``earnings_yield``, ``growth``, ``leverage``, ``dividend_yield``, ``btop``) are plain latent styles whose
+  observable characteristics are generated from the exposure (see Characteristics).
 * Factor returns: ``g[t] ~ N(0, Σ)`` with :func:`base_factor_covariance` (market 1 %, sectors 1.2 %,
   styles 0.3 % daily vol), scaled by the factor regime multiplier ``m_f[t]``. The sector block is then
   made to satisfy the cap-weighted constraint ``Σ_s c_s[t−1]·f_s[t] = 0`` over the sectors populated on
@@ -50,13 +57,25 @@ dates counted as 0-based indices into the calendar):
   equal-weighted mean 1 and cross-sectional std ``d`` (ddof=1) over the assets alive on t − 1.
   ``truth.betas`` holds ``1 + d·X[t, i, beta]`` per alive (date, symbol), the beta known at the close of
   date t that drives the next date's return (1 for every row without ``beta``: every asset then loads 1 on
-  the market factor). An asset's regression beta on the market also carries its other styles' correlations
-  with the market (``size``, ``momentum``) and, against the cap-weighted market return, the cap-weighted
-  mean exposures; USE4's 252-day estimate correlates about 0.73 with ``β`` at ``d = 0.3``.
+  the market factor). Every other style (``resvol`` … ``btop`` included) is drawn like the first three:
+  0.3 % daily vol, uncorrelated with every other factor but for the pairs listed above.
+* Market betas: an asset's beta on the observable market, the cap-weighted return ``R_m[t] = Σ_j w_j r_j[t]``
+  over the assets with a return on t, ``w_j`` their previous close caps normalized (the market of
+  :func:`factor_engine.styles.use4.market_return`), is not ``β`` alone: it also carries the other styles'
+  covariances with ``R_m`` (``size``, ``momentum``), ``R_m``'s cap-weighted mean exposures and the asset's own
+  specific weight in ``R_m``. ``truth.market_betas`` holds, per return row, the exact
+  ``cov(r_i, R_m)/var(R_m)`` of date t under the true model: loadings ``b_j = (1, sector one-hot, X[t−1, j])``,
+  factor covariance ``F = m_f[t]²·P[t]·Σ·P[t]ᵀ``, independent specific returns of variance ``σ[t, j]²``:
+  ``(b_iᵀF b_m + w_i σ_i²)/(b_mᵀF b_m + Σ_j w_j² σ_j²)``, ``b_m = Σ_j w_j b_j`` (the specific return's clip
+  at the floor aside). Its cap-weighted mean over the assets of ``R_m`` is 1. USE4's 252-day, half-life-63
+  estimate correlates about 0.73 with ``β`` and 0.75 with this market beta at ``d = 0.3`` (1,000 assets): its sampling
+  error, mostly from the sector (1.2 %) and specific (1–2.5 %) returns, is about 0.2 against a spread of 0.3.
 * Specific returns: ``u[t, i] = σ[t, i]·e[t, i]`` with ``e`` Student-t(``specific_df``) scaled to unit
   variance and ``σ[t, i] = (1 % + 1.5 %·q[t−1, i])·a_i·m_u[t]`` where ``q = clip((ln 1e12 − ln cap)/(ln 1e12 −
   ln 1e8), 0, 1)`` is a smallness score of the previous close cap, ``a_i`` a fixed per-asset lognormal
-  dispersion (log-sd 0.15) and ``m_u[t]`` the specific regime multiplier.
+  dispersion (log-sd 0.15) and ``m_u[t]`` the specific regime multiplier. With a ``resvol`` style ``σ[t, i]`` is
+  further multiplied by ``exp(c·X[t−1, i, resvol] − c²/2)``, ``c = 0.3`` (mean 1 over the N(0, 1) exposure):
+  the residual volatility exposure is a volatility characteristic as well as a priced factor.
 * Returns (point in time): ``r[t, i] = f_market[t] + f_sector(i)[t] + Σ_s X[t−1, i, s]·f_s[t] + u[t, i]``
   using the exposures stored for the previous panel date (with ``beta``: ``β[t, i]·f_market[t] + …``). An
   asset has a return on a date when it has a row on that date and on the previous one: its listing date and
@@ -67,7 +86,27 @@ dates counted as 0-based indices into the calendar):
   and 0.98 (stressed). With ``regimes=False`` both multipliers are 1.
 * Fundamentals: ``log book_price = ln 0.4 + 0.5·v + 0.5·η₁``, ``log sales_price = ln 0.6 + 0.4·v + 0.6·η₂``,
   ``log cf_price = ln 0.07 + 0.3·v + 0.6·η₃`` where ``v`` is the standardized value exposure (the latent
-  value process if ``"value"`` is not a style) and ``η`` are AR(1) N(0, 1) processes with φ = 0.995.
+  value process if ``"value"`` is not a style) and ``η`` are AR(1) N(0, 1) processes with φ = 0.995. With
+  a ``btop`` style ``book_price`` follows the btop exposure instead of ``v`` (same level, loading, noise).
+* Characteristics of the USE4 styles named in ``styles`` (extra panel columns, in style order after the
+  value fundamentals; ``X`` the style's standardized exposure of the row's date, each ``η`` a fresh AR(1)
+  N(0, 1) process with φ = 0.995; drawn after everything else, so a market without these styles is the same):
+
+  - ``liquidity``: ``volume`` and ``shares_outstanding`` (shares; no ``turnover`` column: a user's data has
+    volumes and share counts, and the liquidity style reads ``volume / shares_outstanding``). The daily share
+    turnover is ``ln turnover = ln 0.005 + 0.6·X + 0.35·η + 0.5·ε`` with ``ε`` independent N(0, 1) each day
+    (volume spikes); the share count is the listing cap over a listing price (lognormal, median 30, log-sd
+    0.8, clipped to [1, 2000]), fixed for the asset's life; ``volume = turnover·shares_outstanding``.
+  - ``earnings_yield``: ``earnings_price = 0.05 + 0.03·X + 0.025·η`` (trailing E/P, negative for loss
+    makers), ``forecast_earnings_price = 0.06 + 0.025·X + 0.012·η`` (forward E/P). ``cf_price`` stays a
+    value fundamental.
+  - ``growth`` (fractions per year): ``earnings_growth = 0.06 + 0.08·X + 0.10·η``, ``sales_growth = 0.05 +
+    0.06·X + 0.05·η``, ``forecast_growth = 0.08 + 0.04·X + 0.03·η``.
+  - ``leverage``: ``market_leverage = 1 + exp(ln 0.25 + 0.6·X + 0.4·η)``, ``book_leverage = 1 + exp(ln 0.5 +
+    0.6·X + 0.4·η)`` (ratios ≥ 1), ``debt_to_assets = logistic(ln(0.25/0.75) + 0.6·X + 0.4·η)`` (a fraction).
+  - ``dividend_yield``: ``dividend_yield = max(0.02 + 0.012·X + 0.006·η, 0)`` (a fraction; about 7 % of the
+    rows pay none).
+  - ``btop``: ``book_price`` (above).
 """
 
 from __future__ import annotations
@@ -105,6 +144,9 @@ SPECIFIC_RETURN = "specific_return"
 SPECIFIC_VOL = "specific_vol"
 FACTOR_REGIME = "factor_regime"
 SPECIFIC_REGIME = "specific_regime"
+MARKET_BETA = "market_beta"
+VOLUME = "volume"
+SHARES_OUTSTANDING = "shares_outstanding"
 
 #: Share of assets drawn into each GICS sector (in ``GICS_SECTORS`` order), roughly a broad US universe.
 SECTOR_WEIGHTS: tuple[float, ...] = (0.06, 0.12, 0.07, 0.06, 0.13, 0.13, 0.13, 0.12, 0.06, 0.06, 0.06)
@@ -130,7 +172,32 @@ _PAIR_CORR: dict[tuple[str, str], float] = {
 
 _STYLE_PERSISTENCE = 0.99
 BETA = "beta"
+RESVOL = "resvol"
+NLSIZE = "nlsize"
+LIQUIDITY = "liquidity"
+EARNINGS_YIELD = "earnings_yield"
+GROWTH = "growth"
+LEVERAGE = "leverage"
+DIVIDEND_YIELD = "dividend_yield"
+BTOP = "btop"
 _BETA_PERSISTENCE = 0.999
+# daily persistence of the latents of the slowly drifting characteristics (the other styles: _STYLE_PERSISTENCE)
+_LATENT_PERSISTENCE: dict[str, float] = {BETA: _BETA_PERSISTENCE, RESVOL: 0.998, LIQUIDITY: 0.998}
+# c: the specific vol of an asset scales with exp(c·X_resvol − c²/2) (mean 1 over a N(0, 1) exposure)
+_RESVOL_LOADING = 0.3
+_NLSIZE_TRIM = 3.0  # USE4's outlier bound (standard deviations) in the non-linear size definition
+# daily share turnover (fraction of shares outstanding):
+# ln turnover = level + loading·X_liq + persistent_sd·η (AR(1), φ = 0.995) + daily_sd·ε (independent each day)
+_TURNOVER_LEVEL = math.log(0.005)
+_TURNOVER_LOADING = 0.6
+_TURNOVER_PERSISTENT_SD = 0.35
+_TURNOVER_DAILY_SD = 0.5
+# share price at listing (currency units): lognormal, median 30, log-sd 0.8, clipped to [1, 2000]; the share
+# count it implies (cap / price) is fixed for the asset's life
+_PRICE_MEDIAN = 30.0
+_PRICE_LOG_SD = 0.8
+_PRICE_FLOOR = 1.0
+_PRICE_CEILING = 2000.0
 _BETA_DISPERSION = 0.3
 _SIZE_CAP_LOADING = 0.95
 _FUNDAMENTAL_PERSISTENCE = 0.995
@@ -139,6 +206,27 @@ _FUNDAMENTAL_MODEL: dict[str, tuple[float, float, float]] = {
     "book_price": (math.log(0.40), 0.5, 0.5),
     "sales_price": (math.log(0.60), 0.4, 0.6),
     "cf_price": (math.log(0.07), 0.3, 0.6),
+}
+# Descriptor columns of the fundamental styles: (column, link, level, loading, noise sd); the column is
+# link(level + loading·X + noise_sd·η) with X the style's standardized exposure and η an AR(1) N(0, 1) process
+# (φ = _FUNDAMENTAL_PERSISTENCE). Links: "identity", "exp", "one_plus_exp" (1 + e^y, a ratio ≥ 1), "logistic"
+# (1 / (1 + e^−y), a fraction), "floor_zero" (max(y, 0): non-payers).
+_CHARACTERISTIC_MODEL: dict[str, tuple[tuple[str, str, float, float, float], ...]] = {
+    EARNINGS_YIELD: (
+        ("earnings_price", "identity", 0.05, 0.03, 0.025),
+        ("forecast_earnings_price", "identity", 0.06, 0.025, 0.012),
+    ),
+    GROWTH: (
+        ("earnings_growth", "identity", 0.06, 0.08, 0.10),
+        ("sales_growth", "identity", 0.05, 0.06, 0.05),
+        ("forecast_growth", "identity", 0.08, 0.04, 0.03),
+    ),
+    LEVERAGE: (
+        ("market_leverage", "one_plus_exp", math.log(0.25), 0.6, 0.4),
+        ("book_leverage", "one_plus_exp", math.log(0.5), 0.6, 0.4),
+        ("debt_to_assets", "logistic", math.log(0.25 / 0.75), 0.6, 0.4),
+    ),
+    DIVIDEND_YIELD: (("dividend_yield", "floor_zero", 0.02, 0.012, 0.006),),
 }
 
 _CAP_MEDIAN = 3e9
@@ -188,6 +276,9 @@ class SyntheticTruth:
         the close of that date (it drives the next date's return), ``1 + beta_dispersion·exposure`` of the
         ``beta`` style, or 1 for every row when ``beta`` is not a style.
     beta_dispersion: the ``beta_dispersion`` the market was generated with (used only with a ``beta`` style).
+    market_betas: ``date``, ``symbol``, ``market_beta``, same rows as ``specific_returns``: the exact beta of
+        that date's return on the cap-weighted market return of the date, ``cov(r_i, R_m)/var(R_m)`` under the
+        true factor covariance and specific vols of the date (see the module docstring).
     """
 
     factor_returns: pl.DataFrame
@@ -202,6 +293,7 @@ class SyntheticTruth:
     styles: tuple[str, ...]
     betas: pl.DataFrame
     beta_dispersion: float
+    market_betas: pl.DataFrame
 
     def factor_covariance_on(self, date: datetime.date) -> np.ndarray:
         """True (K, K) daily covariance of the stored factor returns of ``date`` (regime and constraint applied).
@@ -234,8 +326,9 @@ class SyntheticMarket:
 
     panel: ``date`` (Date), ``symbol`` (String), ``asset_returns`` (daily fraction, null on each asset's
         listing date and first date after a sector gap), ``market_cap`` (currency units), ``sector`` (a
-        label of the taxonomy), ``book_price``, ``sales_price``, ``cf_price`` (positive ratios); one row per
-        alive (date, symbol), sorted.
+        label of the taxonomy), ``book_price``, ``sales_price``, ``cf_price`` (positive ratios), then the
+        characteristic columns of the USE4 styles among the styles (module docstring); one row per alive
+        (date, symbol), sorted.
     truth: the exact factor model behind it.
     """
 
@@ -343,7 +436,10 @@ def generate_market(
     seed: seed of ``numpy.random.default_rng``; the same seed gives identical frames.
     styles: style factor names (unique, not ``market``, ``date``, ``symbol`` nor a sector label). ``size`` is
         tied to −log cap; ``beta`` is a slowly drifting market-beta style whose return is
-        ``beta_dispersion·f_market`` (true betas in ``truth.betas``).
+        ``beta_dispersion·f_market`` (true betas in ``truth.betas``); ``resvol`` also scales the specific vol;
+        ``nlsize`` is USE4's non-linear size of the true caps; ``liquidity``, ``earnings_yield``, ``growth``,
+        ``leverage``, ``dividend_yield`` and ``btop`` add the panel columns their engine styles read (``btop``
+        drives ``book_price``). Any other name is a latent style with no characteristic.
     sectors: a taxonomy name, ``"gics"`` or ``"seed"`` (see :data:`factor_engine.panel.TAXONOMIES`), or a
         sequence of at least two distinct, non-empty sector labels, not ``market``, ``date``, ``symbol`` nor
         a style name. The truth's factors are ``("market", *sectors, *styles)`` in that order.
@@ -410,11 +506,18 @@ def generate_market(
     for k, style in enumerate(styles):
         if style == "size":
             size_latent = _ar1(rng, (n_days, n_assets), _STYLE_PERSISTENCE)
-        else:
-            persistence = _BETA_PERSISTENCE if style == BETA else _STYLE_PERSISTENCE
+        elif style != NLSIZE:  # non-linear size is a function of the caps (set with them, date by date)
+            persistence = _LATENT_PERSISTENCE.get(style, _STYLE_PERSISTENCE)
             latent = latent_value if style == "value" else _ar1(rng, (n_days, n_assets), persistence)
             exposures[:, :, k] = _standardize(latent, alive, alive_count)
     size_index = styles.index("size") if "size" in styles else None
+    nlsize_index = styles.index(NLSIZE) if NLSIZE in styles else None
+    # specific vol multiplier of each asset from its residual volatility exposure (1 without that style)
+    resvol_scale = (
+        np.exp(_RESVOL_LOADING * exposures[:, :, styles.index(RESVOL)] - 0.5 * _RESVOL_LOADING**2)
+        if RESVOL in styles
+        else None
+    )
 
     factor_multiplier = _regime_path(rng, n_days, _FACTOR_REGIME_LEVELS, regimes)
     specific_multiplier = _regime_path(rng, n_days, _SPECIFIC_REGIME_LEVELS, regimes)
@@ -439,6 +542,8 @@ def generate_market(
     constraint_weights = np.full((n_days, n_sectors), np.nan)
     if size_index is not None and size_latent is not None:
         exposures[0, :, size_index] = _size_exposure(caps[0], size_latent[0], alive[0])
+    if nlsize_index is not None:
+        exposures[0, :, nlsize_index] = _nlsize_exposure(caps[0], alive[0])
     sector_block = slice(1, 1 + n_sectors)
     styles_block = slice(1 + n_sectors, None)
     log_vol_range = math.log(_VOL_CAP_LARGE) - math.log(_VOL_CAP_SMALL)
@@ -461,6 +566,8 @@ def generate_market(
         smallness = np.clip((math.log(_VOL_CAP_LARGE) - np.log(caps[t - 1])) / log_vol_range, 0.0, 1.0)
         specific_vol[t] = (_VOL_LARGE + (_VOL_SMALL - _VOL_LARGE) * smallness) * vol_dispersion
         specific_vol[t] *= specific_multiplier[t]
+        if resvol_scale is not None:
+            specific_vol[t] *= resvol_scale[t - 1]
         specific[t] = np.maximum(specific_vol[t] * shocks[t], _RETURN_FLOOR - systematic)
         returns[t] = systematic + specific[t]
         # caps are frozen through a sector's gap and on the (return-less) first date after it
@@ -469,7 +576,9 @@ def generate_market(
         caps[t] = np.where(listing < t, grown, initial_cap)
         if size_index is not None and size_latent is not None:
             exposures[t, :, size_index] = _size_exposure(caps[t], size_latent[t], alive[t])
-    del shocks, factor_draws, size_latent
+        if nlsize_index is not None:
+            exposures[t, :, nlsize_index] = _nlsize_exposure(caps[t], alive[t])
+    del shocks, factor_draws, size_latent, resvol_scale
 
     returns[~has_return] = np.nan  # listing dates, first dates after a gap (and dead cells, dropped below)
     value_signal = (
@@ -491,14 +600,30 @@ def generate_market(
         _MARKET_CAP: pl.Series(_MARKET_CAP, caps.ravel()[alive_flat]),
         _SECTOR: pl.Series(_SECTOR, sector_labels, dtype=pl.String).gather(sector_code[asset_index]),
     }
-    del returns, caps
+    implied_betas = _implied_market_betas(
+        exposures, caps, has_return, sector_code, specific_vol, base_covariance, factor_multiplier, constraint_weights
+    )
+    del returns
     for feature in _VALUE_FEATURES:
         level, loading, noise_sd = _FUNDAMENTAL_MODEL[feature]
+        # book/price follows the book-to-price style when it is one (the noise draw is the same)
+        signal = exposures[:, :, styles.index(BTOP)] if feature == "book_price" and BTOP in styles else value_signal
         noise = _ar1(rng, (n_days, n_assets), _FUNDAMENTAL_PERSISTENCE)
-        log_ratio = level + loading * value_signal + noise_sd * noise
+        log_ratio = level + loading * signal + noise_sd * noise
         del noise
         panel_columns[feature] = pl.Series(feature, np.exp(log_ratio.ravel()[alive_flat]))
         del log_ratio
+    # the characteristics of the other styles, drawn after everything else (a market without them is unchanged)
+    for k, style in enumerate(styles):
+        if style == LIQUIDITY:
+            panel_columns.update(_liquidity_columns(rng, exposures[:, :, k], initial_cap, alive_flat))
+        for column, link, level, loading, noise_sd in _CHARACTERISTIC_MODEL.get(style, ()):
+            noise = _ar1(rng, (n_days, n_assets), _FUNDAMENTAL_PERSISTENCE)
+            linear = level + loading * exposures[:, :, k] + noise_sd * noise
+            del noise
+            panel_columns[column] = pl.Series(column, _apply_link(link, linear.ravel()[alive_flat]))
+            del linear
+    del caps
     panel = pl.DataFrame(panel_columns)
 
     exposure_frame = pl.DataFrame(
@@ -520,6 +645,7 @@ def generate_market(
     }
     specific_frame = pl.DataFrame({**return_keys, SPECIFIC_RETURN: specific.ravel()[return_flat]})
     specific_vol_frame = pl.DataFrame({**return_keys, SPECIFIC_VOL: specific_vol.ravel()[return_flat]})
+    market_beta_frame = pl.DataFrame({**return_keys, MARKET_BETA: implied_betas.ravel()[return_flat]})
 
     return_dates = date_series[1:]
     factor_frame = pl.DataFrame(
@@ -548,6 +674,7 @@ def generate_market(
         styles=styles,
         betas=beta_frame,
         beta_dispersion=float(beta_dispersion),
+        market_betas=market_beta_frame,
     )
     return SyntheticMarket(panel=panel, truth=truth)
 
@@ -767,6 +894,129 @@ def _size_exposure(caps: np.ndarray, latent: np.ndarray, alive: np.ndarray) -> n
     cap_score = _standardize_row(-np.log(caps), alive)
     blend = _SIZE_CAP_LOADING * cap_score + math.sqrt(1.0 - _SIZE_CAP_LOADING**2) * latent
     return _standardize_row(blend, alive)
+
+
+def _nlsize_exposure(caps: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Non-linear size of one date, USE4's definition on the true caps, then standardized like every style.
+
+    Over the alive assets: size = log cap standardized (cap-weighted mean 0, equal-weighted ddof=1 std 1),
+    clipped to ±3 and standardized again; its cube standardized; the residual of a cap-weighted regression of
+    the cube on an intercept and size, clipped to ±3 and standardized the same way; finally standardized to
+    equal-weighted mean 0 and std 1 (as every true exposure). 0 for the assets not alive.
+    """
+    weights = caps[alive]
+    size = _trim_use4(np.log(weights), weights)
+    cube = _standardize_use4(size**3, weights)
+    design = np.column_stack([np.ones_like(size), size]) * np.sqrt(weights)[:, None]
+    coefficients = np.linalg.lstsq(design, cube * np.sqrt(weights), rcond=None)[0]
+    residual = cube - coefficients[0] - coefficients[1] * size
+    nonlinear = np.zeros_like(caps)
+    nonlinear[alive] = _trim_use4(residual, weights)
+    return _standardize_row(nonlinear, alive)
+
+
+def _standardize_use4(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """One cross-section shifted to a cap-weighted mean 0 and scaled to an equal-weighted (ddof=1) std 1."""
+    standardized: np.ndarray = (values - np.average(values, weights=caps)) / values.std(ddof=1)
+    return standardized
+
+
+def _trim_use4(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """USE4's outlier treatment of one cross-section: standardize, clip to ±3, standardize again."""
+    clipped = np.clip(_standardize_use4(values, caps), -_NLSIZE_TRIM, _NLSIZE_TRIM)
+    return _standardize_use4(clipped, caps)
+
+
+def _implied_market_betas(
+    exposures: np.ndarray,
+    caps: np.ndarray,
+    has_return: np.ndarray,
+    sector_code: np.ndarray,
+    specific_vol: np.ndarray,
+    base_covariance: np.ndarray,
+    factor_multiplier: np.ndarray,
+    constraint_weights: np.ndarray,
+) -> np.ndarray:
+    """(T, N) true beta of each return on its date's cap-weighted market return, NaN where there is no return.
+
+    ``β[t, i] = cov(r_i, R_m) / var(R_m)`` with ``R_m[t] = Σ_j w_j r_j[t]`` over the assets with a return on t,
+    ``w_j`` their previous close caps normalized (:func:`factor_engine.styles.use4.market_return`), under the
+    true model of date t: factor loadings ``b_j = (1, sector one-hot, X[t − 1, j])``, factor covariance
+    ``F = m_f[t]²·P[t]·Σ·P[t]ᵀ`` and independent specific returns of variance ``σ[t, j]²``:
+    ``β_i = (b_iᵀ F b_m + w_i σ_i²) / (b_mᵀ F b_m + Σ_j w_j² σ_j²)`` with ``b_m = Σ_j w_j b_j``.
+    """
+    n_days, n_assets, _ = exposures.shape
+    n_sectors = constraint_weights.shape[1]
+    n_factors = base_covariance.shape[0]
+    betas = np.full((n_days, n_assets), np.nan)
+    for t in range(1, n_days):
+        rows = np.flatnonzero(has_return[t])
+        if rows.size == 0:
+            continue
+        weights = caps[t - 1, rows] / caps[t - 1, rows].sum()
+        sectors = sector_code[rows]
+        style_loadings = exposures[t - 1, rows]
+        projection = sector_constraint_projection(np.nan_to_num(constraint_weights[t]), n_factors=n_factors)
+        covariance = factor_multiplier[t] ** 2 * projection @ base_covariance @ projection.T
+        market_loadings = np.concatenate(
+            [[1.0], np.bincount(sectors, weights=weights, minlength=n_sectors), weights @ style_loadings]
+        )
+        covariance_with_market = covariance @ market_loadings
+        specific_variance = specific_vol[t, rows] ** 2
+        covariances = (
+            covariance_with_market[0]
+            + covariance_with_market[1 + sectors]
+            + style_loadings @ covariance_with_market[1 + n_sectors :]
+            + weights * specific_variance
+        )
+        market_variance = market_loadings @ covariance_with_market + weights**2 @ specific_variance
+        betas[t, rows] = covariances / market_variance
+    return betas
+
+
+def _liquidity_columns(
+    rng: np.random.Generator, exposure: np.ndarray, initial_cap: np.ndarray, alive_flat: np.ndarray
+) -> dict[str, pl.Series]:
+    """``volume`` and ``shares_outstanding`` of the alive rows from the (T, N) liquidity exposure.
+
+    ``ln turnover = level + loading·X + persistent_sd·η + daily_sd·ε`` (η AR(1) with φ = 0.995, ε independent
+    N(0, 1) each day); the share count is the listing cap over a lognormal listing price, fixed for the
+    asset's life; volume = turnover·shares (so volume / shares_outstanding is the turnover to rounding).
+    """
+    n_days, n_assets = exposure.shape
+    persistent = _ar1(rng, (n_days, n_assets), _FUNDAMENTAL_PERSISTENCE)
+    daily = rng.standard_normal((n_days, n_assets))
+    listing_price = np.clip(
+        np.exp(math.log(_PRICE_MEDIAN) + _PRICE_LOG_SD * rng.standard_normal(n_assets)), _PRICE_FLOOR, _PRICE_CEILING
+    )
+    log_turnover = (
+        _TURNOVER_LEVEL
+        + _TURNOVER_LOADING * exposure
+        + _TURNOVER_PERSISTENT_SD * persistent
+        + _TURNOVER_DAILY_SD * daily
+    )
+    del persistent, daily
+    turnover = np.exp(log_turnover.ravel()[alive_flat])
+    shares = (initial_cap / listing_price)[alive_flat % n_assets]
+    return {
+        VOLUME: pl.Series(VOLUME, turnover * shares),
+        SHARES_OUTSTANDING: pl.Series(SHARES_OUTSTANDING, shares),
+    }
+
+
+def _apply_link(link: str, values: np.ndarray) -> np.ndarray:
+    """A characteristic from its linear predictor (see ``_CHARACTERISTIC_MODEL``)."""
+    if link == "identity":
+        return values
+    if link == "exp":
+        return np.exp(values)
+    if link == "one_plus_exp":
+        return 1.0 + np.exp(values)
+    if link == "logistic":
+        return 0.5 * (1.0 + np.tanh(0.5 * values))
+    if link == "floor_zero":
+        return np.maximum(values, 0.0)
+    raise ValueError(f"unknown characteristic link {link!r}")
 
 
 def _regime_path(rng: np.random.Generator, n_days: int, levels: tuple[float, float], enabled: bool) -> np.ndarray:
