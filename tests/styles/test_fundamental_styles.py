@@ -1,0 +1,341 @@
+"""USE4's fundamental styles (earnings yield, growth, leverage, dividend yield, book-to-price) and custom
+descriptor styles (register_descriptor_style) against per-date loops of USE4's pipeline written from the
+formulas (test_liquidity's references), their requirements (inputs, any_of, unless) and errors, and a custom
+style through compute_styles and build_model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import pytest
+from test_liquidity import assert_same, dense, present, reference_size, reference_style
+
+from factor_engine import styles
+from factor_engine.config import ModelConfig, StylesConfig, UniverseConfig
+from factor_engine.model import build_model
+from factor_engine.styles import Descriptor, DescriptorStyle, register_descriptor_style
+from factor_engine.styles.use4 import beta
+from factor_engine.synthetic import generate_market
+
+FUNDAMENTALS = (
+    "earnings_price",
+    "forecast_earnings_price",
+    "dividend_yield",
+    "earnings_growth",
+    "sales_growth",
+    "forecast_growth",
+    "market_leverage",
+    "book_leverage",
+    "debt_to_assets",
+)
+
+
+@pytest.fixture(scope="module")
+def fundamentals_panel() -> pl.DataFrame:
+    """The synthetic market (listings, delistings) with every fundamental column, each missing on some rows;
+    a few outliers that the 3σ trim must bound."""
+    panel = generate_market(50, 60, seed=21).panel
+    rng = np.random.default_rng(22)
+    n = panel.height
+    values = {
+        "earnings_price": rng.normal(0.05, 0.04, n),
+        "forecast_earnings_price": rng.normal(0.06, 0.03, n),
+        "dividend_yield": np.abs(rng.normal(0.02, 0.015, n)),
+        "earnings_growth": rng.normal(0.08, 0.15, n),
+        "sales_growth": rng.normal(0.06, 0.10, n),
+        "forecast_growth": rng.normal(0.10, 0.05, n),
+        "market_leverage": 1.0 + rng.gamma(1.0, 0.4, n),
+        "book_leverage": 1.0 + rng.gamma(1.0, 0.8, n),
+        "debt_to_assets": rng.uniform(0.0, 0.7, n),
+    }
+    for name, column in values.items():
+        column[rng.random(n) < 0.12] = np.nan
+        column[rng.integers(0, n, 3)] = 40.0 if name != "dividend_yield" else 3.0  # outliers
+    return panel.with_columns(pl.Series(name, column, nan_to_null=True) for name, column in values.items())
+
+
+def expected_style(
+    panel: pl.DataFrame, columns: list[str], weights: list[float], against: list[np.ndarray] | None = None
+) -> np.ndarray:
+    caps = dense(panel, "market_cap")
+    return reference_style([dense(panel, c) for c in columns], weights, caps, against or [])
+
+
+def actual_style(scores: pl.DataFrame, score: str) -> np.ndarray:
+    return dense(scores, score)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# USE4's fundamental styles
+
+
+@pytest.mark.parametrize(
+    ("name", "score", "columns", "weights"),
+    [
+        (
+            "earnings_yield",
+            "ey_score",
+            ["forecast_earnings_price", "earnings_price", "cf_price"],
+            [0.68, 0.21, 0.11],
+        ),
+        ("growth", "growth_score", ["forecast_growth", "earnings_growth", "sales_growth"], [0.18, 0.24, 0.47]),
+        ("leverage", "lev_score", ["market_leverage", "debt_to_assets", "book_leverage"], [0.38, 0.35, 0.27]),
+        ("dividend_yield", "divyld_score", ["dividend_yield"], [1.0]),
+        ("btop", "btop_score", ["book_price"], [1.0]),
+    ],
+)
+def test_fundamental_style_matches_reference(
+    fundamentals_panel: pl.DataFrame, name: str, score: str, columns: list[str], weights: list[float]
+) -> None:
+    shuffled = fundamentals_panel.sample(fraction=1.0, shuffle=True, seed=3)
+    scores = styles.compute_styles(shuffled, [name])
+    assert scores.columns == ["date", "symbol", score]
+    assert scores.select("date", "symbol").equals(fundamentals_panel.select("date", "symbol").sort("date", "symbol"))
+    actual = actual_style(scores, score)
+    assert_same(actual, expected_style(fundamentals_panel, columns, weights), rtol=1e-9, atol=1e-11)
+    factor = styles.get_style(name)
+    assert factor.score == score and factor.fill_missing and factor.default
+
+
+@pytest.mark.parametrize(
+    ("name", "score", "dropped", "columns", "weights"),
+    [
+        # ETOP alone: EPIBS and CETOP are optional
+        ("earnings_yield", "ey_score", ["forecast_earnings_price", "cf_price"], ["earnings_price"], [0.21]),
+        ("earnings_yield", "ey_score", ["cf_price"], ["forecast_earnings_price", "earnings_price"], [0.68, 0.21]),
+        # SGRO alone, EGRO and EGRLF
+        ("growth", "growth_score", ["forecast_growth", "earnings_growth"], ["sales_growth"], [0.47]),
+        ("growth", "growth_score", ["sales_growth"], ["forecast_growth", "earnings_growth"], [0.18, 0.24]),
+        ("leverage", "lev_score", ["market_leverage", "book_leverage"], ["debt_to_assets"], [0.35]),
+        ("leverage", "lev_score", ["debt_to_assets"], ["market_leverage", "book_leverage"], [0.38, 0.27]),
+    ],
+)
+def test_fundamental_style_with_the_columns_present(
+    fundamentals_panel: pl.DataFrame,
+    name: str,
+    score: str,
+    dropped: list[str],
+    columns: list[str],
+    weights: list[float],
+) -> None:
+    panel = fundamentals_panel.drop(dropped)
+    actual = actual_style(styles.compute_styles(panel, [name]), score)
+    assert_same(actual, expected_style(fundamentals_panel, columns, weights), rtol=1e-9, atol=1e-11)
+
+
+def test_fundamental_styles_missing_inputs(fundamentals_panel: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"style 'earnings_yield' needs column\(s\) \['earnings_price'\], which"):
+        styles.compute_styles(fundamentals_panel.drop("earnings_price"), ["earnings_yield"])
+    with pytest.raises(
+        ValueError, match=r"style 'growth' needs one of the columns earnings_growth, sales_growth, which the panel"
+    ):
+        styles.compute_styles(fundamentals_panel.drop("earnings_growth", "sales_growth"), ["growth"])
+    with pytest.raises(ValueError, match=r"style 'leverage' needs column\(s\) \['market_cap'\] and one of the columns"):
+        styles.compute_styles(
+            fundamentals_panel.drop("market_cap", "market_leverage", "book_leverage", "debt_to_assets"), ["leverage"]
+        )
+    # the style functions check too when called directly
+    with pytest.raises(ValueError, match=r"earnings_yield: missing column\(s\) \['earnings_price'\]"):
+        styles.get_style("earnings_yield").function(fundamentals_panel.drop("earnings_price"))
+    with pytest.raises(ValueError, match=r"style 'growth': the panel has none of its descriptors' columns"):
+        styles.get_style("growth").function(
+            fundamentals_panel.drop("earnings_growth", "sales_growth", "forecast_growth")
+        )
+
+
+def test_default_styles_follow_any_of_and_unless(fundamentals_panel: pl.DataFrame) -> None:
+    with_value = styles.compute_styles(fundamentals_panel.drop("asset_returns", "earnings_growth", "sales_growth"))
+    # value is used, so book-to-price is left out; growth lacks both its required alternatives
+    assert with_value.columns == [
+        "date",
+        "symbol",
+        "val_score",
+        "sze_score",
+        "nlsize_score",
+        "ey_score",
+        "lev_score",
+        "divyld_score",
+    ]
+    without_value = styles.compute_styles(fundamentals_panel.drop("asset_returns", "sales_price", "forecast_growth"))
+    assert "val_score" not in without_value.columns
+    assert {"btop_score", "growth_score"} <= set(without_value.columns)
+    used, skipped = styles.select_styles(styles.available_styles(), fundamentals_panel.columns)
+    assert "btop" not in [s.name for s in used] and skipped["btop"].startswith("covered by style 'value'")
+    assert styles.get_style("btop").unless == ("value",)
+    assert styles.get_style("growth").any_of == (("earnings_growth",), ("sales_growth",))
+    assert styles.get_style("growth").requirement == "market_cap and one of earnings_growth, sales_growth"
+    assert styles.get_style("liquidity").any_of == (("turnover",), ("volume", "shares_outstanding"))
+
+
+def test_use4_preset_on_a_panel_with_every_column(fundamentals_panel: pl.DataFrame) -> None:
+    config = StylesConfig(preset="use4")
+    panel = fundamentals_panel.with_columns((pl.col("market_cap") * 1e-12).alias("turnover"))
+    used, skipped = config.resolve(panel.columns)
+    assert used == (
+        "momentum",
+        "size",
+        "beta",
+        "resvol",
+        "nlsize",
+        "liquidity",
+        "earnings_yield",
+        "growth",
+        "leverage",
+        "dividend_yield",
+        "btop",
+    )
+    assert skipped == {}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# custom descriptor styles
+
+
+@pytest.fixture
+def quality() -> Iterator[styles.StyleFactor]:
+    factor = register_descriptor_style(
+        "quality_test",
+        descriptors=[
+            Descriptor("roe", weight=0.6),
+            Descriptor("accruals", weight=0.4, expr=-pl.col("accruals")),
+            Descriptor("margin", weight=0.2, expr=pl.col("profit") / pl.col("sales"), optional=True),
+        ],
+        orthogonal_to=("size",),
+        score="quality_score",
+    )
+    try:
+        yield factor
+    finally:
+        styles.unregister_style("quality_test")
+
+
+@pytest.fixture(scope="module")
+def quality_panel() -> pl.DataFrame:
+    panel = generate_market(60, 300, seed=31).panel
+    rng = np.random.default_rng(32)
+    n = panel.height
+    roe = rng.normal(0.1, 0.08, n) - 0.02 * np.log(panel["market_cap"].to_numpy() / 1e9)  # related to size
+    accruals = rng.normal(0.0, 0.05, n)
+    roe[rng.random(n) < 0.1] = np.nan
+    accruals[rng.random(n) < 0.1] = np.nan
+    return panel.with_columns(
+        pl.Series("roe", roe, nan_to_null=True),
+        pl.Series("accruals", accruals, nan_to_null=True),
+        pl.Series("profit", rng.uniform(1.0, 3.0, n)),
+        pl.Series("sales", rng.uniform(5.0, 20.0, n)),
+    )
+
+
+def test_custom_descriptor_style_matches_reference(quality: styles.StyleFactor, quality_panel: pl.DataFrame) -> None:
+    assert quality.inputs == ("date", "symbol", "market_cap", "roe", "accruals")
+    assert quality.description == "0.6 roe + 0.4 accruals + 0.2 margin, orthogonal to size"
+    assert quality.fill_missing and quality.default
+    assert isinstance(quality.function, DescriptorStyle)
+    caps = dense(quality_panel, "market_cap")
+    size = reference_size(caps)
+    scores = styles.compute_styles(quality_panel, ["size", "quality_test"])
+    descriptors = [dense(quality_panel, "roe"), -dense(quality_panel, "accruals")]
+    margin = dense(quality_panel, "profit") / dense(quality_panel, "sales")
+    expected = reference_style([*descriptors, margin], [0.6, 0.4, 0.2], caps, [size])
+    actual = dense(scores, "quality_score")
+    assert_same(actual, expected, rtol=1e-8, atol=1e-10)
+    # without the optional descriptor's columns: the other two, weights renormalized
+    without_margin = styles.compute_styles(quality_panel.drop("profit"), ["quality_test"])
+    assert_same(
+        dense(without_margin, "quality_score"),
+        reference_style(descriptors, [0.6, 0.4], caps, [size]),
+        rtol=1e-8,
+        atol=1e-10,
+    )
+    # orthogonal to size: roe was built to load on size, the style no longer does
+    for t in range(0, actual.shape[0], 37):
+        keep = np.isfinite(actual[t]) & np.isfinite(size[t])
+        w = caps[t, keep] / caps[t, keep].sum()
+        assert np.sum(w * actual[t, keep] * (size[t, keep] - np.sum(w * size[t, keep]))) == pytest.approx(0, abs=1e-10)
+    with pytest.raises(ValueError, match=r"style 'quality_test' needs column\(s\) \['accruals'\], which the panel"):
+        styles.compute_styles(quality_panel.drop("accruals"), ["quality_test"])
+
+
+def test_custom_descriptor_style_orthogonal_to_size_and_beta(quality_panel: pl.DataFrame) -> None:
+    register_descriptor_style("roe_test", [Descriptor("roe")], orthogonal_to=("size", "beta"), default=False)
+    try:
+        factor = styles.get_style("roe_test")
+        assert factor.inputs == ("date", "symbol", "market_cap", "asset_returns", "roe")
+        assert factor.score == "roe_test_score" and not factor.default
+        scores = styles.compute_styles(quality_panel, ["beta", "roe_test"])
+        caps = dense(quality_panel, "market_cap")
+        beta_exposure = dense(beta(quality_panel), "beta_score")
+        assert np.isfinite(beta_exposure).sum() > 1000
+        expected = reference_style([dense(quality_panel, "roe")], [1.0], caps, [reference_size(caps), beta_exposure])
+        expected = np.where(present(quality_panel), expected, np.nan)
+        assert_same(dense(scores, "roe_test_score"), expected, rtol=1e-8, atol=1e-10)
+        assert "roe_test_score" not in styles.compute_styles(quality_panel).columns  # default=False
+    finally:
+        styles.unregister_style("roe_test")
+
+
+def test_custom_descriptor_style_in_a_model(quality: styles.StyleFactor, quality_panel: pl.DataFrame) -> None:
+    config = ModelConfig(universe=UniverseConfig(size=0), styles=StylesConfig(names=("size", "quality_test")))
+    panel = quality_panel.drop("profit")  # without the margin, a row lacking roe and accruals has no score
+    model = build_model(panel, config)
+    assert "quality_score" in model.factors and "quality_score" in model.exposures.columns
+    assert model.notes["styles"]["used"] == ["size", "quality_test"]
+    lacking = panel.filter(pl.col("roe").is_null() & pl.col("accruals").is_null()).height
+    assert lacking > 50
+    assert 0 < model.notes["styles"]["filled"]["quality_test"] <= lacking  # filled by sectors and size (USE4)
+    assert model.factor_returns.get_column("quality_score").drop_nulls().len() > 200
+    # by default (no names) the custom style joins the model too
+    default = build_model(quality_panel, ModelConfig(universe=UniverseConfig(size=0)))
+    assert "quality_score" in default.factors
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: Descriptor(""), "descriptor name must be a non-empty string"),
+        (lambda: Descriptor("x", weight=0.0), r"descriptor 'x': weight must be a positive number, got 0.0"),
+        (lambda: Descriptor("x", weight=float("inf")), "weight must be a positive number"),
+        (lambda: Descriptor("x", expr=pl.lit(1.0)), "descriptor 'x': its expression reads no column"),
+        (
+            lambda: register_descriptor_style("bad_test", [Descriptor("a", optional=True)]),
+            r"style 'bad_test': every descriptor is optional; give any_of",
+        ),
+        (
+            lambda: register_descriptor_style("bad_test", [Descriptor("a", optional=True)], any_of=("b",)),
+            r"style 'bad_test': any_of names column\(s\) \['b'\] that no descriptor reads",
+        ),
+        (
+            lambda: register_descriptor_style("bad_test", [Descriptor("a")], orthogonal_to=("momentum",)),
+            r"style 'bad_test': cannot be made orthogonal to \['momentum'\]; choose among \['size', 'beta'\]",
+        ),
+        (
+            lambda: register_descriptor_style("bad_test", [Descriptor("a"), Descriptor("a", expr=pl.col("b"))]),
+            r"descriptor name\(s\) \['a'\] appear more than once",
+        ),
+        (
+            lambda: register_descriptor_style("growth", [Descriptor("a")]),
+            r"style 'growth' is already registered; pass replace=True",
+        ),
+        (
+            lambda: styles.register_style("bad_test", lambda df: df, any_of="abc"),
+            "any_of must be a sequence of column names or groups of them, not the string 'abc'",
+        ),
+        (
+            lambda: styles.register_style("bad_test", lambda df: df, unless=("bad_test",)),
+            r"style 'bad_test' cannot be left out because of itself",
+        ),
+    ],
+)
+def test_descriptor_style_errors(call: object, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()  # type: ignore[operator]
+    assert "bad_test" not in [s.name for s in styles.available_styles()]
+
+
+def test_descriptor_expr_must_be_a_polars_expression() -> None:
+    with pytest.raises(TypeError, match=r"descriptor 'x': expr must be a polars expression, got str"):
+        Descriptor("x", expr="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="descriptors must be a non-empty sequence of Descriptor"):
+        register_descriptor_style("bad_test", [])
