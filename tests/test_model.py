@@ -13,6 +13,7 @@ from factor_engine import estimate_factor_returns, styles
 from factor_engine.config import ModelConfig, RegressionConfig, StylesConfig, UniverseConfig
 from factor_engine.model import ModelError, RiskModel, build_model, load_model, select_universe
 from factor_engine.portfolio.snapshot import snapshot_at
+from factor_engine.styles.fill import fill_missing_exposures
 from factor_engine.synthetic import generate_market
 
 
@@ -30,9 +31,11 @@ def model(panel: pl.DataFrame) -> RiskModel:
 
 
 def test_build_matches_the_library_stages(panel: pl.DataFrame, model: RiskModel) -> None:
-    scores = styles.compute_styles(
-        panel, ["momentum", "value", "size"], params={"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}}
-    )
+    computed = styles.compute_styles(panel, params={"momentum": {"trailing_days": 60, "half_life": 20, "lag": 5}})
+    assert computed.columns[2:] == ["mom_score", "val_score", "sze_score", "beta_score", "resvol_score", "nlsize_score"]
+    # USE4's styles have their missing exposures filled by regression on sectors and size
+    scores, _, _ = fill_missing_exposures(panel, computed, ["beta_score", "resvol_score", "nlsize_score"])
+    assert scores["beta_score"].null_count() < computed["beta_score"].null_count()
     direct = estimate_factor_returns(
         panel.select("date", "symbol", "asset_returns"),
         panel.select("date", "symbol", "market_cap"),

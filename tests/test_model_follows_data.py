@@ -81,11 +81,11 @@ def test_sectors_config_relabels_and_restricts(panel: pl.DataFrame, gics_model: 
 def test_styles_follow_the_columns_present(panel: pl.DataFrame) -> None:
     without_value = panel.drop("book_price", "sales_price", "cf_price")
     model = build_model(without_value, ModelConfig(styles=StylesConfig(params=FAST_MOMENTUM)))
-    assert model.styles == ("mom_score", "sze_score")
-    assert model.notes["styles"] == {
-        "used": ["momentum", "size"],
-        "skipped": {"value": "the panel has no book_price, sales_price, cf_price columns"},
-    }
+    assert model.styles == ("beta_score", "mom_score", "nlsize_score", "resvol_score", "sze_score")
+    notes = model.notes["styles"]
+    assert notes["used"] == ["momentum", "size", "beta", "resvol", "nlsize"]
+    assert notes["skipped"]["value"] == "the panel has no book_price, sales_price, cf_price columns"
+    assert set(notes["filled"]) == {"beta", "resvol", "nlsize"}
     assert any("style 'value' left out" in w for w in model.warnings)
     # a style named explicitly whose inputs are missing stays an error naming the columns and the key
     explicit = ModelConfig(styles=StylesConfig(names=("momentum", "value"), params=FAST_MOMENTUM))

@@ -50,7 +50,9 @@ def test_build_follows_the_data_and_says_so(work: Path, model: RiskModel) -> Non
     assert model.factor_returns["date"].min().year == 1990  # type: ignore[union-attr]
     meta = json.loads((work / "model" / "model.json").read_text())
     assert meta["build"]["market_cap"].startswith("absent")
-    assert set(meta["build"]["styles"]["skipped"]) == {"value", "size"}
+    skipped = meta["build"]["styles"]["skipped"]
+    assert {"value", "size", "beta", "resvol", "nlsize"} <= set(skipped)  # no caps: no size, no USE4 market styles
+    assert skipped["beta"] == "the panel has no market_cap column"
     printed = " ".join((work / "build.txt").read_text().split())
     assert "style left out" in printed and "value: the panel has no book_price" in printed
     assert "warning: sector 'Industrials' has fewer than 5 assets" in printed  # GE alone in its sector

@@ -33,10 +33,12 @@ def test_a_forecast_exists_on_every_date_after_warm_up(market: tuple[pl.DataFram
     variance = np.diagonal(covariance.values, axis1=1, axis2=2)
     has = np.isfinite(variance)
     late, gap = covariance.factors.index(LATE), covariance.factors.index(GAP)
-    momentum = covariance.factors.index("mom_score")
-    others = [k for k in range(len(covariance.factors)) if k not in (late, momentum)]
+    # styles with a warm-up: momentum, and USE4's beta and residual volatility (63 returns)
+    warming = [covariance.factors.index(s) for s in ("mom_score", "beta_score", "resvol_score")]
+    others = [k for k in range(len(covariance.factors)) if k not in (late, *warming)]
     assert has[:, others].all()  # every other factor, the emptied sector included, on every forecast date
-    assert has[int(np.argmax(has[:, momentum])) :, momentum].all()  # momentum from the end of its warm-up on
+    for style in warming:  # from the end of its warm-up on
+        assert has[int(np.argmax(has[:, style])) :, style].all()
     # the late sector enters once it has min_periods returns, and stays
     first_forecast = int(np.argmax(has[:, late]))
     assert has[first_forecast:, late].all() and not has[:first_forecast, late].any()

@@ -44,7 +44,8 @@ from factor_engine.risk import (
     volatility_regime_adjustment,
 )
 from factor_engine.risk.specific import finish_specific_risk, time_series_specific_risk
-from factor_engine.styles import compute_styles
+from factor_engine.styles import compute_styles, get_style
+from factor_engine.styles.fill import fill_missing_exposures
 
 __all__ = [
     "ModelError",
@@ -76,7 +77,8 @@ class RiskModel:
     factor_returns: ``date`` + one column per factor (daily returns, fractions).
     exposures: ``date, symbol`` + one column per factor, known at that date's close.
     residuals: ``date, symbol, residual`` (daily, fractions).
-    diagnostics: per-date regression diagnostics (see :class:`factor_engine.FactorReturns`).
+    diagnostics: per-date regression diagnostics (see :class:`factor_engine.FactorReturns`), plus ``n_filled``:
+        the style exposures the regression used that were filled by regression on sectors and size (USE4).
     factors, sectors, styles: factor names in column order.
     factor_covariance: the forecast factor covariance of every date with enough history.
     specific_risk: ``date, symbol, specific_vol`` forecasts (daily sd, fraction).
@@ -331,6 +333,7 @@ def build_model(
             if style_names
             else universe.select(DATE, SYMBOL)
         )
+        scores, filled_by_date = _fill_missing(universe, scores, style_names, notes)
     regression = config.regression
     with run("factor returns"):
         result: FactorReturns = estimate_from_panel(
@@ -350,6 +353,7 @@ def build_model(
         sectors = tuple(f for f in result.sectors if f not in dropped)
         styles = tuple(f for f in result.styles if f not in dropped)
         factor_returns = result.factor_returns.select(DATE, *factors)
+        diagnostics = _with_fill_counts(result.diagnostics, filled_by_date, regression.effective_exposure_lag)
     # the factor covariance needs only the factor returns, and specific risk's time-series part only the
     # residuals: both run in the background while the exposures are built (each is parallel inside, but has
     # serial parts the others fill). BLAS runs single-threaded meanwhile (the kernels parallelize themselves),
@@ -373,7 +377,7 @@ def build_model(
         factor_returns=factor_returns,
         exposures=exposures,
         residuals=result.residuals,
-        diagnostics=result.diagnostics,
+        diagnostics=diagnostics,
         factors=factors,
         sectors=sectors,
         styles=styles,
@@ -382,6 +386,30 @@ def build_model(
         config=config.effective(),
         notes=notes,
     )
+
+
+def _fill_missing(
+    universe: pl.DataFrame, scores: pl.DataFrame, style_names: Sequence[str], notes: dict[str, Any]
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The scores with USE4 styles' missing exposures filled (:mod:`factor_engine.styles.fill`), recording
+    the count per style in ``notes["styles"]["filled"]``; also the number filled per date (all styles)."""
+    fillable = [get_style(name) for name in style_names if get_style(name).fill_missing]
+    notes["styles"]["filled"] = {}
+    if not fillable:
+        return scores, None
+    scores, counts, dates = fill_missing_exposures(universe, scores, [style.score for style in fillable])
+    notes["styles"]["filled"] = {style.name: int(counts[style.score].sum()) for style in fillable}
+    total = np.sum([counts[style.score] for style in fillable], axis=0)
+    return scores, pl.DataFrame({DATE: dates, "n_filled": total})
+
+
+def _with_fill_counts(diagnostics: pl.DataFrame, filled: pl.DataFrame | None, lag: int) -> pl.DataFrame:
+    """The regression diagnostics with ``n_filled``: the style exposures filled by regression among those the
+    date's regression used (those of the close ``lag`` dates earlier)."""
+    if filled is None:
+        return diagnostics.with_columns(pl.lit(0, dtype=pl.Int64).alias("n_filled"))
+    lagged = filled.with_columns(pl.col("n_filled").shift(lag).fill_null(0))
+    return diagnostics.join(lagged, on=DATE, how="left").with_columns(pl.col("n_filled").fill_null(0))
 
 
 def _universe_note(panel: pl.DataFrame, universe: pl.DataFrame, config: ModelConfig, has_caps: bool) -> str:

@@ -421,7 +421,7 @@ def test_stored_panel_that_cannot_feed_the_model(
         # without names the model takes the styles the data supports
         response = client.post(f"{API}/risk-model/create", json=REQUEST)
         assert response.status_code == 200, response.text
-        assert response.json()["styles"] == ["mom_score", "sze_score"]
+        assert response.json()["styles"] == ["beta_score", "mom_score", "nlsize_score", "resvol_score", "sze_score"]
         without_value = {**TEST_CONFIG, "styles": {**TEST_CONFIG["styles"], "names": ["momentum", "size"]}}
         # a returns-only row of a new symbol: its market cap and sector are missing
         rows = [{"date": "2023-06-01", "symbol": "NEW1", "asset_returns": 0.01}]
