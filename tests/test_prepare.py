@@ -176,10 +176,10 @@ def test_returns_equal_a_slow_loop_with_random_gaps(seed: int) -> None:
 
 def test_adjusted_close_is_preferred_and_names_are_matched_loosely() -> None:
     long = long_prices().with_columns((pl.col("close") * 2).alias("Close")).rename({"close": "Adj Close"})
-    long = long.rename({"date": " Date", "symbol": "Ticker"}).with_columns(pl.lit(1).alias("Volume"))
+    long = long.rename({"date": " Date", "symbol": "Ticker"}).with_columns(pl.lit(1).alias("Open"))
     prepared = prepare_panel(long, SECTORS)
     assert prepared.summary.close_column == "Adj Close"
-    assert prepared.summary.ignored_columns == {"prices": ("Close", "Volume")}
+    assert prepared.summary.ignored_columns == {"prices": ("Close", "Open")}
     assert_frame_equal(prepared.panel, prepare_panel(WIDE, SECTORS).panel)
 
 
@@ -402,6 +402,144 @@ def test_ratio_fundamentals_pass_through_per_column_as_of() -> None:
     assert prepared.summary.ignored_columns == {"fundamentals": ("comment",)}
 
 
+def test_use4_fundamentals_raw_and_ratio_as_of_each_date() -> None:
+    fundamentals = pl.DataFrame(
+        {
+            "date": ["2024-01-03", "2024-01-01", "2024-01-05"],
+            "symbol": ["AAA", "BBB", "AAA"],
+            "earnings": [300.0, -50.0, None],  # BBB loses money: a negative E/P
+            "forecast_earnings": [330.0, 20.0, 360.0],
+            "dividends": [40.0, 0.0, 44.0],
+            "earnings_growth": [0.1, -0.05, 0.12],
+            "sales_growth": [0.07, 0.02, None],
+            "forecast_growth": [0.09, 0.03, 0.1],
+            "market_leverage": [1.4, 2.0, 1.5],
+            "book_leverage": [1.8, 3.1, 1.9],
+            "Debt_To_Assets": [0.3, 0.5, 0.31],
+        }
+    )
+    prepared = prepare_panel(WIDE, SECTORS, shares=SHARES, fundamentals=fundamentals)
+    panel = check_contract(prepared)
+    assert panel.columns == [
+        "date",
+        "symbol",
+        "asset_returns",
+        "market_cap",
+        "sector",
+        "earnings_price",
+        "forecast_earnings_price",
+        "dividend_yield",
+        "earnings_growth",
+        "sales_growth",
+        "forecast_growth",
+        "market_leverage",
+        "book_leverage",
+        "debt_to_assets",
+    ]
+    # by hand: each value as of the row's date, currency values divided by that row's market cap
+    known = {  # (symbol, first date it applies) -> raw values
+        ("BBB", D[0]): {"earnings": -50.0, "forecast_earnings": 20.0, "dividends": 0.0, "sales_growth": 0.02},
+        ("AAA", D[1]): {"earnings": 300.0, "forecast_earnings": 330.0, "dividends": 40.0, "sales_growth": 0.07},
+        ("AAA", D[3]): {"earnings": 300.0, "forecast_earnings": 360.0, "dividends": 44.0, "sales_growth": 0.07},
+    }
+    for row in panel.iter_rows(named=True):
+        applying = [v for (symbol, since), v in known.items() if symbol == row["symbol"] and since <= row["date"]]
+        cap = CAPS_FROM_SHARES[(row["date"], row["symbol"])]
+        if not applying:
+            assert row["earnings_price"] is None and row["debt_to_assets"] is None, row
+            continue
+        raw = applying[-1]
+        assert row["earnings_price"] == pytest.approx(raw["earnings"] / cap, rel=1e-12), row
+        assert row["forecast_earnings_price"] == pytest.approx(raw["forecast_earnings"] / cap, rel=1e-12), row
+        assert row["dividend_yield"] == pytest.approx(raw["dividends"] / cap, rel=1e-12, abs=0.0), row
+        assert row["sales_growth"] == raw["sales_growth"], row  # a null does not erase the earlier value
+    aaa = panel.filter(pl.col("symbol") == "AAA")
+    assert aaa.get_column("debt_to_assets").to_list() == [None, 0.3, 0.3, 0.31, 0.31]
+    assert aaa.get_column("market_leverage").to_list() == [None, 1.4, 1.4, 1.5, 1.5]
+    assert prepared.summary.value_features == {
+        "earnings_price": "earnings / market_cap",
+        "forecast_earnings_price": "forecast_earnings / market_cap",
+        "dividend_yield": "dividends / market_cap",
+        "earnings_growth": "earnings_growth",
+        "sales_growth": "sales_growth",
+        "forecast_growth": "forecast_growth",
+        "market_leverage": "market_leverage",
+        "book_leverage": "book_leverage",
+        "debt_to_assets": "debt_to_assets",
+    }
+    # the same as ratios: passed through as given
+    ratios = fundamentals.rename({"earnings": "earnings_price", "dividends": "dividend_yield"}).drop(
+        "forecast_earnings"
+    )
+    as_ratios = prepare_panel(WIDE, SECTORS, fundamentals=ratios).panel
+    assert as_ratios.filter(pl.col("symbol") == "BBB").get_column("earnings_price").to_list() == [-50.0] * 4
+    assert "forecast_earnings_price" not in as_ratios.columns
+
+
+def test_use4_fundamentals_errors() -> None:
+    both = pl.DataFrame({"date": ["2024-01-02"], "symbol": ["AAA"], "earnings_price": [0.05], "earnings": [100.0]})
+    with raises("fundamentals: columns 'earnings_price' and 'earnings' both give earnings_price; keep one"):
+        prepare_panel(WIDE, SECTORS, shares=SHARES, fundamentals=both)
+    raw = pl.DataFrame({"date": ["2024-01-02"], "symbol": ["AAA"], "dividends": [10.0]})
+    with raises("fundamentals: raw values ['dividends'] are divided by the market cap: give caps or shares too"):
+        prepare_panel(WIDE, SECTORS, fundamentals=raw)
+    infinite = pl.DataFrame({"date": ["2024-01-02"], "symbol": ["AAA"], "book_leverage": [math.inf]})
+    with raises("fundamentals: column 'book_leverage' has 1 infinite value, e.g. inf at (2024-01-02, AAA)"):
+        prepare_panel(WIDE, SECTORS, fundamentals=infinite)
+
+
+# --------------------------------------------------------------------------------------------------
+# volume and shares outstanding (liquidity)
+
+
+def long_prices_with_volume() -> pl.DataFrame:
+    """long_prices() with a volume per row (AAA's missing on 2024-01-05)."""
+    volume = pl.col("close") * 1000.0
+    volume = pl.when((pl.col("symbol") == "AAA") & (pl.col("date") == "2024-01-05")).then(None).otherwise(volume)
+    return long_prices().with_columns(volume.alias("Volume"))
+
+
+def test_volume_and_shares_are_kept_for_liquidity() -> None:
+    prepared = prepare_panel(long_prices_with_volume(), SECTORS, shares=SHARES)
+    panel = check_contract(prepared)
+    assert panel.columns == [
+        "date", "symbol", "asset_returns", "market_cap", "sector", "volume", "shares_outstanding"
+    ]  # fmt: skip
+    assert prepared.summary.trading_columns == ("volume", "shares_outstanding")
+    assert "prices" not in prepared.summary.ignored_columns
+    closes = long_prices().with_columns(pl.col("date").str.to_date())
+    joined = panel.join(closes, on=["date", "symbol"])
+    assert joined.height == panel.height == 13
+    for row in joined.iter_rows(named=True):
+        cap = CAPS_FROM_SHARES[(row["date"], row["symbol"])]
+        assert row["shares_outstanding"] == pytest.approx(cap / row["close"], rel=1e-12)
+        if row["symbol"] == "AAA" and row["date"] == D[3]:
+            assert row["volume"] is None
+        else:
+            assert row["volume"] == row["close"] * 1000.0
+    # liquidity's input: turnover = volume / shares outstanding
+    from factor_engine import styles
+
+    assert styles.get_style("liquidity").skip_reason(panel.columns) is None
+    # without shares, or without volume, nothing extra is kept
+    with_caps = prepare_panel(long_prices_with_volume(), SECTORS, caps=SHARES.rename({"shares": "market_cap"}))
+    assert with_caps.panel.columns[-1] == "volume" and with_caps.summary.trading_columns == ("volume",)
+    no_volume = prepare_panel(long_prices(), SECTORS, shares=SHARES)
+    assert "shares_outstanding" not in no_volume.panel.columns and no_volume.summary.trading_columns == ()
+
+
+@pytest.mark.parametrize("bad", [-5.0, math.inf])
+def test_bad_volume(bad: float) -> None:
+    prices = long_prices_with_volume().with_columns(
+        pl.when((pl.col("symbol") == "BBB") & (pl.col("date") == "2024-01-03"))
+        .then(bad)
+        .otherwise("Volume")
+        .alias("Volume")
+    )
+    with raises(f"prices: volume must be finite and ≥ 0: 1 bad row, e.g. (2024-01-03, BBB) = {bad!r}"):
+        prepare_panel(prices, SECTORS)
+
+
 # --------------------------------------------------------------------------------------------------
 # errors
 
@@ -506,8 +644,10 @@ def test_unparseable_number_in_a_wide_file() -> None:
         (
             "fundamentals",
             SHARES,
-            "fundamentals: no fundamentals column (named book_price, sales_price, cf_price, book_value, sales, "
-            "cash_flow, any case)",
+            "fundamentals: no fundamentals column (named book_price, sales_price, cf_price, earnings_price, "
+            "forecast_earnings_price, dividend_yield, earnings_growth, sales_growth, forecast_growth, "
+            "market_leverage, book_leverage, debt_to_assets, book_value, sales, cash_flow, earnings, "
+            "forecast_earnings, dividends, any case)",
         ),
         ("prices", WIDE.with_columns(pl.col("date").alias("Date")), "prices: columns ['date', 'Date'] are all read"),
     ],

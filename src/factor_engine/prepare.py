@@ -14,18 +14,27 @@ are missing values.
 ``prices`` (required)
     Adjusted closes in currency units. Wide: a ``date`` column and one column per symbol. Long: ``date``,
     ``symbol`` (or ``ticker``) and a close column, the first present of ``adj_close``, ``adjusted_close``,
-    ``close``, ``price`` (other columns are ignored and listed in the summary). A file is long when it has a
-    symbol column, wide otherwise. Closes must be positive and finite.
+    ``close``, ``price``, and optionally ``volume`` (shares traded that day, ≥ 0 and finite; kept in the panel
+    for the liquidity style); other columns are ignored and listed in the summary. A file is long when it has
+    a symbol column, wide otherwise. Closes must be positive and finite.
 ``sectors`` (required)
     ``symbol, sector`` (static: one row per symbol) or ``date, symbol, sector`` (dated: each row applies from
     its date until the symbol's next row). Labels are any non-empty text.
 ``caps`` or ``shares`` (optional, not both)
     Market capitalisations in currency units or shares outstanding, wide or long (``date, symbol,
-    market_cap`` / ``date, symbol, shares``); positive and finite. ``market_cap = shares × close``.
+    market_cap`` / ``date, symbol, shares``); positive and finite. ``market_cap = shares × close``. With
+    shares and a ``volume`` column in the prices, the panel keeps ``shares_outstanding`` too, so the liquidity
+    style gets its turnover (volume / shares outstanding) from prices, volume and shares.
 ``fundamentals`` (optional)
-    Long ``date, symbol`` plus ratios to price (``book_price``, ``sales_price``, ``cf_price``) or raw values in
-    currency units (``book_value``, ``sales``, ``cash_flow``) that are divided by the row's market cap (so
-    they need ``caps`` or ``shares``). Any subset of the three; each given once, as ratio or as raw value.
+    Long ``date, symbol`` plus any of these columns (see :mod:`factor_engine.panel` for their meaning):
+
+    * ratios to price, or raw values in currency units that are divided by the row's market cap (so they need
+      ``caps`` or ``shares``), each given once, as ratio or as raw value: ``book_price`` or ``book_value``,
+      ``sales_price`` or ``sales``, ``cf_price`` or ``cash_flow``, ``earnings_price`` or ``earnings`` (trailing
+      12-month earnings), ``forecast_earnings_price`` or ``forecast_earnings`` (analysts' 12-month forward
+      earnings), ``dividend_yield`` or ``dividends`` (trailing 12-month dividends);
+    * taken as given: ``earnings_growth``, ``sales_growth``, ``forecast_growth`` (fractions per year),
+      ``market_leverage``, ``book_leverage``, ``debt_to_assets``.
 
 Missing days
 ------------
@@ -42,7 +51,7 @@ Dated sectors, caps, shares and fundamentals are joined as of each price date: t
 before it is used for the symbol (forward fill, no staleness limit), never a later one. Date values by when
 they became known (a filing date, not a period end). A price row before the symbol's first sector row is an
 error; before its first cap or shares value it is an error unless ``missing_caps="drop"`` drops such rows (the
-count is in the summary); before its first fundamentals value its value features are null. Each fundamentals
+count is in the summary); before its first fundamentals value its fundamentals are null. Each fundamentals
 column is filled on its own: a null does not erase an earlier value.
 
 Errors and warnings
@@ -70,19 +79,26 @@ import polars as pl
 
 from factor_engine.panel import (
     DATE,
+    DIVIDEND_YIELD,
+    EARNINGS_PRICE,
+    FORECAST_EARNINGS_PRICE,
+    FUNDAMENTAL_COLUMNS,
     MARKET_CAP,
     PARQUET_SUFFIXES,
     READABLE_CSV_SUFFIXES,
     RETURNS,
     SECTOR,
+    SHARES_OUTSTANDING,
     SYMBOL,
     VALUE_FEATURES,
+    VOLUME,
     file_suffix,
     validate_panel,
 )
 
 __all__ = [
     "CLOSE_COLUMNS",
+    "FUNDAMENTALS",
     "RAW_FUNDAMENTALS",
     "SHARES_COLUMNS",
     "PrepareError",
@@ -99,7 +115,16 @@ CLOSE_COLUMNS: tuple[str, ...] = ("adj_close", "adjusted_close", "close", "price
 SYMBOL_COLUMNS: tuple[str, ...] = (SYMBOL, "ticker")
 SHARES_COLUMNS: tuple[str, ...] = ("shares", "shares_outstanding")
 #: Raw fundamentals (currency units) and the ratio to price each gives when divided by the market cap.
-RAW_FUNDAMENTALS: dict[str, str] = {"book_price": "book_value", "sales_price": "sales", "cf_price": "cash_flow"}
+RAW_FUNDAMENTALS: dict[str, str] = {
+    "book_price": "book_value",
+    "sales_price": "sales",
+    "cf_price": "cash_flow",
+    EARNINGS_PRICE: "earnings",
+    FORECAST_EARNINGS_PRICE: "forecast_earnings",
+    DIVIDEND_YIELD: "dividends",
+}
+#: Every fundamentals column of the panel: the value features and the USE4 fundamentals.
+FUNDAMENTALS: tuple[str, ...] = (*VALUE_FEATURES, *FUNDAMENTAL_COLUMNS)
 INPUTS = ("prices", "sectors", "caps", "shares", "fundamentals")
 
 MissingCaps = Literal["error", "drop"]
@@ -148,11 +173,14 @@ class PrepareSummary:
     rows_dropped_without_cap:
         Price rows dropped before a symbol's first cap or shares value (``missing_caps="drop"``).
     value_features:
-        Value feature to how it was made: ``"book_price"`` (given) or ``"book_value / market_cap"``.
+        Each fundamentals column of the panel (value features and USE4 fundamentals) to how it was made:
+        ``"book_price"`` (given) or ``"book_value / market_cap"``.
     unmatched:
         Input role to the tickers in it that match no price symbol, sorted (inputs without any are absent).
     ignored_columns:
         Input role to its columns that were not used (inputs without any are absent).
+    trading_columns:
+        ``volume`` (from long prices) and ``shares_outstanding`` (from shares, with volume), when kept.
     """
 
     sources: Mapping[str, str]
@@ -174,6 +202,7 @@ class PrepareSummary:
     value_features: Mapping[str, str] = field(default_factory=dict)
     unmatched: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ignored_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    trading_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -394,6 +423,16 @@ def _check_unique(frame: pl.DataFrame, keys: Sequence[str], name: str, what: str
         _fail(name, f"{what} must be unique: {_plural(repeated.height, 'key')} repeated, e.g. {examples}")
 
 
+def _check_volume(frame: pl.DataFrame, name: str) -> None:
+    """Raise for volumes that are negative or not finite (nulls are missing values, allowed)."""
+    bad = (pl.col(VOLUME).is_finite() & (pl.col(VOLUME) >= 0)).not_().fill_null(False)
+    count = frame.select(bad.sum()).item()
+    if count:
+        rows = frame.filter(bad).head(_MAX_EXAMPLES)
+        examples = ", ".join(f"{_where(row)} = {row[VOLUME]!r}" for row in rows.iter_rows(named=True))
+        _fail(name, f"volume must be finite and ≥ 0: {_plural(count, 'bad row')}, e.g. {examples}")
+
+
 def _check_positive(frame: pl.DataFrame, column: str, name: str, what: str) -> None:
     """Raise for values of ``column`` that are not positive and finite (nulls are missing values, allowed)."""
     bad = (pl.col(column).is_finite() & (pl.col(column) > 0)).not_().fill_null(False)
@@ -405,12 +444,13 @@ def _check_positive(frame: pl.DataFrame, column: str, name: str, what: str) -> N
 
 
 def _to_long(
-    frame: pl.DataFrame, value: str, value_names: Sequence[str], name: str, what: str
+    frame: pl.DataFrame, value: str, value_names: Sequence[str], name: str, what: str, keep: Sequence[str] = ()
 ) -> tuple[pl.DataFrame, Literal["wide", "long"], str | None, tuple[str, ...]]:
     """Turn a wide or long input into ``date, symbol, <value>`` (value null where missing).
 
     ``value_names`` are the accepted names of a long input's value column, ``what`` names the values in
-    messages. Returns the frame, its layout, the value column used (long) and the columns ignored (long).
+    messages; ``keep``: other columns of a long input kept as numbers (named as given, matched loosely).
+    Returns the frame, its layout, the value column used (long) and the columns ignored (long).
     Raises for bad dates, symbols or numbers, repeated keys and values that are not positive and finite.
     """
     frame = _with_dates(frame, name)
@@ -429,10 +469,13 @@ def _to_long(
     else:
         frame = _with_symbols(frame, name)
         column = _require(frame, value_names, name, what)
-        frame = _with_numbers(frame, [column], name, wide=False)
+        kept = {wanted: found for wanted in keep if (found := _find(frame, (wanted,), name)) is not None}
+        frame = _with_numbers(frame, [column, *kept.values()], name, wide=False)
         _check_unique(frame, (DATE, SYMBOL), name, "(date, symbol)")
-        ignored = tuple(c for c in frame.columns if c not in (DATE, SYMBOL, _ROW, column))
-        long = frame.select(DATE, SYMBOL, _ROW, pl.col(column).alias(value))
+        ignored = tuple(c for c in frame.columns if c not in (DATE, SYMBOL, _ROW, column, *kept.values()))
+        long = frame.select(
+            DATE, SYMBOL, _ROW, pl.col(column).alias(value), *(pl.col(c).alias(w) for w, c in kept.items())
+        )
         layout = "long"
     _check_positive(long, value, name, what)
     return long, layout, column, ignored
@@ -527,9 +570,15 @@ def _sectors(
 
 
 def _market_caps(
-    rows: pl.DataFrame, values: pl.DataFrame, source: Literal["caps", "shares"], name: str, missing_caps: MissingCaps
+    rows: pl.DataFrame,
+    values: pl.DataFrame,
+    source: Literal["caps", "shares"],
+    name: str,
+    missing_caps: MissingCaps,
+    keep_shares: bool = False,
 ) -> tuple[pl.DataFrame, int, tuple[str, ...], set[str]]:
-    """Attach ``market_cap`` from caps or shares (× close) as of each row's date.
+    """Attach ``market_cap`` from caps or shares (× close) as of each row's date, and ``shares_outstanding``
+    when ``keep_shares`` (shares only).
 
     Returns the rows, the number dropped before a first value, the ignored columns and the input's symbols.
     """
@@ -538,7 +587,8 @@ def _market_caps(
     long = long.drop_nulls(_VALUE)
     rows = _as_of(rows, long, [_VALUE])
     cap = pl.col(_VALUE) if source == "caps" else pl.col(_VALUE) * pl.col(_CLOSE)
-    rows = rows.with_columns(cap.alias(MARKET_CAP)).drop(_VALUE)
+    rows = rows.with_columns(cap.alias(MARKET_CAP))
+    rows = rows.rename({_VALUE: SHARES_OUTSTANDING}) if keep_shares and source == "shares" else rows.drop(_VALUE)
     uncovered = rows.select(pl.col(MARKET_CAP).null_count()).item()
     if uncovered and missing_caps == "error":
         label = "market cap" if source == "caps" else "shares value"
@@ -554,13 +604,14 @@ def _market_caps(
 def _fundamentals(
     rows: pl.DataFrame, fundamentals: pl.DataFrame, name: str
 ) -> tuple[pl.DataFrame, dict[str, str], tuple[str, ...], set[str]]:
-    """Attach the value features as of each row's date; raw values are divided by the row's market cap."""
+    """Attach the fundamentals (:data:`FUNDAMENTALS`) as of each row's date; raw values are divided by the
+    row's market cap."""
     fundamentals = _with_symbols(_with_dates(fundamentals, name), name)
     made: dict[str, str] = {}
     sources: dict[str, str] = {}
-    for feature in VALUE_FEATURES:
+    for feature in FUNDAMENTALS:
         ratio = _find(fundamentals, (feature,), name)
-        raw = _find(fundamentals, (RAW_FUNDAMENTALS[feature],), name)
+        raw = _find(fundamentals, (RAW_FUNDAMENTALS[feature],), name) if feature in RAW_FUNDAMENTALS else None
         if ratio is not None and raw is not None:
             _fail(name, f"columns {ratio!r} and {raw!r} both give {feature}; keep one")
         if ratio is not None:
@@ -568,7 +619,7 @@ def _fundamentals(
         elif raw is not None:
             sources[feature], made[feature] = raw, f"{RAW_FUNDAMENTALS[feature]} / {MARKET_CAP}"
     if not sources:
-        accepted = ", ".join([*VALUE_FEATURES, *RAW_FUNDAMENTALS.values()])
+        accepted = ", ".join([*FUNDAMENTALS, *RAW_FUNDAMENTALS.values()])
         _fail(name, f"no fundamentals column (named {accepted}, any case); columns present: {fundamentals.columns}")
     raw_columns = [sources[f] for f in sources if made[f] != f]
     if raw_columns and MARKET_CAP not in rows.columns:
@@ -610,17 +661,21 @@ def prepare_panel(
     Parameters
     ----------
     prices:
-        Adjusted closes in currency units, wide (date + one column per symbol) or long (date, symbol, close).
+        Adjusted closes in currency units, wide (date + one column per symbol) or long (date, symbol, close and
+        optionally volume in shares, kept in the panel).
     sectors:
         ``symbol, sector`` (static) or ``date, symbol, sector`` (each row applies from its date on).
     caps:
         Market capitalisations in currency units, wide or long (date, symbol, market_cap).
     shares:
-        Shares outstanding (count), wide or long (date, symbol, shares); market_cap = shares × close.
-        Not together with ``caps``.
+        Shares outstanding (count), wide or long (date, symbol, shares); market_cap = shares × close; kept as
+        ``shares_outstanding`` when the prices have volume. Not together with ``caps``.
     fundamentals:
-        Long date, symbol and ratios to price (book_price, sales_price, cf_price; unitless) or raw values in
-        currency units (book_value, sales, cash_flow), which need ``caps`` or ``shares``.
+        Long date, symbol and ratios to price (book_price, sales_price, cf_price, earnings_price,
+        forecast_earnings_price, dividend_yield; unitless) or raw values in currency units (book_value, sales,
+        cash_flow, earnings, forecast_earnings, dividends), which need ``caps`` or ``shares``, and growth and
+        leverage columns taken as given (earnings_growth, sales_growth, forecast_growth, market_leverage,
+        book_leverage, debt_to_assets).
     missing_caps:
         A price row before the symbol's first cap or shares value: ``"error"`` (default) or ``"drop"`` the row.
     names:
@@ -631,7 +686,8 @@ def prepare_panel(
     -------
     PreparedPanel
         ``panel``: date, symbol, asset_returns (daily simple returns, fractions), market_cap (with caps or
-        shares; currency units), sector and the value features given, validated and sorted by (date, symbol);
+        shares; currency units), sector, the fundamentals given, volume and shares_outstanding (when kept),
+        validated and sorted by (date, symbol);
         ``summary``: what was done.
 
     Raises
@@ -650,7 +706,12 @@ def prepare_panel(
         if frame is not None and not isinstance(frame, pl.DataFrame):
             raise TypeError(f"{role} must be a polars DataFrame, got {type(frame).__name__}")
 
-    closes, layout, close_column, prices_ignored = _to_long(prices, _CLOSE, CLOSE_COLUMNS, label["prices"], "close")
+    closes, layout, close_column, prices_ignored = _to_long(
+        prices, _CLOSE, CLOSE_COLUMNS, label["prices"], "close", keep=(VOLUME,)
+    )
+    has_volume = VOLUME in closes.columns
+    if has_volume:
+        _check_volume(closes, label["prices"])
     price_symbols = set(closes.get_column(SYMBOL).unique().to_list())
     closes = closes.drop_nulls(_CLOSE)
     if closes.height == 0:
@@ -667,7 +728,7 @@ def prepare_panel(
     dropped = 0
     if cap_source is not None and cap_frame is not None:
         rows, dropped, ignored[cap_source], matched[cap_source] = _market_caps(
-            rows, cap_frame, cap_source, label[cap_source], missing_caps
+            rows, cap_frame, cap_source, label[cap_source], missing_caps, keep_shares=has_volume
         )
         if rows.height == 0:
             _fail(label[cap_source], "every price row is before its symbol's first value; nothing is left")
@@ -692,7 +753,8 @@ def prepare_panel(
             PrepareWarning,
             stacklevel=2,
         )
-    columns = [DATE, SYMBOL, RETURNS, *([MARKET_CAP] if cap_source else []), SECTOR, *value_features]
+    trading = tuple(c for c in (VOLUME, SHARES_OUTSTANDING) if c in rows.columns)
+    columns = [DATE, SYMBOL, RETURNS, *([MARKET_CAP] if cap_source else []), SECTOR, *value_features, *trading]
     panel = validate_panel(rows.select(columns))
     first_date, last_date, n_dates, n_symbols = panel.select(
         pl.col(DATE).min().alias("first"),
@@ -720,6 +782,7 @@ def prepare_panel(
         value_features=value_features,
         unmatched=unmatched,
         ignored_columns={role: columns for role, columns in ignored.items() if columns},
+        trading_columns=trading,
     )
     return PreparedPanel(panel, summary)
 
