@@ -3,7 +3,9 @@ simulated factor returns with a known covariance, and by exact algebraic propert
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 
 import numpy as np
 import polars as pl
@@ -11,6 +13,9 @@ import pytest
 
 from factor_engine.risk import CovarianceConfig, FactorCovariance, factor_covariance
 from factor_engine.risk.adjustments import (
+    _DRAW_STEPS,
+    _Estimator,
+    _PathGroup,
     eigenfactor_adjustment,
     factor_bias_statistics,
     volatility_regime_adjustment,
@@ -18,6 +23,9 @@ from factor_engine.risk.adjustments import (
 
 HALF_LIFE = 60
 N_EFF = (1 + 0.5 ** (1 / HALF_LIFE)) / (1 - 0.5 ** (1 / HALF_LIFE))
+# USE4's structure at a test's scale: volatilities from a short half-life, correlations from a long one,
+# Newey-West lags on both (the Wishart simulation of the correlation half-life's sample under-corrects it)
+USE4_LIKE = CovarianceConfig(vol_half_life=30, corr_half_life=250, vol_nw_lags=3, corr_nw_lags=1, min_periods=100)
 
 
 def _frame(returns: np.ndarray) -> pl.DataFrame:
@@ -56,20 +64,98 @@ def _eigen_bias(covariance: FactorCovariance, frame: pl.DataFrame) -> np.ndarray
 
 def test_eigenfactor_adjustment_moves_bias_statistics_toward_one(iid: tuple[pl.DataFrame, FactorCovariance]) -> None:
     frame, raw = iid
-    adjusted = eigenfactor_adjustment(raw, effective_observations=N_EFF, n_simulations=500, every=21, seed=1)
+    adjusted = eigenfactor_adjustment(raw, n_simulations=500, every=21, seed=1)
     raw_bias, adjusted_bias = _eigen_bias(raw, frame), _eigen_bias(adjusted, frame)
     assert raw_bias[:3].min() > 1.04  # the smallest eigenfactors are underpredicted by the sample forecast
     assert np.mean(np.abs(adjusted_bias - 1)) < 0.7 * np.mean(np.abs(raw_bias - 1))
     assert np.abs(adjusted_bias[:3] - 1).max() < np.abs(raw_bias[:3] - 1).max()
 
 
+@pytest.fixture(scope="module")
+def use4_like() -> tuple[pl.DataFrame, FactorCovariance]:
+    """Returns with a known covariance (16 factors, 4,000 dates) forecast with USE4's structure."""
+    rng = np.random.default_rng(21)
+    n_factors = 16
+    loadings = rng.normal(size=(n_factors, n_factors))
+    sigma = loadings @ loadings.T / n_factors * 1e-4 + np.diag(np.geomspace(1e-7, 1e-4, n_factors))
+    frame = _frame(rng.multivariate_normal(np.zeros(n_factors), sigma, size=4000))
+    return frame, factor_covariance(frame, USE4_LIKE)
+
+
+def test_eigenfactor_adjustment_of_the_estimator_used_removes_most_of_the_bias(
+    use4_like: tuple[pl.DataFrame, FactorCovariance],
+) -> None:
+    """Simulating the estimator actually used (short volatility, long correlation half-life, Newey-West) moves
+    the smallest eigenportfolio's bias toward 1 by most of its excess, and every eigenportfolio's bias into its
+    sampling band."""
+    frame, raw = use4_like
+    adjusted = eigenfactor_adjustment(raw, n_simulations=250, scale=1.0, every=63, seed=1)
+    raw_bias, adjusted_bias = _eigen_bias(raw, frame), _eigen_bias(adjusted, frame)
+    n_outcomes = raw.values.shape[0] - 1
+    band = 2 * np.sqrt(2 / n_outcomes)  # two standard errors of one bias statistic
+    assert raw_bias[0] > 1 + 3 * band, raw_bias  # the sample forecast underpredicts clearly
+    assert abs(adjusted_bias[0] - 1) < 0.3 * (raw_bias[0] - 1), (raw_bias, adjusted_bias)
+    assert np.abs(adjusted_bias - 1).max() < band, adjusted_bias
+    # the Wishart simulation of the correlation half-life's sample (the former method) corrects far less
+    decay = 0.5 ** (1 / USE4_LIKE.corr_half_life)
+    wishart = eigenfactor_adjustment(
+        dataclasses.replace(raw, estimator=None, observations=None),
+        effective_observations=(1 + decay) / (1 - decay),
+        n_simulations=250,
+        scale=1.0,
+        every=63,
+        seed=1,
+    )
+    assert _eigen_bias(wishart, frame)[0] - 1 > 0.6 * (raw_bias[0] - 1)
+
+
+def test_simulated_paths_are_estimated_as_factor_covariance_estimates() -> None:
+    """One simulated path's z-space estimates, mapped by A, are what factor_covariance forecasts from the
+    path's returns r_s = A z_s (an independent reference: the estimator itself)."""
+    n_factors, length = 4, 150
+    rng = np.random.default_rng(2)
+    root = rng.normal(size=(n_factors, n_factors)) * 0.01
+    estimator = _Estimator.of(USE4_LIKE)
+    paths = _PathGroup(np.random.default_rng(9), 3, n_factors, estimator)
+    paths.advance(length)
+    vol_z, corr_z = paths.estimates()
+    replay = np.random.default_rng(9)
+    chunks = [replay.standard_normal((_DRAW_STEPS, 3, n_factors), dtype=np.float32) for _ in range(3)]
+    draws = np.concatenate(chunks)[:length].astype(np.float64)  # (length, paths, K)
+    for path in range(3):
+        returns = draws[:, path] @ root.T
+        config = dataclasses.replace(USE4_LIKE, min_periods=2)
+        forecast = factor_covariance(_frame(returns), config).values[-1]
+        expected_vol = np.sqrt(np.diag(forecast))
+        simulated_vol = np.sqrt(np.diag(root @ vol_z[path] @ root.T))
+        np.testing.assert_allclose(simulated_vol, expected_vol, rtol=1e-5)
+        corr_cov = root @ corr_z[path] @ root.T
+        simulated_corr = corr_cov / np.sqrt(np.outer(np.diag(corr_cov), np.diag(corr_cov)))
+        np.testing.assert_allclose(simulated_corr, forecast / np.outer(expected_vol, expected_vol), atol=1e-5)
+
+
+def test_a_forecast_without_its_estimator_is_simulated_as_equal_weights(
+    iid: tuple[pl.DataFrame, FactorCovariance],
+) -> None:
+    _, raw = iid
+    bare = dataclasses.replace(raw, estimator=None, observations=None)
+    fallback = eigenfactor_adjustment(bare, effective_observations=N_EFF, n_simulations=50, seed=4)
+    equal_weights = CovarianceConfig(vol_half_life=math.inf, corr_half_life=math.inf, vol_nw_lags=0, corr_nw_lags=0)
+    explicit = dataclasses.replace(
+        raw, estimator=equal_weights, observations=np.full(raw.values.shape[:2], round(N_EFF), dtype=np.int64)
+    )
+    np.testing.assert_array_equal(fallback.values, eigenfactor_adjustment(explicit, n_simulations=50, seed=4).values)
+    with pytest.raises(ValueError, match="records no estimator: give effective_observations"):
+        eigenfactor_adjustment(bare)
+
+
 def test_eigenfactor_adjustment_keeps_eigenvectors_and_scale_zero_is_identity(
     iid: tuple[pl.DataFrame, FactorCovariance],
 ) -> None:
     _, raw = iid
-    unchanged = eigenfactor_adjustment(raw, effective_observations=N_EFF, n_simulations=50, scale=0.0)
+    unchanged = eigenfactor_adjustment(raw, n_simulations=50, scale=0.0)
     np.testing.assert_allclose(unchanged.values, raw.values, rtol=1e-9, atol=1e-18)
-    adjusted = eigenfactor_adjustment(raw, effective_observations=N_EFF, n_simulations=50)
+    adjusted = eigenfactor_adjustment(raw, n_simulations=50)
     _, vectors = np.linalg.eigh(raw.values)
     rotated = np.einsum("tki,tkl,tlj->tij", vectors, adjusted.values, vectors)
     off_diagonal = rotated - np.einsum("tii->ti", rotated)[:, :, None] * np.eye(rotated.shape[1])
@@ -81,8 +167,8 @@ def test_eigenfactor_adjustment_keeps_eigenvectors_and_scale_zero_is_identity(
 def test_eigenfactor_adjustment_is_point_in_time(iid: tuple[pl.DataFrame, FactorCovariance]) -> None:
     frame, raw = iid
     head = _forecast(frame.head(700))
-    full = eigenfactor_adjustment(raw, effective_observations=N_EFF, n_simulations=50, every=10, seed=3)
-    early = eigenfactor_adjustment(head, effective_observations=N_EFF, n_simulations=50, every=10, seed=3)
+    full = eigenfactor_adjustment(raw, n_simulations=50, every=10, seed=3)
+    early = eigenfactor_adjustment(head, n_simulations=50, every=10, seed=3)
     np.testing.assert_allclose(early.values, full.values[: early.values.shape[0]], rtol=1e-12, atol=0)
 
 

@@ -1,17 +1,28 @@
 """Adjustments of factor covariance forecasts: eigenfactor risk adjustment and volatility regime adjustment.
 
 Eigenfactor risk adjustment (Menchero, Wang & Orr 2011; Barra USE4). Sample covariances underpredict the risk
-of their smallest eigenportfolios. For a forecast ``F0 = U0 diag(d0) U0ᵀ`` draw ``M`` simulated sample
-covariances ``F_m = A (W_m / n) Aᵀ`` with ``A = U0 diag(√d0)`` and ``W_m ~ Wishart(n, I)`` (Bartlett
-decomposition; ``n`` the effective number of observations behind the forecast), decompose
-``F_m = U_m diag(d_m) U_mᵀ`` and measure each simulated eigenportfolio's true variance ``diag(U_mᵀ F0 U_m)``.
-The simulated bias of eigenfactor ``k`` (by eigenvalue rank) is ``v_k = sqrt(mean_m(true_mk / d_mk))``; it
-is scaled by ``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``, 1.4 in USE4 documentation) and the adjusted forecast
-is ``U0 diag(γ² d0) U0ᵀ``. The bias profile is simulated on every ``every``-th date (common random numbers
-across dates, so profiles change smoothly) and each date uses the latest profile simulated at or before it:
-point-in-time, nothing from the future. A date where some factors have no forecast yet (a NaN row and column:
-a new sector, a style still warming up) is adjusted on the block of factors that have one; dates are grouped
-by that set of factors, and the simulated draws depend only on the seed and the block's size.
+of their smallest eigenportfolios. For a forecast ``F0 = U0 diag(d0) U0ᵀ`` treated as the truth, simulate the
+estimator that made it: ``M`` paths of ``n`` daily returns ``r_s = A z_s`` with ``A = U0 diag(√d0)`` and
+``z_s ~ N(0, I)`` i.i.d., ``n`` being the number of returns behind the forecast (the fewest among its
+factors), each path estimated exactly as :func:`factor_engine.risk.covariance.factor_covariance` estimates:
+EWMA volatilities with the volatility half-life and Newey-West lags, EWMA correlations with the correlation
+half-life and lags (weights ``λ^(n−1−s)`` normalized by their sum over the dates each lag term has), variances
+floored at 0. Each simulated forecast ``F_m = U_m diag(d_m) U_mᵀ`` gives its eigenportfolios' true variances
+``diag(U_mᵀ F0 U_m)``; the simulated bias of eigenfactor ``k`` (by eigenvalue rank) is
+``v_k = sqrt(mean_m(true_mk / d_mk))``. It is scaled by ``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``) and the
+adjusted forecast is ``U0 diag(γ² d0) U0ᵀ``.
+
+Computation. Every estimator sum is linear in the outer products of ``z``, so each path's EWMA sums are kept in
+``z`` space, ``N_l(n) = Σ_{s<n} λ^{n−1−s} z_s z_{s−l}ᵀ`` (one recursion along time for all paths, lags and
+both half-lives), and a date's simulated estimates are ``A Γ(n) Aᵀ``: one pass over time serves every date.
+The bias profile is simulated on every ``every``-th date and each date uses the latest profile simulated at or
+before it: point-in-time, nothing from the future. The draws of ``z`` depend only on the seed, the number of
+factors and the path (groups of paths run in parallel); a date's profile uses the first ``n`` draws of each
+path, so it never changes when later data arrive. A date where some factors have no forecast yet (a NaN row
+and column: a new sector, a style still warming up) is adjusted on the block of factors that have one; dates
+are grouped by that set of factors. A forecast that records no estimator (built by hand or read from a file)
+is simulated as an equal-weighted estimator of ``effective_observations`` returns without lags (the Wishart
+simulation of Menchero, Wang & Orr).
 
 Volatility regime adjustment (Barra USE4). The cross-sectional bias statistic of the factors,
 ``B_t = sqrt(mean_k (f_{t,k} / σ_{t−1,k})²)`` over the factors with a forecast at ``t−1`` and a return at
@@ -23,67 +34,183 @@ rescales the forecast made at ``t``: ``F_VRA(t) = λ_t² F(t)``. Dates before th
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import polars as pl
 
 from factor_engine._dense import ewma_sum, run_parallel, single_threaded_blas
 from factor_engine.panel import DATE
-from factor_engine.risk.covariance import FactorCovariance, forecast_mask
+from factor_engine.risk.covariance import CovarianceConfig, FactorCovariance, forecast_mask
 
 __all__ = ["eigenfactor_adjustment", "factor_bias_statistics", "volatility_regime_adjustment"]
 
-# Simulated dates per batch (bounds the (dates, simulations, K, K) working array).
+# Simulated paths per group (each group is one random stream and one parallel task).
+_PATHS_PER_GROUP = 250
+# Time steps drawn at once per group (fixed, so a path's draws never depend on how far it is simulated).
+_DRAW_STEPS = 64
+# Simulated forecasts evaluated at once (bounds the (dates, paths, K, K) working arrays).
 _DATES_PER_BATCH = 8
 
 
-def _wishart_bartlett(rng: np.random.Generator, n_simulations: int, n_factors: int, dof: float) -> np.ndarray:
-    """(M, K, K) draws of ``W / dof`` with ``W ~ Wishart(dof, I)`` via the Bartlett decomposition."""
-    lower = np.tril(rng.standard_normal((n_simulations, n_factors, n_factors)), k=-1)
-    diagonal = np.sqrt(rng.chisquare(dof - np.arange(n_factors), size=(n_simulations, n_factors)))
-    lower[:, np.arange(n_factors), np.arange(n_factors)] = diagonal
-    draws: np.ndarray = np.matmul(lower, lower.transpose(0, 2, 1)) / dof
-    return draws
+@dataclasses.dataclass(frozen=True)
+class _Estimator:
+    """The covariance estimator being simulated: decays and Newey-West lags of volatilities and correlations."""
+
+    vol_decay: float
+    corr_decay: float
+    vol_lags: int
+    corr_lags: int
+
+    @classmethod
+    def of(cls, config: CovarianceConfig) -> _Estimator:
+        return cls(_decay(config.vol_half_life), _decay(config.corr_half_life), config.vol_nw_lags, config.corr_nw_lags)
+
+    @property
+    def max_lag(self) -> int:
+        return max(self.vol_lags, self.corr_lags)
 
 
-def _bias_profile(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """(D, K) simulated eigenfactor bias ``v_k`` for forecasts given by their eigen-decompositions.
+def _decay(half_life: float) -> float:
+    return 1.0 if math.isinf(half_life) else float(0.5 ** (1.0 / half_life))
 
-    Computed in each forecast's eigenbasis: with ``F0 = U0 D U0ᵀ`` the simulated ``F_m = U0 (D^½ W_m D^½) U0ᵀ``
-    has the eigenvalues of ``S_m = D^½ W_m D^½ = V_m Λ_m V_mᵀ`` and the eigenvectors ``U0 V_m``, whose true
-    variances are ``diag(V_mᵀ D V_m)``: the bias depends on the eigenvalues ``D`` only (``eigvecs`` is unused).
-    """
-    del eigvecs  # the profile does not depend on them (see above)
-    root = np.sqrt(np.maximum(eigvals, 0.0))  # (D, K)
-    simulated = draws[None, :, :, :] * root[:, None, :, None] * root[:, None, None, :]  # (D, M, K, K)
+
+def _weight_sum(decay: float, length: int, lag: int) -> float:
+    """``Σ_{s=lag}^{length−1} decay^(length−1−s)``: the weights of a lag-``lag`` term after ``length`` dates."""
+    terms = length - lag
+    if terms <= 0:
+        return 0.0
+    return float(terms) if decay == 1.0 else (1.0 - decay**terms) / (1.0 - decay)
+
+
+def _newey_west(sums: np.ndarray, decay: float, lags: int, length: int) -> np.ndarray:
+    """(P, K, K) ``Γ_0 + Σ_l (1 − l/(L+1)) (Γ_l + Γ_lᵀ)`` from the (L+1, P, K, K) EWMA sums ``N_l``."""
+    total = sums[0] / _weight_sum(decay, length, 0)
+    for lag in range(1, lags + 1):
+        weight = _weight_sum(decay, length, lag)
+        if weight > 0:
+            term = sums[lag] * ((1.0 - lag / (lags + 1.0)) / weight)
+            total = total + term + term.transpose(0, 2, 1)
+    return total
+
+
+class _PathGroup:
+    """The EWMA sums of one group of simulated paths in ``z`` space, advanced along time on demand.
+
+    Draws and sums are float32: the sums serve only to simulate the estimator's sampling error (a relative
+    rounding of about 1e-6 against sampling errors of several percent) and take half the time."""
+
+    def __init__(self, rng: np.random.Generator, n_paths: int, n_factors: int, estimator: _Estimator) -> None:
+        self.rng, self.n_paths, self.n_factors, self.estimator = rng, n_paths, n_factors, estimator
+        shape = (n_paths, n_factors, n_factors)
+        self.vol_sums = np.zeros((estimator.vol_lags + 1, *shape), dtype=np.float32)
+        self.corr_sums = np.zeros((estimator.corr_lags + 1, *shape), dtype=np.float32)
+        # the last `max_lag` draws (zeros before the start)
+        self.previous = np.zeros((estimator.max_lag, n_paths, n_factors), dtype=np.float32)
+        self.drawn = np.zeros((0, n_paths, n_factors), dtype=np.float32)
+        self.drawn_from = 0  # time index of self.drawn[0]
+        self.length = 0  # dates simulated so far
+
+    def _draws(self, start: int, stop: int) -> np.ndarray:
+        """(stop − start, P, K) draws of the time steps [start, stop) (within one drawing chunk)."""
+        if start >= self.drawn_from + self.drawn.shape[0]:
+            self.drawn_from = start
+            self.drawn = self.rng.standard_normal((_DRAW_STEPS, self.n_paths, self.n_factors), dtype=np.float32)
+        return self.drawn[start - self.drawn_from : stop - self.drawn_from]
+
+    def advance(self, length: int) -> None:
+        """Simulate the dates up to ``length`` (exclusive)."""
+        lags = self.estimator.max_lag
+        while self.length < length:
+            stop = min(length, (self.length // _DRAW_STEPS + 1) * _DRAW_STEPS)
+            steps = stop - self.length
+            draws = self._draws(self.length, stop)  # (n, P, K)
+            history = np.concatenate([self.previous, draws]) if lags else draws  # (lags + n, P, K)
+            age = np.arange(steps - 1, -1, -1, dtype=np.float32)
+            for sums, decay in ((self.vol_sums, self.estimator.vol_decay), (self.corr_sums, self.estimator.corr_decay)):
+                n_lags = sums.shape[0]
+                weighted = (draws * (np.float32(decay) ** age)[:, None, None]).transpose(1, 2, 0)  # (P, K, n)
+                # (P, n, n_lags K): the draws lagged 0 .. n_lags − 1
+                lagged = np.concatenate([history[lags - lag : lags - lag + steps] for lag in range(n_lags)], axis=2)
+                products = np.matmul(weighted, lagged.transpose(1, 0, 2))  # (P, K, n_lags K)
+                sums *= np.float32(decay**steps)
+                sums += products.reshape(self.n_paths, self.n_factors, n_lags, self.n_factors).transpose(2, 0, 1, 3)
+            if lags:
+                self.previous = history[-lags:]
+            self.length = stop
+
+    def estimates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P, K, K) ``z``-space Newey-West covariances of the volatility and the correlation estimators."""
+        e = self.estimator
+        vol = _newey_west(self.vol_sums, e.vol_decay, e.vol_lags, self.length)
+        corr = _newey_west(self.corr_sums, e.corr_decay, e.corr_lags, self.length)
+        return vol, corr
+
+
+def _bias_ratios(forecasts: np.ndarray, vol_z: np.ndarray, corr_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Σ_m true/d, count)``, each (D, K): the sums over paths of the simulated eigenportfolios' true over
+    forecast variances, for D forecasts ``F0`` (D, K, K) and each one's paths' ``z``-space estimates of the
+    volatility and correlation estimators (D, P, K, K)."""
+    eigvals, eigvecs = np.linalg.eigh(forecasts)
+    root = (eigvecs * np.sqrt(np.maximum(eigvals, 0.0))[:, None, :])[:, None]  # (D, 1, K, K): A, F0 = A Aᵀ
+    variance = np.sum((root @ vol_z) * root, axis=-1)  # (D, P, K): diag(A V Aᵀ)
+    vol = np.sqrt(np.maximum(variance, 0.0))
+    corr_cov = root @ corr_z @ root.transpose(0, 1, 3, 2)  # (D, P, K, K)
+    diagonal = np.diagonal(corr_cov, axis1=2, axis2=3)
+    scale = np.where(diagonal > 0, 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 0.0)
+    correlation = corr_cov * scale[..., :, None] * scale[..., None, :]
+    index = np.arange(forecasts.shape[1])
+    correlation[..., index, index] = 1.0
+    simulated = vol[..., :, None] * correlation * vol[..., None, :]
     sim_vals, sim_vecs = np.linalg.eigh(simulated)
-    true_var = np.einsum("dmik,di->dmk", sim_vecs**2, np.maximum(eigvals, 0.0), optimize=True)
-    # eigenvalues that are zero up to rounding (a degenerate forecast) carry no bias information
-    usable = sim_vals > 1e-12 * sim_vals.max(axis=-1, keepdims=True)
+    true_var = np.sum(sim_vecs * (forecasts[:, None] @ sim_vecs), axis=-2)  # (D, P, K): diag(Uᵀ F0 U)
+    # eigenvalues that are zero up to rounding (a degenerate simulated forecast) carry no bias information
+    usable = sim_vals > 1e-12 * np.maximum(sim_vals[..., -1:], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(usable, np.maximum(true_var, 0.0) / sim_vals, np.nan)
-    counts = usable.sum(axis=1)
-    mean_ratio = np.where(counts > 0, np.nansum(ratio, axis=1) / np.maximum(counts, 1), 1.0)
-    profile: np.ndarray = np.sqrt(mean_ratio)
+        ratio = np.where(usable, np.maximum(true_var, 0.0) / sim_vals, 0.0)
+    return ratio.sum(axis=1), usable.sum(axis=1)
+
+
+def _simulated_profiles(
+    forecasts: np.ndarray,
+    lengths: np.ndarray,
+    estimator: _Estimator,
+    n_simulations: int,
+    seed: int,
+) -> np.ndarray:
+    """(D, K) simulated bias profiles ``v_k`` of D forecasts (D, K, K) made from ``lengths`` (D,) returns."""
+    n_dates, n_factors, _ = forecasts.shape
+    order = np.argsort(lengths, kind="stable")
+    groups = range(0, n_simulations, _PATHS_PER_GROUP)
+    ratio_sums = np.zeros((len(groups), n_dates, n_factors))
+    counts = np.zeros((len(groups), n_dates, n_factors))
+
+    def simulate(group: int) -> None:
+        start = groups[group]
+        rng = np.random.default_rng([seed, n_factors, group])
+        paths = _PathGroup(rng, min(_PATHS_PER_GROUP, n_simulations - start), n_factors, estimator)
+        for first in range(0, n_dates, _DATES_PER_BATCH):
+            batch = order[first : first + _DATES_PER_BATCH]
+            estimates = []
+            for position in batch:
+                paths.advance(int(lengths[position]))
+                estimates.append(paths.estimates())
+            vol_z = np.stack([vol for vol, _ in estimates])
+            corr_z = np.stack([corr for _, corr in estimates])
+            ratio_sums[group, batch], counts[group, batch] = _bias_ratios(forecasts[batch], vol_z, corr_z)
+
+    with single_threaded_blas():  # parallel over groups of paths, not inside BLAS calls
+        run_parallel(simulate, range(len(groups)))
+    total, count = ratio_sums.sum(axis=0), counts.sum(axis=0)
+    profile: np.ndarray = np.sqrt(np.where(count > 0, total / np.maximum(count, 1), 1.0))
     return profile
-
-
-def _simulated_profiles(eigvals: np.ndarray, eigvecs: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """(D, K) bias profiles of D forecasts, in batches of dates run in parallel (BLAS single-threaded)."""
-    profiles = np.empty(eigvals.shape)
-
-    def simulate(start: int) -> None:
-        stop = start + _DATES_PER_BATCH
-        profiles[start:stop] = _bias_profile(eigvals[start:stop], eigvecs[start:stop], draws)
-
-    with single_threaded_blas():  # parallel over batches, not inside BLAS calls
-        run_parallel(simulate, range(0, eigvals.shape[0], _DATES_PER_BATCH))
-    return profiles
 
 
 def eigenfactor_adjustment(
     covariance: FactorCovariance,
     *,
-    effective_observations: float,
+    effective_observations: float | None = None,
     n_simulations: int = 1000,
     scale: float = 1.4,
     every: int = 21,
@@ -93,10 +220,12 @@ def eigenfactor_adjustment(
 
     Parameters
     ----------
-    covariance: the forecasts to adjust.
-    effective_observations: effective sample size ``n`` behind each forecast (for EWMA weights with
-        half-life ``h``, ``(1 + λ)/(1 − λ)`` with ``λ = 0.5^(1/h)``); must exceed the number of factors.
-    n_simulations: simulated covariances per simulated date.
+    covariance: the forecasts to adjust; the estimator simulated is ``covariance.estimator`` and the history of
+        each forecast ``covariance.observations`` (both recorded by :func:`factor_covariance`).
+    effective_observations: only for a forecast that records no estimator: the number of returns of the
+        equal-weighted estimator simulated instead (e.g. ``(1 + λ)/(1 − λ)`` for EWMA weights with
+        ``λ = 0.5^(1/h)``); must exceed the number of factors. Ignored when the estimator is recorded.
+    n_simulations: simulated paths (the same paths serve every date).
     scale: the empirical scaling ``a`` of the simulated bias (0 leaves the forecasts unchanged).
     every: simulate the bias profile on every ``every``-th forecast date (1 = every date).
     seed: seed of the simulation (numpy ``default_rng``).
@@ -105,15 +234,25 @@ def eigenfactor_adjustment(
     n_dates, n_factors, _ = values.shape
     if n_simulations < 2 or every < 1:
         raise ValueError(f"need n_simulations >= 2 and every >= 1, got {n_simulations} and {every}")
-    if not effective_observations > n_factors:
+    if effective_observations is not None and not effective_observations > n_factors:
         raise ValueError(
             f"effective_observations ({effective_observations}) must exceed the number of factors ({n_factors})"
         )
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be a non-negative number, got {scale}")
-    adjusted = values.copy()
+    if covariance.estimator is not None:
+        estimator = _Estimator.of(covariance.estimator)
+        observations = covariance.observations
+        if observations is None:
+            raise ValueError("a forecast that records its estimator must also record its observations")
+    elif effective_observations is not None:
+        estimator = _Estimator(1.0, 1.0, 0, 0)
+        observations = np.full((n_dates, n_factors), round(effective_observations), dtype=np.int64)
+    else:
+        raise ValueError("the forecast records no estimator: give effective_observations for the simulation")
     if n_dates == 0:
         return covariance
+    adjusted = values.copy()
     # factors with a forecast on each date: a finite variance (a factor without one has a NaN row and column)
     finite = forecast_mask(values)  # (T, K)
     patterns, pattern_of_date = np.unique(finite, axis=0, return_inverse=True)
@@ -125,23 +264,18 @@ def eigenfactor_adjustment(
         block = values[np.ix_(dates, active, active)]
         if not np.isfinite(block).all():
             raise ValueError("covariance forecasts must be finite among the factors with a finite variance")
-        # the draws depend on the seed and the number of factors only, never on which other factor sets occur
-        # on other dates: a forecast does not change when later data (a new factor) arrives
-        rng = np.random.default_rng([seed, active.size])
         eigvals, eigvecs = np.linalg.eigh(block)
-        draws = _wishart_bartlett(rng, n_simulations, active.size, float(effective_observations))
         simulated_at = dates[::every] if every > 1 else dates
         sim_positions = np.searchsorted(dates, simulated_at)
-        profiles = _simulated_profiles(eigvals[sim_positions], eigvecs[sim_positions], draws)
+        lengths = observations[np.ix_(simulated_at, active)].min(axis=1)
+        profiles = _simulated_profiles(block[sim_positions], lengths, estimator, n_simulations, seed)
         # each date uses the latest profile simulated at or before it
         latest = np.searchsorted(simulated_at, dates, side="right") - 1
         gamma = scale * (profiles[latest] - 1.0) + 1.0
         rebuilt = np.matmul(eigvecs * (gamma**2 * eigvals)[:, None, :], eigvecs.transpose(0, 2, 1))
         rebuilt = 0.5 * (rebuilt + rebuilt.transpose(0, 2, 1))
         adjusted[np.ix_(dates, active, active)] = rebuilt
-    return FactorCovariance(
-        dates=covariance.dates, factors=covariance.factors, values=adjusted, horizon=covariance.horizon
-    )
+    return dataclasses.replace(covariance, values=adjusted)
 
 
 def factor_bias_statistics(covariance: FactorCovariance, factor_returns: pl.DataFrame) -> pl.DataFrame:
@@ -190,9 +324,4 @@ def volatility_regime_adjustment(
     with np.errstate(invalid="ignore", divide="ignore"):
         multiplier_sq = np.where(weights > 0, weighted / weights, 1.0)
     multiplier_sq = np.concatenate([[1.0], multiplier_sq])  # the first forecast has no bias history
-    return FactorCovariance(
-        dates=covariance.dates,
-        factors=covariance.factors,
-        values=covariance.values * multiplier_sq[:, None, None],
-        horizon=covariance.horizon,
-    )
+    return dataclasses.replace(covariance, values=covariance.values * multiplier_sq[:, None, None])

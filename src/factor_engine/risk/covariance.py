@@ -130,12 +130,18 @@ class FactorCovariance:
     values: (T, K, K) float64 covariance of factor returns over the next ``horizon`` trading days (daily
         fractions² × horizon), symmetric PSD; NaN row and column for a factor without enough history.
     horizon: forecast horizon in trading days.
+    estimator: the :class:`CovarianceConfig` that made the forecasts (:func:`factor_covariance` records it;
+        None for forecasts built otherwise or read from a file). The eigenfactor adjustment simulates it.
+    observations: (T, K) int, present returns of each factor up to and including each date (the history
+        behind each forecast; None when unknown).
     """
 
     dates: pl.Series
     factors: tuple[str, ...]
     values: np.ndarray
     horizon: int
+    estimator: CovarianceConfig | None = None
+    observations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k = len(self.factors)
@@ -151,6 +157,9 @@ class FactorCovariance:
             raise ValueError(f"factor names {reserved} clash with the frame columns {DATE!r} and {FACTOR!r}")
         if not _is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be a positive integer number of trading days, got {self.horizon!r}")
+        if self.observations is not None and self.observations.shape != self.values.shape[:2]:
+            expected = self.values.shape[:2]
+            raise ValueError(f"observations must have shape {expected} (dates, factors), got {self.observations.shape}")
 
     @cached_property
     def _row_of_date(self) -> dict[Any, int]:
@@ -245,7 +254,8 @@ def factor_covariance(
     first = config.min_periods - 1
     dates = frame[DATE].slice(first)
     if n_dates <= first:
-        return FactorCovariance(dates, factors, np.zeros((0, n_factors, n_factors)), config.horizon)
+        empty = np.zeros((0, n_factors, n_factors))
+        return FactorCovariance(dates, factors, empty, config.horizon, config, np.zeros((0, n_factors), np.int64))
 
     sums = _EwmaSums(values, present if not present.all() else None)
     diagonal = np.arange(n_factors)
@@ -255,7 +265,8 @@ def factor_covariance(
     upper_i, upper_j = np.triu_indices(n_factors)
     corr_cov = sums.newey_west(upper_i, upper_j, config.corr_half_life, config.corr_nw_lags)[:, first:]
     correlation = _correlation_from_pairs(corr_cov, upper_i, upper_j, n_factors)
-    enough = (np.cumsum(present, axis=1)[:, first:] >= config.min_periods).T  # (T', K) factors with history
+    observations = np.cumsum(present, axis=1, dtype=np.int64)[:, first:].T  # (T', K) returns up to each date
+    enough = observations >= config.min_periods  # (T', K) factors with history
     if config.shrinkage == "ledoit_wolf":
         intensity = _ledoit_wolf_intensity(sums, upper_i, upper_j, enough, config.corr_half_life, first)
         correlation *= (1.0 - intensity)[:, None, None]
@@ -266,7 +277,14 @@ def factor_covariance(
     covariance = _nearest_psd(covariance)
     covariance[~enough[:, :, None] | ~enough[:, None, :]] = np.nan
     covariance *= config.horizon
-    return FactorCovariance(dates=dates, factors=factors, values=covariance, horizon=config.horizon)
+    return FactorCovariance(
+        dates=dates,
+        factors=factors,
+        values=covariance,
+        horizon=config.horizon,
+        estimator=config,
+        observations=observations,
+    )
 
 
 def _validate(factor_returns: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
