@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factor_engine.regression import estimate_from_panel
-from factor_engine.risk.specific import SpecificRiskConfig, specific_risk
+from factor_engine.risk.specific import SpecificRiskConfig, _blend_weight, specific_risk
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
 START = datetime.date(2020, 1, 1)
@@ -189,7 +189,8 @@ def test_structural_blend_uses_the_documented_gamma(structural_case: StructuralC
     bias = np.mean(vols[:-2] / np.exp(design[:-2] @ coef))
     model = bias * np.exp(design @ coef)
     assert abs(bias - 1.0) > 1e-3  # the log-bias correction matters here
-    base = {"half_life": 20, "nw_lags": 0, "min_periods": 10, "full_history": 40, "vra_half_life": None}
+    base = {"half_life": 20, "nw_lags": 0, "min_periods": 10, "full_history": 40, "blend_start": 10}
+    base["vra_half_life"] = None
     blended = specific_risk(case.residuals, case.caps, case.exposures, _config(**base, shrinkage=0.0))
     last = _vol_frame(blended, *case.shape)[-1]
     gamma = (25 - 10) / (40 - 10)
@@ -209,6 +210,45 @@ def test_structural_blend_uses_the_documented_gamma(structural_case: StructuralC
     without = specific_risk(case.residuals, case.caps, None, shrunk)
     assert with_exposures.equals(without)
     assert not np.allclose(_vol_frame(without, *case.shape)[-1][:-1], vols[:-1])
+
+
+def _fat_tail_reference(window: np.ndarray) -> float:
+    """USE4's clip(exp(1 − Z), 0, 1) of one asset's observed residuals, with numpy's percentiles."""
+    values = window[np.isfinite(window)]
+    robust = (np.percentile(values, 75) - np.percentile(values, 25)) / 1.35
+    plain = np.std(values[np.abs(values) <= 10 * robust], ddof=1)
+    return float(min(1.0, np.exp(1.0 - abs(plain / robust - 1.0))))
+
+
+def test_blend_weight_follows_use4() -> None:
+    """γ = clip((h_W − b) / (W − b)) · clip(exp(1 − Z)) against a per-asset loop: a normal asset keeps its
+    full weight, one with a few huge residuals (σ_eq > 2 σ̃) loses it, gaps shorten h_W."""
+    rng = np.random.default_rng(12)
+    n_dates, n_assets = 130, 6
+    resid = 0.02 * rng.standard_normal((n_dates, n_assets))
+    resid[5::10, 1] = 0.18  # fat tails: jumps of 9 sigma, inside the ±10 robust sigma kept for σ_eq
+    resid[:70, 2] = np.nan  # a late lister
+    resid[rng.random(n_dates) < 0.3, 3] = np.nan  # gaps
+    resid[:, 4] = np.where(np.arange(n_dates) % 2, 0.0, 0.01)  # half the residuals 0: robust σ of the window
+    resid[:, 5] = 0.0  # robust σ 0: Z infinite, no weight
+    config = SpecificRiskConfig(full_history=50, blend_start=20, robust_every=7, min_periods=5)
+    count = np.cumsum(np.isfinite(resid), axis=0)
+    gamma = _blend_weight(resid, count, config)
+    for t in range(n_dates):
+        evaluated = (t // 7) * 7
+        for n in range(n_assets):
+            window = resid[max(0, t - 49) : t + 1, n]
+            h = np.isfinite(window).sum()
+            history = min(1.0, max(0.0, (h - 20) / 30))
+            tail_window = resid[max(0, evaluated - 49) : evaluated + 1, n]
+            if np.isfinite(tail_window).sum() < 2:
+                tail = 1.0
+            elif n == 5:
+                tail = 0.0
+            else:
+                tail = _fat_tail_reference(tail_window)
+            assert gamma[t, n] == pytest.approx(history * tail, rel=1e-12, abs=1e-15), (t, n)
+    assert gamma[-1, 0] == 1.0 and gamma[-1, 1] < 0.5 and gamma[-1, 5] == 0.0
 
 
 # --- step 4: volatility regime adjustment -------------------------------------------------------------------------
@@ -414,6 +454,8 @@ def test_next_day_residuals_are_standardized(forecast: tuple[pl.DataFrame, pl.Da
         ({"nw_lags": 1.5}, "nw_lags must be an integer ≥ 0"),
         ({"min_periods": 0}, "min_periods must be an integer ≥ 1"),
         ({"min_periods": 30, "full_history": 30}, r"full_history \(30\) must be greater than min_periods \(30\)"),
+        ({"blend_start": 180}, r"blend_start \(180\) must be less than full_history \(180\)"),
+        ({"robust_every": 0}, "robust_every must be an integer ≥ 1"),
         ({"shrinkage": -0.1}, "shrinkage must be a finite number ≥ 0"),
         ({"shrinkage": "0.1"}, "shrinkage must be a finite number ≥ 0"),
         ({"n_size_groups": 0}, "n_size_groups must be an integer ≥ 1"),

@@ -21,17 +21,27 @@ so the forecast of date ``t`` (for ``t + 1``) is point in time.
    on dense (dates × assets) arrays, blocks of assets running in parallel.
 
 2. **Structural estimate** (``structural=True`` and exposures given). On each date ``t`` the assets with a
-   full history (``h ≥ full_history``, ``σ_TS > 0``) are regressed, with weights ``sqrt(market_cap)``, as
-   ``log σ_TS = X b + e`` where ``X`` is an intercept followed by the exposure columns of that date
-   (collinear or empty columns are dropped on that date only, so a market column of ones adds nothing; a
+   full weight on their time-series estimate (``γ = 1`` below, ``σ_TS > 0``) are regressed, with weights
+   ``sqrt(market_cap)``, as ``log σ_TS = X b + e`` where ``X`` is an intercept followed by the exposure columns
+   of that date (collinear or empty columns are dropped on that date only, so a market column of ones adds nothing; a
    date needs more regression assets than estimable columns). For every asset with exposures::
 
        σ_STR(t) = E0(t) · exp(X b(t)),    E0(t) = mean over the regression assets of σ_TS / exp(X b)
 
-   (``E0`` removes the bias of the log transform). With ``γ = clip((h − min_periods) / (full_history −
-   min_periods), 0, 1)`` the blend is ``σ = γ σ_TS + (1 − γ) σ_STR``; an asset without ``σ_TS`` gets
-   ``σ_STR`` (its ``γ`` is 0) and one without exposures on that date keeps ``σ_TS``. The per-date normal
-   equations are stacked over blocks of dates and solved in one batched call.
+   (``E0`` removes the bias of the log transform). The blend is ``σ = γ σ_TS + (1 − γ) σ_STR`` with USE4's
+   weight of the time-series estimate (Menchero, Orr & Wang 2011, specific risk; EUE3 research notes)::
+
+       γ = clip((h_W − b) / (W − b), 0, 1) · clip(exp(1 − Z), 0, 1),     Z = |σ_eq / σ̃ − 1|
+
+   where ``W = full_history`` dates is the trailing window, ``h_W`` the observed residuals in it, ``b =
+   blend_start`` (60 of 180 in USE4), ``σ̃ = (Q3 − Q1) / 1.35`` the robust standard deviation of those
+   residuals (interquartile range, linear interpolation) and ``σ_eq`` their standard deviation (ddof 1, mean
+   removed) after dropping those outside ``±10 σ̃``: fat tails (``σ_eq > 2 σ̃``) lower ``γ``; ``Z`` is
+   infinite (``γ = 0``) when ``σ̃ = 0``. The fat-tail factor is computed on every ``robust_every``-th date of the
+   residuals' axis (dates 0, ``robust_every``, …) and each date uses the latest one at or before it. The
+   regression assets are those with ``γ = 1``. An asset without ``σ_TS`` gets ``σ_STR`` (its ``γ`` is 0) and
+   one without exposures on that date keeps ``σ_TS``. The per-date normal equations are stacked over blocks
+   of dates and solved in one batched call.
 
 3. **Bayesian shrinkage** toward the size group. Assets with a ``σ`` on date ``t`` are ranked by market cap
    (ascending, 0-based rank ``r`` among ``m`` assets) into ``G = n_size_groups`` groups ``g = ⌊G r / m⌋``.
@@ -75,6 +85,8 @@ RESIDUAL = "residual"
 SPECIFIC_VOL = "specific_vol"
 # Cells (dates × assets × exposure columns) per batch of dates in the structural regressions.
 _BLOCK_CELLS = 1_500_000
+# Dates per parallel task of the fat-tail factor (each sorts a (full_history, N) window).
+_ROBUST_DATES_PER_TASK = 8
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,11 @@ class SpecificRiskConfig:
     half_life: half-life (dates) of the EWMA of squared residuals and their autocovariances.
     nw_lags: Newey–West lags (Bartlett weights); 0 disables the autocovariance terms.
     min_periods: observed residuals an asset needs before it gets a time-series estimate.
-    full_history: observations at which the time-series estimate gets full weight against the structural one
-        (must exceed ``min_periods``).
+    full_history: the trailing window (dates) of the blend weight ``γ``: with that many observations in it the
+        time-series estimate gets full weight against the structural one (must exceed ``min_periods``).
+    blend_start: observations in the window up to which the time-series estimate gets no weight (< full_history);
+        None for a third of ``full_history`` (USE4: 60 of 180).
+    robust_every: dates between evaluations of the fat-tail factor of ``γ`` (robust vs plain std, ≥ 1).
     shrinkage: Bayesian shrinkage intensity ``q ≥ 0`` toward the cap-weighted mean of the size group.
     n_size_groups: number of market-cap groups (deciles by default) used by the shrinkage.
     structural: blend with the structural estimate for short histories (needs exposures).
@@ -98,6 +113,8 @@ class SpecificRiskConfig:
     nw_lags: int = 5
     min_periods: int = 21
     full_history: int = 180
+    blend_start: int | None = None
+    robust_every: int = 21
     shrinkage: float = 0.1
     n_size_groups: int = 10
     structural: bool = True
@@ -112,6 +129,13 @@ class SpecificRiskConfig:
             raise ValueError(
                 f"full_history ({self.full_history}) must be greater than min_periods ({self.min_periods})"
             )
+        if self.blend_start is not None:
+            _check_int("blend_start", self.blend_start, minimum=0)
+            if self.blend_start >= self.full_history:
+                raise ValueError(
+                    f"blend_start ({self.blend_start}) must be less than full_history ({self.full_history})"
+                )
+        _check_int("robust_every", self.robust_every, minimum=1)
         if not _is_real(self.shrinkage) or not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
             raise ValueError(f"shrinkage must be a finite number ≥ 0, got {self.shrinkage!r}")
         _check_int("n_size_groups", self.n_size_groups, minimum=1)
@@ -119,6 +143,11 @@ class SpecificRiskConfig:
             raise ValueError(f"structural must be a bool, got {self.structural!r}")
         if self.vra_half_life is not None:
             _check_positive("vra_half_life", self.vra_half_life)
+
+    @property
+    def effective_blend_start(self) -> int:
+        """The blend start in force: the configured one or a third of ``full_history``."""
+        return self.full_history // 3 if self.blend_start is None else int(self.blend_start)
 
 
 def _is_real(value: object) -> TypeGuard[float]:
@@ -182,14 +211,15 @@ class TimeSeriesState:
     cap: np.ndarray
     sigma_ts: np.ndarray
     count: np.ndarray
+    gamma: np.ndarray
     config: SpecificRiskConfig
 
 
 def time_series_specific_risk(
     residuals: pl.DataFrame, market_cap: pl.DataFrame, config: SpecificRiskConfig | None = None
 ) -> TimeSeriesState:
-    """Step 1 of :func:`specific_risk` (same parameters): the checked inputs on their grid and the Newey–West
-    EWMA time-series volatility; :func:`finish_specific_risk` completes the forecast."""
+    """Step 1 of :func:`specific_risk` (same parameters): the checked inputs on their grid, the Newey–West
+    EWMA time-series volatility and its blend weight ``γ``; :func:`finish_specific_risk` completes the forecast."""
     config = SpecificRiskConfig() if config is None else config
     if not isinstance(config, SpecificRiskConfig):
         raise TypeError(f"config must be a SpecificRiskConfig, got {type(config).__name__}")
@@ -220,22 +250,25 @@ def time_series_specific_risk(
 
     decay = 0.5 ** (1.0 / config.half_life)
     sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
-    return TimeSeriesState(grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, config)
+    gamma = _blend_weight(resid, count, config) if config.structural else np.ones_like(sigma_ts)
+    return TimeSeriesState(
+        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, config
+    )
 
 
 def finish_specific_risk(state: TimeSeriesState, exposures: pl.DataFrame | None = None) -> pl.DataFrame:
     """Steps 2–4 of :func:`specific_risk` on the output of :func:`time_series_specific_risk`: the structural
     blend (with ``exposures``, as in :func:`specific_risk`), the shrinkage and the regime adjustment."""
     config, grid, cap = state.config, state.grid, state.cap
-    sigma_ts, count = state.sigma_ts, state.count
+    sigma_ts, gamma = state.sigma_ts, state.gamma
     if exposures is not None:
         exposures = _check_frame(exposures, "exposures", ())
     sigma = sigma_ts
     if config.structural and exposures is not None:
+        in_regression = (gamma >= 1.0) & (sigma_ts > 0)
         sigma_str = _structural(
-            grid, state.t, state.n, exposures, state.market_cap, state.cap_cells, sigma_ts, count, cap, config
+            grid, state.t, state.n, exposures, state.market_cap, state.cap_cells, sigma_ts, in_regression, cap
         )
-        gamma = np.clip((count - config.min_periods) / (config.full_history - config.min_periods), 0.0, 1.0)
         blend = gamma * np.where(gamma > 0, sigma_ts, 0.0) + (1.0 - gamma) * sigma_str
         sigma = np.where(np.isfinite(sigma_str), blend, sigma_ts)
     sigma = _shrink(sigma, state.has_row, cap, config.shrinkage, config.n_size_groups)
@@ -359,11 +392,11 @@ def _structural(
     market_cap: pl.DataFrame,
     cap_cells: tuple[np.ndarray, np.ndarray, np.ndarray],
     sigma_ts: np.ndarray,
-    count: np.ndarray,
+    in_regression: np.ndarray,
     cap: np.ndarray,
-    config: SpecificRiskConfig,
 ) -> np.ndarray:
-    """Structural estimate ``σ_STR`` (T, N), NaN where an asset has no exposures or its date no regression."""
+    """Structural estimate ``σ_STR`` (T, N) from the regression assets ``in_regression`` (T, N), NaN where an
+    asset has no exposures or its date no regression."""
     names = [c for c in exposures.columns if c not in (DATE, SYMBOL)]
     non_numeric = [c for c in names if not exposures[c].dtype.is_numeric()]
     if non_numeric:
@@ -380,7 +413,6 @@ def _structural(
     row_start = np.searchsorted(t, np.arange(n_dates + 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sigma = np.log(sigma_ts)
-    in_regression = (count >= config.full_history) & (sigma_ts > 0)
     result = np.full((n_dates, n_symbols), np.nan)
     block = max(1, _BLOCK_CELLS // max(1, n_symbols * n_columns))
 
@@ -415,6 +447,53 @@ def _structural(
 
     with single_threaded_blas():
         run_parallel(solve_block, range(0, n_dates, block))
+    return result
+
+
+def _blend_weight(resid: np.ndarray, count: np.ndarray, config: SpecificRiskConfig) -> np.ndarray:
+    """USE4's weight ``γ`` (T, N) of the time-series estimate (see the module docstring, step 2)."""
+    window, start = config.full_history, config.effective_blend_start
+    in_window = count - np.vstack([np.zeros((window, count.shape[1]), count.dtype), count[:-window]])[: count.shape[0]]
+    history = np.clip((in_window - start) / (window - start), 0.0, 1.0)
+    evaluated = np.arange(0, resid.shape[0], config.robust_every)
+    fat_tail = np.empty((evaluated.size, resid.shape[1]))
+
+    def evaluate(first: int) -> None:
+        for row in range(first, min(first + _ROBUST_DATES_PER_TASK, evaluated.size)):
+            t = int(evaluated[row])
+            fat_tail[row] = _fat_tail_factor(resid[max(0, t - window + 1) : t + 1])
+
+    run_parallel(evaluate, range(0, evaluated.size, _ROBUST_DATES_PER_TASK))
+    latest = np.arange(resid.shape[0]) // config.robust_every
+    gamma: np.ndarray = history * fat_tail[latest]
+    return gamma
+
+
+def _fat_tail_factor(window: np.ndarray) -> np.ndarray:
+    """(N,) ``clip(exp(1 − Z), 0, 1)`` with ``Z = |σ_eq / σ̃ − 1|`` of each column of a (W, N) window of
+    residuals (NaN = unobserved); 1 for an asset with fewer than 2 observations (its γ is 0 anyway)."""
+    observed = np.isfinite(window)
+    count = observed.sum(axis=0)
+    ordered = np.sort(np.where(observed, window, np.inf), axis=0)  # observed values first, ascending
+
+    def quantile(q: float) -> np.ndarray:
+        position = q * np.maximum(count - 1, 0)
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        low = np.take_along_axis(ordered, below[None], axis=0)[0]
+        high = np.take_along_axis(ordered, above[None], axis=0)[0]
+        return low + (position - below) * np.where(above > below, high - low, 0.0)
+
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        robust = (quantile(0.75) - quantile(0.25)) / 1.35
+        kept = observed & (np.abs(np.where(observed, window, 0.0)) <= 10.0 * robust)
+        values = np.where(kept, window, 0.0)
+        n_kept = kept.sum(axis=0)
+        mean = values.sum(axis=0) / n_kept
+        plain = np.sqrt(np.where(kept, (values - mean) ** 2, 0.0).sum(axis=0) / (n_kept - 1))
+        distance = np.where(robust > 0, np.abs(plain / robust - 1.0), np.inf)
+        factor = np.minimum(1.0, np.exp(1.0 - distance))
+    result: np.ndarray = np.where(count >= 2, np.where(n_kept >= 2, factor, 0.0), 1.0)
     return result
 
 
