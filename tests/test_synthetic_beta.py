@@ -196,7 +196,12 @@ def dense(market: SyntheticMarket) -> dict[str, np.ndarray]:
     betas = _wide(truth.betas, "beta")
     return_betas = np.full(betas.shape, np.nan)
     return_betas[1:] = betas[:-1]
+    # the exact beta of each return on the cap-weighted market under the true model (truth.market_betas)
+    implied = _wide(truth.market_betas, "market_beta")
+    market_betas = np.full(betas.shape, np.nan)
+    market_betas[1:] = implied
     return {
+        "market_betas": market_betas,
         "returns": _wide(rows, "asset_returns"),
         "caps": _wide(rows, "market_cap"),
         "sector": np.nan_to_num(_wide(rows, "sector_return")),
@@ -209,16 +214,35 @@ def dense(market: SyntheticMarket) -> dict[str, np.ndarray]:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "issue 11 asks ≥ 0.9; measured 0.73 per date (pooled 0.73; 0.72 with 400 assets) at beta_dispersion "
-        "0.3: a 252-day, half-life-63 regression's sampling error (specific 1-2.5 %, sector 1.2 %, the other "
-        "styles) is ~0.2 against the 0.3 spread of the true betas (0.91 without sector and specific returns)"
+        "issue 11 asks ≥ 0.9; measured per date 0.73 against 1 + d·X_beta and 0.75 against the exact beta on "
+        "the cap-weighted market (truth.market_betas); pooled 0.73 against the first (0.72 with 400 assets), at "
+        "beta_dispersion 0.3: a 252-day, half-life-63 regression's sampling error (specific 1-2.5 %, sector "
+        "1.2 %) is ~0.2 against the 0.3 spread of the true betas. Without the sector returns 0.77 / 0.79, "
+        "without the specific returns 0.86 / 0.87, without both (on the true market factor) 0.91; an "
+        "equal-weighted 252-day window 0.75 / 0.76, 504 days 0.74 (the betas drift); the model's predicted "
+        "beta (exposures, forecast covariance) 0.64 / 0.71"
     ),
 )
-def test_estimated_betas_track_the_true_betas(dense: dict[str, np.ndarray]) -> None:
+@pytest.mark.parametrize("truth", ["betas", "market_betas"])
+def test_estimated_betas_track_the_true_betas(dense: dict[str, np.ndarray], truth: str) -> None:
     returns, caps = dense["returns"], dense["caps"]
     estimated, _ = beta_descriptors(returns, market_return(returns, caps))
-    per_date, pooled = _correlations(estimated, dense["betas"])
+    per_date, pooled = _correlations(estimated, dense[truth])
     assert per_date >= 0.9 and pooled >= 0.9, f"per-date {per_date:.3f}, pooled {pooled:.3f}"
+
+
+def test_market_betas_are_closer_to_the_estimates(dense: dict[str, np.ndarray]) -> None:
+    """The exact beta on the cap-weighted market also carries the other styles' covariances with it (size,
+    momentum) and the cap-weighted mean exposures: the estimates track it better than ``1 + d·X_beta``, if
+    not to the issue's 0.9 (recorded above)."""
+    returns, caps = dense["returns"], dense["caps"]
+    estimated, _ = beta_descriptors(returns, market_return(returns, caps))
+    against_betas, _ = _correlations(estimated, dense["betas"])
+    against_market_betas, _ = _correlations(estimated, dense["market_betas"])
+    assert against_betas < against_market_betas < 0.9, (against_betas, against_market_betas)
+    # the two truths differ by the other styles' part only
+    same_dates, _ = _correlations(dense["betas"], dense["market_betas"])
+    assert 0.9 < same_dates < 0.99, same_dates
 
 
 def test_estimated_betas_recover_the_true_betas_without_noise(dense: dict[str, np.ndarray]) -> None:
