@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine._grid import Grid, build_grid, check_unique
-from factor_engine.panel import MARKET_CAP
+from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.styles._common import load_expressions, load_inputs
 from factor_engine.styles._shared import shared
 from factor_engine.styles.use4 import _log_size
@@ -60,14 +60,32 @@ def panel_grid(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
 
 
 def _load(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
-    frame = load_inputs(df, what, (MARKET_CAP,))
-    grid = build_grid([frame])
-    t, n = grid.locate(frame)
+    frame = load_inputs(df, what, (MARKET_CAP,))  # in date order
+    grid, t, n = _date_ordered_grid(frame)
     check_unique(grid, t, n, f"{what} input")
     caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
     on_rows = np.zeros(caps.shape, dtype=bool)
     on_rows[t, n] = True
     return PanelGrid(rows=frame.select(frame.columns[:2]), grid=grid, t=t, n=n, caps=caps, on_rows=on_rows)
+
+
+def _date_ordered_grid(frame: pl.DataFrame) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """The grid of a frame in date order and each row's (date, symbol) index: the dates where they change
+    (one pass, no sort; the same axes as :func:`factor_engine._grid.build_grid`)."""
+    if frame.height == 0:
+        grid = build_grid([frame])
+        return grid, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    days = frame[DATE].to_physical().to_numpy()
+    change = np.empty(days.shape[0], dtype=bool)
+    change[0] = True
+    np.not_equal(days[1:], days[:-1], out=change[1:])
+    t = np.cumsum(change) - 1
+    symbols = frame[SYMBOL].unique().sort()
+    if symbols.null_count():
+        raise ValueError("null symbol in the input")
+    grid = Grid(days=days[change].astype(np.int32), symbols=symbols.rename(SYMBOL))
+    n = frame[SYMBOL].cast(pl.Enum(symbols)).to_physical().to_numpy().astype(np.int64)
+    return grid, t, n
 
 
 def log_size(panel: PanelGrid) -> np.ndarray:

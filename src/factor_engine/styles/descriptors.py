@@ -40,27 +40,36 @@ def _by_blocks(n_rows: int, work: Callable[[slice], None]) -> None:
     run_parallel(lambda start: work(slice(start, start + _DATES_PER_BLOCK)), range(0, n_rows, _DATES_PER_BLOCK))
 
 
-def _standardize(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """:func:`standardize_use4` of a block of rows."""
+def _cap_weights(caps: np.ndarray) -> np.ndarray:
+    """The caps where positive and finite, 0 elsewhere (the weights of the cap-weighted means)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(caps) & (caps > 0), caps, 0.0)
+
+
+def _standardize(values: np.ndarray, caps: np.ndarray, cap_weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`standardize_use4` of a block of rows (``cap_weights``: :func:`_cap_weights` of ``caps``, if known)."""
     finite = np.isfinite(values)
     clean = np.where(finite, values, 0.0)
-    weights = np.where(finite & np.isfinite(caps) & (caps > 0), caps, 0.0)
-    count = finite.sum(axis=1)
+    weights = (cap_weights if cap_weights is not None else _cap_weights(caps)) * finite
+    count = np.count_nonzero(finite, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cap_mean = (weights * clean).sum(axis=1) / weights.sum(axis=1)
+        cap_mean = np.einsum("ij,ij->i", weights, clean) / weights.sum(axis=1)
         equal_mean = clean.sum(axis=1) / count
         clean -= equal_mean[:, None]
         clean *= finite
         std = np.sqrt(np.einsum("ij,ij->i", clean, clean) / (count - 1))
         scale = np.maximum(np.abs(equal_mean), np.abs(cap_mean))
         std[~(std > CONSTANT_TOL * np.maximum(scale, 1e-300))] = np.nan
-        result: np.ndarray = (values - cap_mean[:, None]) / std[:, None]
+        result: np.ndarray = np.subtract(values, cap_mean[:, None], out=clean)
+        result /= std[:, None]
     return result
 
 
-def _trim(values: np.ndarray, caps: np.ndarray, limit: float) -> np.ndarray:
+def _trim(values: np.ndarray, caps: np.ndarray, limit: float, cap_weights: np.ndarray | None = None) -> np.ndarray:
     """:func:`trim` of a block of rows."""
-    return _standardize(np.clip(_standardize(values, caps), -limit, limit), caps)
+    weights = cap_weights if cap_weights is not None else _cap_weights(caps)
+    first = _standardize(values, caps, weights)
+    return _standardize(np.clip(first, -limit, limit, out=first), caps, weights)
 
 
 def _orthogonal(values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray) -> np.ndarray:
@@ -188,10 +197,12 @@ def descriptor_to_style(
 
     def work(rows: slice) -> None:
         block_caps = caps[rows]
-        trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA) for d in descriptors]
-        style = _standardize(combine(trimmed, weights), block_caps)
+        cap_weights = _cap_weights(block_caps)
+        trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA, cap_weights) for d in descriptors]
+        style = _standardize(combine(trimmed, weights), block_caps, cap_weights)
         if against:
-            style = _standardize(_orthogonal(style, [x[rows] for x in against], block_caps), block_caps)
+            orthogonal = _orthogonal(style, [x[rows] for x in against], block_caps)
+            style = _standardize(orthogonal, block_caps, cap_weights)
         result[rows] = style
 
     _by_blocks(caps.shape[0], work)
