@@ -146,6 +146,26 @@ def ours_styles(panel: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict[str,
     return scores, seconds
 
 
+def check_toraniko_preset(panel: pl.DataFrame, scores: Mapping[str, pl.DataFrame]) -> None:
+    """A model configured with ``[styles] preset = "toraniko"`` computes exactly the styles compared here: the
+    preset resolves to momentum, value and size on this panel (no USE4 style joins it), and
+    ``compute_styles`` with those names gives the same scores as the direct calls (exit 1 otherwise)."""
+    from factor_engine.config import ModelConfig
+    from factor_engine.styles import compute_styles
+
+    params = {name: PARAMS[name] for name in ("momentum", "value", "size")}
+    config = ModelConfig.from_mapping({"styles": {"preset": "toraniko", **params}})
+    names, _ = config.styles.resolve(panel.columns)
+    combined = compute_styles(panel, names, params=config.styles.effective_params(names))
+    same = names == ("momentum", "value", "size") and all(
+        combined.select(*KEY, column).sort(KEY).equals(scores[column].select(*KEY, column).sort(KEY))
+        for column in STYLE_SCORES.values()
+    )
+    print(f'[styles] preset = "toraniko": {", ".join(names)}; identical to the direct calls: {same}', flush=True)
+    if not same:
+        raise SystemExit(1)
+
+
 def ours_regression(inputs: Mapping[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame, float]:
     """factor_engine's factor returns and long residuals (method="toraniko"), and seconds."""
     from factor_engine import estimate_factor_returns
@@ -356,6 +376,7 @@ def bench_size(
         our_scores, seconds = ours_styles(panel)
         our_seconds = {stage: min(t, our_seconds.get(stage, math.inf)) for stage, t in seconds.items()}
 
+    check_toraniko_preset(panel, our_scores)
     inputs = prepare_regression_inputs(panel, tor_scores or our_scores)
     write_frames(inputs, work / "regression_inputs")
     n_dates = inputs["returns"].get_column("date").n_unique()

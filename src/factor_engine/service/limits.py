@@ -86,6 +86,9 @@ BUILD_CONFIG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "specific_risk.n_size_groups": (None, 100),
     "styles.params.momentum.trailing_days": (None, 5_040),
     "styles.params.momentum.lag": (None, 5_040),
+    "styles.params.beta.window": (None, 5_040),
+    "styles.params.resvol.window": (None, 5_040),
+    "styles.params.liquidity.month_days": (None, 420),
 }
 #: Symbols a build request may list in universe_symbols or [universe] include.
 MAX_LISTED_SYMBOLS = 20_000
