@@ -42,7 +42,7 @@ Every section and key is optional; what is left out takes the default below. The
     horizon = 1                 # forecast horizon in trading days (21 monthly, 252 annual)
 
     [adjustments]
-    eigenfactor = true          # eigenfactor risk adjustment (simulated eigenportfolio bias)
+    eigenfactor = true          # eigenfactor risk adjustment (simulates the covariance estimator itself)
     eigenfactor_simulations = 1000
     eigenfactor_scale = 1.4
     eigenfactor_every = 21      # simulate the bias profile every N dates
@@ -52,7 +52,9 @@ Every section and key is optional; what is left out takes the default below. The
     half_life = 84              # trading days, EWMA of squared residuals
     nw_lags = 5
     min_periods = 21            # observations before an asset gets a time-series estimate
-    full_history = 180          # observations for full weight on the time-series estimate
+    full_history = 180          # window (dates) of the blend weight: full weight on the time-series estimate
+    blend_start = 60            # observations in the window below which it has no weight (default full_history / 3)
+    robust_every = 21           # dates between evaluations of the blend's fat-tail factor (USE4)
     shrinkage = 0.1             # Bayesian shrinkage toward the size-decile cap-weighted mean
     n_size_groups = 10
     structural = true           # structural estimate (log vol on exposures) for short histories

@@ -9,8 +9,10 @@ EWMA volatilities with the volatility half-life and Newey-West lags, EWMA correl
 half-life and lags (weights ``λ^(n−1−s)`` normalized by their sum over the dates each lag term has), variances
 floored at 0. Each simulated forecast ``F_m = U_m diag(d_m) U_mᵀ`` gives its eigenportfolios' true variances
 ``diag(U_mᵀ F0 U_m)``; the simulated bias of eigenfactor ``k`` (by eigenvalue rank) is
-``v_k = sqrt(mean_m(true_mk / d_mk))``. It is scaled by ``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``) and the
-adjusted forecast is ``U0 diag(γ² d0) U0ᵀ``.
+``v_k = sqrt(mean_m(true_mk / d_mk))``, made non-increasing in the eigenvalue (``v_k ← max_{j ≥ k} v_j``: a
+simulated dip at the smallest eigenvalues comes from nearly singular directions, such as the cap-weighted sector
+constraint, that i.i.d. simulated returns do not obey exactly, and would shrink them toward 0). It is scaled by
+``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``) and the adjusted forecast is ``U0 diag(γ² d0) U0ᵀ``.
 
 Computation. Every estimator sum is linear in the outer products of ``z``, so each path's EWMA sums are kept in
 ``z`` space, ``N_l(n) = Σ_{s<n} λ^{n−1−s} z_s z_{s−l}ᵀ`` (one recursion along time for all paths, lags and
@@ -269,9 +271,15 @@ def eigenfactor_adjustment(
         sim_positions = np.searchsorted(dates, simulated_at)
         lengths = observations[np.ix_(simulated_at, active)].min(axis=1)
         profiles = _simulated_profiles(block[sim_positions], lengths, estimator, n_simulations, seed)
+        # the bias does not fall toward the smaller eigenvalues: a simulated dip there (a nearly singular direction,
+        # e.g. the cap-weighted sector constraint, that i.i.d. simulated returns do not obey exactly) would shrink
+        # that eigenvalue toward 0; each v_k is at least the largest v_j of the larger eigenvalues
+        profiles = np.maximum.accumulate(profiles[:, ::-1], axis=1)[:, ::-1]
         # each date uses the latest profile simulated at or before it
         latest = np.searchsorted(simulated_at, dates, side="right") - 1
         gamma = scale * (profiles[latest] - 1.0) + 1.0
+        # eigenvalues that are zero up to rounding (an exactly singular direction) carry no risk to adjust
+        gamma = np.where(eigvals > 1e-12 * np.maximum(eigvals[:, -1:], 0.0), gamma, 1.0)
         rebuilt = np.matmul(eigvecs * (gamma**2 * eigvals)[:, None, :], eigvecs.transpose(0, 2, 1))
         rebuilt = 0.5 * (rebuilt + rebuilt.transpose(0, 2, 1))
         adjusted[np.ix_(dates, active, active)] = rebuilt

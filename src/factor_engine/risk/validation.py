@@ -20,7 +20,10 @@ Forecasts validated here:
 * :func:`sample_covariance_bias`: the same portfolios or assets with the rolling sample covariance of asset
   returns, optionally shrunk by Ledoit–Wolf (:func:`ledoit_wolf_intensity`);
 * :func:`min_variance_realized_vol`: realized volatility of long-only minimum-variance portfolios rebuilt
-  periodically from each covariance (lower is better).
+  periodically from each covariance (lower is better);
+* :func:`min_variance_bias`: the model's long-only minimum-variance portfolio, ``b_t = R_{t+1} / σ_t`` with the
+  portfolio held since the last rebalance and ``σ_t`` the model's forecast of date ``t`` for it (where
+  optimizers hurt most: they load on the directions a model underpredicts).
 
 Random portfolios (:func:`random_portfolios`): each holds ``portfolio_size`` assets drawn without replacement
 from the sorted symbols of the returns frame with flat Dirichlet weights, re-drawn per portfolio and fixed
@@ -55,6 +58,7 @@ __all__ = [
     "factor_portfolio_bias",
     "ledoit_wolf_intensity",
     "long_only_min_variance",
+    "min_variance_bias",
     "min_variance_realized_vol",
     "model_bias_summary",
     "random_portfolio_bias",
@@ -792,3 +796,70 @@ def min_variance_realized_vol(
     return pl.DataFrame(rows, schema_overrides={"n_days": pl.Int64}).with_columns(
         pl.lit(int(rebalances.size), dtype=pl.Int64).alias("n_rebalances")
     )
+
+
+def min_variance_bias(
+    panel_returns: pl.DataFrame,
+    model: RiskModel,
+    *,
+    rebalance_every: int = 21,
+    start: datetime.date | None = None,
+    end: datetime.date | None = None,
+    window: int = 63,
+    rtol: float = 1e-6,
+) -> tuple[BiasResult, float]:
+    """Bias statistic of the model's long-only minimum-variance portfolio, and its realized daily volatility.
+
+    The portfolio is rebuilt as in :func:`min_variance_realized_vol` (source ``"model"``: rebalance dates
+    every ``rebalance_every`` dates of the returns' axis from the first forecast date within ``[start, end]``,
+    weights held constant to the next rebalance, a missing return counting as 0). On every date ``t`` it is
+    held, the model's forecast made at ``t`` for the held weights, ``σ_t² = xᵀ F_t x + Σ w² s_t²`` over the held
+    assets with a forecast at ``t`` (the others count as cash in both forecast and outcome), standardizes the
+    next date's return: ``b_t = Σ w r_{t+1} / σ_t``.
+
+    Parameters
+    ----------
+    panel_returns: ``date, symbol, asset_returns`` (daily, fractions).
+    model: a model with factor covariance and specific risk forecasts.
+    rebalance_every: trading days between rebalances (≥ 1).
+    start, end: first and last rebalance date (None = open).
+    window: outcomes per MRAD window (63 ≈ a quarter, rolling windows).
+    rtol: relative optimality gap of each minimum-variance solve.
+    """
+    if isinstance(rebalance_every, bool) or not isinstance(rebalance_every, int) or rebalance_every < 1:
+        raise ValueError(f"rebalance_every must be a positive integer, got {rebalance_every!r}")
+    dense = _dense_model(model, panel_returns)
+    n_dates = dense.grid.n_dates
+    forecast_ok = np.isfinite(dense.exposures).all(axis=2) & np.isfinite(dense.specific_var)
+    forecast_ok &= np.isfinite(dense.factor_cov).all(axis=(1, 2))[:, None]
+    eligible = forecast_ok.any(axis=1)
+    eligible[-1] = False
+    eligible &= _in_period(dense.grid.date_series(), start, end)
+    candidates = np.flatnonzero(eligible)
+    standardized: list[float] = []
+    realized: list[float] = []
+    if candidates.size:
+        rebalances = np.arange(candidates[0], n_dates - 1, rebalance_every)
+        rebalances = rebalances[eligible[rebalances]]
+        previous = np.ones(dense.grid.n_symbols)
+        for position, t in enumerate(rebalances):
+            stop = rebalances[position + 1] if position + 1 < rebalances.size else min(t + rebalance_every, n_dates - 1)
+            held = np.flatnonzero(forecast_ok[t])
+            covariance = FactoredCovariance.from_model(
+                dense.exposures[t, held], dense.factor_cov[t], dense.specific_var[t, held]
+            )
+            weights = long_only_min_variance(covariance, start=previous[held], rtol=rtol)
+            previous = np.zeros(dense.grid.n_symbols)
+            previous[held] = weights
+            for day in range(t, stop):
+                live = previous * forecast_ok[day]
+                exposure = np.nan_to_num(dense.exposures[day]).T @ live
+                variance = exposure @ np.nan_to_num(dense.factor_cov[day]) @ exposure
+                variance += float(np.nan_to_num(dense.specific_var[day]) @ live**2)
+                outcome = float(np.nan_to_num(dense.returns[day + 1]) @ live)
+                realized.append(float(np.nan_to_num(dense.returns[day + 1]) @ previous))
+                if variance > 0:
+                    standardized.append(outcome / math.sqrt(variance))
+    result = bias_statistic(np.asarray(standardized, dtype=np.float64), window=window)
+    realized_vol = float(np.std(realized, ddof=1)) if len(realized) >= 2 else math.nan
+    return result, realized_vol
