@@ -30,9 +30,10 @@ __all__ = ["TRIM_SIGMA", "combine", "descriptor_to_style", "orthogonalize", "sta
 
 #: USE4's outlier bound, in standard deviations.
 TRIM_SIGMA = 3.0
-# dates per block: every step of the pipeline runs on one block of rows at a time (work arrays stay in
-# cache instead of being page-faulted afresh at full size), blocks in parallel
-_DATES_PER_BLOCK = 64
+# dates per block: every step of the pipeline runs on one block of rows at a time, blocks in parallel (work
+# arrays stay in cache instead of being page-faulted afresh at full size; 16 dates x 3,000 assets fit in L2:
+# a third less CPU time than blocks of 64 dates at 3,000 x 2,520)
+_DATES_PER_BLOCK = 16
 
 
 def _by_blocks(n_rows: int, work: Callable[[slice], None]) -> None:
@@ -146,10 +147,10 @@ def combine(descriptors: Sequence[np.ndarray], weights: Sequence[float]) -> np.n
     weight_sum = np.zeros(total.shape)
     for descriptor, weight in zip(descriptors, weights, strict=True):
         finite = np.isfinite(descriptor)
-        total += np.where(finite, weight * descriptor, 0.0)
-        weight_sum += np.where(finite, weight, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        combined: np.ndarray = np.where(weight_sum > 0, total / weight_sum, np.nan)
+        np.add(total, weight * descriptor, out=total, where=finite)
+        np.add(weight_sum, weight, out=weight_sum, where=finite)
+    combined: np.ndarray = np.full(total.shape, np.nan)
+    np.divide(total, weight_sum, out=combined, where=weight_sum > 0)
     return combined
 
 

@@ -50,7 +50,7 @@ LIQUIDITY_MONTHS = (1, 3, 12)
 #: USE4's weights of STOM, STOQ and STOA in liquidity.
 LIQUIDITY_WEIGHTS = (0.35, 0.35, 0.30)
 # assets per block of the window sums (bounds the (dates, assets) work arrays; blocks run in parallel)
-_ASSETS_PER_BLOCK = 64
+_ASSETS_PER_BLOCK = 16
 
 
 def _check(month_days: int, min_fraction: float) -> None:
