@@ -381,8 +381,8 @@ def test_each_adjustment_moves_its_target_closer_to_one(synthetic: tuple[RiskMod
         covariance = forecast_factor_covariance(model.factor_returns, config)
         variants[name] = dataclasses.replace(model, factor_covariance=covariance)
     smallest = {name: eigenfactor_portfolio_bias(v)["bias"][0] for name, v in variants.items()}
-    # measured: 1.621 without, 1.596 with the eigenfactor adjustment
-    assert smallest["none"] > 1.2 and 1 < smallest["eigen"] < smallest["none"] - 0.01, smallest
+    # measured: 1.466 without, 0.985 with the eigenfactor adjustment (1.596 when it simulated a Wishart draw)
+    assert smallest["none"] > 1.2 and abs(smallest["eigen"] - 1) < 0.3 * (smallest["none"] - 1), smallest
     random_mrad = {
         n: random_portfolio_bias(v, panel_returns, n_portfolios=20)["mrad"].mean() for n, v in variants.items()
     }
