@@ -47,11 +47,12 @@ def _cap_weights(caps: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(caps) & (caps > 0), caps, 0.0)
 
 
-def _standardize(values: np.ndarray, caps: np.ndarray, cap_weights: np.ndarray | None = None) -> np.ndarray:
-    """:func:`standardize_use4` of a block of rows (``cap_weights``: :func:`_cap_weights` of ``caps``, if known)."""
+def _moments(values: np.ndarray, cap_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's cap-weighted mean and equal-weighted std (NaN without dispersion) of a block of rows, and a
+    work array of its shape the caller may overwrite."""
     finite = np.isfinite(values)
     clean = np.where(finite, values, 0.0)
-    weights = (cap_weights if cap_weights is not None else _cap_weights(caps)) * finite
+    weights = cap_weights * finite
     count = np.count_nonzero(finite, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cap_mean = np.einsum("ij,ij->i", weights, clean) / weights.sum(axis=1)
@@ -61,40 +62,58 @@ def _standardize(values: np.ndarray, caps: np.ndarray, cap_weights: np.ndarray |
         std = np.sqrt(np.einsum("ij,ij->i", clean, clean) / (count - 1))
         scale = np.maximum(np.abs(equal_mean), np.abs(cap_mean))
         std[~(std > CONSTANT_TOL * np.maximum(scale, 1e-300))] = np.nan
-        result: np.ndarray = np.subtract(values, cap_mean[:, None], out=clean)
+    return cap_mean, std, clean
+
+
+def _standardize(values: np.ndarray, caps: np.ndarray, cap_weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`standardize_use4` of a block of rows (``cap_weights``: :func:`_cap_weights` of ``caps``, if known)."""
+    cap_mean, std, work = _moments(values, cap_weights if cap_weights is not None else _cap_weights(caps))
+    result: np.ndarray = np.subtract(values, cap_mean[:, None], out=work)
+    with np.errstate(invalid="ignore", divide="ignore"):
         result /= std[:, None]
     return result
 
 
 def _trim(values: np.ndarray, caps: np.ndarray, limit: float, cap_weights: np.ndarray | None = None) -> np.ndarray:
-    """:func:`trim` of a block of rows."""
+    """:func:`trim` of a block of rows: the values clipped to ``mean ± limit · std`` in their own units (the
+    same as clipping the standardized values at ``±limit``), then standardized."""
     weights = cap_weights if cap_weights is not None else _cap_weights(caps)
-    first = _standardize(values, caps, weights)
-    return _standardize(np.clip(first, -limit, limit, out=first), caps, weights)
+    cap_mean, std, work = _moments(values, weights)
+    half_width = limit * std
+    clipped = np.clip(values, (cap_mean - half_width)[:, None], (cap_mean + half_width)[:, None], out=work)
+    return _standardize(clipped, caps, weights)
 
 
-def _orthogonal(values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray) -> np.ndarray:
-    """:func:`orthogonalize` of a block of rows: the normal equations from weighted sums of products."""
-    regressors = [np.ones_like(values), *against]
-    usable = np.isfinite(values) & np.isfinite(caps) & (caps > 0)
+def _orthogonal(
+    values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray, cap_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`orthogonalize` of a block of rows: the normal equations from weighted sums of products (the
+    intercept's column of ones enters through the weights alone)."""
+    cap_weights = cap_weights if cap_weights is not None else _cap_weights(caps)
+    usable = np.isfinite(values) & (cap_weights > 0)
     for x in against:
         usable &= np.isfinite(x)
-    weights = np.where(usable, caps, 0.0)
-    xs = [np.where(usable, x, 0.0) for x in regressors]
+    weights = cap_weights * usable
+    xs = [np.where(usable, x, 0.0) for x in against]
     y = np.where(usable, values, 0.0)
-    k = len(xs)
+    k = len(xs) + 1
     gram = np.empty((values.shape[0], k, k))
     moment = np.empty((values.shape[0], k))
-    for i in range(k):
-        weighted = weights * xs[i]
+    gram[:, 0, 0] = weights.sum(axis=1)
+    moment[:, 0] = np.einsum("ij,ij->i", weights, y)
+    for i, x in enumerate(xs, start=1):
+        gram[:, 0, i] = gram[:, i, 0] = np.einsum("ij,ij->i", weights, x)
+        weighted = weights * x
         moment[:, i] = np.einsum("ij,ij->i", weighted, y)
         for j in range(i, k):
-            gram[:, i, j] = gram[:, j, i] = np.einsum("ij,ij->i", weighted, xs[j])
-    solvable = usable.sum(axis=1) > k
+            gram[:, i, j] = gram[:, j, i] = np.einsum("ij,ij->i", weighted, xs[j - 1])
+    solvable = np.count_nonzero(usable, axis=1) > k
     coefficients = np.zeros((values.shape[0], k))
     coefficients[solvable] = np.einsum("tkl,tl->tk", np.linalg.pinv(gram[solvable]), moment[solvable])
-    fitted = sum(coefficients[:, i, None] * xs[i] for i in range(k))
-    result: np.ndarray = np.where(usable & solvable[:, None], values - fitted, np.nan)
+    residual = y - coefficients[:, 0, None]
+    for i, x in enumerate(xs, start=1):
+        residual -= coefficients[:, i, None] * x
+    result: np.ndarray = np.where(usable & solvable[:, None], residual, np.nan)
     return result
 
 
@@ -202,7 +221,7 @@ def descriptor_to_style(
         trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA, cap_weights) for d in descriptors]
         style = _standardize(combine(trimmed, weights), block_caps, cap_weights)
         if against:
-            orthogonal = _orthogonal(style, [x[rows] for x in against], block_caps)
+            orthogonal = _orthogonal(style, [x[rows] for x in against], block_caps, cap_weights)
             style = _standardize(orthogonal, block_caps, cap_weights)
         result[rows] = style
 
