@@ -179,6 +179,9 @@ def test_liquidity_descriptors_are_the_three_share_turnovers(turnover: np.ndarra
     assert_same(stom, reference_turnover(turnover, 1, 21, 0.5))
     assert_same(stoq, reference_turnover(turnover, 3, 21, 0.5))
     assert np.isnan(stoa).all()  # 126 observed days needed, 90 dates
+    rows = np.random.default_rng(1).random(turnover.shape) < 0.8
+    masked = liquidity_descriptors(turnover, months=(1,), on_rows=rows)[0]
+    assert_same(masked, np.where(rows, stom, np.nan))
 
 
 @pytest.mark.parametrize(

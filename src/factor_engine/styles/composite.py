@@ -144,7 +144,7 @@ class DescriptorStyle:
         if "beta" in self.orthogonal_to:
             against.append(_beta_exposure(df, self.name))
         style = descriptor_to_style(values, [d.weight for d in used], panel.caps, against=against)
-        return with_score(panel.rows, self.score, style[panel.t, panel.n])
+        return with_score(panel.rows, self.score, panel.gather(style))
 
 
 # the beta style's defaults (its registration): window, half-life and fewest returns, in dates

@@ -65,7 +65,12 @@ def _min_observations(window: int, min_fraction: float) -> int:
 
 
 def liquidity_descriptors(
-    turnover: np.ndarray, *, months: tuple[int, ...] = LIQUIDITY_MONTHS, month_days: int = 21, min_fraction: float = 0.5
+    turnover: np.ndarray,
+    *,
+    months: tuple[int, ...] = LIQUIDITY_MONTHS,
+    month_days: int = 21,
+    min_fraction: float = 0.5,
+    on_rows: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Share turnover descriptors, one (T, N) array per entry of ``months``: ``ln((1/m) · Σ V · W / c)`` over the
     last ``W = m · month_days`` rows with ``c`` observed turnovers; NaN with fewer than
@@ -79,6 +84,8 @@ def liquidity_descriptors(
     months: the windows in months (USE4: 1, 3, 12).
     month_days: trading days per month (USE4: 21).
     min_fraction: fewest observed days of a window, as a fraction of it.
+    on_rows: (T, N) mask of the cells that get a descriptor (the panel's rows: a delisted asset's trailing
+        windows must not reach later dates), NaN elsewhere; None: every cell.
     """
     _check(month_days, min_fraction)
     if not months or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in months):
@@ -100,16 +107,21 @@ def liquidity_descriptors(
         np.cumsum(observed, axis=0, out=counts[1:])
         for result, m in zip(results, months, strict=True):
             window = m * month_days
-            count = counts[1:].copy()
-            count[window:] -= counts[1 : n_dates + 1 - window]
-            total = sums[1:].copy()
-            total[window:] -= sums[1 : n_dates + 1 - window]
+            head = min(window, n_dates)
+            count = np.empty((n_dates, values.shape[1]))
+            count[:head] = counts[1 : head + 1]
+            np.subtract(counts[head + 1 :], counts[1 : n_dates + 1 - head], out=count[head:])
+            total = np.empty(count.shape)
+            total[:head] = sums[1 : head + 1]
+            np.subtract(sums[head + 1 :], sums[1 : n_dates + 1 - head], out=total[head:])
             total *= window / m
             with np.errstate(invalid="ignore", divide="ignore"):
                 total /= count
                 value = np.log(total, out=total)
-            value[count < _min_observations(window, min_fraction)] = np.nan
-            result[:, cols] = value
+            keep = count >= _min_observations(window, min_fraction)
+            if on_rows is not None:
+                keep &= on_rows[:, cols]
+            result[:, cols] = np.where(keep, value, np.nan)
 
     run_parallel(block, range(0, turnover.shape[1], _ASSETS_PER_BLOCK))
     return results
@@ -154,8 +166,8 @@ def liquidity(df: pl.DataFrame | pl.LazyFrame, *, month_days: int = 21, min_frac
     expression = turnover_expression(columns)
     panel = panel_grid(df, "liquidity")
     (turnover,) = panel.load(df, "liquidity", expression.meta.root_names(), {TURNOVER: expression})
-    descriptors = liquidity_descriptors(turnover, month_days=month_days, min_fraction=min_fraction)
-    for descriptor in descriptors:
-        descriptor[~panel.on_rows] = np.nan  # a delisted asset's trailing windows stay out of later dates
+    descriptors = liquidity_descriptors(
+        turnover, month_days=month_days, min_fraction=min_fraction, on_rows=panel.on_rows
+    )
     style = descriptor_to_style(descriptors, LIQUIDITY_WEIGHTS, panel.caps, against=[log_size(panel)])
-    return with_score(panel.rows, LIQUIDITY_SCORE, style[panel.t, panel.n])
+    return with_score(panel.rows, LIQUIDITY_SCORE, panel.gather(style))
