@@ -423,24 +423,17 @@ def _check_unique(frame: pl.DataFrame, keys: Sequence[str], name: str, what: str
         _fail(name, f"{what} must be unique: {_plural(repeated.height, 'key')} repeated, e.g. {examples}")
 
 
-def _check_volume(frame: pl.DataFrame, name: str) -> None:
-    """Raise for volumes that are negative or not finite (nulls are missing values, allowed)."""
-    bad = (pl.col(VOLUME).is_finite() & (pl.col(VOLUME) >= 0)).not_().fill_null(False)
-    count = frame.select(bad.sum()).item()
-    if count:
-        rows = frame.filter(bad).head(_MAX_EXAMPLES)
-        examples = ", ".join(f"{_where(row)} = {row[VOLUME]!r}" for row in rows.iter_rows(named=True))
-        _fail(name, f"volume must be finite and ≥ 0: {_plural(count, 'bad row')}, e.g. {examples}")
-
-
-def _check_positive(frame: pl.DataFrame, column: str, name: str, what: str) -> None:
-    """Raise for values of ``column`` that are not positive and finite (nulls are missing values, allowed)."""
-    bad = (pl.col(column).is_finite() & (pl.col(column) > 0)).not_().fill_null(False)
+def _check_positive(frame: pl.DataFrame, column: str, name: str, what: str, *, zero: bool = False) -> None:
+    """Raise for values of ``column`` that are not positive (or, with ``zero``, non-negative) and finite (nulls
+    are missing values, allowed)."""
+    sign = pl.col(column) >= 0 if zero else pl.col(column) > 0
+    bad = (pl.col(column).is_finite() & sign).not_().fill_null(False)
     count = frame.select(bad.sum()).item()
     if count:
         rows = frame.filter(bad).head(_MAX_EXAMPLES)
         examples = ", ".join(f"{_where(row)} = {row[column]!r}" for row in rows.iter_rows(named=True))
-        _fail(name, f"{what} must be positive and finite: {_plural(count, 'bad row')}, e.g. {examples}")
+        requirement = "finite and ≥ 0" if zero else "positive and finite"
+        _fail(name, f"{what} must be {requirement}: {_plural(count, 'bad row')}, e.g. {examples}")
 
 
 def _to_long(
@@ -711,7 +704,7 @@ def prepare_panel(
     )
     has_volume = VOLUME in closes.columns
     if has_volume:
-        _check_volume(closes, label["prices"])
+        _check_positive(closes, VOLUME, label["prices"], VOLUME, zero=True)
     price_symbols = set(closes.get_column(SYMBOL).unique().to_list())
     closes = closes.drop_nulls(_CLOSE)
     if closes.height == 0:

@@ -1,8 +1,8 @@
 """USE4 liquidity (STOM, STOQ, STOA and the style) against plain per-asset / per-date loops written from the
 formulas (Menchero, Orr, Wang, USE4 Methodology Notes, Appendix A), and its inputs, errors and registration.
 
-The reference pipeline here (standardize, trim, combine, orthogonalize) is written from USE4's description
-and is reused by test_fundamental_styles.py."""
+The reference pipeline (test_use4's per-date standardize, trim and orthogonalize, a per-asset combine) is
+written from USE4's description and is reused by test_fundamental_styles.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from test_use4 import _dense as dense
+from test_use4 import _present as present
+from test_use4 import reference_orthogonalize, reference_standardize, reference_trim
 
 from factor_engine import styles
 from factor_engine.styles.liquidity import (
@@ -56,27 +59,6 @@ def reference_turnover(turnover: np.ndarray, months: int, month_days: int, min_f
     return result
 
 
-def reference_standardize(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """Per date: minus the cap-weighted mean, divided by the equal-weighted std (ddof 1) of the finite values."""
-    result = np.full(values.shape, np.nan)
-    for t in range(values.shape[0]):
-        row, row_caps = values[t], caps[t]
-        finite = np.isfinite(row)
-        usable = finite & np.isfinite(row_caps) & (row_caps > 0)
-        if finite.sum() < 2 or not usable.any():
-            continue
-        std = np.std(row[finite], ddof=1)
-        cap_mean = np.average(row[usable], weights=row_caps[usable])
-        if std <= 1e-12 * max(abs(np.mean(row[finite])), abs(cap_mean)):
-            continue
-        result[t] = (row - cap_mean) / std
-    return result
-
-
-def reference_trim(values: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    return reference_standardize(np.clip(reference_standardize(values, caps), -3.0, 3.0), caps)
-
-
 def reference_combine(descriptors: list[np.ndarray], weights: list[float]) -> np.ndarray:
     result = np.full(descriptors[0].shape, np.nan)
     for t in range(result.shape[0]):
@@ -85,19 +67,6 @@ def reference_combine(descriptors: list[np.ndarray], weights: list[float]) -> np
             if have:
                 result[t, i] = sum(w * v for w, v in have) / sum(w for w, _ in have)
     return result
-
-
-def reference_orthogonalize(values: np.ndarray, against: list[np.ndarray], caps: np.ndarray) -> np.ndarray:
-    residual = np.full(values.shape, np.nan)
-    for t in range(values.shape[0]):
-        design = np.column_stack([np.ones(values.shape[1]), *(a[t] for a in against)])
-        usable = np.isfinite(values[t]) & np.isfinite(design).all(axis=1) & np.isfinite(caps[t]) & (caps[t] > 0)
-        if usable.sum() <= design.shape[1]:
-            continue
-        root = np.sqrt(caps[t, usable])
-        coef = np.linalg.lstsq(design[usable] * root[:, None], values[t, usable] * root, rcond=None)[0]
-        residual[t, usable] = values[t, usable] - design[usable] @ coef
-    return residual
 
 
 def reference_style(
@@ -114,17 +83,6 @@ def reference_style(
 def reference_size(caps: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return reference_trim(np.where(caps > 0, np.log(caps), np.nan), caps)
-
-
-def dense(frame: pl.DataFrame, column: str) -> np.ndarray:
-    """(T, N) array of ``column``, dates and symbols sorted, NaN where a row is absent or null."""
-    wide = frame.pivot(on="symbol", index="date", values=column, sort_columns=True).sort("date")
-    return wide.drop("date").to_numpy().astype(np.float64)
-
-
-def present(frame: pl.DataFrame) -> np.ndarray:
-    """(T, N) mask of the (date, symbol) pairs that have a row."""
-    return np.isfinite(dense(frame.with_columns(pl.lit(1.0).alias("row")), "row"))
 
 
 # --------------------------------------------------------------------------------------------------------------
