@@ -339,3 +339,25 @@ def test_descriptor_expr_must_be_a_polars_expression() -> None:
         Descriptor("x", expr="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="descriptors must be a non-empty sequence of Descriptor"):
         register_descriptor_style("bad_test", [])
+
+
+def test_data_contract_types_and_checks_the_fundamental_columns(fundamentals_panel: pl.DataFrame) -> None:
+    from factor_engine.panel import FUNDAMENTAL_COLUMNS, OPTIONAL_COLUMNS, PanelError, validate_panel
+
+    assert set(FUNDAMENTALS) == set(FUNDAMENTAL_COLUMNS) and set(FUNDAMENTALS) <= set(OPTIONAL_COLUMNS)
+    loose = fundamentals_panel.head(30).with_columns(
+        pl.col("dividend_yield").cast(pl.Float32),
+        pl.col("debt_to_assets").fill_null(float("nan")),
+    )
+    clean = validate_panel(loose)
+    assert all(clean.schema[c] == pl.Float64 for c in FUNDAMENTALS)
+    assert clean["debt_to_assets"].null_count() == fundamentals_panel.head(30)["debt_to_assets"].null_count()
+    assert clean.columns[-len(FUNDAMENTALS) :] == list(FUNDAMENTALS)  # in the contract's order
+    bad = loose.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(float("-inf")).otherwise("earnings_price").alias("earnings_price")
+    )
+    row = loose.row(2, named=True)
+    with pytest.raises(
+        PanelError, match=rf"earnings_price must not be infinite: 1 bad row, e.g. \({row['date']}, {row['symbol']}\)"
+    ):
+        validate_panel(bad)

@@ -7,6 +7,7 @@ written from USE4's description and is reused by test_fundamental_styles.py."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -248,3 +249,28 @@ def test_liquidity_missing_inputs(volume_panel: pl.DataFrame) -> None:
     # by default it is computed when the panel has what it needs, and left out otherwise
     assert "liq_score" in styles.compute_styles(volume_panel.drop("turnover")).columns
     assert "liq_score" not in styles.compute_styles(volume_panel.drop("turnover", "shares_outstanding")).columns
+
+
+def test_data_contract_types_and_checks_the_trading_columns(volume_panel: pl.DataFrame) -> None:
+    from factor_engine.panel import OPTIONAL_COLUMNS, PanelError, validate_panel
+
+    assert {"volume", "shares_outstanding", "turnover"} <= set(OPTIONAL_COLUMNS)
+    loose = volume_panel.head(40).with_columns(
+        pl.col("volume").round(0).cast(pl.Int64),
+        pl.col("shares_outstanding").cast(pl.Float32),
+        pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise("turnover").alias("turnover"),
+    )
+    clean = validate_panel(loose)
+    assert {clean.schema[c] for c in ("volume", "shares_outstanding", "turnover")} == {pl.Float64}
+    assert clean["turnover"].null_count() == loose["turnover"].null_count() + 1  # NaN is a missing value
+    row = loose.row(5, named=True)
+    for column, value, message in [
+        ("volume", -1, "volume must not be negative (null is allowed): 1 bad row"),
+        ("turnover", float("inf"), "turnover must not be infinite: 1 bad row"),
+        ("shares_outstanding", 0.0, "shares_outstanding must be positive (null is allowed): 1 bad row"),
+    ]:
+        bad = loose.with_columns(
+            pl.when(pl.int_range(pl.len()) == 5).then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
+        )
+        with pytest.raises(PanelError, match=re.escape(f"{message}, e.g. ({row['date']}, {row['symbol']})")):
+            validate_panel(bad)
