@@ -1,9 +1,9 @@
 """The panel on the dense (dates × symbols) grid, shared by the styles of one ``compute_styles`` call.
 
-The dense styles (liquidity, the descriptor styles) start from the same rows, grid and market caps, and most
-are orthogonalized to USE4's size; :func:`panel_grid` and :func:`log_size` compute those once per
-:func:`factor_engine.styles.compute_styles` call (:mod:`factor_engine.styles._shared`) and each style loads
-only its own columns, in the same row order (:func:`factor_engine.styles._common.load_expressions`).
+The dense styles (liquidity, the descriptor styles) start from the same rows, grid and market caps;
+:func:`panel_grid` computes those once per :func:`factor_engine.styles.compute_styles` call
+(:mod:`factor_engine.styles._shared`) and each style loads only its own columns, in the same row order
+(:func:`factor_engine.styles._common.load_expressions`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.styles._common import load_expressions, load_inputs
 from factor_engine.styles._shared import shared
-from factor_engine.styles.use4 import _log_size
 
-__all__ = ["PanelGrid", "log_size", "panel_grid"]
+__all__ = ["PanelGrid", "panel_grid"]
 
 
 @dataclass(frozen=True)
@@ -106,9 +105,3 @@ def _date_ordered_grid(frame: pl.DataFrame) -> tuple[Grid, np.ndarray, np.ndarra
     grid = Grid(days=days[change].astype(np.int32), symbols=symbols.rename(SYMBOL))
     n = frame[SYMBOL].cast(pl.Enum(symbols)).to_physical().to_numpy().astype(np.int64)
     return grid, t, n
-
-
-def log_size(panel: PanelGrid) -> np.ndarray:
-    """USE4's size (LNCAP) on the grid: the log market cap, trimmed at 3σ and standardized (computed once per
-    ``compute_styles`` call)."""
-    return shared("use4 log size", lambda: _log_size(panel.caps))

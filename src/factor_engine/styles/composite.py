@@ -21,7 +21,7 @@ import polars as pl
 from factor_engine.panel import MARKET_CAP, RETURNS
 from factor_engine.styles import use4
 from factor_engine.styles._common import to_lazy, with_score
-from factor_engine.styles._panel_grid import log_size, panel_grid
+from factor_engine.styles._panel_grid import panel_grid
 from factor_engine.styles.descriptors import descriptor_to_style
 
 __all__ = ["ORTHOGONAL_TO", "Descriptor", "DescriptorStyle"]
@@ -138,12 +138,10 @@ class DescriptorStyle:
         panel = panel_grid(df, self.name)
         read = list(dict.fromkeys(c for d in used for c in d.columns))
         values = panel.load(df, self.name, read, {f"__descriptor_{i}__": d.expression for i, d in enumerate(used)})
-        against = []
-        if "size" in self.orthogonal_to:
-            against.append(log_size(panel))
-        if "beta" in self.orthogonal_to:
-            against.append(_beta_exposure(df, self.name))
-        style = descriptor_to_style(values, [d.weight for d in used], panel.caps, against=against)
+        against = [_beta_exposure(df, self.name)] if "beta" in self.orthogonal_to else []
+        style = descriptor_to_style(
+            values, [d.weight for d in used], panel.caps, against=against, against_size="size" in self.orthogonal_to
+        )
         return with_score(panel.rows, self.score, panel.gather(style))
 
 

@@ -193,16 +193,25 @@ def orthogonalize(values: np.ndarray, against: Sequence[np.ndarray], caps: np.nd
     return result
 
 
+def _log_size(caps: np.ndarray, cap_weights: np.ndarray) -> np.ndarray:
+    """USE4's size (LNCAP) of a block of rows: the log market cap (NaN where not positive), trimmed and
+    standardized (as :func:`factor_engine.styles.use4.nlsize` uses it)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_cap = np.where(caps > 0, np.log(caps), np.nan)
+    return _trim(log_cap, caps, TRIM_SIGMA, cap_weights)
+
+
 def descriptor_to_style(
     descriptors: Sequence[np.ndarray],
     weights: Sequence[float],
     caps: np.ndarray,
     *,
     against: Sequence[np.ndarray] = (),
+    against_size: bool = False,
 ) -> np.ndarray:
     """USE4's pipeline from raw descriptors to a style exposure: each descriptor trimmed and standardized,
-    combined with ``weights``, standardized, orthogonalized to ``against`` (if any) and standardized again.
-    Runs block of dates by block of dates, every step on a block before the next block.
+    combined with ``weights``, standardized, orthogonalized to ``against`` and/or size (if any) and standardized
+    again. Runs block of dates by block of dates, every step on a block before the next block.
 
     Parameters
     ----------
@@ -210,6 +219,8 @@ def descriptor_to_style(
     weights: one positive weight per descriptor.
     caps: (T, N) market caps (standardization mean and regression weights).
     against: (T, N) exposures the style is made orthogonal to (cap-weighted).
+    against_size: also orthogonal to USE4's size, the log of ``caps`` trimmed and standardized, computed block by
+        block (the same as passing it in ``against``, without a (T, N) array).
     """
     if len(descriptors) != len(weights) or not descriptors:
         raise ValueError(f"need one weight per descriptor, got {len(descriptors)} descriptors, {len(weights)} weights")
@@ -220,8 +231,11 @@ def descriptor_to_style(
         cap_weights = _cap_weights(block_caps)
         trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA, cap_weights) for d in descriptors]
         style = _standardize(combine(trimmed, weights), block_caps, cap_weights)
-        if against:
-            orthogonal = _orthogonal(style, [x[rows] for x in against], block_caps, cap_weights)
+        regressors = [x[rows] for x in against]
+        if against_size:
+            regressors.append(_log_size(block_caps, cap_weights))
+        if regressors:
+            orthogonal = _orthogonal(style, regressors, block_caps, cap_weights)
             style = _standardize(orthogonal, block_caps, cap_weights)
         result[rows] = style
 

@@ -31,7 +31,7 @@ import polars as pl
 from factor_engine._dense import run_parallel
 from factor_engine.panel import MARKET_CAP, SHARES_OUTSTANDING, TURNOVER, VOLUME
 from factor_engine.styles._common import to_lazy, with_score
-from factor_engine.styles._panel_grid import log_size, panel_grid
+from factor_engine.styles._panel_grid import panel_grid
 from factor_engine.styles.descriptors import descriptor_to_style
 
 __all__ = [
@@ -169,5 +169,5 @@ def liquidity(df: pl.DataFrame | pl.LazyFrame, *, month_days: int = 21, min_frac
     descriptors = liquidity_descriptors(
         turnover, month_days=month_days, min_fraction=min_fraction, on_rows=panel.on_rows
     )
-    style = descriptor_to_style(descriptors, LIQUIDITY_WEIGHTS, panel.caps, against=[log_size(panel)])
+    style = descriptor_to_style(descriptors, LIQUIDITY_WEIGHTS, panel.caps, against_size=True)
     return with_score(panel.rows, LIQUIDITY_SCORE, panel.gather(style))
