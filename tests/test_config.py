@@ -144,7 +144,7 @@ def test_style_presets_choose_the_candidate_styles() -> None:
     # the default set has value and book-to-price: book-to-price is left out, covered by value
     used, skipped = default.styles.resolve(everything)
     assert used == ("momentum", "value", *(s for s in USE4_STYLES if s not in ("momentum", "btop")))
-    assert skipped == {"btop": "covered by style 'value', which is used (leave it out or name the styles to use both)"}
+    assert skipped == {"btop": "covered by style 'value', which is used (name both styles to use both)"}
     # without all of value's columns value is not used, and book-to-price takes its place
     assert default.styles.resolve((*returns_and_caps, "book_price"))[0][-1] == "btop"
     # liquidity from volume and shares outstanding; growth from sales growth alone

@@ -316,9 +316,7 @@ def select_styles(
     for style in candidates:
         covering = [other for other in style.unless if other in supported]
         reason = reasons[style.name] or (
-            f"covered by style {covering[0]!r}, which is used (leave it out or name the styles to use both)"
-            if covering
-            else None
+            f"covered by style {covering[0]!r}, which is used (name both styles to use both)" if covering else None
         )
         if reason is None:
             used.append(style)
