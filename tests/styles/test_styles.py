@@ -390,9 +390,11 @@ def test_compute_styles_defaults_to_the_styles_the_panel_supports(
     liquidity_style: styles.StyleFactor, market_panel: pl.DataFrame, panel_with_volume: pl.DataFrame
 ) -> None:
     without_value = market_panel.drop("book_price", "sales_price", "cf_price")
-    assert styles.compute_styles(without_value).columns == ["date", "symbol", "mom_score", "sze_score"]
+    use4 = ["beta_score", "resvol_score", "nlsize_score"]  # USE4's styles from returns and caps
+    assert styles.compute_styles(without_value).columns == ["date", "symbol", "mom_score", "sze_score", *use4]
+    # volume without shares outstanding: USE4's liquidity is left out, the custom one (volume and caps) is used
     with_everything = styles.compute_styles(panel_with_volume)
-    assert with_everything.columns == ["date", "symbol", "mom_score", "val_score", "sze_score", "liq_score"]
+    assert with_everything.columns == ["date", "symbol", "mom_score", "val_score", "sze_score", *use4, "liq_score"]
 
 
 def test_register_style_as_decorator_and_replace() -> None:
