@@ -151,5 +151,5 @@ _BETA_WINDOW, _BETA_HALF_LIFE, _BETA_MIN_OBSERVATIONS = 252, 63, 63
 
 def _beta_exposure(df: pl.DataFrame | pl.LazyFrame, what: str) -> np.ndarray:
     """USE4's beta exposure (T, N) with the beta style's defaults, shared with the beta style itself."""
-    _, _, returns, caps, (t, n) = use4._dense_inputs(df, what)
-    return use4._beta_style(returns, caps, t, n, _BETA_WINDOW, _BETA_HALF_LIFE, _BETA_MIN_OBSERVATIONS)
+    panel, returns = use4._dense_inputs(df, what)
+    return use4._beta_style(returns, panel, _BETA_WINDOW, _BETA_HALF_LIFE, _BETA_MIN_OBSERVATIONS)

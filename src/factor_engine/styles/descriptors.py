@@ -26,7 +26,16 @@ import numpy as np
 from factor_engine._dense import run_parallel
 from factor_engine.xsection import CONSTANT_TOL
 
-__all__ = ["TRIM_SIGMA", "combine", "descriptor_to_style", "orthogonalize", "standardize_use4", "trim"]
+__all__ = [
+    "TRIM_SIGMA",
+    "combine",
+    "descriptor_to_style",
+    "log_size",
+    "nonlinear_size",
+    "orthogonalize",
+    "standardize_use4",
+    "trim",
+]
 
 #: USE4's outlier bound, in standard deviations.
 TRIM_SIGMA = 3.0
@@ -199,6 +208,45 @@ def _log_size(caps: np.ndarray, cap_weights: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         log_cap = np.where(caps > 0, np.log(caps), np.nan)
     return _trim(log_cap, caps, TRIM_SIGMA, cap_weights)
+
+
+def log_size(caps: np.ndarray) -> np.ndarray:
+    """USE4's size exposure (LNCAP), (T, N): the log market cap (NaN where not positive), trimmed at 3σ and
+    standardized, date by date.
+
+    Parameters
+    ----------
+    caps: (T, N) market caps (currency units), NaN where missing.
+    """
+    result = np.empty(caps.shape)
+
+    def work(rows: slice) -> None:
+        result[rows] = _log_size(caps[rows], _cap_weights(caps[rows]))
+
+    _by_blocks(caps.shape[0], work)
+    return result
+
+
+def nonlinear_size(caps: np.ndarray) -> np.ndarray:
+    """USE4's non-linear size exposure, (T, N): the cube of :func:`log_size`, standardized, orthogonalized to
+    size by a cap-weighted regression, trimmed at 3σ and standardized, date by date.
+
+    Parameters
+    ----------
+    caps: (T, N) market caps (currency units), NaN where missing.
+    """
+    result = np.empty(caps.shape)
+
+    def work(rows: slice) -> None:
+        block_caps = caps[rows]
+        cap_weights = _cap_weights(block_caps)
+        size = _log_size(block_caps, cap_weights)
+        cube = _standardize(size**3, block_caps, cap_weights)
+        orthogonal = _orthogonal(cube, [size], block_caps, cap_weights)
+        result[rows] = _trim(orthogonal, block_caps, TRIM_SIGMA, cap_weights)
+
+    _by_blocks(caps.shape[0], work)
+    return result
 
 
 def descriptor_to_style(

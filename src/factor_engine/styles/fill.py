@@ -28,7 +28,7 @@ import polars as pl
 
 from factor_engine._grid import build_grid
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
-from factor_engine.styles.use4 import _log_size
+from factor_engine.styles.descriptors import log_size
 
 __all__ = ["MIN_OBSERVED", "fill_by_sector_and_size", "fill_missing_exposures"]
 
@@ -120,7 +120,7 @@ def fill_missing_exposures(
     sectors = np.full(rows.shape, -1, dtype=np.int64)
     sectors[t, n] = codes
     caps = grid.scatter(t, n, keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy())
-    size = _log_size(caps)
+    size = log_size(caps)
     aligned = scores.join(keys.select(DATE, SYMBOL), on=[DATE, SYMBOL], how="semi").height == scores.height
     if not aligned:
         raise ValueError("scores hold rows that are not in the universe")

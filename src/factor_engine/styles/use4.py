@@ -25,11 +25,11 @@ import numpy as np
 import polars as pl
 
 from factor_engine._dense import ewma_sum, run_parallel
-from factor_engine._grid import Grid, build_grid, check_unique
-from factor_engine.panel import MARKET_CAP, RETURNS
-from factor_engine.styles._common import load_inputs, with_score
+from factor_engine.panel import RETURNS
+from factor_engine.styles._common import with_score
+from factor_engine.styles._panel_grid import PanelGrid, panel_grid
 from factor_engine.styles._shared import shared
-from factor_engine.styles.descriptors import descriptor_to_style, orthogonalize, standardize_use4, trim
+from factor_engine.styles.descriptors import descriptor_to_style, nonlinear_size
 
 __all__ = [
     "BETA_SCORE",
@@ -220,38 +220,23 @@ def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_obs
     return result
 
 
-_Dense = tuple[pl.DataFrame, Grid, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]
+def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> tuple[PanelGrid, np.ndarray]:
+    """The panel's rows on the shared grid (:mod:`factor_engine.styles._panel_grid`) and its returns as a (T, N)
+    array (computed once for the styles of one ``compute_styles`` call)."""
+    panel = panel_grid(df, what)
+
+    def load_returns() -> np.ndarray:
+        (returns,) = panel.load(df, what, (RETURNS,), {RETURNS: pl.col(RETURNS)})
+        return returns
+
+    return panel, shared("use4 returns", load_returns)
 
 
-def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
-    """The input rows, their grid, returns and caps as (T, N) arrays and each row's (date, symbol) index
-    (computed once for the styles of one ``compute_styles`` call)."""
-    return shared("use4 returns and caps", lambda: _load_dense(df, what))
-
-
-def _load_dense(df: pl.DataFrame | pl.LazyFrame, what: str) -> _Dense:
-    frame = load_inputs(df, what, (RETURNS, MARKET_CAP))
-    grid = build_grid([frame])
-    t, n = grid.locate(frame)
-    check_unique(grid, t, n, f"{what} input")
-    returns = grid.scatter(t, n, frame[RETURNS].to_numpy())
-    caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
-    return frame, grid, returns, caps, (t, n)
-
-
-def _on_rows(values: np.ndarray, t: np.ndarray, n: np.ndarray) -> np.ndarray:
+def _on_rows(values: np.ndarray, panel: PanelGrid) -> np.ndarray:
     """``values`` kept only at the panel's (date, symbol) rows, NaN elsewhere: a delisted asset's trailing
     window still yields a descriptor after its last row, which must not enter that date's cross-section."""
-    kept = np.full(values.shape, np.nan)
-    kept[t, n] = values[t, n]
+    kept: np.ndarray = np.where(panel.on_rows, values, np.nan)
     return kept
-
-
-def _log_size(caps: np.ndarray) -> np.ndarray:
-    """USE4's size (LNCAP): the log market cap, trimmed and standardized."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_cap = np.where(caps > 0, np.log(caps), np.nan)
-    return trim(log_cap, caps)
 
 
 def beta(
@@ -270,9 +255,9 @@ def beta(
     -------
     DataFrame ``date, symbol, beta_score`` in date order (input order within a date).
     """
-    frame, _, returns, caps, (t, n) = _dense_inputs(df, "beta")
-    style = _beta_style(returns, caps, t, n, window, half_life, min_observations)
-    return with_score(frame, BETA_SCORE, style[t, n])
+    panel, returns = _dense_inputs(df, "beta")
+    style = _beta_style(returns, panel, window, half_life, min_observations)
+    return with_score(panel.rows, BETA_SCORE, panel.gather(style))
 
 
 def _beta_regression(
@@ -292,19 +277,13 @@ def _beta_regression(
 
 
 def _beta_style(
-    returns: np.ndarray,
-    caps: np.ndarray,
-    t: np.ndarray,
-    n: np.ndarray,
-    window: int,
-    half_life: float,
-    min_observations: int,
+    returns: np.ndarray, panel: PanelGrid, window: int, half_life: float, min_observations: int
 ) -> np.ndarray:
     """The (T, N) beta exposure: BETA on the panel's rows, trimmed and standardized (shared like the regression)."""
 
     def compute() -> np.ndarray:
-        slope, _ = _beta_regression(returns, caps, window, half_life, min_observations)
-        return descriptor_to_style([_on_rows(slope, t, n)], [1.0], caps)
+        slope, _ = _beta_regression(returns, panel.caps, window, half_life, min_observations)
+        return descriptor_to_style([_on_rows(slope, panel)], [1.0], panel.caps)
 
     return shared(("use4 beta style", window, half_life, min_observations), compute)
 
@@ -331,16 +310,16 @@ def resvol(
     -------
     DataFrame ``date, symbol, resvol_score`` in date order (input order within a date).
     """
-    frame, _, returns, caps, (t, n) = _dense_inputs(df, "resvol")
-    _, hsigma = _beta_regression(returns, caps, window, beta_half_life, min_observations)
+    panel, returns = _dense_inputs(df, "resvol")
+    _, hsigma = _beta_regression(returns, panel.caps, window, beta_half_life, min_observations)
     descriptors = [
-        _on_rows(dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations), t, n),
-        _on_rows(cmra(returns, min_observations=min_observations), t, n),
-        _on_rows(hsigma, t, n),
+        _on_rows(dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations), panel),
+        _on_rows(cmra(returns, min_observations=min_observations), panel),
+        _on_rows(hsigma, panel),
     ]
-    beta_style = _beta_style(returns, caps, t, n, window, beta_half_life, min_observations)
-    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style, _log_size(caps)])
-    return with_score(frame, RESVOL_SCORE, style[t, n])
+    beta_style = _beta_style(returns, panel, window, beta_half_life, min_observations)
+    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, panel.caps, against=[beta_style], against_size=True)
+    return with_score(panel.rows, RESVOL_SCORE, panel.gather(style))
 
 
 def nlsize(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -355,12 +334,5 @@ def nlsize(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     -------
     DataFrame ``date, symbol, nlsize_score`` in date order (input order within a date).
     """
-    frame = load_inputs(df, "nlsize", (MARKET_CAP,))
-    grid = build_grid([frame])
-    t, n = grid.locate(frame)
-    check_unique(grid, t, n, "nlsize input")
-    caps = grid.scatter(t, n, frame[MARKET_CAP].to_numpy())
-    size = _log_size(caps)
-    cube = standardize_use4(size**3, caps)
-    style = trim(orthogonalize(cube, [size], caps), caps)
-    return with_score(frame, NLSIZE_SCORE, style[t, n])
+    panel = panel_grid(df, "nlsize")
+    return with_score(panel.rows, NLSIZE_SCORE, panel.gather(nonlinear_size(panel.caps)))
