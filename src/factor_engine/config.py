@@ -45,7 +45,7 @@ Every section and key is optional; what is left out takes the default below. The
     eigenfactor = true          # eigenfactor risk adjustment (simulates the covariance estimator itself)
     eigenfactor_simulations = 1000
     eigenfactor_scale = 1.4
-    eigenfactor_every = 21      # simulate the bias profile every N dates
+    eigenfactor_every = 126     # simulate the bias profile at most N dates apart (sooner while the history is short)
     vra_half_life = 42          # factor volatility regime adjustment; false disables
 
     [specific_risk]             # factor_engine.risk.SpecificRiskConfig
@@ -331,7 +331,7 @@ class AdjustmentConfig:
     eigenfactor: bool = True
     eigenfactor_simulations: int = 1000
     eigenfactor_scale: float = 1.4
-    eigenfactor_every: int = 21
+    eigenfactor_every: int = 126
     vra_half_life: float | None = 42.0
 
     def __post_init__(self) -> None:

@@ -3,26 +3,32 @@
 Eigenfactor risk adjustment (Menchero, Wang & Orr 2011; Barra USE4). Sample covariances underpredict the risk
 of their smallest eigenportfolios. For a forecast ``F0 = U0 diag(d0) U0ᵀ`` treated as the truth, simulate the
 estimator that made it: ``M`` paths of ``n`` daily returns ``r_s = A z_s`` with ``A = U0 diag(√d0)`` and
-``z_s ~ N(0, I)`` i.i.d., ``n`` being the number of returns behind the forecast (the fewest among its
-factors), each path estimated exactly as :func:`factor_engine.risk.covariance.factor_covariance` estimates:
-EWMA volatilities with the volatility half-life and Newey-West lags, EWMA correlations with the correlation
-half-life and lags (weights ``λ^(n−1−s)`` normalized by their sum over the dates each lag term has), variances
-floored at 0. Each simulated forecast ``F_m = U_m diag(d_m) U_mᵀ`` gives its eigenportfolios' true variances
+``z_s ~ N(0, I)`` i.i.d., ``n`` being the number of returns behind the forecast (the most among its
+factors: the market and sectors; a style that entered later has fewer), each path estimated exactly as
+:func:`factor_engine.risk.covariance.factor_covariance` estimates: EWMA volatilities with the volatility
+half-life and Newey-West lags, EWMA correlations with the correlation half-life and lags (weights
+``λ^(n−1−s)`` normalized by their sum over the dates each lag term has), variances floored at 0. Each
+simulated forecast ``F_m = U_m diag(d_m) U_mᵀ`` gives its eigenportfolios' true variances
 ``diag(U_mᵀ F0 U_m)``; the simulated bias of eigenfactor ``k`` (by eigenvalue rank) is
 ``v_k = sqrt(mean_m(true_mk / d_mk))``, made non-increasing in the eigenvalue (``v_k ← max_{j ≥ k} v_j``: a
 simulated dip at the smallest eigenvalues comes from nearly singular directions, such as the cap-weighted sector
-constraint, that i.i.d. simulated returns do not obey exactly, and would shrink them toward 0). It is scaled by
-``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``) and the adjusted forecast is ``U0 diag(γ² d0) U0ᵀ``.
+constraint, that i.i.d. simulated returns do not obey exactly, and would shrink them toward 0), and at least 1:
+no eigenvalue is shrunk. The largest eigenvalues (market and sectors, of similar size) simulate ``v_k < 1`` only
+because the sample's top eigenvector picks the noisiest direction among them; scaling that down (amplified by
+``a``) underpredicted every long-only portfolio, which lies mostly in their span, by about 12 % on the synthetic
+market. The profile is scaled by ``γ_k = a (v_k − 1) + 1`` (``a`` = ``scale``) and the adjusted forecast is
+``U0 diag(γ² max(d0, 0)) U0ᵀ`` (PSD explicitly).
 
 Computation. Every estimator sum is linear in the outer products of ``z``, so each path's EWMA sums are kept in
 ``z`` space, ``N_l(n) = Σ_{s<n} λ^{n−1−s} z_s z_{s−l}ᵀ`` (one recursion along time for all paths, lags and
 both half-lives), and a date's simulated estimates are ``A Γ(n) Aᵀ``: one pass over time serves every date.
-The bias profile is simulated on every ``every``-th date and each date uses the latest profile simulated at or
-before it: point-in-time, nothing from the future. The draws of ``z`` depend only on the seed, the number of
-factors and the path (groups of paths run in parallel); a date's profile uses the first ``n`` draws of each
-path, so it never changes when later data arrive. A date where some factors have no forecast yet (a NaN row
-and column: a new sector, a style still warming up) is adjusted on the block of factors that have one; dates
-are grouped by that set of factors. A forecast that records no estimator (built by hand or read from a file)
+The bias profile is simulated on the first date, then at most ``every`` dates later and sooner once the
+history has grown by a quarter (the profile moves fast while the history is short), and each date uses the
+latest profile simulated at or before it: point-in-time, nothing from the future. The draws of ``z`` depend
+only on the seed, the number of factors and the path (groups of paths run in parallel); a date's profile uses
+the first ``n`` draws of each path, so it never changes when later data arrive. A date where some factors have
+no forecast yet (a NaN row and column: a new sector, a style still warming up) is adjusted on the block of
+factors that have one; dates are grouped by that set of factors. A forecast that records no estimator (built by hand or read from a file)
 is simulated as an equal-weighted estimator of ``effective_observations`` returns without lags (the Wishart
 simulation of Menchero, Wang & Orr).
 
@@ -51,9 +57,11 @@ __all__ = ["eigenfactor_adjustment", "factor_bias_statistics", "volatility_regim
 # Simulated paths per group (each group is one random stream and one parallel task).
 _PATHS_PER_GROUP = 250
 # Time steps drawn at once per group (fixed, so a path's draws never depend on how far it is simulated).
-_DRAW_STEPS = 64
+_DRAW_STEPS = 128
 # Simulated forecasts evaluated at once (bounds the (dates, paths, K, K) working arrays).
 _DATES_PER_BATCH = 8
+# A new profile is simulated once a forecast's history exceeds the last simulated one's by this factor.
+_HISTORY_GROWTH = 1.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +95,14 @@ def _weight_sum(decay: float, length: int, lag: int) -> float:
 
 
 def _newey_west(sums: np.ndarray, decay: float, lags: int, length: int) -> np.ndarray:
-    """(P, K, K) ``Γ_0 + Σ_l (1 − l/(L+1)) (Γ_l + Γ_lᵀ)`` from the (L+1, P, K, K) EWMA sums ``N_l``."""
-    total = sums[0] / _weight_sum(decay, length, 0)
+    """(P, K, K) ``Γ_0 + Σ_l (1 − l/(L+1)) (Γ_l + Γ_lᵀ)`` from the (P, K, (L'+1) K) EWMA sums, lag ``l`` in the
+    columns ``[l K, (l+1) K)`` (``L' ≥ L``)."""
+    n_factors = sums.shape[1]
+    total = sums[:, :, :n_factors] / _weight_sum(decay, length, 0)
     for lag in range(1, lags + 1):
         weight = _weight_sum(decay, length, lag)
         if weight > 0:
-            term = sums[lag] * ((1.0 - lag / (lags + 1.0)) / weight)
+            term = sums[:, :, lag * n_factors : (lag + 1) * n_factors] * ((1.0 - lag / (lags + 1.0)) / weight)
             total = total + term + term.transpose(0, 2, 1)
     return total
 
@@ -101,45 +111,46 @@ class _PathGroup:
     """The EWMA sums of one group of simulated paths in ``z`` space, advanced along time on demand.
 
     Draws and sums are float32: the sums serve only to simulate the estimator's sampling error (a relative
-    rounding of about 1e-6 against sampling errors of several percent) and take half the time."""
+    rounding of about 1e-6 against sampling errors of several percent) and take half the time. Layout is
+    path-major, ``(P, steps, K)`` draws and ``(P, K, (L+1) K)`` sums (lag ``l`` in columns ``[l K, (l+1) K)``),
+    so each chunk of steps updates every lag of one half-life with one batched matrix product."""
 
     def __init__(self, rng: np.random.Generator, n_paths: int, n_factors: int, estimator: _Estimator) -> None:
         self.rng, self.n_paths, self.n_factors, self.estimator = rng, n_paths, n_factors, estimator
-        shape = (n_paths, n_factors, n_factors)
-        self.vol_sums = np.zeros((estimator.vol_lags + 1, *shape), dtype=np.float32)
-        self.corr_sums = np.zeros((estimator.corr_lags + 1, *shape), dtype=np.float32)
-        # the last `max_lag` draws (zeros before the start)
-        self.previous = np.zeros((estimator.max_lag, n_paths, n_factors), dtype=np.float32)
-        self.drawn = np.zeros((0, n_paths, n_factors), dtype=np.float32)
-        self.drawn_from = 0  # time index of self.drawn[0]
+        self.vol_sums = np.zeros((n_paths, n_factors, (estimator.vol_lags + 1) * n_factors), dtype=np.float32)
+        self.corr_sums = np.zeros((n_paths, n_factors, (estimator.corr_lags + 1) * n_factors), dtype=np.float32)
+        # the last `max_lag` draws of each path (zeros before the start)
+        self.previous = np.zeros((n_paths, estimator.max_lag, n_factors), dtype=np.float32)
+        self.drawn = np.zeros((n_paths, 0, n_factors), dtype=np.float32)
+        self.drawn_from = 0  # time index of self.drawn[:, 0]
         self.length = 0  # dates simulated so far
 
     def _draws(self, start: int, stop: int) -> np.ndarray:
-        """(stop − start, P, K) draws of the time steps [start, stop) (within one drawing chunk)."""
-        if start >= self.drawn_from + self.drawn.shape[0]:
+        """(P, stop − start, K) draws of the time steps [start, stop) (within one drawing chunk)."""
+        if start >= self.drawn_from + self.drawn.shape[1]:
             self.drawn_from = start
-            self.drawn = self.rng.standard_normal((_DRAW_STEPS, self.n_paths, self.n_factors), dtype=np.float32)
-        return self.drawn[start - self.drawn_from : stop - self.drawn_from]
+            self.drawn = self.rng.standard_normal((self.n_paths, _DRAW_STEPS, self.n_factors), dtype=np.float32)
+        return self.drawn[:, start - self.drawn_from : stop - self.drawn_from]
 
     def advance(self, length: int) -> None:
         """Simulate the dates up to ``length`` (exclusive)."""
-        lags = self.estimator.max_lag
+        lags, k = self.estimator.max_lag, self.n_factors
         while self.length < length:
             stop = min(length, (self.length // _DRAW_STEPS + 1) * _DRAW_STEPS)
             steps = stop - self.length
-            draws = self._draws(self.length, stop)  # (n, P, K)
-            history = np.concatenate([self.previous, draws]) if lags else draws  # (lags + n, P, K)
+            draws = self._draws(self.length, stop)  # (P, n, K)
+            history = np.concatenate([self.previous, draws], axis=1) if lags else draws  # (P, lags + n, K)
+            # (P, n, (lags + 1) K): row s holds z_s, z_{s−1}, …, z_{s−lags}
+            lagged = np.empty((self.n_paths, steps, (lags + 1) * k), dtype=np.float32)
+            for lag in range(lags + 1):
+                lagged[:, :, lag * k : (lag + 1) * k] = history[:, lags - lag : lags - lag + steps]
             age = np.arange(steps - 1, -1, -1, dtype=np.float32)
             for sums, decay in ((self.vol_sums, self.estimator.vol_decay), (self.corr_sums, self.estimator.corr_decay)):
-                n_lags = sums.shape[0]
-                weighted = (draws * (np.float32(decay) ** age)[:, None, None]).transpose(1, 2, 0)  # (P, K, n)
-                # (P, n, n_lags K): the draws lagged 0 .. n_lags − 1
-                lagged = np.concatenate([history[lags - lag : lags - lag + steps] for lag in range(n_lags)], axis=2)
-                products = np.matmul(weighted, lagged.transpose(1, 0, 2))  # (P, K, n_lags K)
+                weighted = draws * (np.float32(decay) ** age)[None, :, None]  # (P, n, K)
                 sums *= np.float32(decay**steps)
-                sums += products.reshape(self.n_paths, self.n_factors, n_lags, self.n_factors).transpose(2, 0, 1, 3)
+                sums += np.matmul(weighted.transpose(0, 2, 1), lagged[:, :, : sums.shape[2]])
             if lags:
-                self.previous = history[-lags:]
+                self.previous = history[:, -lags:]
             self.length = stop
 
     def estimates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +183,19 @@ def _bias_ratios(forecasts: np.ndarray, vol_z: np.ndarray, corr_z: np.ndarray) -
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(usable, np.maximum(true_var, 0.0) / sim_vals, 0.0)
     return ratio.sum(axis=1), usable.sum(axis=1)
+
+
+def _simulation_positions(history: np.ndarray, every: int) -> np.ndarray:
+    """Positions (in date order) of the forecasts whose bias profile is simulated, given each one's history
+    ``history`` (non-decreasing returns): the first, then the first date ``every`` dates after the last one
+    simulated or, sooner, the first whose history exceeds the last one's by a quarter (the profile moves fast
+    while the history is short and slowly once it is long)."""
+    positions = [0]
+    for position in range(1, history.size):
+        last = positions[-1]
+        if position - last >= every or history[position] > _HISTORY_GROWTH * history[last]:
+            positions.append(position)
+    return np.asarray(positions, dtype=np.int64)
 
 
 def _simulated_profiles(
@@ -215,7 +239,7 @@ def eigenfactor_adjustment(
     effective_observations: float | None = None,
     n_simulations: int = 1000,
     scale: float = 1.4,
-    every: int = 21,
+    every: int = 126,
     seed: int = 0,
 ) -> FactorCovariance:
     """Eigenfactor risk adjustment of every forecast (see the module docstring).
@@ -229,7 +253,8 @@ def eigenfactor_adjustment(
         ``λ = 0.5^(1/h)``); must exceed the number of factors. Ignored when the estimator is recorded.
     n_simulations: simulated paths (the same paths serve every date).
     scale: the empirical scaling ``a`` of the simulated bias (0 leaves the forecasts unchanged).
-    every: simulate the bias profile on every ``every``-th forecast date (1 = every date).
+    every: simulate the bias profile at most ``every`` forecast dates apart, and sooner once the history has
+        grown by a quarter since the last simulation (1 = every date).
     seed: seed of the simulation (numpy ``default_rng``).
     """
     values = covariance.values
@@ -267,20 +292,26 @@ def eigenfactor_adjustment(
         if not np.isfinite(block).all():
             raise ValueError("covariance forecasts must be finite among the factors with a finite variance")
         eigvals, eigvecs = np.linalg.eigh(block)
-        simulated_at = dates[::every] if every > 1 else dates
-        sim_positions = np.searchsorted(dates, simulated_at)
-        lengths = observations[np.ix_(simulated_at, active)].min(axis=1)
-        profiles = _simulated_profiles(block[sim_positions], lengths, estimator, n_simulations, seed)
+        # the history simulated: the longest among the block's factors (most of them: the market and sectors;
+        # a style that entered later has fewer returns, and simulating every factor with its few returns would
+        # inflate the whole profile for a year after it enters)
+        history = observations[np.ix_(dates, active)].max(axis=1)
+        sim_positions = _simulation_positions(history, every)
+        profiles = _simulated_profiles(block[sim_positions], history[sim_positions], estimator, n_simulations, seed)
         # the bias does not fall toward the smaller eigenvalues: a simulated dip there (a nearly singular direction,
         # e.g. the cap-weighted sector constraint, that i.i.d. simulated returns do not obey exactly) would shrink
-        # that eigenvalue toward 0; each v_k is at least the largest v_j of the larger eigenvalues
-        profiles = np.maximum.accumulate(profiles[:, ::-1], axis=1)[:, ::-1]
+        # that eigenvalue toward 0; each v_k is at least the largest v_j of the larger eigenvalues. Nor is an
+        # eigenvalue shrunk (v_k ≥ 1): the largest, nearly equal eigenvalues (market and sectors) are overpredicted
+        # as eigenportfolios only because the sample picks the noisiest direction among them, and shrinking them
+        # (by a·(1 − v), amplified) underpredicts every long-only portfolio, which lies mostly in their span
+        profiles = np.maximum(np.maximum.accumulate(profiles[:, ::-1], axis=1)[:, ::-1], 1.0)
         # each date uses the latest profile simulated at or before it
-        latest = np.searchsorted(simulated_at, dates, side="right") - 1
+        latest = np.searchsorted(sim_positions, np.arange(dates.size), side="right") - 1
         gamma = scale * (profiles[latest] - 1.0) + 1.0
         # eigenvalues that are zero up to rounding (an exactly singular direction) carry no risk to adjust
         gamma = np.where(eigvals > 1e-12 * np.maximum(eigvals[:, -1:], 0.0), gamma, 1.0)
-        rebuilt = np.matmul(eigvecs * (gamma**2 * eigvals)[:, None, :], eigvecs.transpose(0, 2, 1))
+        # PSD explicitly: a rounding-negative eigenvalue of the input is 0 in the adjusted forecast
+        rebuilt = np.matmul(eigvecs * (gamma**2 * np.maximum(eigvals, 0.0))[:, None, :], eigvecs.transpose(0, 2, 1))
         rebuilt = 0.5 * (rebuilt + rebuilt.transpose(0, 2, 1))
         adjusted[np.ix_(dates, active, active)] = rebuilt
     return dataclasses.replace(covariance, values=adjusted)
