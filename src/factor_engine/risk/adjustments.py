@@ -28,9 +28,9 @@ latest profile simulated at or before it: point-in-time, nothing from the future
 only on the seed, the number of factors and the path (groups of paths run in parallel); a date's profile uses
 the first ``n`` draws of each path, so it never changes when later data arrive. A date where some factors have
 no forecast yet (a NaN row and column: a new sector, a style still warming up) is adjusted on the block of
-factors that have one; dates are grouped by that set of factors. A forecast that records no estimator (built by hand or read from a file)
-is simulated as an equal-weighted estimator of ``effective_observations`` returns without lags (the Wishart
-simulation of Menchero, Wang & Orr).
+factors that have one; dates are grouped by that set of factors. A forecast that records no estimator (built by
+hand or read from a file) is simulated as an equal-weighted estimator of ``effective_observations`` returns
+without lags (the Wishart simulation of Menchero, Wang & Orr).
 
 Volatility regime adjustment (Barra USE4). The cross-sectional bias statistic of the factors,
 ``B_t = sqrt(mean_k (f_{t,k} / σ_{t−1,k})²)`` over the factors with a forecast at ``t−1`` and a return at
