@@ -84,6 +84,8 @@ BUILD_CONFIG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "specific_risk.min_periods": (None, 10_000),
     "specific_risk.full_history": (None, 10_000),
     "specific_risk.n_size_groups": (None, 100),
+    "specific_risk.robust_every": (5, None),
+    "specific_risk.blend_start": (None, 10_000),
     "styles.params.momentum.trailing_days": (None, 5_040),
     "styles.params.momentum.lag": (None, 5_040),
     "styles.params.beta.window": (None, 5_040),
