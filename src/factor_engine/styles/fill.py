@@ -40,6 +40,46 @@ def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=size)
 
 
+def _fill_rows(
+    values: np.ndarray,
+    dates: np.ndarray,
+    sectors: np.ndarray,
+    size: np.ndarray,
+    weights: np.ndarray,
+    n_dates: int,
+    n_sectors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fill_by_sector_and_size` on usable rows: ``values`` (NaN where missing), each row's date index,
+    sector code, size and regression weight; returns the filled values and the mask of those filled."""
+    observed = np.isfinite(values)
+    enough = np.bincount(dates[observed], minlength=n_dates) >= MIN_OBSERVED
+    wanted = ~observed & enough[dates]
+    filled = values.copy()
+    if n_sectors == 0 or not wanted.any():
+        return filled, wanted
+    w, x, y = weights[observed], size[observed], values[observed]
+    cell = dates[observed] * n_sectors + sectors[observed]
+    cells = n_dates * n_sectors
+    wx = w * x
+    sw, swx, swy = _sums(cell, w, cells), _sums(cell, wx, cells), _sums(cell, w * y, cells)
+    swxx, swxy = _sums(cell, wx * x, cells), _sums(cell, wx * y, cells)
+    shape = (n_dates, n_sectors)
+    sw, swx, swy, swxx, swxy = (a.reshape(shape) for a in (sw, swx, swy, swxx, swxy))
+    present = sw > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # the slope from within-sector deviations (the dummies absorb each sector's mean)
+        sxx = np.where(present, swxx - swx * swx / sw, 0.0).sum(axis=1)
+        sxy = np.where(present, swxy - swx * swy / sw, 0.0).sum(axis=1)
+        slope = np.where(sxx > 1e-12 * np.maximum(swxx.sum(axis=1), 1e-300), sxy / sxx, 0.0)
+        intercept = np.where(present, (swy - slope[:, None] * swx) / sw, np.nan)
+        # a sector without observations that date: the date's pooled intercept
+        pooled = (swy.sum(axis=1) - slope * swx.sum(axis=1)) / sw.sum(axis=1)
+    intercept = np.where(present, intercept, pooled[:, None])
+    t_fill = dates[wanted]
+    filled[wanted] = intercept[t_fill, sectors[wanted]] + slope[t_fill] * size[wanted]
+    return filled, wanted
+
+
 def fill_by_sector_and_size(
     values: np.ndarray, sectors: np.ndarray, size: np.ndarray, caps: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -58,39 +98,18 @@ def fill_by_sector_and_size(
     ``(filled, was_filled)``: the exposures with the fitted values in place of the missing ones, and the
     (T, N) mask of the values filled.
     """
-    n_dates = values.shape[0]
+    with np.errstate(invalid="ignore"):
+        usable = rows & (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
+    t, n = np.nonzero(usable)
     n_sectors = int(sectors.max(initial=-1)) + 1
-    usable = rows & (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
-    observed = usable & np.isfinite(values)
-    wanted = usable & ~np.isfinite(values)
-    enough = observed.sum(axis=1) >= MIN_OBSERVED
-    wanted &= enough[:, None]
+    fitted, wanted = _fill_rows(
+        values[t, n], t, sectors[t, n], size[t, n], np.sqrt(caps[t, n]), values.shape[0], n_sectors
+    )
     filled = values.copy()
-    if n_sectors == 0 or not wanted.any():
-        return filled, wanted
-    t_obs, n_obs = np.nonzero(observed)
-    w = np.sqrt(caps[t_obs, n_obs])
-    x = size[t_obs, n_obs]
-    y = values[t_obs, n_obs]
-    cell = t_obs * n_sectors + sectors[t_obs, n_obs]
-    cells = n_dates * n_sectors
-    sw, swx, swy = _sums(cell, w, cells), _sums(cell, w * x, cells), _sums(cell, w * y, cells)
-    swxx, swxy = _sums(cell, w * x * x, cells), _sums(cell, w * x * y, cells)
-    shape = (n_dates, n_sectors)
-    sw, swx, swy, swxx, swxy = (a.reshape(shape) for a in (sw, swx, swy, swxx, swxy))
-    present = sw > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # the slope from within-sector deviations (the dummies absorb each sector's mean)
-        sxx = np.where(present, swxx - swx * swx / sw, 0.0).sum(axis=1)
-        sxy = np.where(present, swxy - swx * swy / sw, 0.0).sum(axis=1)
-        slope = np.where(sxx > 1e-12 * np.maximum(swxx.sum(axis=1), 1e-300), sxy / sxx, 0.0)
-        intercept = np.where(present, (swy - slope[:, None] * swx) / sw, np.nan)
-        # a sector without observations that date: the date's pooled intercept
-        pooled = (swy.sum(axis=1) - slope * swx.sum(axis=1)) / sw.sum(axis=1)
-    intercept = np.where(present, intercept, pooled[:, None])
-    t_fill, n_fill = np.nonzero(wanted)
-    filled[t_fill, n_fill] = intercept[t_fill, sectors[t_fill, n_fill]] + slope[t_fill] * size[t_fill, n_fill]
-    return filled, wanted
+    filled[t, n] = fitted
+    was_filled = np.zeros(values.shape, dtype=bool)
+    was_filled[t, n] = wanted
+    return filled, was_filled
 
 
 def fill_missing_exposures(
@@ -112,24 +131,42 @@ def fill_missing_exposures(
     keys = universe.select(DATE, SYMBOL, SECTOR, MARKET_CAP)
     grid = build_grid([keys])
     t, n = grid.locate(keys)
-    rows = np.zeros((grid.n_dates, grid.n_symbols), dtype=bool)
-    rows[t, n] = True
     labels = keys.get_column(SECTOR)
     names = labels.drop_nulls().unique().sort()
-    codes = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
-    sectors = np.full(rows.shape, -1, dtype=np.int64)
-    sectors[t, n] = codes
-    caps = grid.scatter(t, n, keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy())
-    size = log_size(caps)
-    aligned = scores.join(keys.select(DATE, SYMBOL), on=[DATE, SYMBOL], how="semi").height == scores.height
-    if not aligned:
-        raise ValueError("scores hold rows that are not in the universe")
-    ts, ns = grid.locate(scores)
+    sectors = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
+    caps = keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy()
+    size = log_size(grid.scatter(t, n, caps))[t, n]
+    with np.errstate(invalid="ignore"):
+        usable = (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
+    if scores.select(DATE, SYMBOL).equals(keys.select(DATE, SYMBOL)):  # the styles' rows are the universe's
+        order = None
+    else:
+        located = keys.select(DATE, SYMBOL).with_row_index("__key_row__")
+        matched = scores.select(DATE, SYMBOL).join(located, on=[DATE, SYMBOL], how="left", maintain_order="left")
+        if matched["__key_row__"].null_count():
+            raise ValueError("scores hold rows that are not in the universe")
+        order = matched["__key_row__"].to_numpy()
     counts: dict[str, np.ndarray] = {}
     replaced = []
+    rows_used = np.flatnonzero(usable)
     for column in columns:
-        values = grid.scatter(ts, ns, scores.get_column(column).cast(pl.Float64).to_numpy())
-        filled, was_filled = fill_by_sector_and_size(values, sectors, size, caps, rows)
-        counts[column] = was_filled.sum(axis=1).astype(np.int64)
-        replaced.append(pl.Series(column, filled[ts, ns], nan_to_null=True))
+        score = scores.get_column(column).cast(pl.Float64).to_numpy()
+        values = np.full(keys.height, np.nan)
+        if order is None:
+            values[:] = score
+        else:
+            values[order] = score
+        fitted, wanted = _fill_rows(
+            values[rows_used],
+            t[rows_used],
+            sectors[rows_used],
+            size[rows_used],
+            np.sqrt(caps[rows_used]),
+            grid.n_dates,
+            len(names),
+        )
+        values[rows_used] = fitted
+        counts[column] = np.bincount(t[rows_used][wanted], minlength=grid.n_dates).astype(np.int64)
+        result = values if order is None else values[order]
+        replaced.append(pl.Series(column, result, nan_to_null=True))
     return scores.with_columns(replaced), counts, grid.date_series()
