@@ -141,6 +141,11 @@ def test_style_presets_choose_the_candidate_styles() -> None:
     assert use4.styles.resolve(everything) == (USE4_STYLES, {})
     assert set(use4.effective()["styles"]["params"]) == set(USE4_STYLES)
     assert use4.effective()["styles"]["params"]["liquidity"] == {"month_days": 21, "min_fraction": 0.5}
+    # USE4's size is the plain log cap (LNCAP): the preset zeroes no middle quantiles; the user's keys win
+    assert use4.effective()["styles"]["params"]["size"] == {"lower_decile": 0.0, "upper_decile": 0.0}
+    assert default.effective()["styles"]["params"]["size"] == {"lower_decile": 0.2, "upper_decile": 0.8}
+    mine = ModelConfig.from_mapping({"styles": {"preset": "use4", "size": {"upper_decile": 0.5}}})
+    assert mine.styles.effective_params(["size"]) == {"size": {"lower_decile": 0.0, "upper_decile": 0.5}}
     # the default set has value and book-to-price: book-to-price is left out, covered by value
     used, skipped = default.styles.resolve(everything)
     assert used == ("momentum", "value", *(s for s in USE4_STYLES if s not in ("momentum", "btop")))

@@ -180,9 +180,10 @@ def test_market_betas_are_the_true_model_covariances(market: SyntheticMarket) ->
 
 @pytest.fixture(scope="module")
 def model(market: SyntheticMarket) -> RiskModel:
-    # USE4's size is the linear log cap (size's defaults zero the middle quantiles, toraniko's definition)
-    config = {"styles": {"names": list(STYLES), "params": {"size": {"lower_decile": 0.0, "upper_decile": 0.0}}}}
-    return build_model(market.panel, ModelConfig.from_mapping(config))
+    # USE4's styles with its size, the linear log cap (toraniko's size, the default, zeroes the middle quantiles)
+    model = build_model(market.panel, ModelConfig.from_mapping({"styles": {"preset": "use4"}}))
+    assert model.notes["styles"]["used"] == list(STYLES)
+    return model
 
 
 @pytest.mark.parametrize("style", NEW_STYLES)

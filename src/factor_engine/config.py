@@ -78,6 +78,7 @@ from factor_engine.styles import StyleFactor, available_styles, get_style, selec
 
 __all__ = [
     "STYLE_PRESETS",
+    "STYLE_PRESET_PARAMS",
     "AdjustmentConfig",
     "ConfigError",
     "ModelConfig",
@@ -106,6 +107,12 @@ STYLE_PRESETS: dict[str, tuple[str, ...]] = {
         "dividend_yield",
         "btop",
     ),
+}
+#: Parameters a preset sets (over each style's defaults; ``[styles.<name>]`` keys override them): USE4's size is
+#: the plain log market cap (LNCAP), toraniko's size with no middle quantiles zeroed (its sign, small minus big,
+#: is immaterial to the model).
+STYLE_PRESET_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "use4": {"size": {"lower_decile": 0.0, "upper_decile": 0.0}},
 }
 
 
@@ -188,8 +195,9 @@ class StylesConfig:
         yield, growth, leverage, dividend yield and book-to-price); None (the default): every registered style
         marked ``default`` (all the built-ins and custom styles unless registered with ``default=False``).
         Among the candidates, a style is left out when the panel lacks its inputs or when a style of its
-        ``unless`` is used (book-to-price when value is).
-    params: per-style keyword arguments (merged over each style's documented defaults).
+        ``unless`` is used (book-to-price when value is). A preset may also set parameters
+        (:data:`STYLE_PRESET_PARAMS`: "use4" makes size the plain log cap, USE4's LNCAP).
+    params: per-style keyword arguments (merged over each style's documented defaults and the preset's).
     modules: Python modules imported before the names are checked; importing them registers custom styles
         (e.g. ``["my_factors"]``, importable from the current directory or the environment).
     """
@@ -256,9 +264,13 @@ class StylesConfig:
 
     def effective_params(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """Each style's parameters (of ``names``, default the configured names or the candidate styles): its
-        defaults overridden by the configured values."""
+        defaults overridden by the preset's (:data:`STYLE_PRESET_PARAMS`), then by the configured values."""
         chosen = names if names is not None else (self.names or [s.name for s in self.candidates()])
-        return {name: {**get_style(name).defaults, **dict(self.params.get(name, {}))} for name in chosen}
+        preset = STYLE_PRESET_PARAMS.get(self.preset or "", {})
+        return {
+            name: {**get_style(name).defaults, **preset.get(name, {}), **dict(self.params.get(name, {}))}
+            for name in chosen
+        }
 
 
 def import_style_modules(modules: Sequence[str], search: Sequence[str | Path] = ()) -> None:
