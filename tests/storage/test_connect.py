@@ -79,7 +79,7 @@ def test_migrations_match_the_tables(store: Store, database: IsolatedDatabase) -
             },
         )
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0002"
+        assert context.get_current_revision() == "0003"
     again = connect(database.url, schema=database.schema)
     again.close()
     assert store.describe() == (

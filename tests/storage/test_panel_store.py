@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
-from factor_engine.panel import PanelError, validate_panel
+from factor_engine.panel import OPTIONAL_COLUMNS, PanelError, validate_panel
 from factor_engine.storage import InvalidValue, Store
 from factor_engine.synthetic import generate_market
 
@@ -26,6 +26,13 @@ def panel() -> pl.DataFrame:
     return frame.with_columns(
         pl.when(holes).then(None).otherwise(pl.col("book_price")).alias("book_price"),
         pl.when(holes.shift(1, fill_value=False)).then(None).otherwise(pl.col("cf_price")).alias("cf_price"),
+    )
+
+
+def as_loaded(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` as a load gives it back: without the optional columns none of its rows fills."""
+    return frame.select(
+        c for c in frame.columns if c not in OPTIONAL_COLUMNS or frame.get_column(c).null_count() < frame.height
     )
 
 
@@ -102,9 +109,11 @@ def test_fundamentals_only_batch_and_summary_columns(store: Store, panel: pl.Dat
     assert (summary.rows, summary.symbols) == (panel.height, 40)
     assert (summary.first_date, summary.last_date) == (panel["date"].min(), panel["date"].max())
     loaded = store.load_panel()
+    # the required columns come back null; the optional ones no row fills (market_cap, ...) are left out
+    assert loaded.columns == ["date", "symbol", "asset_returns", "sector", "book_price"]
     assert loaded.select("date", "symbol", "book_price").equals(panel.select("date", "symbol", "book_price"))
-    assert loaded.select(pl.col("asset_returns", "market_cap", "sector").null_count()).row(0) == (panel.height,) * 3
-    assert loaded.schema == panel.schema
+    assert loaded.select(pl.col("asset_returns", "sector").null_count()).row(0) == (panel.height,) * 2
+    assert loaded.schema == panel.select(loaded.columns).schema
 
 
 def test_load_panel_filters(store: Store, panel: pl.DataFrame) -> None:
@@ -118,7 +127,7 @@ def test_load_panel_filters(store: Store, panel: pl.DataFrame) -> None:
     assert_frame_equal(store.load_panel(end=dates[0]), panel.filter(pl.col("date") <= dates[0]))
     empty = store.load_panel(symbols=["NOPE"])
     assert empty.height == 0
-    assert empty.schema == panel.schema
+    assert empty.schema == panel.select("date", "symbol", "asset_returns", "sector").schema
     assert store.symbols() == sorted(panel["symbol"].unique().to_list())
 
 
@@ -256,7 +265,7 @@ def test_delete_panel_rows(store: Store, panel: pl.DataFrame) -> None:
         store.ingest_panel(panel)
         expected = panel.filter(~deleted)
         assert store.delete_panel(**selector) == panel.height - expected.height > 0, selector  # type: ignore[arg-type]
-        assert_frame_equal(store.load_panel(), expected, check_exact=True)
+        assert_frame_equal(store.load_panel(), as_loaded(expected), check_exact=True)
         assert _count(store) == expected.height
     assert store.delete_panel(all=True) == 0  # nothing left
     assert store.delete_panel(symbols="S00001") == 0

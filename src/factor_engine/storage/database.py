@@ -167,9 +167,13 @@ class StoreBase:
             raise InvalidValue(f"the database cannot take a value: {_reason(exc)}") from exc
 
     @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        """A connection in a read transaction (rolled back at the end)."""
+    def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A connection in a read transaction (rolled back at the end). ``snapshot``: every query of the
+        transaction sees the same committed state (REPEATABLE READ on PostgreSQL; a SQLite read transaction in
+        WAL mode is one already)."""
         with self._guard(), self.engine.connect() as connection:
+            if snapshot and self.dialect == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
             yield connection
 
     @contextmanager

@@ -1,5 +1,9 @@
 """Panel storage: atomic bulk upserts, filtered loads and deletes, summaries (sector labels included).
 
+The table keeps every column of the data contract (:mod:`factor_engine.panel`): the keys, ``asset_returns``,
+``sector``, and the optional ``market_cap``, value features, trading columns and USE4 fundamentals. A load
+leaves out an optional column that no selected row fills, so a model never takes an empty column for data.
+
 PostgreSQL: a batch whose date range holds no stored row is COPied (CSV, polars' shortest round-trip float
 text) straight into ``panel``; otherwise it is COPied into a temporary table, the stored rows whose values
 differ (compared bit for bit) are UPDATEd and the new rows INSERTed, all in one transaction. Floats round-trip
@@ -20,7 +24,19 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL, VALUE_FEATURES, PanelError
+from factor_engine.panel import (
+    DATE,
+    FUNDAMENTAL_COLUMNS,
+    MARKET_CAP,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    RETURNS,
+    SECTOR,
+    SYMBOL,
+    TRADING_COLUMNS,
+    VALUE_FEATURES,
+    PanelError,
+)
 from factor_engine.storage.database import StoreBase, driver_connection
 from factor_engine.storage.records import IngestResult, PanelExtent, PanelSummary, SectorSummary
 from factor_engine.storage.tables import panel as panel_table
@@ -33,10 +49,13 @@ PANEL_SCHEMA: dict[str, pl.DataType] = {
     RETURNS: pl.Float64(),
     MARKET_CAP: pl.Float64(),
     SECTOR: pl.String(),
-    **{name: pl.Float64() for name in VALUE_FEATURES},
+    **{name: pl.Float64() for name in (*VALUE_FEATURES, *TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)},
 }
 PANEL_COLUMNS: tuple[str, ...] = tuple(PANEL_SCHEMA)
 VALUE_COLUMNS: tuple[str, ...] = PANEL_COLUMNS[2:]
+# the columns a load always returns; the optional ones only when a selected row fills them
+_ALWAYS_LOADED: tuple[str, ...] = tuple(name for name in PANEL_COLUMNS if name in REQUIRED_COLUMNS)
+_OPTIONAL_LOADED: tuple[str, ...] = tuple(name for name in PANEL_COLUMNS if name in OPTIONAL_COLUMNS)
 _SQL_TYPES = {pl.Date(): "date", pl.String(): "text", pl.Float64(): "double precision"}
 # Rows per CSV chunk streamed into COPY.
 _COPY_CHUNK_ROWS = 250_000
@@ -53,8 +72,9 @@ class PanelStore(StoreBase):
 
         Parameters
         ----------
-        panel: ``date, symbol`` and any of ``asset_returns, market_cap, sector, book_price, sales_price,
-            cf_price`` (contract units: daily return fractions, currency, ratios); one row per (date, symbol).
+        panel: ``date, symbol`` and any of the other columns of :data:`PANEL_COLUMNS` (``asset_returns,
+            market_cap, sector``, the value features, trading columns and USE4 fundamentals, in the contract's
+            units); one row per (date, symbol).
         """
         started = time.perf_counter()
         frame = _batch(panel)
@@ -132,33 +152,45 @@ class PanelStore(StoreBase):
         end: datetime.date | None = None,
     ) -> pl.DataFrame:
         """The stored rows in [start, end] (inclusive; None = open) for ``symbols`` (None = all), sorted by
-        (date, symbol), every panel column with the contract dtypes (Date, String, Float64)."""
-        conditions = _selection(symbols, start, end)
-        query = (
-            sa.select(*(panel_table.c[name] for name in PANEL_COLUMNS))
-            .where(*conditions)
-            .order_by(panel_table.c.date, panel_table.c.symbol)
-        )
-        if self.dialect == "postgresql":
-            return self._load_postgresql(query)
-        with self._read() as connection:
-            rows = connection.execute(query).all()
-        return pl.DataFrame([tuple(row) for row in rows], schema=PANEL_SCHEMA, orient="row")
+        (date, symbol), with the contract dtypes (Date, String, Float64).
 
-    def _load_postgresql(self, query: sa.Select[Any]) -> pl.DataFrame:
+        Columns: ``date, symbol, asset_returns, sector`` always, and each optional column (``market_cap``, the
+        value features, trading columns and USE4 fundamentals) that at least one selected row fills, null on
+        the rows that lack it; an optional column no selected row fills is left out, so a model built on the
+        rows does not take it for data. Columns come in :data:`PANEL_COLUMNS` order; the columns and the rows
+        are read from one snapshot of the table."""
+        conditions = _selection(symbols, start, end)
+        with self._read(snapshot=True) as connection:
+            counts = connection.execute(sa.select(*_counts(_OPTIONAL_LOADED)).where(*conditions)).one()
+            filled = set(_filled(_OPTIONAL_LOADED, counts))
+            columns = [name for name in PANEL_COLUMNS if name in _ALWAYS_LOADED or name in filled]
+            schema = {name: PANEL_SCHEMA[name] for name in columns}
+            query = (
+                sa.select(*(panel_table.c[name] for name in columns))
+                .where(*conditions)
+                .order_by(panel_table.c.date, panel_table.c.symbol)
+            )
+            if self.dialect == "postgresql":
+                return self._load_postgresql(connection, query, schema)
+            rows = connection.execute(query).all()
+        return pl.DataFrame([tuple(row) for row in rows], schema=schema, orient="row")
+
+    def _load_postgresql(
+        self, connection: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]
+    ) -> pl.DataFrame:
+        """The rows of ``query`` (columns ``schema``) COPied out as CSV on ``connection`` and parsed by polars."""
         text = str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
         buffer = io.BytesIO()
         with (
-            self._read() as connection,
             driver_connection(connection).cursor() as cursor,
             cursor.copy(f"COPY ({text}) TO STDOUT (FORMAT CSV)") as copy,
         ):
             for block in copy:
                 buffer.write(block)
         if buffer.tell() == 0:
-            return pl.DataFrame(schema=PANEL_SCHEMA)
+            return pl.DataFrame(schema=schema)
         buffer.seek(0)
-        return pl.read_csv(buffer, has_header=False, new_columns=list(PANEL_COLUMNS), schema=PANEL_SCHEMA)
+        return pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=schema)
 
     def panel_summary(self) -> PanelSummary:
         """Rows, distinct symbols, date range and the value columns holding at least one non-null value."""
@@ -168,7 +200,7 @@ class PanelStore(StoreBase):
             sa.func.count(sa.distinct(c.symbol)),
             sa.func.min(c.date),
             sa.func.max(c.date),
-            *(sa.func.count(c[name]) for name in VALUE_COLUMNS),
+            *_counts(VALUE_COLUMNS),
         )
         with self._read() as connection:
             row = connection.execute(query).one()
@@ -177,7 +209,7 @@ class PanelStore(StoreBase):
             symbols=int(row[1]),
             first_date=_as_date(row[2]),
             last_date=_as_date(row[3]),
-            columns=tuple(name for name, n in zip(VALUE_COLUMNS, row[4:], strict=True) if n),
+            columns=_filled(VALUE_COLUMNS, row[4:]),
         )
 
     def panel_extent(
@@ -188,7 +220,8 @@ class PanelStore(StoreBase):
         end: datetime.date | None = None,
     ) -> PanelExtent:
         """How big the selection :meth:`load_panel` would load is (rows, dates, most assets on a date, sectors,
-        date range, filled value columns), from two aggregate queries; nothing is loaded."""
+        date range, the value columns some selected row fills), from two aggregate queries on one snapshot;
+        nothing is loaded."""
         c = panel_table.c
         conditions = _selection(symbols, start, end)
         totals = sa.select(
@@ -196,13 +229,13 @@ class PanelStore(StoreBase):
             sa.func.count(sa.distinct(c.sector)),
             sa.func.min(c.date),
             sa.func.max(c.date),
-            *(sa.func.count(c[name]) for name in VALUE_COLUMNS),
+            *_counts(VALUE_COLUMNS),
         ).where(*conditions)
         per_date = (
             sa.select(sa.func.count().label("n")).select_from(panel_table).where(*conditions).group_by(c.date)
         ).subquery()
         spread = sa.select(sa.func.count(), sa.func.max(per_date.c.n))
-        with self._read() as connection:
+        with self._read(snapshot=True) as connection:
             row = connection.execute(totals).one()
             dates, most = connection.execute(spread).one()
         return PanelExtent(
@@ -212,7 +245,7 @@ class PanelStore(StoreBase):
             sectors=int(row[1]),
             first_date=_as_date(row[2]),
             last_date=_as_date(row[3]),
-            columns=tuple(name for name, n in zip(VALUE_COLUMNS, row[4:], strict=True) if n),
+            columns=_filled(VALUE_COLUMNS, row[4:]),
         )
 
     def symbols(self) -> list[str]:
@@ -324,6 +357,16 @@ def _delete_condition(
     if end is not None:
         conditions.append(panel_table.c.date <= end)
     return sa.and_(*conditions)
+
+
+def _counts(names: Sequence[str]) -> list[sa.ColumnElement[int]]:
+    """``count(name)`` of each column: its non-null values among the rows aggregated."""
+    return [sa.func.count(panel_table.c[name]) for name in names]
+
+
+def _filled(names: Sequence[str], counts: Sequence[Any]) -> tuple[str, ...]:
+    """The ``names`` whose count (:func:`_counts`, in the same order) is not zero."""
+    return tuple(name for name, count in zip(names, counts, strict=True) if count)
 
 
 def _bits(expression: str, column: str) -> str:

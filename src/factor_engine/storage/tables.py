@@ -5,8 +5,11 @@ reference ``model_runs.id`` with ``ON DELETE CASCADE``: deleting a run deletes e
 
 ``panel``
     The long daily panel (the data contract of :mod:`factor_engine.panel`): primary key ``(date, symbol)``;
-    ``asset_returns``, ``market_cap``, ``book_price``, ``sales_price``, ``cf_price`` (float64, nullable),
-    ``sector`` (text, nullable).
+    ``sector`` (text, nullable) and every other column of the contract as float64 (nullable):
+    ``asset_returns``, ``market_cap``, the value features ``book_price``, ``sales_price``, ``cf_price``, the
+    trading columns ``volume``, ``shares_outstanding``, ``turnover`` and the USE4 fundamentals
+    ``earnings_price``, ``forecast_earnings_price``, ``dividend_yield``, ``earnings_growth``, ``sales_growth``,
+    ``forecast_growth``, ``market_leverage``, ``book_leverage``, ``debt_to_assets`` (migration 0003).
 ``model_runs``
     One model build ("job"); its ``id`` (uuid4 hex) is also the model id. ``status`` is ``queued``,
     ``running``, ``succeeded`` or ``failed``; ``request`` (JSON) is the create request; ``stage``, ``progress``
@@ -40,6 +43,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from factor_engine.panel import FUNDAMENTAL_COLUMNS, TRADING_COLUMNS
+
 __all__ = [
     "BLOB_TABLES",
     "metadata",
@@ -67,6 +72,7 @@ panel = sa.Table(
     sa.Column("book_price", sa.Float(53)),
     sa.Column("sales_price", sa.Float(53)),
     sa.Column("cf_price", sa.Float(53)),
+    *(sa.Column(name, sa.Float(53)) for name in (*TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)),
 )
 
 model_runs = sa.Table(
