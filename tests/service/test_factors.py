@@ -193,6 +193,17 @@ def test_factor_list_matches_registry(client: TestClient) -> None:
         assert style["defaults"] == dict(factor.defaults)
         assert style["inputs"] == list(factor.inputs)
         assert style["description"] == factor.description
+        assert style["any_of"] == [list(group) for group in factor.any_of]
+        assert style["unless"] == list(factor.unless)
+        assert style["requirement"] == factor.requirement
+        assert style["default"] == factor.default
+    by_name = {style["name"]: style for style in body["styles"]}
+    # what USE4's styles need, as a user reads it
+    assert by_name["liquidity"]["any_of"] == [["turnover"], ["volume", "shares_outstanding"]]
+    assert by_name["liquidity"]["requirement"] == "market_cap and one of turnover, volume + shares_outstanding"
+    assert by_name["btop"]["unless"] == ["value"]
+    assert by_name["momentum"]["requirement"] == "asset_returns"
+    assert by_name["momentum"]["any_of"] == [] and by_name["momentum"]["unless"] == []
 
 
 @pytest.mark.parametrize("taxonomy", ["seed", "gics", "mixed"])

@@ -31,8 +31,10 @@ def _sector_info(summary: SectorSummary) -> SectorFactorInfo:
 
 
 def factor_list(store: Store) -> FactorsListResponse:
-    """Every registered style (name, score column, description, default parameters, inputs), one sector factor
-    per sector label of the stored panel (with its symbols, rows and first and last date) and the market."""
+    """Every registered style (name, score column, description, default parameters, the columns it needs:
+    inputs, any_of alternatives and the requirement in words, the styles that cover it, whether it is a default
+    one), one sector factor per sector label of the stored panel (with its symbols, rows and first and last
+    date) and the market."""
     return FactorsListResponse(
         market=FactorInfo(
             name="market",
@@ -47,6 +49,10 @@ def factor_list(store: Store) -> FactorsListResponse:
                 description=style.description,
                 defaults=dict(style.defaults),
                 inputs=list(style.inputs),
+                any_of=[list(group) for group in style.any_of],
+                unless=list(style.unless),
+                requirement=style.requirement,
+                default=style.default,
             )
             for style in available_styles()
         ],

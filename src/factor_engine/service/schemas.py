@@ -126,13 +126,24 @@ class ScoresResponse(BaseModel):
 
 
 class StyleInfo(BaseModel):
-    """A registered style factor."""
+    """A registered style factor and the panel columns it needs: every one of ``inputs`` and, when ``any_of`` is
+    not empty, every column of one of its alternatives; ``requirement`` says both in words. ``unless``: styles
+    that cover it (it is left out of a model's default styles when one of them is used)."""
 
     name: str
     score: str
     description: str
     defaults: dict[str, Any]
     inputs: list[str]
+    any_of: list[list[str]] = Field(
+        description="alternatives of which the panel needs one, each a group of columns, e.g. "
+        "[['turnover'], ['volume', 'shares_outstanding']]; empty: none"
+    )
+    unless: list[str] = Field(description="styles that cover this one, e.g. ['value'] for btop")
+    requirement: str = Field(
+        description="the columns needed, in words, e.g. 'market_cap and one of turnover, volume + shares_outstanding'"
+    )
+    default: bool = Field(description="whether a model uses it, when the panel supports it, without naming it")
 
 
 class FactorInfo(BaseModel):
@@ -228,10 +239,11 @@ class InfoResponse(BaseModel):
 
 
 class PanelRow(BaseModel):
-    """One (date, symbol) row of the data contract; a column no row of the batch sets is not touched in the
-    store. Units: daily simple returns (fractions), market cap in currency units, ratios to price. ``symbol``
-    and ``sector`` are labels of at most :data:`~factor_engine.service.limits.MAX_LABEL_CHARS` characters,
-    without NUL characters."""
+    """One (date, symbol) row of the data contract (:mod:`factor_engine.panel`); a column no row of the batch
+    sets is not touched in the store. Units: daily simple returns (fractions), market cap in currency units,
+    ratios to price; ``volume`` and ``shares_outstanding`` in shares, ``turnover`` their ratio (fraction);
+    growth rates as fractions per year; leverage as ratios. ``symbol`` and ``sector`` are labels of at most
+    :data:`~factor_engine.service.limits.MAX_LABEL_CHARS` characters, without NUL characters."""
 
     model_config = ConfigDict(extra="forbid")
     date: datetime.date
@@ -242,6 +254,18 @@ class PanelRow(BaseModel):
     book_price: FiniteFloat | None = None
     sales_price: FiniteFloat | None = None
     cf_price: FiniteFloat | None = None
+    volume: FiniteFloat | None = None
+    shares_outstanding: FiniteFloat | None = None
+    turnover: FiniteFloat | None = None
+    earnings_price: FiniteFloat | None = None
+    forecast_earnings_price: FiniteFloat | None = None
+    dividend_yield: FiniteFloat | None = None
+    earnings_growth: FiniteFloat | None = None
+    sales_growth: FiniteFloat | None = None
+    forecast_growth: FiniteFloat | None = None
+    market_leverage: FiniteFloat | None = None
+    book_leverage: FiniteFloat | None = None
+    debt_to_assets: FiniteFloat | None = None
 
 
 class PanelRowsRequest(BaseModel):
