@@ -126,10 +126,15 @@ def test_upload_errors(app_client: ClientFactory, market_panel: pl.DataFrame) ->
         assert response.json()["detail"] == (
             f"sector must be a non-empty label (not null or blank): 1 bad row, e.g. ({date}, {symbol})"
         )
-        extra = market_panel.head(5).with_columns(pl.lit(1.0).alias("volume"))
+        extra = market_panel.head(5).with_columns(pl.lit(1.0).alias("short_interest"))
         response = client.post(url, content=_parquet(extra), headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 422
-        assert "column(s) ['volume'] the store does not keep" in response.json()["detail"]
+        assert "column(s) ['short_interest'] the store does not keep" in response.json()["detail"]
+        assert "'volume', 'shares_outstanding', 'turnover', 'earnings_price'" in response.json()["detail"]
+        negative = market_panel.head(5).with_columns(pl.lit(-1.0).alias("turnover"))
+        response = client.post(url, content=_parquet(negative), headers={"Content-Type": "application/octet-stream"})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("turnover must not be negative (null is allowed): 5 bad rows")
         assert client.get(f"{API}/data/summary").json()["rows"] == 0  # nothing half-stored
 
 
@@ -164,10 +169,18 @@ def test_json_panel_rows_errors(app_client: ClientFactory) -> None:
         response = client.post(f"{API}/data/panel", json={"rows": rows})
         assert response.status_code == 422
         assert "(date, symbol) must be unique" in response.json()["detail"]
-        response = client.post(f"{API}/data/panel", json={"rows": [{"date": "2024-01-02", "symbol": "A", "volume": 3}]})
+        rows = [{"date": "2024-01-02", "symbol": "A", "short_interest": 3}]
+        response = client.post(f"{API}/data/panel", json={"rows": rows})
         assert response.status_code == 422
-        assert response.json()["detail"][0]["loc"] == ["body", "rows", 0, "volume"]
+        assert response.json()["detail"][0]["loc"] == ["body", "rows", 0, "short_interest"]
         assert response.json()["detail"][0]["msg"] == "Extra inputs are not permitted"
+        response = client.post(
+            f"{API}/data/panel", json={"rows": [{"date": "2024-01-02", "symbol": "A", "volume": -3}]}
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            "volume must not be negative (null is allowed): 1 bad row, e.g. (2024-01-02, A) = -3.0"
+        )
         rows = [{"date": "2024-01-02", "symbol": "A", "asset_returns": -1.5}]
         response = client.post(f"{API}/data/panel", json={"rows": rows})
         assert response.status_code == 422

@@ -259,14 +259,14 @@ def test_a_corrupt_body_is_still_422(app_client: ClientFactory, market_panel: pl
 
 @pytest.mark.parametrize("body_format", ["parquet", "arrow stream"])
 def test_unknown_columns_are_refused_before_decoding(app_client: ClientFactory, body_format: str) -> None:
-    table = _identical_rows(3_000).append_column("volume", pa.array([1.0] * 3_000))
+    table = _identical_rows(3_000).append_column("short_interest", pa.array([1.0] * 3_000))
     body = _parquet(table) if body_format == "parquet" else _ipc(table, body_format, 1_000)
     # the rows limit would refuse the body once decoded: the columns are checked first
     with app_client(max_upload_rows=2_999) as client:
         status, answer = _post(client, body, body_format)
         assert status == 422
         assert isinstance(answer, dict)
-        assert "column(s) ['volume'] the store does not keep" in answer["detail"]
+        assert "column(s) ['short_interest'] the store does not keep" in answer["detail"]
 
 
 def test_json_rows_above_the_limit_are_413(app_client: ClientFactory) -> None:

@@ -15,7 +15,7 @@ import polars as pl
 
 from factor_engine.config import ConfigError, ModelConfig
 from factor_engine.model import build_model
-from factor_engine.panel import DATE, OPTIONAL_COLUMNS, SECTOR, SYMBOL, validate_panel
+from factor_engine.panel import DATE, SECTOR, SYMBOL, validate_panel
 from factor_engine.service.errors import InputError
 from factor_engine.service.limits import build_config_violations
 from factor_engine.service.schemas import CreateModelRequest
@@ -138,10 +138,9 @@ def load_build_panel(store: Store, request: CreateModelRequest, config: ModelCon
     panel = store.load_panel(
         symbols=symbols if request.restrict_to_symbols else None, start=history_start(request), end=request.end_date
     )
+    # optional columns the stored rows of this range never fill are not loaded: the model follows the data
     _check_extent(frame_extent(panel), request, config, store, symbols)
-    # optional columns the stored rows of this range never fill are absent for the model (it follows the data)
-    empty = [c for c in OPTIONAL_COLUMNS if c in panel.columns and panel.get_column(c).null_count() == panel.height]
-    return validate_panel(panel.drop(empty))
+    return validate_panel(panel)
 
 
 def frame_extent(panel: pl.DataFrame) -> PanelExtent:

@@ -29,6 +29,7 @@ from factor_engine.service.errors import InputError
 from factor_engine.service.limits import MAX_LABEL_CHARS
 from factor_engine.service.schemas import PanelRow
 from factor_engine.storage import IngestResult, Store
+from factor_engine.storage.panel_store import PANEL_SCHEMA
 
 __all__ = [
     "UPLOAD_FORMATS",
@@ -50,13 +51,9 @@ UPLOAD_FORMATS: dict[str, str] = {
     "application/vnd.apache.arrow.file": "arrow file",
     "application/vnd.apache.arrow.stream": "arrow stream",
 }
-_COLUMN_TYPES: dict[str, Any] = {
-    "asset_returns": pl.Float64,
-    "market_cap": pl.Float64,
-    "sector": pl.String,
-    "book_price": pl.Float64,
-    "sales_price": pl.Float64,
-    "cf_price": pl.Float64,
+# the columns the store keeps besides the keys (every column of the data contract), with their dtypes
+_COLUMN_TYPES: dict[str, pl.DataType] = {
+    name: dtype for name, dtype in PANEL_SCHEMA.items() if name not in (DATE, SYMBOL)
 }
 _ALLOWED_COLUMNS = (DATE, SYMBOL, *_COLUMN_TYPES)
 _LABEL_COLUMNS = (SYMBOL, "sector")
