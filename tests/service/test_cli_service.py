@@ -14,11 +14,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from service_helpers import API, ARBITRARY_SECTORS, relabel_sectors
 
 from cli_runner import invoke
+from db_fixtures import IsolatedDatabase
 from factor_engine.panel import GICS_SECTORS, SEED_SECTORS, validate_panel
 from factor_engine.storage import connect
+from factor_engine.synthetic import generate_market
 
 
 def test_ingest_parquet_into_sqlite(
@@ -54,6 +57,37 @@ def test_ingest_parquet_into_sqlite(
     code, out, err = invoke("ingest", str(csv_path), "--database-url", url)
     assert code == 0, err
     assert "10 rows (0 inserted, 10 updated)" in " ".join(out.split())
+
+
+def test_ingest_use4_csv_on_both_backends(tmp_path: Path, database: IsolatedDatabase) -> None:
+    """A CSV with the USE4 trading and fundamental columns: every column stored, read back exactly."""
+    styles = (
+        "momentum",
+        "value",
+        "size",
+        "beta",
+        "liquidity",
+        "earnings_yield",
+        "growth",
+        "leverage",
+        "dividend_yield",
+    )
+    panel = validate_panel(generate_market(30, 60, seed=2, styles=styles).panel)
+    panel = validate_panel(panel.with_columns((pl.col("volume") / pl.col("shares_outstanding")).alias("turnover")))
+    csv_path = tmp_path / "use4.csv"
+    panel.write_csv(csv_path)
+    schema = ["--schema", database.schema] if database.schema else []
+    code, out, err = invoke("ingest", str(csv_path), "--database-url", database.url, *schema)
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert f"ingested: {panel.height:,} rows ({panel.height:,} inserted, 0 updated)" in text
+    assert f"columns: {', '.join(panel.columns[2:])}" in text
+    assert "volume, shares_outstanding, turnover, earnings_price" in text
+    store = connect(database.url, schema=database.schema)
+    try:
+        assert_frame_equal(store.load_panel(), panel, check_exact=True)
+    finally:
+        store.close()
 
 
 def test_ingest_errors(tmp_path: Path) -> None:

@@ -140,8 +140,11 @@ def ingest(
     """Load a panel file into the store (upsert by date and symbol).
 
     The file needs date and symbol; the other contract columns it has (asset_returns, market_cap, sector,
-    book_price, sales_price, cf_price) are validated and stored, and stored columns it lacks are left as
-    they are. Prints the rows inserted and updated, symbols, date range and seconds.
+    the value features book_price, sales_price, cf_price, the trading columns volume, shares_outstanding,
+    turnover and the USE4 fundamentals earnings_price, forecast_earnings_price, dividend_yield,
+    earnings_growth, sales_growth, forecast_growth, market_leverage, book_leverage, debt_to_assets) are
+    validated and stored, and stored columns it lacks are left as they are. Prints the rows inserted and
+    updated, symbols, date range, seconds and the columns stored.
 
     Example:
 
@@ -167,6 +170,8 @@ def ingest(
             ),
             soft_wrap=True,
         )
+        stored = ", ".join(c for c in panel.columns if c not in (DATE, SYMBOL)) or "none besides date and symbol"
+        console.print(Text.assemble(("columns: ", "bold"), stored), soft_wrap=True)
         console.print(Text(f"store: {where}"), soft_wrap=True)
 
 
