@@ -229,7 +229,7 @@ def test_verbose_adds_the_traceback(bad_panel: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["styles", "--styles", "momentum,liquidity"], "error: no style factor named 'liquidity'"),
+        (["styles", "--styles", "momentum,carry"], "error: no style factor named 'carry'"),
         (["styles", "--out", "scores.txt"], "error: cannot write scores.txt: unsupported suffix '.txt'"),
         (["factor-returns", "--exposure-lag", "-1"], "error: exposure_lag must be a non-negative integer"),
     ],
@@ -336,3 +336,42 @@ def test_stages_show_a_progress_bar_and_stop_it(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(RuntimeError, match="boom"), failing.run("doomed"):
         raise RuntimeError("boom")
     assert not cli._LIVE_PROGRESS and "doomed" not in failing.seconds
+
+
+@pytest.mark.parametrize("with_shares", [True, False], ids=["volume and shares", "volume only"])
+def test_prepare_prints_the_trading_columns(tmp_path: Path, with_shares: bool) -> None:
+    """Long prices with volume keep it; with shares outstanding liquidity can use both, without them the line
+    says what is missing."""
+    days = ["2024-01-02", "2024-01-03", "2024-01-04"]
+    prices = pl.DataFrame(
+        {
+            "date": days * 2,
+            "symbol": ["AAA"] * 3 + ["BBB"] * 3,
+            "close": [10.0, 11.0, 12.0, 20.0, 19.0, 21.0],
+            "volume": [1000.0, 1200.0, 900.0, 500.0, 700.0, 650.0],
+        }
+    )
+    prices.write_csv(tmp_path / "prices.csv")
+    pl.DataFrame({"symbol": ["AAA", "BBB"], "sector": ["Energy", "Utilities"]}).write_csv(tmp_path / "sectors.csv")
+    sizes = pl.DataFrame({"date": [days[0]] * 2, "symbol": ["AAA", "BBB"], "shares": [1e6, 2e6]})
+    if with_shares:
+        sizes.write_csv(tmp_path / "shares.csv")
+        extra = ["--shares", str(tmp_path / "shares.csv")]
+    else:
+        sizes.rename({"shares": "market_cap"}).write_csv(tmp_path / "caps.csv")
+        extra = ["--caps", str(tmp_path / "caps.csv")]
+    out = tmp_path / "panel.parquet"
+    code, stdout, stderr = invoke(
+        "prepare", "--prices", str(tmp_path / "prices.csv"), "--sectors", str(tmp_path / "sectors.csv"), *extra,
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, stderr
+    text = " ".join(stdout.split())
+    if with_shares:
+        assert (
+            "trading columns: volume, shares_outstanding (liquidity's turnover = volume / shares_outstanding)" in text
+        )
+        assert load_panel(out).columns[-2:] == ["volume", "shares_outstanding"]
+    else:
+        assert "trading columns: volume (liquidity also needs shares outstanding: give --shares)" in text
+        assert load_panel(out).columns[-1] == "volume"

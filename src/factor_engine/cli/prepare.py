@@ -20,6 +20,7 @@ from factor_engine.cli._common import (
     app,
     console,
 )
+from factor_engine.panel import SHARES_OUTSTANDING
 from factor_engine.prepare import PrepareSummary, PrepareWarning, prepare_files
 
 
@@ -65,6 +66,14 @@ def _summary_lines(summary: PrepareSummary) -> list[Text]:
             f"{feature} = {how}" if how != feature else feature for feature, how in summary.value_features.items()
         )
         lines.append(("value features", f"{made} (from {sources['fundamentals']})", ""))
+    if summary.trading_columns:
+        kept = ", ".join(summary.trading_columns)
+        if SHARES_OUTSTANDING in summary.trading_columns:
+            lines.append(("trading columns", f"{kept} (liquidity's turnover = volume / shares_outstanding)", ""))
+        else:
+            lines.append(
+                ("trading columns", f"{kept} (liquidity also needs shares outstanding: give --shares)", "yellow")
+            )
     for role, tickers in summary.unmatched.items():
         lines.append(
             (
@@ -85,8 +94,8 @@ def prepare(
         typer.Option(
             "--prices",
             "-p",
-            help="Adjusted closes: wide (date + one column per symbol) or long (date, symbol, close); "
-            ".csv, .csv.gz, .parquet or .pq.",
+            help="Adjusted closes: wide (date + one column per symbol) or long (date, symbol, close, and volume "
+            "to keep it for liquidity); .csv, .csv.gz, .parquet or .pq.",
         ),
     ],
     sectors: Annotated[
@@ -109,8 +118,10 @@ def prepare(
         typer.Option(
             "--fundamentals",
             "-f",
-            help="Long date, symbol and book_price, sales_price, cf_price, or book_value, sales, cash_flow "
-            "(divided by the market cap).",
+            help="Long date, symbol and any of book_price, sales_price, cf_price and the USE4 fundamentals "
+            "(earnings_price, forecast_earnings_price, dividend_yield, earnings_growth, sales_growth, "
+            "forecast_growth, market_leverage, book_leverage, debt_to_assets), or book_value, sales, cash_flow, "
+            "earnings, forecast_earnings, dividends (divided by the market cap).",
         ),
     ] = None,
     drop_missing_caps: Annotated[
