@@ -21,7 +21,7 @@ from cli_runner import invoke
 from db_fixtures import IsolatedDatabase
 from factor_engine.panel import GICS_SECTORS, SEED_SECTORS, validate_panel
 from factor_engine.storage import connect
-from factor_engine.synthetic import generate_market
+from stored_panels import use4_panel
 
 
 def test_ingest_parquet_into_sqlite(
@@ -61,18 +61,7 @@ def test_ingest_parquet_into_sqlite(
 
 def test_ingest_use4_csv_on_both_backends(tmp_path: Path, database: IsolatedDatabase) -> None:
     """A CSV with the USE4 trading and fundamental columns: every column stored, read back exactly."""
-    styles = (
-        "momentum",
-        "value",
-        "size",
-        "beta",
-        "liquidity",
-        "earnings_yield",
-        "growth",
-        "leverage",
-        "dividend_yield",
-    )
-    panel = validate_panel(generate_market(30, 60, seed=2, styles=styles).panel)
+    panel = use4_panel(30, 60, seed=2)
     panel = validate_panel(panel.with_columns((pl.col("volume") / pl.col("shares_outstanding")).alias("turnover")))
     csv_path = tmp_path / "use4.csv"
     panel.write_csv(csv_path)

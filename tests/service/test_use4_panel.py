@@ -20,19 +20,8 @@ from factor_engine.panel import FUNDAMENTAL_COLUMNS, OPTIONAL_COLUMNS, TRADING_C
 from factor_engine.service import builds
 from factor_engine.service.schemas import CreateModelRequest
 from factor_engine.storage import Store, connect
-from factor_engine.synthetic import generate_market
+from stored_panels import use4_panel as make_use4_panel
 
-USE4_STYLES = (
-    "momentum",
-    "value",
-    "size",
-    "beta",
-    "liquidity",
-    "earnings_yield",
-    "growth",
-    "leverage",
-    "dividend_yield",
-)
 # every default style a panel with the USE4 columns supports (btop is covered by value)
 EXPECTED_STYLES = (
     "momentum",
@@ -53,7 +42,7 @@ REQUEST = {"config": TEST_CONFIG, "universe_size": 3000}
 @pytest.fixture(scope="module")
 def use4_panel() -> pl.DataFrame:
     """200 assets × 300 days with every USE4 input; liquidity reads volume and shares (no turnover column)."""
-    return validate_panel(generate_market(200, 300, seed=1, styles=USE4_STYLES).panel)
+    return make_use4_panel(200, 300, seed=1)
 
 
 def _upload(client: TestClient, panel: pl.DataFrame, body_format: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from db_fixtures import IsolatedDatabase
 from factor_engine.storage import DEFAULT_DATABASE_URL, Store, StoreUnavailable, connect, resolve_database_url
 from factor_engine.storage.tables import metadata
+from stored_panels import migrate_to
 
 
 def test_resolve_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,21 +111,9 @@ def test_blob_columns_use_lz4(postgres_database: IsolatedDatabase) -> None:
 def test_runs_of_a_store_from_before_leases_are_expired_after_the_upgrade(database: IsolatedDatabase) -> None:
     """A store at revision 0001 (no leases) with a run left running: upgraded to head, the run has no lease,
     so ``expire_runs`` fails it as interrupted; a finished run is untouched."""
-    from alembic import command
-    from alembic.config import Config
-
-    from factor_engine.storage.database import MIGRATIONS, create_store_engine
-
-    engine = create_store_engine(resolve_database_url(database.url), database.schema)
+    engine = migrate_to(database, "0001")
     try:
         with engine.begin() as connection:
-            if database.schema is not None:
-                connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            config.attributes["schema"] = database.schema
-            command.upgrade(config, "0001")
             for run_id, status in (("old-running", "running"), ("old-failed", "failed")):
                 connection.exec_driver_sql(
                     "INSERT INTO model_runs (id, status, request, progress, timings, created_at) "

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
-from factor_engine.panel import OPTIONAL_COLUMNS, PanelError, validate_panel
+from factor_engine.panel import PanelError, validate_panel
 from factor_engine.storage import InvalidValue, Store
 from factor_engine.synthetic import generate_market
+from stored_panels import as_loaded
 
 VALUE_COLUMNS = ("asset_returns", "market_cap", "sector", "book_price", "sales_price", "cf_price")
 
@@ -26,13 +27,6 @@ def panel() -> pl.DataFrame:
     return frame.with_columns(
         pl.when(holes).then(None).otherwise(pl.col("book_price")).alias("book_price"),
         pl.when(holes.shift(1, fill_value=False)).then(None).otherwise(pl.col("cf_price")).alias("cf_price"),
-    )
-
-
-def as_loaded(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` as a load gives it back: without the optional columns none of its rows fills."""
-    return frame.select(
-        c for c in frame.columns if c not in OPTIONAL_COLUMNS or frame.get_column(c).null_count() < frame.height
     )
 
 

@@ -10,37 +10,23 @@ import numpy as np
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from polars.testing import assert_frame_equal
-from test_panel_store import as_loaded
 
 from db_fixtures import IsolatedDatabase
-from factor_engine.panel import FUNDAMENTAL_COLUMNS, OPTIONAL_COLUMNS, TRADING_COLUMNS, validate_panel
+from factor_engine.panel import FUNDAMENTAL_COLUMNS, OPTIONAL_COLUMNS, TRADING_COLUMNS
 from factor_engine.service.builds import frame_extent
-from factor_engine.storage import Store, connect, resolve_database_url
-from factor_engine.storage.database import MIGRATIONS, create_store_engine
+from factor_engine.storage import Store, connect
 from factor_engine.storage.panel_store import PANEL_COLUMNS
-from factor_engine.synthetic import generate_market
+from stored_panels import as_loaded, migrate_to
+from stored_panels import use4_panel as make_use4_panel
 
-USE4_STYLES = (
-    "momentum",
-    "value",
-    "size",
-    "beta",
-    "liquidity",
-    "earnings_yield",
-    "growth",
-    "leverage",
-    "dividend_yield",
-)
 USE4_COLUMNS = (*TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)
 
 
 @pytest.fixture(scope="module")
 def use4_panel() -> pl.DataFrame:
     """200 assets × 300 days with every USE4 input (turnover aside: liquidity reads volume and shares)."""
-    return validate_panel(generate_market(200, 300, seed=1, styles=USE4_STYLES).panel)
+    return make_use4_panel(200, 300, seed=1)
 
 
 def test_the_table_keeps_every_contract_column() -> None:
@@ -118,20 +104,6 @@ def test_delete_use4_rows(store: Store, use4_panel: pl.DataFrame) -> None:
     assert_frame_equal(store.load_panel(), kept, check_exact=True)
 
 
-def _migrate_to(database: IsolatedDatabase, revision: str, *, down: bool = False) -> sa.Engine:
-    """The isolated database migrated up (or down) to ``revision``; the engine is the caller's to dispose."""
-    engine = create_store_engine(resolve_database_url(database.url), database.schema)
-    with engine.begin() as connection:
-        if database.schema is not None:
-            connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        config.attributes["schema"] = database.schema
-        (command.downgrade if down else command.upgrade)(config, revision)
-    return engine
-
-
 def _panel_columns(engine: sa.Engine, schema: str | None) -> list[str]:
     return [column["name"] for column in sa.inspect(engine).get_columns("panel", schema=schema)]
 
@@ -145,7 +117,7 @@ def test_migration_0003_adds_the_columns_and_keeps_the_rows(
     old = before.select(
         "date", "symbol", "asset_returns", "market_cap", "sector", "book_price", "sales_price", "cf_price"
     )
-    engine = _migrate_to(database, "0002")
+    engine = migrate_to(database, "0002")
     try:
         assert _panel_columns(engine, database.schema) == list(old.columns)
         with engine.begin() as connection:
@@ -160,7 +132,7 @@ def test_migration_0003_adds_the_columns_and_keeps_the_rows(
         assert_frame_equal(store.load_panel(), before, check_exact=True)
     finally:
         store.close()
-    engine = _migrate_to(database, "0002", down=True)
+    engine = migrate_to(database, "0002", down=True)
     try:
         assert _panel_columns(engine, database.schema) == list(old.columns)
         with engine.connect() as connection:
