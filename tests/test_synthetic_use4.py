@@ -13,25 +13,13 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from factor_engine.config import ModelConfig
+from factor_engine.config import STYLE_PRESETS, ModelConfig
 from factor_engine.model import RiskModel, build_model
 from factor_engine.styles import compute_styles, get_style
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
 # USE4's style set, with momentum and size (toraniko's value is left out: btop is USE4's value style)
-STYLES = (
-    "momentum",
-    "size",
-    "beta",
-    "resvol",
-    "nlsize",
-    "liquidity",
-    "earnings_yield",
-    "growth",
-    "leverage",
-    "dividend_yield",
-    "btop",
-)
+STYLES = STYLE_PRESETS["use4"]
 NEW_STYLES = STYLES[2:]
 CHARACTERISTICS = {
     "liquidity": ("volume", "shares_outstanding"),

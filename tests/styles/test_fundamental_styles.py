@@ -13,23 +13,14 @@ import pytest
 from test_liquidity import assert_same, dense, present, reference_size, reference_style
 
 from factor_engine import styles
-from factor_engine.config import ModelConfig, StylesConfig, UniverseConfig
+from factor_engine.config import STYLE_PRESETS, ModelConfig, StylesConfig, UniverseConfig
 from factor_engine.model import build_model
+from factor_engine.panel import FUNDAMENTAL_COLUMNS
 from factor_engine.styles import Descriptor, DescriptorStyle, register_descriptor_style
 from factor_engine.styles.use4 import beta
 from factor_engine.synthetic import generate_market
 
-FUNDAMENTALS = (
-    "earnings_price",
-    "forecast_earnings_price",
-    "dividend_yield",
-    "earnings_growth",
-    "sales_growth",
-    "forecast_growth",
-    "market_leverage",
-    "book_leverage",
-    "debt_to_assets",
-)
+FUNDAMENTALS = FUNDAMENTAL_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +164,7 @@ def test_use4_preset_on_a_panel_with_every_column(fundamentals_panel: pl.DataFra
     config = StylesConfig(preset="use4")
     panel = fundamentals_panel.with_columns((pl.col("market_cap") * 1e-12).alias("turnover"))
     used, skipped = config.resolve(panel.columns)
-    assert used == (
-        "momentum",
-        "size",
-        "beta",
-        "resvol",
-        "nlsize",
-        "liquidity",
-        "earnings_yield",
-        "growth",
-        "leverage",
-        "dividend_yield",
-        "btop",
-    )
+    assert used == STYLE_PRESETS["use4"]  # every one of USE4's styles (the list itself: tests/test_config.py)
     assert skipped == {}
 
 

@@ -166,6 +166,11 @@ def _bias_ratios(forecasts: np.ndarray, vol_z: np.ndarray, corr_z: np.ndarray) -
     forecast variances, for D forecasts ``F0`` (D, K, K) and each one's paths' ``z``-space estimates of the
     volatility and correlation estimators (D, P, K, K)."""
     eigvals, eigvecs = np.linalg.eigh(forecasts)
+    # each eigenvector's sign fixed by its largest entry: the draws z enter through A = U √D, so a sign LAPACK
+    # chose differently (the same factors in another order, e.g. a sector added later in the list) would
+    # simulate other paths; with the sign fixed, reordering the factors only reorders the simulated returns
+    largest = np.take_along_axis(eigvecs, np.argmax(np.abs(eigvecs), axis=1)[:, None, :], axis=1)
+    eigvecs = eigvecs * np.where(largest < 0, -1.0, 1.0)
     root = (eigvecs * np.sqrt(np.maximum(eigvals, 0.0))[:, None, :])[:, None]  # (D, 1, K, K): A, F0 = A Aᵀ
     variance = np.sum((root @ vol_z) * root, axis=-1)  # (D, P, K): diag(A V Aᵀ)
     vol = np.sqrt(np.maximum(variance, 0.0))
