@@ -26,9 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from factor_engine._grid import build_grid
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
-from factor_engine.styles.descriptors import log_size
+from factor_engine.styles.descriptors import TRIM_SIGMA
+from factor_engine.xsection import CONSTANT_TOL
 
 __all__ = ["MIN_OBSERVED", "fill_by_sector_and_size", "fill_missing_exposures"]
 
@@ -112,10 +112,58 @@ def fill_by_sector_and_size(
     return filled, was_filled
 
 
+def _date_index(dates: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Each row's index into the sorted unique dates, and those dates (one pass for rows in date order)."""
+    days = dates.to_physical().to_numpy()
+    if days.size and bool(np.all(days[1:] >= days[:-1])):
+        change = np.empty(days.size, dtype=bool)
+        change[0] = True
+        np.not_equal(days[1:], days[:-1], out=change[1:])
+        return np.cumsum(change) - 1, dates.filter(pl.Series(change))
+    unique, index = np.unique(days, return_inverse=True)
+    return index, pl.Series(dates.name, unique.astype(np.int32)).cast(pl.Date)
+
+
+def _standardized_rows(
+    values: np.ndarray, cap_weights: np.ndarray, dates: np.ndarray, n_dates: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per date (``dates``: each row's date index), the rows standardized to a cap-weighted mean of 0 and an
+    equal-weighted std of 1 (ddof 1) as :func:`factor_engine.styles.descriptors.standardize_use4` does on the
+    grid; also each date's cap-weighted mean and std."""
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0)
+    weights = cap_weights * finite
+    count = np.bincount(dates, weights=finite.astype(np.float64), minlength=n_dates)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cap_mean = np.bincount(dates, weights=weights * clean, minlength=n_dates) / np.bincount(
+            dates, weights=weights, minlength=n_dates
+        )
+        mean = np.bincount(dates, weights=clean, minlength=n_dates) / count
+        deviation = (clean - mean[dates]) * finite
+        std = np.sqrt(np.bincount(dates, weights=deviation * deviation, minlength=n_dates) / (count - 1))
+        std[~(std > CONSTANT_TOL * np.maximum(np.maximum(np.abs(mean), np.abs(cap_mean)), 1e-300))] = np.nan
+        standardized = (values - cap_mean[dates]) / std[dates]
+    return standardized, cap_mean, std
+
+
+def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
+    """USE4's size of each row: the log cap trimmed at 3σ and standardized within its date (the row-space twin
+    of :func:`factor_engine.styles.descriptors.log_size`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usable = np.isfinite(caps) & (caps > 0)
+        log_cap = np.where(usable, np.log(np.where(usable, caps, 1.0)), np.nan)
+    cap_weights = np.where(usable, caps, 0.0)
+    _, cap_mean, std = _standardized_rows(log_cap, cap_weights, dates, n_dates)
+    half_width = TRIM_SIGMA * std[dates]
+    clipped = np.clip(log_cap, cap_mean[dates] - half_width, cap_mean[dates] + half_width)
+    return _standardized_rows(clipped, cap_weights, dates, n_dates)[0]
+
+
 def fill_missing_exposures(
     universe: pl.DataFrame, scores: pl.DataFrame, columns: Sequence[str]
 ) -> tuple[pl.DataFrame, dict[str, np.ndarray], pl.Series]:
-    """``scores`` with the missing values of ``columns`` filled by :func:`fill_by_sector_and_size`.
+    """``scores`` with the missing values of ``columns`` filled by :func:`fill_by_sector_and_size`, computed on
+    the rows (no dates × symbols grid).
 
     Parameters
     ----------
@@ -129,13 +177,13 @@ def fill_missing_exposures(
     filled on each date (an int64 array aligned with ``dates``), and the sorted dates.
     """
     keys = universe.select(DATE, SYMBOL, SECTOR, MARKET_CAP)
-    grid = build_grid([keys])
-    t, n = grid.locate(keys)
+    t, dates = _date_index(keys.get_column(DATE))
+    n_dates = dates.len()
     labels = keys.get_column(SECTOR)
     names = labels.drop_nulls().unique().sort()
     sectors = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
     caps = keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy()
-    size = log_size(grid.scatter(t, n, caps))[t, n]
+    size = _size_rows(caps, t, n_dates)
     with np.errstate(invalid="ignore"):
         usable = (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
     if scores.select(DATE, SYMBOL).equals(keys.select(DATE, SYMBOL)):  # the styles' rows are the universe's
@@ -149,6 +197,8 @@ def fill_missing_exposures(
     counts: dict[str, np.ndarray] = {}
     replaced = []
     rows_used = np.flatnonzero(usable)
+    t_used, sectors_used, size_used = t[rows_used], sectors[rows_used], size[rows_used]
+    weights_used = np.sqrt(caps[rows_used])
     for column in columns:
         score = scores.get_column(column).cast(pl.Float64).to_numpy()
         values = np.full(keys.height, np.nan)
@@ -157,16 +207,10 @@ def fill_missing_exposures(
         else:
             values[order] = score
         fitted, wanted = _fill_rows(
-            values[rows_used],
-            t[rows_used],
-            sectors[rows_used],
-            size[rows_used],
-            np.sqrt(caps[rows_used]),
-            grid.n_dates,
-            len(names),
+            values[rows_used], t_used, sectors_used, size_used, weights_used, n_dates, len(names)
         )
         values[rows_used] = fitted
-        counts[column] = np.bincount(t[rows_used][wanted], minlength=grid.n_dates).astype(np.int64)
+        counts[column] = np.bincount(t_used[wanted], minlength=n_dates).astype(np.int64)
         result = values if order is None else values[order]
         replaced.append(pl.Series(column, result, nan_to_null=True))
-    return scores.with_columns(replaced), counts, grid.date_series()
+    return scores.with_columns(replaced), counts, dates
