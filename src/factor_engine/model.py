@@ -44,8 +44,8 @@ from factor_engine.risk import (
     volatility_regime_adjustment,
 )
 from factor_engine.risk.specific import finish_specific_risk, time_series_specific_risk
-from factor_engine.styles import compute_styles, get_style
-from factor_engine.styles.fill import fill_missing_exposures
+from factor_engine.styles import StyleFactor, compute_styles, get_style
+from factor_engine.styles.fill import fill_context
 
 __all__ = [
     "ModelError",
@@ -328,12 +328,7 @@ def build_model(
             for name, reason in skipped.items()
         )
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
-        scores = (
-            compute_styles(style_frame, list(style_names), params=config.styles.effective_params(style_names))
-            if style_names
-            else universe.select(DATE, SYMBOL)
-        )
-        scores, filled_by_date = _fill_missing(universe, scores, style_names, notes)
+        scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
     regression = config.regression
     with run("factor returns"):
         result: FactorReturns = estimate_from_panel(
@@ -388,18 +383,37 @@ def build_model(
     )
 
 
-def _fill_missing(
-    universe: pl.DataFrame, scores: pl.DataFrame, style_names: Sequence[str], notes: dict[str, Any]
+def _styles_filled(
+    universe: pl.DataFrame,
+    style_frame: pl.DataFrame,
+    style_names: Sequence[str],
+    config: ModelConfig,
+    notes: dict[str, Any],
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """The scores with USE4 styles' missing exposures filled (:mod:`factor_engine.styles.fill`), recording
-    the count per style in ``notes["styles"]["filled"]``; also the number filled per date (all styles)."""
-    fillable = [get_style(name) for name in style_names if get_style(name).fill_missing]
+    """The style scores, USE4 styles' missing exposures filled (:mod:`factor_engine.styles.fill`) in each style's
+    own thread as soon as it is computed; records the count per style in ``notes["styles"]["filled"]`` and
+    returns the number filled per date (all styles)."""
     notes["styles"]["filled"] = {}
+    if not style_names:
+        return universe.select(DATE, SYMBOL), None
+    params = config.styles.effective_params(style_names)
+    fillable = [get_style(name) for name in style_names if get_style(name).fill_missing]
     if not fillable:
-        return scores, None
-    scores, counts, dates = fill_missing_exposures(universe, scores, [style.score for style in fillable])
-    notes["styles"]["filled"] = {style.name: int(counts[style.score].sum()) for style in fillable}
-    total = np.sum([counts[style.score] for style in fillable], axis=0)
+        return compute_styles(style_frame, list(style_names), params=params), None
+    counts: dict[str, np.ndarray] = {}
+    with ThreadPoolExecutor(max_workers=1) as prepare:
+        context = prepare.submit(fill_context, universe)  # while the styles are computed
+
+        def finish(style: StyleFactor, frame: pl.DataFrame) -> pl.DataFrame:
+            if not style.fill_missing:
+                return frame
+            frame, counts[style.name] = context.result().fill(frame, style.score)
+            return frame
+
+        scores = compute_styles(style_frame, list(style_names), params=params, finish=finish)
+        dates = context.result().dates
+    notes["styles"]["filled"] = {style.name: int(counts[style.name].sum()) for style in fillable}
+    total = np.sum([counts[style.name] for style in fillable], axis=0)
     return scores, pl.DataFrame({DATE: dates, "n_filled": total})
 
 

@@ -22,6 +22,7 @@ few passes over the (dates × assets) grid.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -30,7 +31,13 @@ from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.styles.descriptors import TRIM_SIGMA
 from factor_engine.xsection import CONSTANT_TOL
 
-__all__ = ["MIN_OBSERVED", "fill_by_sector_and_size", "fill_missing_exposures"]
+__all__ = [
+    "MIN_OBSERVED",
+    "FillContext",
+    "fill_by_sector_and_size",
+    "fill_context",
+    "fill_missing_exposures",
+]
 
 #: Fewest assets with the exposure on a date for its missing values to be filled.
 MIN_OBSERVED = 10
@@ -159,6 +166,78 @@ def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     return _standardized_rows(clipped, cap_weights, dates, n_dates)[0]
 
 
+@dataclass(frozen=True)
+class FillContext:
+    """What filling a universe's exposures needs, computed once for all its styles (:func:`fill_context`).
+
+    Attributes
+    ----------
+    keys: ``date, symbol`` of the universe's rows.
+    dates: the sorted dates (T,).
+    used: (R,) positions of the rows that can take part: a sector, a positive cap and a size.
+    t, sectors, size, weights: (R,) date index, sector code, USE4 size and √cap of those rows.
+    n_sectors: number of sector codes.
+    """
+
+    keys: pl.DataFrame
+    dates: pl.Series
+    used: np.ndarray
+    t: np.ndarray
+    sectors: np.ndarray
+    size: np.ndarray
+    weights: np.ndarray
+    n_sectors: int
+
+    def fill(self, scores: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndarray]:
+        """``scores`` (``date, symbol`` + ``column``, rows of the universe) with the missing values of
+        ``column`` filled, and the number filled on each date (int64, aligned with :attr:`dates`)."""
+        if scores.height == self.keys.height and scores.select(DATE, SYMBOL).equals(self.keys):
+            order = None  # the usual case: a style's rows are the universe's, in the same order
+        else:
+            located = self.keys.with_row_index("__key_row__")
+            matched = scores.select(DATE, SYMBOL).join(located, on=[DATE, SYMBOL], how="left", maintain_order="left")
+            if matched["__key_row__"].null_count():
+                raise ValueError("scores hold rows that are not in the universe")
+            order = matched["__key_row__"].to_numpy()
+        score = scores.get_column(column).cast(pl.Float64).to_numpy()
+        values = np.full(self.keys.height, np.nan)
+        if order is None:
+            values[:] = score
+        else:
+            values[order] = score
+        n_dates = self.dates.len()
+        fitted, wanted = _fill_rows(
+            values[self.used], self.t, self.sectors, self.size, self.weights, n_dates, self.n_sectors
+        )
+        values[self.used] = fitted
+        counts = np.bincount(self.t[wanted], minlength=n_dates).astype(np.int64)
+        result = values if order is None else values[order]
+        return scores.with_columns(pl.Series(column, result, nan_to_null=True)), counts
+
+
+def fill_context(universe: pl.DataFrame) -> FillContext:
+    """The :class:`FillContext` of a universe (``date, symbol, sector, market_cap`` rows)."""
+    keys = universe.select(DATE, SYMBOL, SECTOR, MARKET_CAP)
+    t, dates = _date_index(keys.get_column(DATE))
+    labels = keys.get_column(SECTOR)
+    names = labels.drop_nulls().unique().sort()
+    sectors = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
+    caps = keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy()
+    size = _size_rows(caps, t, dates.len())
+    with np.errstate(invalid="ignore"):
+        used = np.flatnonzero((sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0))
+    return FillContext(
+        keys=keys.select(DATE, SYMBOL),
+        dates=dates,
+        used=used,
+        t=t[used],
+        sectors=sectors[used],
+        size=size[used],
+        weights=np.sqrt(caps[used]),
+        n_sectors=len(names),
+    )
+
+
 def fill_missing_exposures(
     universe: pl.DataFrame, scores: pl.DataFrame, columns: Sequence[str]
 ) -> tuple[pl.DataFrame, dict[str, np.ndarray], pl.Series]:
@@ -176,41 +255,8 @@ def fill_missing_exposures(
     ``(scores, filled, dates)``: the filled scores (same rows and order), for each column the number of values
     filled on each date (an int64 array aligned with ``dates``), and the sorted dates.
     """
-    keys = universe.select(DATE, SYMBOL, SECTOR, MARKET_CAP)
-    t, dates = _date_index(keys.get_column(DATE))
-    n_dates = dates.len()
-    labels = keys.get_column(SECTOR)
-    names = labels.drop_nulls().unique().sort()
-    sectors = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
-    caps = keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy()
-    size = _size_rows(caps, t, n_dates)
-    with np.errstate(invalid="ignore"):
-        usable = (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
-    if scores.select(DATE, SYMBOL).equals(keys.select(DATE, SYMBOL)):  # the styles' rows are the universe's
-        order = None
-    else:
-        located = keys.select(DATE, SYMBOL).with_row_index("__key_row__")
-        matched = scores.select(DATE, SYMBOL).join(located, on=[DATE, SYMBOL], how="left", maintain_order="left")
-        if matched["__key_row__"].null_count():
-            raise ValueError("scores hold rows that are not in the universe")
-        order = matched["__key_row__"].to_numpy()
+    context = fill_context(universe)
     counts: dict[str, np.ndarray] = {}
-    replaced = []
-    rows_used = np.flatnonzero(usable)
-    t_used, sectors_used, size_used = t[rows_used], sectors[rows_used], size[rows_used]
-    weights_used = np.sqrt(caps[rows_used])
     for column in columns:
-        score = scores.get_column(column).cast(pl.Float64).to_numpy()
-        values = np.full(keys.height, np.nan)
-        if order is None:
-            values[:] = score
-        else:
-            values[order] = score
-        fitted, wanted = _fill_rows(
-            values[rows_used], t_used, sectors_used, size_used, weights_used, n_dates, len(names)
-        )
-        values[rows_used] = fitted
-        counts[column] = np.bincount(t_used[wanted], minlength=n_dates).astype(np.int64)
-        result = values if order is None else values[order]
-        replaced.append(pl.Series(column, result, nan_to_null=True))
-    return scores.with_columns(replaced), counts, dates
+        scores, counts[column] = context.fill(scores, column)
+    return scores, counts, context.dates

@@ -330,6 +330,7 @@ def compute_styles(
     names: Sequence[str] | None = None,
     *,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    finish: Callable[[StyleFactor, pl.DataFrame], pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """Compute several style factors on one panel and join their scores.
 
@@ -339,6 +340,9 @@ def compute_styles(
     names: registry keys (default: the default styles whose inputs the panel has, less those covered by
         another one used: :func:`select_styles`).
     params: per-style keyword arguments, e.g. ``{"momentum": {"trailing_days": 504}}``.
+    finish: called with each style and its scores (``date, symbol, score``) in the thread that computed them,
+        returning the scores to use (same rows), e.g. a model filling missing exposures while other styles are
+        still being computed.
 
     Returns
     -------
@@ -362,7 +366,8 @@ def compute_styles(
     def score(factor: StyleFactor) -> pl.DataFrame:
         scores = factor.function(lazy, **dict(params.get(factor.name, {})))
         scores = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
-        return scores.select(DATE, SYMBOL, factor.score)
+        scores = scores.select(DATE, SYMBOL, factor.score)
+        return scores if finish is None else finish(factor, scores).select(DATE, SYMBOL, factor.score)
 
     # styles are independent and their kernels release the GIL: computed side by side, sharing the
     # intermediate results several of them need (styles._shared)
