@@ -65,7 +65,7 @@ def _summary_lines(summary: PrepareSummary) -> list[Text]:
         made = ", ".join(
             f"{feature} = {how}" if how != feature else feature for feature, how in summary.value_features.items()
         )
-        lines.append(("value features", f"{made} (from {sources['fundamentals']})", ""))
+        lines.append(("fundamentals", f"{made} (from {sources['fundamentals']})", ""))
     if summary.trading_columns:
         kept = ", ".join(summary.trading_columns)
         if SHARES_OUTSTANDING in summary.trading_columns:
