@@ -61,10 +61,11 @@ def _moments(values: np.ndarray, cap_weights: np.ndarray) -> tuple[np.ndarray, n
     work array of its shape the caller may overwrite."""
     finite = np.isfinite(values)
     clean = np.where(finite, values, 0.0)
-    weights = cap_weights * finite
-    count = np.count_nonzero(finite, axis=1)
+    present = finite.astype(np.float64)
+    count = present.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cap_mean = np.einsum("ij,ij->i", weights, clean) / weights.sum(axis=1)
+        # the missing values are 0 in `clean`: the caps need no masking in the numerator
+        cap_mean = np.einsum("ij,ij->i", cap_weights, clean) / np.einsum("ij,ij->i", cap_weights, present)
         equal_mean = clean.sum(axis=1) / count
         clean -= equal_mean[:, None]
         clean *= finite
@@ -241,7 +242,7 @@ def nonlinear_size(caps: np.ndarray) -> np.ndarray:
         block_caps = caps[rows]
         cap_weights = _cap_weights(block_caps)
         size = _log_size(block_caps, cap_weights)
-        cube = _standardize(size**3, block_caps, cap_weights)
+        cube = _standardize(size * size * size, block_caps, cap_weights)  # np.power is ~100x slower with NaN
         orthogonal = _orthogonal(cube, [size], block_caps, cap_weights)
         result[rows] = _trim(orthogonal, block_caps, TRIM_SIGMA, cap_weights)
 
