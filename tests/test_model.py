@@ -227,3 +227,11 @@ def test_load_errors_name_the_file(model: RiskModel, tmp_path: Path) -> None:
     (folder / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match=r"model.json is not valid JSON"):
         load_model(folder)
+
+
+def test_a_covered_style_is_noted_not_warned(model: RiskModel) -> None:
+    """Book-to-price left out because value (which holds it) is used: a choice recorded in the notes, not a
+    warning asking for columns the panel already has."""
+    assert model.notes["styles"]["skipped"]["btop"].startswith("covered by style 'value'")
+    assert not any("'btop'" in warning for warning in model.warnings)
+    assert any("style 'liquidity' left out: the panel has none of turnover" in w for w in model.warnings)

@@ -323,9 +323,12 @@ def build_model(
     with run("styles"):
         style_names, skipped = config.styles.resolve(panel.columns)
         notes["styles"] = {"used": list(style_names), "skipped": skipped}
+        # a style another one covers (book-to-price when value is used) is a choice, recorded in the notes; a
+        # style missing its columns is worth a warning saying how to get it
         warnings.extend(
             f"style {name!r} left out: {reason}; add the column(s) to the panel to use it"
             for name, reason in skipped.items()
+            if not reason.startswith("covered by style")
         )
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
