@@ -305,6 +305,23 @@ def test_combine_rejects_bad_weights() -> None:
         combine([descriptor], [float("nan")])
 
 
+def test_orthogonalize_leaves_out_an_exposure_missing_on_the_whole_date() -> None:
+    """Size when every cap is equal (no dispersion: NaN for every asset): the date's regression runs on the
+    other exposures instead of giving every asset a missing value."""
+    rng = np.random.default_rng(5)
+    against = [rng.standard_normal((4, 30)) for _ in range(2)]
+    values = 0.2 + 0.7 * against[0] + rng.standard_normal((4, 30))
+    caps = np.exp(rng.normal(21, 1.0, (4, 30)))
+    against[1][2] = np.nan
+    actual = orthogonalize(values, against, caps)
+    np.testing.assert_allclose(actual[2], orthogonalize(values[2:3], [against[0][2:3]], caps[2:3])[0], rtol=1e-12)
+    np.testing.assert_allclose(actual[[0, 1, 3]], orthogonalize(values, against, caps)[[0, 1, 3]], rtol=1e-12)
+    assert np.isfinite(actual).all()
+    # an exposure missing for only some assets still leaves those assets out
+    against[1][1, :4] = np.nan
+    assert np.isnan(orthogonalize(values, against, caps)[1, :4]).all()
+
+
 def test_orthogonalize_matches_per_date_lstsq() -> None:
     rng = np.random.default_rng(17)
     n_dates, n_assets = 12, 15
@@ -365,7 +382,8 @@ def reference_combine(descriptors: list[np.ndarray], weights: tuple[float, ...])
 def reference_orthogonalize(values: np.ndarray, against: list[np.ndarray], caps: np.ndarray) -> np.ndarray:
     residual = np.full(values.shape, np.nan)
     for t in range(values.shape[0]):
-        design = np.column_stack([np.ones(values.shape[1]), *(a[t] for a in against)])
+        # an exposure with no value at all that date is left out of its regression
+        design = np.column_stack([np.ones(values.shape[1]), *(a[t] for a in against if np.isfinite(a[t]).any())])
         usable = np.isfinite(values[t]) & np.isfinite(design).all(axis=1) & np.isfinite(caps[t]) & (caps[t] > 0)
         if usable.sum() <= design.shape[1]:
             continue

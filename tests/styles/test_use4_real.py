@@ -67,14 +67,17 @@ def test_beta_and_hsigma_match_statsmodels_wls(
 def test_real_betas_and_volatilities_are_plausible(
     panel: pl.DataFrame, dense: tuple[np.ndarray, np.ndarray, pl.Series]
 ) -> None:
-    """On the last date (December 2022): a chip maker's beta above the market's, consumer staples' below, and
-    the same order for their volatility (DASTD; residual volatility itself needs caps with dispersion: with
-    equal caps USE4's size, which it is made orthogonal to, is undefined)."""
-    scores = compute_styles(panel, ["beta"])
+    """On the last date (December 2022): a chip maker's beta above the market's and consumer staples' below,
+    the same order for their volatility (DASTD) and their residual volatility (orthogonal to beta: with equal
+    caps USE4's size has no dispersion and is left out), whose highest is the one small oil and gas producer."""
+    scores = compute_styles(panel, ["beta", "resvol"])
     last = scores.filter(pl.col("date") == scores["date"].max())
-    assert last["beta_score"].null_count() == 0  # every stock has a beta once it has 63 returns
+    assert last["beta_score"].null_count() == 0 and last["resvol_score"].null_count() == 0
     beta = dict(zip(last["symbol"], last["beta_score"], strict=True))
+    resvol = dict(zip(last["symbol"], last["resvol_score"], strict=True))
     assert beta["AMD"] > 1.0 > max(beta["KO"], beta["PG"], beta["PEP"])
+    assert resvol["AMD"] > max(resvol["KO"], resvol["PG"], resvol["PEP"])
+    assert max(resvol, key=lambda symbol: resvol[symbol]) == "RRC"
     returns, _, symbols = dense
     volatility = dict(zip(symbols, dastd(returns)[-1], strict=True))
     assert volatility["AMD"] > 2 * max(volatility["KO"], volatility["PG"], volatility["PEP"])

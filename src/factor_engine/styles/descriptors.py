@@ -101,10 +101,12 @@ def _orthogonal(
     intercept's column of ones enters through the weights alone)."""
     cap_weights = cap_weights if cap_weights is not None else _cap_weights(caps)
     usable = np.isfinite(values) & (cap_weights > 0)
-    for x in against:
-        usable &= np.isfinite(x)
+    present = [np.isfinite(x) for x in against]
+    for has in present:
+        # a regressor without any value on a date (size when every cap is equal) is left out that date
+        usable &= has | ~has.any(axis=1, keepdims=True)
     weights = cap_weights * usable
-    xs = [np.where(usable, x, 0.0) for x in against]
+    xs = [np.where(usable & has, x, 0.0) for x, has in zip(against, present, strict=True)]
     y = np.where(usable, values, 0.0)
     k = len(xs) + 1
     gram = np.empty((values.shape[0], k, k))
@@ -186,7 +188,8 @@ def combine(descriptors: Sequence[np.ndarray], weights: Sequence[float]) -> np.n
 def orthogonalize(values: np.ndarray, against: Sequence[np.ndarray], caps: np.ndarray) -> np.ndarray:
     """The residual of a cap-weighted cross-sectional regression of ``values`` on an intercept and the
     ``against`` exposures, date by date, over the assets where all of them and a positive cap are finite;
-    NaN elsewhere (and on a date with no more such assets than regressors).
+    NaN elsewhere (and on a date with no more such assets than regressors). An exposure with no value at all
+    on a date (size when every cap is equal: no dispersion) is left out of that date's regression.
 
     Parameters
     ----------
