@@ -753,3 +753,21 @@ def test_cli_synthetic_taxonomy(tmp_path: Path) -> None:
     assert code == 2
     message = " ".join(stderr.replace("│", " ").split())
     assert "Invalid value for '--taxonomy'" in message and "'icb' is not one of 'gics', 'seed'" in message
+
+
+def test_cli_synthetic_styles(tmp_path: Path) -> None:
+    """--style chooses the true styles: USE4's add the columns their styles read, the truth holds market betas."""
+    out, truth = tmp_path / "panel.parquet", tmp_path / "truth"
+    styles = ("momentum", "size", "beta", "liquidity", "dividend_yield")
+    arguments = [a for style in styles for a in ("--style", style)]
+    code, _, stderr = invoke(
+        "synthetic", "--assets", "60", "--days", "40", "--seed", "3", *arguments, "--out", str(out),
+        "--truth-dir", str(truth),
+    )  # fmt: skip
+    assert code == 0, stderr
+    market = generate_market(60, 40, seed=3, styles=styles)
+    assert_frame_equal(pl.read_parquet(out), market.panel)
+    assert {"volume", "shares_outstanding", "dividend_yield"} <= set(market.panel.columns)
+    assert_frame_equal(pl.read_parquet(truth / "market_betas.parquet"), market.truth.market_betas)
+    code, _, stderr = invoke("synthetic", "--style", "market", "--out", str(tmp_path / "other.parquet"))
+    assert code == 1 and "market" in stderr  # a style cannot take the market factor's name

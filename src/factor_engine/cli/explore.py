@@ -299,24 +299,36 @@ def synthetic(
         Path | None,
         typer.Option("--truth-dir", help="Also write the true factor returns, exposures, ... here as Parquet."),
     ] = None,
+    style: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--style",
+            help="A true style factor of the market, repeatable (default: momentum, value, size). USE4's "
+            "beta, resvol, nlsize, liquidity, earnings_yield, growth, leverage, dividend_yield and btop add "
+            "the columns their styles read (volume, shares_outstanding, earnings_price, ...).",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Write a seeded synthetic panel that follows the data contract (and optionally its known truth).
 
     The sectors are those of --taxonomy: gics (default) or seed; the true factors are market, the
-    sectors in taxonomy order, then the styles. The truth directory receives factor_returns, exposures,
-    specific_returns, specific_vol, factor_vol_multiplier, sector_weights and factor_covariance (rows and
-    columns in factor order).
+    sectors in taxonomy order, then the styles (--style, repeatable; default momentum, value and size). The
+    truth directory receives factor_returns, exposures, specific_returns, specific_vol, factor_vol_multiplier,
+    sector_weights, factor_covariance (rows and columns in factor order) and market_betas (each return's
+    exact beta on the cap-weighted market).
 
     Example:
 
         factor-engine synthetic --assets 500 --days 756 --seed 0 --taxonomy seed --out panel.parquet --truth-dir truth
+        factor-engine synthetic --out use4.parquet --style momentum --style size --style beta --style liquidity
     """
     with _reported_errors(verbose):
         _check_output_file(out)
         stages = _Stages()
         with stages.run("generate synthetic market"):
-            market = generate_market(assets, days, seed=seed, sectors=taxonomy.value)
+            styles = tuple(style) if style else ("momentum", "value", "size")
+            market = generate_market(assets, days, seed=seed, sectors=taxonomy.value, styles=styles)
         with stages.run("write files"):
             written = [_write_frame(market.panel, out)]
             if truth_dir is not None:
@@ -337,4 +349,5 @@ def _truth_frames(truth: SyntheticTruth) -> dict[str, pl.DataFrame]:
         "factor_vol_multiplier": truth.factor_vol_multiplier,
         "sector_weights": truth.sector_weights,
         "factor_covariance": covariance,
+        "market_betas": truth.market_betas,
     }
