@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from test_liquidity import reference_size
 
 from factor_engine.config import ModelConfig
 from factor_engine.model import build_model
-from factor_engine.styles.descriptors import log_size
 from factor_engine.styles.fill import MIN_OBSERVED, _size_rows, fill_by_sector_and_size, fill_missing_exposures
 from factor_engine.synthetic import generate_market
 
@@ -112,11 +112,11 @@ def test_model_fills_new_listings_and_counts_them():
 
 
 def test_size_of_the_rows_is_use4_size_on_the_grid():
-    """The fill's row-space size equals descriptors.log_size on the dates x symbols grid."""
+    """The fill's row-space size equals USE4's size from a per-date reference on the dates x symbols grid."""
     rng = np.random.default_rng(3)
     caps = np.exp(rng.normal(21, 1.5, (30, 60)))
     caps[rng.random(caps.shape) < 0.15] = np.nan  # no row
     caps[2, :5] = np.exp(40.0)  # outliers to trim
     t, n = np.nonzero(np.isfinite(caps))
-    expected = log_size(caps)[t, n]
+    expected = reference_size(caps)[t, n]
     np.testing.assert_allclose(_size_rows(caps[t, n], t, caps.shape[0]), expected, rtol=1e-12, atol=1e-12)

@@ -30,7 +30,6 @@ __all__ = [
     "TRIM_SIGMA",
     "combine",
     "descriptor_to_style",
-    "log_size",
     "nonlinear_size",
     "orthogonalize",
     "standardize_use4",
@@ -214,25 +213,9 @@ def _log_size(caps: np.ndarray, cap_weights: np.ndarray) -> np.ndarray:
     return _trim(log_cap, caps, TRIM_SIGMA, cap_weights)
 
 
-def log_size(caps: np.ndarray) -> np.ndarray:
-    """USE4's size exposure (LNCAP), (T, N): the log market cap (NaN where not positive), trimmed at 3σ and
-    standardized, date by date.
-
-    Parameters
-    ----------
-    caps: (T, N) market caps (currency units), NaN where missing.
-    """
-    result = np.empty(caps.shape)
-
-    def work(rows: slice) -> None:
-        result[rows] = _log_size(caps[rows], _cap_weights(caps[rows]))
-
-    _by_blocks(caps.shape[0], work)
-    return result
-
-
 def nonlinear_size(caps: np.ndarray) -> np.ndarray:
-    """USE4's non-linear size exposure, (T, N): the cube of :func:`log_size`, standardized, orthogonalized to
+    """USE4's non-linear size exposure, (T, N): the cube of USE4's size (the log market cap trimmed at 3σ and
+    standardized), standardized, orthogonalized to
     size by a cap-weighted regression, trimmed at 3σ and standardized, date by date.
 
     Parameters

@@ -155,7 +155,7 @@ def _standardized_rows(
 
 def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     """USE4's size of each row: the log cap trimmed at 3σ and standardized within its date (the row-space twin
-    of :func:`factor_engine.styles.descriptors.log_size`)."""
+    of the size :mod:`factor_engine.styles.descriptors` computes on the grid)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         usable = np.isfinite(caps) & (caps > 0)
         log_cap = np.where(usable, np.log(np.where(usable, caps, 1.0)), np.nan)
