@@ -145,11 +145,7 @@ class DescriptorStyle:
         return with_score(panel.rows, self.score, panel.gather(style))
 
 
-# the beta style's defaults (its registration): window, half-life and fewest returns, in dates
-_BETA_WINDOW, _BETA_HALF_LIFE, _BETA_MIN_OBSERVATIONS = 252, 63, 63
-
-
 def _beta_exposure(df: pl.DataFrame | pl.LazyFrame, what: str) -> np.ndarray:
     """USE4's beta exposure (T, N) with the beta style's defaults, shared with the beta style itself."""
     panel, returns = use4._dense_inputs(df, what)
-    return use4._beta_style(returns, panel, _BETA_WINDOW, _BETA_HALF_LIFE, _BETA_MIN_OBSERVATIONS)
+    return use4._beta_style(returns, panel, **use4.BETA_DEFAULTS)

@@ -78,7 +78,7 @@ from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.size import SCORE as SIZE_SCORE
 from factor_engine.styles.size import size
-from factor_engine.styles.use4 import BETA_SCORE, NLSIZE_SCORE, RESVOL_SCORE, beta, nlsize, resvol
+from factor_engine.styles.use4 import BETA_DEFAULTS, BETA_SCORE, NLSIZE_SCORE, RESVOL_SCORE, beta, nlsize, resvol
 from factor_engine.styles.value import SCORE as VALUE_SCORE
 from factor_engine.styles.value import value
 
@@ -129,22 +129,27 @@ class StyleFactor:
             parts.append(f"one of {_alternatives(self.any_of)}")
         return " and ".join(parts)
 
+    def _lacking(self, columns: Collection[str]) -> tuple[list[str], bool]:
+        """The ``inputs`` a panel with ``columns`` lacks, and whether it lacks every ``any_of`` alternative."""
+        present = set(columns)
+        missing = [c for c in self.inputs if c not in present]
+        no_alternative = bool(self.any_of) and not any(all(c in present for c in group) for group in self.any_of)
+        return missing, no_alternative
+
     def unmet(self, columns: Collection[str]) -> str | None:
         """What a panel with ``columns`` lacks for this style, as "column(s) [...]" and/or "one of ...";
         None when it has everything."""
-        present = set(columns)
-        missing = [c for c in self.inputs if c not in present]
+        missing, no_alternative = self._lacking(columns)
         parts = [f"column(s) {missing}"] if missing else []
-        if self.any_of and not any(all(c in present for c in group) for group in self.any_of):
+        if no_alternative:
             parts.append(f"one of the columns {_alternatives(self.any_of)}")
         return " and ".join(parts) or None
 
     def skip_reason(self, columns: Collection[str]) -> str | None:
         """Why a panel with ``columns`` cannot give this style ("the panel has no ... column"), or None."""
-        present = set(columns)
-        missing = [c for c in self.inputs if c not in present]
+        missing, no_alternative = self._lacking(columns)
         parts = [f"no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"] if missing else []
-        if self.any_of and not any(all(c in present for c in group) for group in self.any_of):
+        if no_alternative:
             parts.append(f"none of {_alternatives(self.any_of)}")
         return "the panel has " + " and ".join(parts) if parts else None
 
@@ -423,7 +428,7 @@ register_style(
     score=BETA_SCORE,
     inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
     description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market.",
-    defaults={"window": 252, "half_life": 63, "min_observations": 63},
+    defaults=BETA_DEFAULTS,
     fill_missing=True,
 )
 register_style(

@@ -21,6 +21,8 @@ A descriptor needs at least ``min_observations`` returns in its window (default 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -32,6 +34,7 @@ from factor_engine.styles._shared import shared
 from factor_engine.styles.descriptors import descriptor_to_style, nonlinear_size
 
 __all__ = [
+    "BETA_DEFAULTS",
     "BETA_SCORE",
     "NLSIZE_SCORE",
     "RESVOL_SCORE",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 BETA_SCORE = "beta_score"
+#: The beta style's parameters: its regression's window, weight half-life and fewest returns (dates).
+BETA_DEFAULTS: dict[str, Any] = {"window": 252, "half_life": 63, "min_observations": 63}
 RESVOL_SCORE = "resvol_score"
 NLSIZE_SCORE = "nlsize_score"
 #: USE4's weights of DASTD, CMRA and HSIGMA in residual volatility.
