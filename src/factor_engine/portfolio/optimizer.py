@@ -10,6 +10,11 @@ Objectives (daily units, fractions of capital; ``h = w − benchmark`` with a be
 - ``"min_variance"``: minimize ``hᵀ Σ h``.
 - ``"mean_variance"``: maximize ``μᵀ h − λ hᵀ Σ h`` with daily expected returns ``μ`` and ``λ = risk_aversion``.
 
+``objective_on="total"`` puts the objective on ``w`` itself even with a benchmark, which then only anchors the
+active constraints (``neutral_factors``, ``max_tracking_error``): e.g. the least risky portfolio within a
+tracking-error budget. The tracking-error constraint ``sqrt(hᵀ Σ h) ≤ max_tracking_error`` is a second-order cone
+over the same factored form.
+
 The problem is solved by cvxpy with Clarabel (OSQP as the fallback). Infeasible problems raise
 :class:`OptimizationError` naming the first constraint group whose removal restores feasibility and the groups it
 conflicts with; malformed constraints raise before any solve, naming the field.
@@ -57,6 +62,7 @@ __all__ = ["CONSTRAINT_TOL", "DUST_WEIGHT", "Constraints", "OptimizationError", 
 SYMBOL = "symbol"
 EXPECTED_RETURN = "expected_return"
 Objective = Literal["min_variance", "mean_variance"]
+ObjectiveOn = Literal["active", "total"]
 # Solvers tried in order (those installed); the first that returns a usable status wins.
 SOLVERS = ("CLARABEL", "OSQP")
 # Tighter than the defaults: near-zero optima (e.g. tracking a benchmark) need a small absolute gap for the
@@ -102,6 +108,8 @@ class Constraints:
         active weights ``w − benchmark``.
     current: current holdings, in the same forms; needed by ``max_turnover``.
     max_turnover: ``Σ |w_n − current_n| ≤ max_turnover`` (≥ 0); ``None`` for no limit.
+    max_tracking_error: ``sqrt((w − b)ᵀ Σ (w − b)) ≤ max_tracking_error`` (daily sd, fraction, ≥ 0) against
+        ``benchmark`` ``b`` (needed); ``None`` for no limit.
     allow_unnormalized: False checks ``benchmark`` and ``current`` with
         :func:`factor_engine.portfolio.check_weights`: percentage-like weights (``|Σw|`` or some ``|w|`` above
         1.5) raise, a benchmark not summing to 1 adds a warning to the result. True turns the checks off.
@@ -116,6 +124,7 @@ class Constraints:
     benchmark: Weights | None = None
     current: Weights | None = None
     max_turnover: float | None = None
+    max_tracking_error: float | None = None
     allow_unnormalized: bool = False
 
 
@@ -130,7 +139,7 @@ class OptimizationResult:
     status: the solver status reported by cvxpy (``"optimal"``, or ``"optimal_inaccurate"`` when no solver gave
         an accurate solution; ``warnings`` then says so).
     objective_value: the objective at the solution, daily: the variance ``hᵀΣh`` for ``"min_variance"``, the
-        utility ``μᵀh − λ hᵀΣh`` for ``"mean_variance"``.
+        utility ``μᵀh − λ hᵀΣh`` for ``"mean_variance"`` (``h = w`` with ``objective_on="total"``).
     risk: daily standard deviation of the portfolio return, ``sqrt(wᵀΣw)``.
     tracking_error: daily standard deviation of the active return ``sqrt(hᵀΣh)`` with a benchmark, else None.
     factor_exposures: ``factor, exposure``: the portfolio's exposures ``Bᵀ w``.
@@ -242,9 +251,12 @@ def _validate(
     expected_returns: object,
     risk_aversion: float,
     constraints: Constraints,
+    objective_on: str = "active",
 ) -> _Inputs:
     if objective not in ("min_variance", "mean_variance"):
         raise OptimizationError(f"objective must be 'min_variance' or 'mean_variance', not {objective!r}")
+    if objective_on not in ("active", "total"):
+        raise OptimizationError(f"objective_on must be 'active' or 'total', not {objective_on!r}")
     mu: np.ndarray | None = None
     if objective == "mean_variance":
         if expected_returns is None:
@@ -283,6 +295,12 @@ def _validate(
             raise OptimizationError(f"max_turnover must be >= 0, not {turnover}")
         if c.current is None:
             raise OptimizationError("max_turnover needs current weights (constraints.current)")
+    if c.max_tracking_error is not None:
+        tracking = _finite(c.max_tracking_error, "max_tracking_error")
+        if tracking < 0 or math.isinf(tracking):
+            raise OptimizationError(f"max_tracking_error must be finite and >= 0, not {tracking}")
+        if c.benchmark is None:
+            raise OptimizationError("max_tracking_error needs benchmark weights (constraints.benchmark)")
     messages: tuple[str, ...] = ()
     benchmark = None
     if c.benchmark is not None:
@@ -328,10 +346,24 @@ def _scale(*bounds: float) -> float:
     return max([1.0, *(abs(b) for b in bounds if math.isfinite(b))])
 
 
+def _tracking_error(snapshot: RiskModelSnapshot, root: np.ndarray, active: np.ndarray) -> float:
+    """``sqrt(hᵀ Σ h)`` of active weights ``h`` with ``F = L Lᵀ`` (daily sd)."""
+    factor_part = root.T @ (snapshot.exposures.T @ active) if root.shape[1] else np.zeros(0)
+    return float(np.sqrt(factor_part @ factor_part + np.sum((snapshot.specific_vol * active) ** 2)))
+
+
 def _constraint_groups(
-    snapshot: RiskModelSnapshot, constraints: Constraints, inputs: _Inputs, w: cp.Variable, y: cp.Variable
+    snapshot: RiskModelSnapshot,
+    constraints: Constraints,
+    inputs: _Inputs,
+    w: cp.Variable,
+    y: cp.Variable,
+    root: np.ndarray,
+    scale: float,
 ) -> list[_Group]:
-    """Constraint groups, most specific first (the order in which infeasibility is diagnosed)."""
+    """Constraint groups, most specific first (the order in which infeasibility is diagnosed). ``root`` is
+    ``L`` with ``F = L Lᵀ``; ``scale`` is the objective's (1 / average asset variance), which also scales the
+    tracking-error cone to O(1)."""
     import cvxpy as cp
 
     c = constraints
@@ -356,6 +388,22 @@ def _constraint_groups(
                 f"neutral_factors {names}",
                 [y[index] == target],
                 lambda weights: float(np.abs(exposures[:, index].T @ weights - target).max()),
+            )
+        )
+    bench = inputs.benchmark
+    if c.max_tracking_error is not None and bench is not None:
+        limit = float(c.max_tracking_error)
+        unit = math.sqrt(scale)
+        active = w - bench
+        parts = [cp.multiply(unit * snapshot.specific_vol, active)]
+        if root.shape[1]:
+            parts.append((unit * root.T) @ (y - exposures.T @ bench))
+        groups.append(
+            _Group(
+                f"max_tracking_error = {c.max_tracking_error}",
+                [cp.norm(cp.hstack(parts), 2) <= unit * limit],
+                lambda weights: max(_tracking_error(snapshot, root, weights - bench) - limit, 0.0),
+                _scale(limit),
             )
         )
     current = inputs.current
@@ -520,6 +568,7 @@ def optimize(
     expected_returns: Mapping[str, float] | np.ndarray | pl.DataFrame | None = None,
     risk_aversion: float = 1.0,
     constraints: Constraints | None = None,
+    objective_on: ObjectiveOn = "active",
 ) -> OptimizationResult:
     """Optimize a portfolio over a factor risk model without forming the N×N covariance.
 
@@ -533,6 +582,9 @@ def optimize(
         ``"mean_variance"``.
     risk_aversion: ``λ > 0`` of the mean-variance utility.
     constraints: :class:`Constraints`; default long-only and fully invested.
+    objective_on: ``"active"`` (default): with a benchmark the objective is on ``w − benchmark``; ``"total"``:
+        on ``w`` itself, the benchmark then anchoring only the active constraints (``neutral_factors``,
+        ``max_tracking_error``) and the reported ``tracking_error``.
 
     Returns
     -------
@@ -542,7 +594,7 @@ def optimize(
     import cvxpy as cp
 
     constraints = Constraints() if constraints is None else constraints
-    inputs = _validate(snapshot, objective, expected_returns, risk_aversion, constraints)
+    inputs = _validate(snapshot, objective, expected_returns, risk_aversion, constraints, objective_on)
     started = time.perf_counter()
     n, k = snapshot.n_assets, snapshot.n_factors
     exposures, specific_vol = snapshot.exposures, snapshot.specific_vol
@@ -558,8 +610,9 @@ def optimize(
         y = cp.Variable(k, name="factor_exposures")
         link = [y == exposures.T @ w]
         bench = inputs.benchmark
-        active = w if bench is None else w - bench
-        active_factor = y if bench is None else y - exposures.T @ bench
+        relative = bench is not None and objective_on == "active"
+        active = w - bench if relative else w
+        active_factor = y - exposures.T @ bench if relative else y
         variance = cp.sum_squares(cp.multiply(specific_vol, active))
         if root.shape[1]:
             variance = variance + cp.sum_squares(root.T @ active_factor)
@@ -568,7 +621,7 @@ def optimize(
             goal = cp.Minimize(scale * variance)
         else:
             goal = cp.Minimize(scale * (risk_aversion * variance - mu @ active))
-        groups = _constraint_groups(snapshot, constraints, inputs, w, y)
+        groups = _constraint_groups(snapshot, constraints, inputs, w, y, root, scale)
         problem = cp.Problem(goal, [*link, *(con for group in groups for con in group.constraints)])
         outcome = _solve(problem)
         if outcome.status in _INFEASIBLE:
@@ -602,13 +655,9 @@ def optimize(
     x = exposures.T @ weights
     factor_part = root.T @ x if root.shape[1] else np.zeros(0)
     risk = float(np.sqrt(factor_part @ factor_part + np.sum((specific_vol * weights) ** 2)))
-    tracking_error: float | None = None
-    held = weights
-    if bench is not None:
-        held = weights - bench
-        active_part = root.T @ (exposures.T @ held) if root.shape[1] else np.zeros(0)
-        tracking_error = float(np.sqrt(active_part @ active_part + np.sum((specific_vol * held) ** 2)))
-    active_variance = (risk if tracking_error is None else tracking_error) ** 2
+    tracking_error = None if bench is None else _tracking_error(snapshot, root, weights - bench)
+    held = weights - bench if relative and bench is not None else weights
+    active_variance = (tracking_error if relative and tracking_error is not None else risk) ** 2
     objective_value = active_variance if mu is None else float(mu @ held) - risk_aversion * active_variance
     return OptimizationResult(
         weights=pl.DataFrame([pl.Series(SYMBOL, snapshot.symbols, dtype=pl.String), pl.Series(WEIGHT, weights)]),
