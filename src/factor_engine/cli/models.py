@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from factor_engine._dense import preload_signal
 from factor_engine.cli._common import (
     BUILD_MODEL_STAGES,
     TRADING_DAYS_PER_YEAR,
@@ -74,7 +73,6 @@ def build(
         factor-engine build --data panel.parquet --out model --config model.toml
     """
     with _reported_errors(verbose):
-        preload_signal()  # the estimators' scipy.signal loads while the panel is read
         stages = _Stages(total=3 + BUILD_MODEL_STAGES)
         with stages.run("read configuration"):
             model_config = load_config(config)
@@ -130,19 +128,19 @@ def print_build_notes(model: RiskModel) -> None:
         console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
 
 
-def _read_weights(path: Path, what: str) -> pl.DataFrame:
-    """A weights file (.csv, or .parquet/.pq) with columns ``symbol, weight`` as ``symbol`` String, ``weight``
-    Float64."""
+def _read_weights(path: Path, what: str, column: str = "weight") -> pl.DataFrame:
+    """A weights file (.csv, or .parquet/.pq) with columns ``symbol, weight`` (or ``symbol, <column>``) as
+    ``symbol`` String and the values Float64."""
     if not path.is_file():
         raise ValueError(f"cannot read {what} {path}: no such file")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         frame = pl.read_parquet(path)
     else:
         frame = pl.read_csv(path, schema_overrides={SYMBOL: pl.String})
-    missing = [c for c in (SYMBOL, "weight") if c not in frame.columns]
+    missing = [c for c in (SYMBOL, column) if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} {path} lacks column(s) {missing}; it has {frame.columns}")
-    return frame.select(pl.col(SYMBOL).cast(pl.String), pl.col("weight").cast(pl.Float64))
+    return frame.select(pl.col(SYMBOL).cast(pl.String), pl.col(column).cast(pl.Float64))
 
 
 def _risk(value: float | None) -> str:

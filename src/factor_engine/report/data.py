@@ -18,8 +18,9 @@ import polars as pl
 
 from factor_engine.model import RiskModel
 from factor_engine.panel import DATE, SYMBOL
-from factor_engine.portfolio import PortfolioError, decompose_risk, portfolio_exposures
+from factor_engine.portfolio import OptimizationResult, PortfolioError, decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import as_date, forecast_dates, snapshot_at
+from factor_engine.portfolio.spec import OptimizeSpec
 from factor_engine.regression import MARKET
 from factor_engine.risk import validation
 
@@ -31,6 +32,7 @@ __all__ = [
     "ROLLING_WINDOW",
     "TRADING_DAYS_PER_YEAR",
     "bias_statistics",
+    "optimization_summary",
     "report_data",
     "sample_indices",
 ]
@@ -193,6 +195,7 @@ def report_data(
     bias: pl.DataFrame | None = None,
     max_points: int = 520,
     allow_unnormalized: bool = False,
+    optimization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The aggregated, JSON-compatible numbers of every report view — never the raw panel.
 
@@ -209,6 +212,7 @@ def report_data(
         (:func:`factor_engine.portfolio.check_weights`), unless ``allow_unnormalized``.
     bias: the bias-statistics table of :func:`bias_statistics` (columns ``tested, mean_bias`` at least).
     max_points: the most dates kept per time series (every k-th date, see :func:`sample_indices`).
+    optimization: how ``portfolio`` was optimized, :func:`optimization_summary`; shown with it (needs a portfolio).
 
     Returns
     -------
@@ -219,6 +223,8 @@ def report_data(
     """
     if benchmark is not None and portfolio is None:
         raise ValueError("a benchmark needs a portfolio: pass portfolio= as well")
+    if optimization is not None and portfolio is None:
+        raise ValueError("an optimization summary needs its portfolio: pass portfolio= as well")
     sample = sample_indices(model.factor_returns.height, max_points)  # validates max_points first
     snapshot = snapshot_at(model, None if date is None else as_date(date))  # names the nearest dates on a miss
     day: datetime.date = forecast_dates(model)[-1] if date is None else as_date(date)
@@ -324,11 +330,34 @@ def report_data(
             "points": contributions.height + 1,
         }
 
-    return {
+    data = {
         "summary": _model_summary(model, day, snapshot.n_assets),
         "date": str(day),
         "max_points": max_points,
         "charts": charts,
+    }
+    if optimization is not None:
+        data["optimization"] = _json_value(dict(optimization))
+    return data
+
+
+def optimization_summary(spec: OptimizeSpec, result: OptimizationResult, top: int = 20) -> dict[str, Any]:
+    """What the report shows of an optimized portfolio: the objective and constraints in words, the solver's
+    status and time, the ex-ante risk and tracking error (annualized, fractions), the number of holdings and
+    the ``top`` largest by absolute weight (fractions of capital), and the optimizer's warnings."""
+    held = result.weights.filter(pl.col("weight") != 0.0)
+    largest = held.sort(pl.col("weight").abs(), descending=True).head(top)
+    root = math.sqrt(TRADING_DAYS_PER_YEAR)
+    return {
+        "constraints": spec.describe(),
+        "status": result.status,
+        "solver": result.solver,
+        "solve_seconds": result.solve_seconds,
+        "risk": result.risk * root,
+        "tracking_error": None if result.tracking_error is None else result.tracking_error * root,
+        "holdings": held.height,
+        "largest": [{"symbol": symbol, "weight": weight} for symbol, weight in largest.iter_rows()],
+        "warnings": list(result.warnings),
     }
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "BUILD_CONFIG_BOUNDS",
     "MAX_LABEL_CHARS",
     "MAX_LISTED_SYMBOLS",
+    "MAX_OPTIMIZE_FACTORS",
     "BodySizeLimit",
     "build_config_violations",
 ]
@@ -126,3 +127,7 @@ def build_config_violations(effective: dict[str, Any], highest: dict[str, float]
 #: labels are the panel's primary key and indexed columns: PostgreSQL refuses an index row above about 2.7 KB
 #: ("index row size exceeds maximum"), and no real ticker or sector name comes near 200 characters.
 MAX_LABEL_CHARS = 200
+
+#: Factors an optimization request may name in ``neutral`` or ``factor_bounds`` (each). A model has a few dozen
+#: factors; every bound is a constraint group, and diagnosing an infeasible set solves up to (groups)² problems.
+MAX_OPTIMIZE_FACTORS = 200

@@ -11,7 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from factor_engine.service.limits import BUILD_CONFIG_BOUNDS, MAX_LABEL_CHARS, MAX_LISTED_SYMBOLS
+from factor_engine.service.limits import (
+    BUILD_CONFIG_BOUNDS,
+    MAX_LABEL_CHARS,
+    MAX_LISTED_SYMBOLS,
+    MAX_OPTIMIZE_FACTORS,
+)
 
 __all__ = [
     "CovarianceResponse",
@@ -30,6 +35,8 @@ __all__ = [
     "ModelDatesResponse",
     "ModelSummaryResponse",
     "MomentumRequest",
+    "OptimizeRequest",
+    "OptimizeResponse",
     "PanelRow",
     "PanelRowsRequest",
     "PanelSummaryResponse",
@@ -550,3 +557,75 @@ class PortfolioRiskResponse(BaseModel):
     top_assets: list[AssetContribution] = Field(description="largest |contribution| first")
     dropped_symbols: list[str]
     warnings: list[str] = Field(description="weights or benchmark not summing to 1 (used as given)")
+
+
+# --------------------------------------------------------------------------------------------------
+# optimization
+
+FactorName = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+# a bound of a factor exposure; null leaves that side open
+Bound = FiniteFloat | None
+
+
+class Alpha(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    symbol: str
+    alpha: FiniteFloat
+
+
+class OptimizeRequest(BaseModel):
+    """An optimization on a model date: the keys of :class:`factor_engine.portfolio.spec.OptimizeSpec` (the
+    command line's ``optimize.toml`` keys) plus ``model_id`` and ``date``. The portfolio is fully invested;
+    weights and alphas are fractions (``{"SYM": x}`` or ``[{"symbol", "weight"|"alpha"}]``); ranges and the
+    combinations of keys are checked by the spec (422 naming the key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str
+    date: datetime.date | None = Field(None, description="model date; null = the last one")
+    objective: Literal["min-variance", "min-tracking-error", "max-alpha"] = Field(
+        "min-variance",
+        description="min-variance: least total risk (a benchmark only anchors neutral and max_tracking_error); "
+        "min-tracking-error: least active risk (needs benchmark); max-alpha: most alphaᵀh − λ·hᵀΣh (needs alpha; "
+        "h active with a benchmark)",
+    )
+    benchmark: Weights | None = None
+    alpha: dict[str, FiniteFloat] | list[Alpha] | None = Field(
+        None, description="daily expected returns (fractions) of every model symbol on the date; max-alpha only"
+    )
+    risk_aversion: FiniteFloat | None = Field(None, description="λ > 0 of max-alpha (default 1)")
+    long_only: bool = False
+    neutral: list[FactorName] = Field(
+        default_factory=list, max_length=MAX_OPTIMIZE_FACTORS, description="factors with zero (active) exposure"
+    )
+    factor_bounds: dict[FactorName, tuple[Bound, Bound]] = Field(
+        default_factory=dict,
+        max_length=MAX_OPTIMIZE_FACTORS,
+        description='bounds on the portfolio\'s exposure, e.g. {"market": [0.9, 1.1], "sze_score": [null, 0]}',
+    )
+    max_weight: FiniteFloat | None = Field(None, description="|w| ≤ max_weight per asset (fraction, > 0)")
+    max_tracking_error: FiniteFloat | None = Field(
+        None, description="annualized tracking error against benchmark (fraction, daily sd × √252)"
+    )
+    max_turnover: FiniteFloat | None = Field(None, description="Σ|w − current| ≤ max_turnover; needs current")
+    current: Weights | None = None
+    allow_unnormalized: bool = Field(False, description="no percentage check of benchmark and current")
+
+
+class OptimizeResponse(BaseModel):
+    """The optimized portfolio: its nonzero weights (fractions, by symbol), the ex-ante risk of the portfolio
+    (``tracking_error`` against the benchmark when there is one), its exposures (benchmark and active with a
+    benchmark), the constraints in words and the solver's status."""
+
+    model_id: str
+    date: datetime.date
+    objective: str
+    constraints: list[str]
+    status: str
+    solver: str
+    solve_seconds: float
+    weights: list[Weight] = Field(description="nonzero weights in symbol order; other model symbols hold 0")
+    periods_per_year: int = Field(description="annualized = daily × √periods_per_year")
+    daily: RiskFigures
+    annualized: RiskFigures
+    exposures: list[FactorExposure]
+    warnings: list[str]
