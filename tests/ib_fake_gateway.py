@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import datetime
 import socket
 import socketserver
@@ -61,6 +62,7 @@ KNOWN_STOCKS: dict[str, tuple[str, str, str]] = {
     "JPM": ("Financial", "Banks", "NYSE"),
     "BAC": ("Financial", "Banks", "NYSE"),
     "GS": ("Financial", "Banks", "NYSE"),
+    "WFC": ("Financial", "Banks", "NYSE"),
     "MET": ("Financial", "Insurance", "NYSE"),
     "SPG": ("Financial", "REITS", "NYSE"),
     "XOM": ("Energy", "Oil&Gas", "NYSE"),
@@ -160,9 +162,7 @@ class Market:
                 beta = rng.uniform(0.6, 1.4)
                 specific = rng.uniform(0.010, 0.022)
                 returns = (
-                    beta * self._factor("market")
-                    + self._factor(industry)
-                    + rng.normal(0.0, specific, len(self.days))
+                    beta * self._factor("market") + self._factor(industry) + rng.normal(0.0, specific, len(self.days))
                 )
                 closes = rng.uniform(20.0, 300.0) * np.exp(np.cumsum(np.log1p(np.clip(returns, -0.5, None))))
                 volumes = np.round(rng.uniform(2e6, 2e7) * np.exp(rng.normal(0.0, 0.3, len(self.days))))
@@ -268,10 +268,8 @@ class _Server(socketserver.ThreadingTCPServer):
 
     def close_connections(self) -> None:
         for connection in list(self.connections):
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             connection.close()
 
 

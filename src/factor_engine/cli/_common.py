@@ -53,7 +53,7 @@ app = typer.Typer(
         "Factor Engine: a Barra-style equity factor risk model built from your own data (any sector taxonomy; "
         "market caps and fundamentals when you have them).\n\n"
         "**Data**: `prepare` makes a panel from adjusted closes and a sector map; `synthetic` writes a seeded "
-        "market with known truth.\n\n"
+        "market with known truth; `ingest-ib` downloads one from Interactive Brokers.\n\n"
         "**Risk models**: `build` estimates factor returns, the factor covariance and specific risk into a model "
         "folder; `validate` tests its forecasts out of sample (bias statistics); `report` writes an offline HTML "
         "report. `styles` and `factor-returns` run single steps; `demo` runs it all on a synthetic market.\n\n"

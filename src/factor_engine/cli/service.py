@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.text import Text
 
@@ -151,28 +152,33 @@ def ingest(
         factor-engine ingest --database-url sqlite:///factors.db panel.parquet
     """
     with _reported_errors(verbose):
-        from factor_engine.storage import connect
-
         started = time.perf_counter()
-        panel = load_panel(panel_path, require=(DATE, SYMBOL))
-        store = connect(database_url, schema=schema)
-        try:
-            result = store.ingest_panel(panel)
-            where = store.describe()
-        finally:
-            store.close()
-        console.print(
-            Text.assemble(
-                ("ingested: ", "bold"),
-                f"{result.rows:,} rows ({result.inserted:,} inserted, {result.updated:,} updated), "
-                f"{result.symbols:,} symbols, {result.first_date} → {result.last_date}, "
-                f"{time.perf_counter() - started:.2f} seconds",
-            ),
-            soft_wrap=True,
-        )
-        stored = ", ".join(c for c in panel.columns if c not in (DATE, SYMBOL)) or "none besides date and symbol"
-        console.print(Text.assemble(("columns: ", "bold"), stored), soft_wrap=True)
-        console.print(Text(f"store: {where}"), soft_wrap=True)
+        _store_panel(load_panel(panel_path, require=(DATE, SYMBOL)), database_url, schema, started)
+
+
+def _store_panel(panel: pl.DataFrame, database_url: str | None, schema: str | None, started: float) -> None:
+    """Upsert a validated panel into the store and print the rows, symbols, dates, seconds since ``started``
+    (a :func:`time.perf_counter` value), the columns stored and the store (``ingest``, ``ingest-ib``)."""
+    from factor_engine.storage import connect
+
+    store = connect(database_url, schema=schema)
+    try:
+        result = store.ingest_panel(panel)
+        where = store.describe()
+    finally:
+        store.close()
+    console.print(
+        Text.assemble(
+            ("ingested: ", "bold"),
+            f"{result.rows:,} rows ({result.inserted:,} inserted, {result.updated:,} updated), "
+            f"{result.symbols:,} symbols, {result.first_date} → {result.last_date}, "
+            f"{time.perf_counter() - started:.2f} seconds",
+        ),
+        soft_wrap=True,
+    )
+    stored = ", ".join(c for c in panel.columns if c not in (DATE, SYMBOL)) or "none besides date and symbol"
+    console.print(Text.assemble(("columns: ", "bold"), stored), soft_wrap=True)
+    console.print(Text(f"store: {where}"), soft_wrap=True)
 
 
 @app.command("delete-panel")

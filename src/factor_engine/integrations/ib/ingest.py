@@ -424,7 +424,14 @@ def assemble_panel(
         )
         how = "today's shares (IB fundamental ratios MKTCAP / last adjusted close) × each day's adjusted close"
     prepared = prepare_panel(
-        prices, sectors, shares=shares, names={"prices": f"{work_dir} (IB daily bars)", "sectors": sector_map.source}
+        prices,
+        sectors,
+        shares=shares,
+        names={
+            "prices": f"{work_dir} (IB daily bars)",
+            "sectors": sector_map.source,
+            "shares": "IB fundamental ratios (today's MKTCAP / last adjusted close)",
+        },
     )
     return prepared, choices, how
 
