@@ -43,7 +43,7 @@ A forecast is made on every date from the ``min_periods``-th row on. A factor wi
 factors never present on a common date have covariance 0.
 
 Computation. Every EWMA sum over time is the first-order recursion ``S(t) = λ S(t−1) + x(t)``, run for all
-dates at once with :func:`scipy.signal.lfilter` (through ``factor_engine._dense.ewma_sum``) along the time
+dates at once with ``factor_engine._dense.ewma_sum`` (a vectorized first-order filter) along the time
 axis on (pairs × T) arrays of products (only the upper triangle of pairs, lagged both ways), in parallel over
 blocks of pairs.
 

@@ -17,7 +17,7 @@ so the forecast of date ``t`` (for ``t + 1``) is point in time.
 
    A missing residual contributes nothing (it is 0 with ``P = 0``); a lag with no observed pair so far has
    ``Γ_l = 0``; if the Newey–West sum is not positive the plain ``Γ_0`` is used. ``σ_TS`` exists once the
-   asset has ``h(t) = Σ_{s≤t} P_s ≥ min_periods`` observations. Each EWMA sum is one ``lfilter`` along time
+   asset has ``h(t) = Σ_{s≤t} P_s ≥ min_periods`` observations. Each EWMA sum is one recursive filter along time
    on dense (dates × assets) arrays, blocks of assets running in parallel.
 
 2. **Structural estimate** (``structural=True`` and exposures given). On each date ``t`` the assets with a

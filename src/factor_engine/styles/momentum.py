@@ -119,27 +119,41 @@ def trailing_weighted_growth(
 
 
 def _growth_piece(returns: np.ndarray, seg_starts: np.ndarray, window: int, half_life: float, lag: int) -> np.ndarray:
-    """:func:`trailing_weighted_growth` on whole symbols; ``seg_starts`` are the first rows of each symbol."""
+    """:func:`trailing_weighted_growth` on whole symbols; ``seg_starts`` are the first rows of each symbol.
+
+    The symbols' histories are laid side by side, left-aligned, in a (longest history, symbols) array, so each
+    power series term is one recursive filter along its rows (a vectorized step per observation) instead of a
+    walk along one long series; the positions after a short history's end are zeros no output reads."""
     n = returns.shape[0]
     out = np.full(n, np.nan)
     decay = np.exp(-np.log(2.0) / half_life)
+    # position of each row inside its symbol's history, and its symbol
+    segment_id = np.zeros(n, dtype=np.int64)
+    segment_id[seg_starts[1:]] = 1
+    segment_id = np.cumsum(segment_id)
+    pos = np.arange(n) - seg_starts[segment_id]
+    shape = (int(pos.max()) + 1, seg_starts.size)
+    flat = pos * shape[1] + segment_id  # row-major position in the (history, symbols) layout
+
     finite = np.isfinite(returns)
-    clean = np.where(finite, returns, 0.0)
+    clean = np.zeros(shape)
+    clean.reshape(-1)[flat] = np.where(finite, returns, 0.0)
     large = np.abs(clean) >= _SERIES_LIMIT
     small = np.where(large, 0.0, clean)
 
     # log growth at window end e = A[e] - B[e - window], A and B sums over the power series terms
-    head = np.zeros(n)  # sum_k c_k E_k
-    tail = np.zeros(n)  # sum_k c_k decay**(k*window) E_k
+    head = np.zeros(shape)  # sum_k c_k E_k
+    tail = np.zeros(shape)  # sum_k c_k decay**(k*window) E_k
     power = small.copy()
     max_small = float(np.max(np.abs(small)))
     k = 1
     while max_small > 0.0:
         factor = decay**k
         coef = (1.0 if k % 2 else -1.0) / k
-        ewsum = ewma_sum(power, factor, gain=coef)
+        ewsum = ewma_sum(power, factor, axis=0, gain=coef)
         head += ewsum
-        tail += factor**window * ewsum
+        ewsum *= factor**window
+        tail += ewsum
         if window * max_small ** (k + 1) / (k + 1) < _SERIES_TOL:
             break
         power *= small
@@ -151,25 +165,24 @@ def _growth_piece(returns: np.ndarray, seg_starts: np.ndarray, window: int, half
     if large_idx.size:
         offsets = np.arange(window)
         weights = decay**offsets
+        size = log_growth.size
         for start in range(0, large_idx.size, 4096):  # bounded memory: 4096 x window at a time
             idx = large_idx[start : start + 4096]
-            ends = idx[:, None] + offsets[None, :]
+            ends = idx[:, None] + offsets[None, :] * shape[1]  # the same symbol, `offset` observations later
             with np.errstate(invalid="ignore", divide="ignore"):
-                contrib = np.log1p(clean[idx][:, None] * weights[None, :])
-            keep = ends < n
-            log_growth += np.bincount(ends[keep], weights=contrib[keep], minlength=n)
+                contrib = np.log1p(clean.reshape(-1)[idx][:, None] * weights[None, :])
+            keep = ends < size
+            ends, contrib = ends[keep], contrib[keep]
+            # the chunk's targets span a few hundred rows: count over that range only
+            low, high = int(ends.min()), int(ends.max()) + 1
+            log_growth.reshape(-1)[low:high] += np.bincount(ends - low, weights=contrib, minlength=high - low)
 
-    # position of each row inside its symbol's history
-    segment_id = np.zeros(n, dtype=np.int64)
-    segment_id[seg_starts[1:]] = 1
-    segment_id = np.cumsum(segment_id)
-    pos = np.arange(n) - seg_starts[segment_id]
-    n_bad = np.cumsum(~finite, dtype=np.int64)
+    n_bad = np.cumsum(~finite, dtype=np.int64)  # along the concatenated histories
     bad_in_window = n_bad.copy()
     bad_in_window[window:] -= n_bad[:-window]
 
     rows = np.flatnonzero(pos >= lag + window - 1)
     ends = rows - lag
     ok = bad_in_window[ends] == 0
-    out[rows[ok]] = np.expm1(log_growth[ends[ok]])
+    out[rows[ok]] = np.expm1(log_growth.reshape(-1)[flat[ends[ok]]])
     return out
