@@ -420,6 +420,106 @@ async function analyzePortfolio(event) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Optimize (POST /portfolio/optimize with the keys of `factor-engine optimize`)
+
+const SHOWN_HOLDINGS = 15;
+
+/** {factor: [lower, upper]} of "factor=LO:HI" lines (an empty side is open: null). */
+function parseBounds(text) {
+  const bounds = {};
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line) return;
+    const at = line.lastIndexOf("=");
+    const range = line.slice(at + 1).split(":");
+    const factor = line.slice(0, at).trim();
+    if (at < 1 || !factor || range.length !== 2) throw new Error(`factor bounds, line ${i + 1}: expected "factor=LO:HI"`);
+    bounds[factor] = range.map((side) => {
+      if (side.trim() === "") return null;
+      const value = Number(side);
+      if (!Number.isFinite(value)) throw new Error(`factor bounds, line ${i + 1}: "${side}" is not a number`);
+      return value;
+    });
+  });
+  return bounds;
+}
+
+function optionalNumber(id) {
+  const text = document.getElementById(id).value.trim();
+  return text === "" ? null : Number(text);
+}
+
+function optimizeRequest() {
+  const benchmarkText = document.getElementById("benchmark-text").value;
+  const neutral = document
+    .getElementById("optimize-neutral")
+    .value.split(/[,\s]+/)
+    .filter((name) => name);
+  return {
+    model_id: state.model.id,
+    date: state.date,
+    objective: document.getElementById("optimize-objective").value,
+    benchmark: benchmarkText.trim() ? parseWeights(benchmarkText, "benchmark") : null,
+    long_only: document.getElementById("optimize-long-only").checked,
+    neutral,
+    factor_bounds: parseBounds(document.getElementById("optimize-bounds").value),
+    max_weight: optionalNumber("optimize-max-weight"),
+    max_tracking_error: optionalNumber("optimize-max-te"),
+  };
+}
+
+function renderHoldings(result) {
+  const body = document.querySelector("#optimized-weights tbody");
+  const largest = [...result.weights].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, SHOWN_HOLDINGS);
+  body.replaceChildren(
+    ...largest.map((row) => {
+      const line = document.createElement("tr");
+      const symbol = document.createElement("td");
+      symbol.textContent = row.symbol;
+      const weight = document.createElement("td");
+      weight.textContent = `${(100 * row.weight).toFixed(2)}%`;
+      weight.dataset.value = String(row.weight);
+      line.append(symbol, weight);
+      return line;
+    }),
+  );
+  const table = document.getElementById("optimized-weights");
+  table.caption.textContent =
+    `Optimized on ${result.date}: ${result.weights.length} holdings (largest ${largest.length} shown); ` +
+    `${result.constraints.join("; ")}; ${result.status} (${result.solver})`;
+  table.hidden = false;
+}
+
+/** Optimize, put the weights into the portfolio box and analyze them as any other portfolio. */
+async function optimizePortfolio(event) {
+  event.preventDefault();
+  showError("optimize-error", "");
+  let request;
+  try {
+    request = optimizeRequest();
+  } catch (error) {
+    showError("optimize-error", error.message);
+    console.error(error.message);
+    return;
+  }
+  setStatus("optimizing…");
+  let result;
+  try {
+    result = await api("/portfolio/optimize", request);
+  } catch (error) {
+    showError("optimize-error", error.message); // e.g. 422: the conflicting constraints
+    document.getElementById("optimized-weights").hidden = true;
+    setStatus("");
+    return;
+  }
+  renderHoldings(result);
+  document.getElementById("portfolio-text").value = result.weights.map((row) => `${row.symbol},${row.weight}`).join("\n");
+  // a long-short optimum may be leveraged: analyze it as given
+  document.getElementById("allow-unnormalized").checked = !request.long_only;
+  await analyzePortfolio({ preventDefault() {} });
+}
+
 function readFileInto(inputId, textId) {
   const input = document.getElementById(inputId);
   input.addEventListener("change", () => {
@@ -519,6 +619,7 @@ function start() {
   });
   for (const tab of document.querySelectorAll(".tab")) tab.onclick = () => showView(tab.dataset.view);
   document.getElementById("portfolio-form").onsubmit = analyzePortfolio;
+  document.getElementById("optimize-form").onsubmit = optimizePortfolio;
   readFileInto("portfolio-file", "portfolio-text");
   readFileInto("benchmark-file", "benchmark-text");
   document.getElementById("model-select").onchange = (event) => loadModel(event.target.value).catch(showGlobalError);
