@@ -15,8 +15,8 @@ them has a factor structure to find. The market cap is shares × the last close.
 Like IB it enforces the historical data pacing rules (60 requests in 10 minutes, identical requests 15 s apart,
 at most 5 per contract in 2 s) on its ``clock``; tests pass the fake clock of the client's pacer. Scripted
 failures, per symbol: unknown symbols (error 200), no permission for historical data (162) or for fundamental
-ratios (354), pacing violations on the first N requests (162), and a connection dropped when a symbol's bars
-are asked for (once).
+ratios (354), pacing violations on the first N requests (162), a connection dropped when a symbol's bars are
+asked for (once), a short history, and closes adjusted anew between two requests of one symbol (a dividend).
 
 Run it for a demo: ``python tests/ib_fake_gateway.py --port 4002`` (Ctrl-C stops it).
 """
@@ -117,6 +117,7 @@ class Scenario:
     pacing_violations: dict[str, int] = field(default_factory=dict)  # symbol -> first N bar requests refused
     disconnect_on_history: set[str] = field(default_factory=set)  # drop the connection (once per symbol)
     listed: dict[str, datetime.date] = field(default_factory=dict)  # first trading day, for a short history
+    readjusted: dict[str, float] = field(default_factory=dict)  # closes × factor after the first bars request
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,7 @@ class _Connection(socketserver.BaseRequestHandler):
         self.server.connections.add(self.request)
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.contracts: dict[int, str] = {}  # conId -> symbol
-        self.market_data: dict[int, str] = {}
+        self.bars_sent: set[str] = set()
 
     def finish(self) -> None:
         self.server.connections.discard(self.request)
@@ -392,18 +393,30 @@ class _Connection(socketserver.BaseRequestHandler):
         if unit != "Y" or bar_size != "1 day":
             self._error(req_id, 321, f"Error validating request: this fake serves 'N Y' of '1 day', got {duration!r}")
             return
-        first = max(years_before(gateway.last_day, int(count)), scenario.listed.get(symbol, datetime.date.min))
+        first = years_before(gateway.last_day, int(count))
         days = gateway.market.days
-        closes, volumes = gateway.market.series(symbol)
+        series, volumes = gateway.market.series(symbol)
+        closes = np.round(series, 4)  # prices to 4 decimals, as IB sends them
+        if symbol in scenario.readjusted and symbol in self.bars_sent:  # adjusted anew between two requests
+            closes = closes * scenario.readjusted[symbol]
+        self.bars_sent.add(symbol)
         start = bisect.bisect_right(days, first)
+        if symbol in scenario.listed:
+            start = max(start, bisect.bisect_left(days, scenario.listed[symbol]))
         rows: list[object] = []
         for i in range(start, len(days)):
-            close = round(float(closes[i]), 4)
+            close = float(closes[i])
             previous = float(closes[i - 1]) if i else close
             high, low = max(close, previous) * 1.004, min(close, previous) * 0.996
-            rows += [days[i].strftime("%Y%m%d"), round(previous, 4), round(high, 4), round(low, 4), close,
+            rows += [days[i].strftime("%Y%m%d"), previous, round(high, 4), round(low, 4), close,
                      int(volumes[i]), round((high + low + close) / 3, 4), int(volumes[i] // 400)]  # fmt: skip
-        header = [17, req_id, f"{first:%Y%m%d}  16:00:00", f"{gateway.last_day:%Y%m%d}  16:00:00", len(days) - start]
+        header = [
+            17,
+            req_id,
+            f"{days[start]:%Y%m%d}  16:00:00",
+            f"{gateway.last_day:%Y%m%d}  16:00:00",
+            len(days) - start,
+        ]
         self._send_many([header + rows])
 
     def _market_data(self, fields: list[str]) -> None:

@@ -120,8 +120,8 @@ def ingest_ib_command(
         typer.Option(
             "--symbols",
             "-s",
-            help="Text file: one symbol per line, optionally followed by its primary exchange (AAPL NASDAQ); "
-            "# starts a comment.",
+            help="Text file: one IB symbol per line (BRK B), optionally with its primary exchange after a comma "
+            "(SHOP,NYSE); # starts a comment.",
         ),
     ],
     years: Annotated[int, typer.Option("--years", "-y", min=1, help="Years of daily bars, ending today.")],

@@ -211,7 +211,7 @@ class Gateway:
             exchanges = sorted({d.contract.primaryExchange for d in details})
             raise SymbolProblem(
                 f"ambiguous: {len(details)} stocks match (primary exchanges {', '.join(exchanges)}); write "
-                f"'{symbol} EXCHANGE' in the symbols file"
+                f"'{symbol},EXCHANGE' in the symbols file"
             )
         found = details[0]
         return ContractInfo(

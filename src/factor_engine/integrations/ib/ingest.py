@@ -129,8 +129,8 @@ class IBIngestResult:
 
 
 def read_symbols(path: str | Path) -> list[SymbolSpec]:
-    """The symbols of a text file: one per line as ``SYMBOL`` or ``SYMBOL PRIMARY_EXCHANGE`` (a comma works as
-    the separator too), blank lines and ``#`` comments ignored, an optional ``symbol`` header line.
+    """The symbols of a text file: one per line as ``SYMBOL`` or ``SYMBOL,PRIMARY_EXCHANGE`` (IB's symbol, which
+    may hold a space: ``BRK B``), blank lines and ``#`` comments ignored, an optional ``symbol`` header line.
 
     Raises
     ------
@@ -146,17 +146,17 @@ def read_symbols(path: str | Path) -> list[SymbolSpec]:
     specs: list[SymbolSpec] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].replace(",", " ").strip()
-        if not line or (not specs and line.lower().split()[0] == "symbol"):
+        line = raw.split("#", 1)[0].strip()
+        if not line or (not specs and not seen and line.lower() in ("symbol", "symbol,primary_exchange")):
             continue
-        words = line.split()
-        if len(words) > 2 or not _SYMBOL_PATTERN.match(words[0]):
-            raise ValueError(f"{path}, line {number}: expected 'SYMBOL' or 'SYMBOL PRIMARY_EXCHANGE', got {raw!r}")
-        symbol = words[0].upper()
+        parts = [" ".join(part.split()) for part in line.split(",")]
+        if len(parts) > 2 or not _SYMBOL_PATTERN.match(parts[0]) or (len(parts) == 2 and not parts[1].isalnum()):
+            raise ValueError(f"{path}, line {number}: expected 'SYMBOL' or 'SYMBOL,PRIMARY_EXCHANGE', got {raw!r}")
+        symbol = parts[0].upper()
         if symbol in seen:
             raise ValueError(f"{path}, line {number}: {symbol} is listed twice (first on line {seen[symbol]})")
         seen[symbol] = number
-        specs.append(SymbolSpec(symbol, words[1].upper() if len(words) == 2 else ""))
+        specs.append(SymbolSpec(symbol, parts[1].upper() if len(parts) == 2 else ""))
     if not specs:
         raise ValueError(f"symbols file {path} lists no symbols")
     return specs
