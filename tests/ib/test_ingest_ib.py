@@ -38,6 +38,14 @@ def run_ingest(gateway: FakeGateway, *args: str) -> tuple[int, str, str]:
     return invoke("ingest-ib", "--port", str(gateway.port), *args)
 
 
+def ingest_to_file(gateway: FakeGateway, folder: Path, symbols: list[str], years: int = 2) -> tuple[int, str, str]:
+    """``ingest-ib`` of ``symbols`` into ``folder/panel.parquet`` (work directory ``folder/work``)."""
+    return run_ingest(
+        gateway, "--symbols", str(symbols_file(folder, symbols)), "--years", str(years),
+        "--out", str(folder / "panel.parquet"), "--work-dir", str(folder / "work"),
+    )  # fmt: skip
+
+
 def assert_returns_match_gateway(panel: pl.DataFrame, gateway: FakeGateway, symbols: list[str]) -> None:
     """Each symbol's returns equal those of the closes the gateway sent, from its first panel date on."""
     for symbol in symbols:
@@ -175,10 +183,7 @@ def test_no_permission_for_fundamental_ratios_gives_a_prices_only_panel(
     gateway = fake_gateway(Scenario(no_fundamentals_permission={"JPM"}))
     symbols = ["AAPL", "MSFT", "JPM", "XOM", "CVX"]
     out = tmp_path / "panel.parquet"
-    code, stdout, stderr = run_ingest(
-        gateway, "--symbols", str(symbols_file(tmp_path, symbols)), "--years", "2", "--out", str(out),
-        "--work-dir", str(tmp_path / "work"),
-    )  # fmt: skip
+    code, stdout, stderr = ingest_to_file(gateway, tmp_path, symbols)
     assert code == 0, stderr
     panel = pl.read_parquet(out)
     assert "market_cap" not in panel.columns and "shares_outstanding" not in panel.columns
@@ -191,10 +196,7 @@ def test_no_permission_for_fundamental_ratios_gives_a_prices_only_panel(
 def test_no_permission_for_daily_bars_leaves_the_symbol_out(fake_gateway: GatewayFactory, tmp_path: Path) -> None:
     gateway = fake_gateway(Scenario(no_history_permission={"MSFT"}))
     out = tmp_path / "panel.parquet"
-    code, stdout, stderr = run_ingest(
-        gateway, "--symbols", str(symbols_file(tmp_path, ["AAPL", "MSFT", "JPM"])), "--years", "2",
-        "--out", str(out), "--work-dir", str(tmp_path / "work"),
-    )  # fmt: skip
+    code, stdout, stderr = ingest_to_file(gateway, tmp_path, ["AAPL", "MSFT", "JPM"])
     assert code == 0, stderr
     assert sorted(pl.read_parquet(out).get_column("symbol").unique()) == ["AAPL", "JPM"]
     assert "MSFT: no market data permission for its daily bars (IB error 162: Historical Market Data Service" in stdout
@@ -204,10 +206,7 @@ def test_no_permission_for_daily_bars_leaves_the_symbol_out(fake_gateway: Gatewa
 def test_unknown_symbol_is_reported_and_left_out(fake_gateway: GatewayFactory, tmp_path: Path) -> None:
     gateway = fake_gateway(Scenario(unknown={"NOPE"}))
     out = tmp_path / "panel.parquet"
-    code, stdout, stderr = run_ingest(
-        gateway, "--symbols", str(symbols_file(tmp_path, ["AAPL", "NOPE", "JPM"])), "--years", "2",
-        "--out", str(out), "--work-dir", str(tmp_path / "work"),
-    )  # fmt: skip
+    code, stdout, stderr = ingest_to_file(gateway, tmp_path, ["AAPL", "NOPE", "JPM"])
     assert code == 0, stderr
     assert sorted(pl.read_parquet(out).get_column("symbol").unique()) == ["AAPL", "JPM"]
     assert "NOPE: unknown symbol: IB has no stock NOPE on SMART in USD (IB error 200: No security definition" in stdout
@@ -217,10 +216,7 @@ def test_unknown_symbol_is_reported_and_left_out(fake_gateway: GatewayFactory, t
 def test_nothing_downloadable_is_an_error(fake_gateway: GatewayFactory, tmp_path: Path) -> None:
     gateway = fake_gateway(Scenario(unknown={"NOPE", "NADA"}))
     out = tmp_path / "panel.parquet"
-    code, _, stderr = run_ingest(
-        gateway, "--symbols", str(symbols_file(tmp_path, ["NOPE", "NADA"])), "--years", "1", "--out", str(out),
-        "--work-dir", str(tmp_path / "work"),
-    )  # fmt: skip
+    code, _, stderr = ingest_to_file(gateway, tmp_path, ["NOPE", "NADA"], years=1)
     assert code == 1
     assert stderr.startswith("error: no symbol could be downloaded: NOPE: unknown symbol")
     assert not out.exists()

@@ -118,6 +118,19 @@ def _reported_errors(verbose: bool) -> Iterator[None]:
 _LIVE_PROGRESS: set[Progress] = set()
 
 
+def _progress_bar() -> Progress:
+    """A transient Rich bar on the console: spinner, description, bar, done of total, elapsed time."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class _Stages:
     """Runs named stages, prints a check mark when each ends and records its seconds.
 
@@ -133,15 +146,7 @@ class _Stages:
 
     def _bar(self) -> tuple[Progress, TaskID]:
         if self._progress is None or self._task is None:
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            )
+            self._progress = _progress_bar()
             self._task = self._progress.add_task("", total=self.total)
             self._progress.start()
             _LIVE_PROGRESS.add(self._progress)

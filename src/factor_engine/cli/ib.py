@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.text import Text
 
 from factor_engine.cli._common import (
@@ -19,6 +19,7 @@ from factor_engine.cli._common import (
     _check_output_file,
     _panel_summary,
     _print_written,
+    _progress_bar,
     _reported_errors,
     _write_frame,
     app,
@@ -40,17 +41,9 @@ from factor_engine.panel import MARKET_CAP
 DEFAULT_WORK_DIR = Path("ib_ingest_work")
 
 
-def _progress_bar(total: int) -> tuple[Progress, Callable[[IngestEvent], None]]:
+def _symbols_bar(total: int) -> tuple[Progress, Callable[[IngestEvent], None]]:
     """A Rich bar over the symbols and the event handler that drives it (problems are printed above it)."""
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = _progress_bar()
     task = progress.add_task("connecting…", total=total)
 
     def on_event(event: IngestEvent) -> None:
@@ -209,7 +202,7 @@ def ingest_ib_command(
             request_timeout=timeout,
             fundamentals_timeout=fundamentals_timeout,
         )
-        progress, on_event = _progress_bar(len(specs))
+        progress, on_event = _symbols_bar(len(specs))
         progress.start()
         _LIVE_PROGRESS.add(progress)
         try:
