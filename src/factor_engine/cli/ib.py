@@ -181,7 +181,7 @@ def ingest_ib_command(
     pacing violation is waited out and retried. Each symbol is checkpointed in --work-dir once complete: an
     interrupted run leaves no partial symbol, and running the same command again resumes. An unknown symbol or
     one without permission is left out with the reason. The panel is made as `prepare` makes one (returns from
-    the adjusted closes, null after a missing day).
+    the adjusted closes, null after a missing day). --verbose also shows ib_async's own log.
 
     Example:
 
