@@ -19,6 +19,17 @@ from factor_engine.panel import validate_panel
 from factor_engine.portfolio import Constraints, OptimizationResult, RiskModelSnapshot, optimize
 from factor_engine.synthetic import generate_market
 
+#: the constraint types: one feasible and one infeasible case each
+FEASIBLE = (
+    "long_only",
+    "neutral",
+    "factor_bounds",
+    "max_weight",
+    "max_tracking_error",
+    "max_turnover",
+    "benchmark",
+    "max_alpha",
+)
 TOL = 1e-6  # every constraint, fractions of capital or exposure units (daily sd for the tracking error)
 SAME = 1e-8  # the command's and the endpoint's weights against the library's
 ROOT_YEAR = math.sqrt(252)

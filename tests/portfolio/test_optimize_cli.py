@@ -18,6 +18,7 @@ from factor_engine.model import RiskModel, load_model
 from factor_engine.portfolio import Constraints, RiskModelSnapshot, decompose_risk, optimize
 from factor_engine.portfolio.snapshot import forecast_dates, snapshot_at
 from optimize_cases import (
+    FEASIBLE,
     SAME,
     TOL,
     Case,
@@ -29,17 +30,6 @@ from optimize_cases import (
     inputs,
     library_weights,
     small_model,
-)
-
-FEASIBLE = (
-    "long_only",
-    "neutral",
-    "factor_bounds",
-    "max_weight",
-    "max_tracking_error",
-    "max_turnover",
-    "benchmark",
-    "max_alpha",
 )
 
 

@@ -23,6 +23,7 @@ from factor_engine.service.limits import MAX_OPTIMIZE_FACTORS
 from factor_engine.service.schemas import OptimizeRequest
 from factor_engine.storage import connect
 from optimize_cases import (
+    FEASIBLE,
     SAME,
     TOL,
     Case,
@@ -36,16 +37,6 @@ from optimize_cases import (
     small_model,
 )
 
-FEASIBLE = (
-    "long_only",
-    "neutral",
-    "factor_bounds",
-    "max_weight",
-    "max_tracking_error",
-    "max_turnover",
-    "benchmark",
-    "max_alpha",
-)
 OPTIMIZE = f"{API}/portfolio/optimize"
 
 
