@@ -264,6 +264,7 @@ def test_every_command_is_covered() -> None:
         "demo",
         "factor-returns",
         "ingest",
+        "ingest-ib",
         "optimize",
         "prepare",
         "report",
