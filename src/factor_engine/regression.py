@@ -26,7 +26,16 @@ from factor_engine._dense import run_parallel, single_threaded_blas, winsorize
 from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SECTOR, SYMBOL
 
-__all__ = ["MARKET", "FactorReturns", "estimate_factor_returns", "estimate_from_panel"]
+__all__ = [
+    "MARKET",
+    "CrossSections",
+    "FactorReturns",
+    "estimate_factor_returns",
+    "estimate_from_panel",
+    "row_checks",
+    "solve_cross_sections",
+    "zero_absent_styles",
+]
 
 MARKET = "market"
 Method = Literal["barra", "toraniko"]
@@ -210,24 +219,16 @@ def estimate_factor_returns(
     cap_x = cap[:end]
     absent_styles = None
     if method == "barra" and style_names:
-        # a style with no value for any of a date's assets (still warming up, not yet available) is absent
-        # that date: exposure 0, so it is dropped there like an empty sector, instead of excluding every row
-        absent_styles = ~(np.isfinite(style_exposure[:end]) & has_row[:, :, None]).any(axis=1)  # (T', P)
-        e_idx, p_idx = np.nonzero(absent_styles)
-        style_exposure[e_idx, :, p_idx] = 0.0
-    reasons: list[tuple[str, np.ndarray]] = [
-        ("missing return (null, NaN or inf)", np.isfinite(y)),
-        (
-            f"no positive market cap {_when(lag)}",
-            np.isfinite(cap_x) & (cap_x > 0.0),
-        ),
-    ]
-    if sector_codes is not None:
-        reasons.append((f"no sector {_when(lag)}", sector_codes[:end] >= 0))
-    elif sector_exposure is not None:
-        reasons.append((f"no sector exposure {_when(lag)}", np.isfinite(sector_exposure[:end]).all(axis=2)))
-    for p, name in enumerate(style_names):
-        reasons.append((f"no {name} exposure {_when(lag)}", np.isfinite(style_exposure[:end, :, p])))
+        absent_styles = zero_absent_styles(style_exposure[:end], has_row)
+    reasons = row_checks(
+        y,
+        cap_x,
+        None if sector_codes is None else sector_codes[:end],
+        None if sector_exposure is None else sector_exposure[:end],
+        style_exposure[:end],
+        style_names,
+        lag,
+    )
     valid = has_row.copy()
     # returns of the first `lag` dates have no earlier exposures to be explained by
     excluded_rows = [(f"no exposures {lag} date(s) earlier (first dates of the panel)", n_before_exposures)] * (lag > 0)
@@ -237,10 +238,6 @@ def estimate_factor_returns(
         valid &= ok
     n_used = valid.sum(axis=1)
     n_excluded = has_row.sum(axis=1) - n_used
-
-    fitted_y = np.where(valid, y, np.nan)
-    if winsor_factor is not None:
-        fitted_y = winsorize(fitted_y, winsor_factor)
 
     n_ret_dates = y.shape[0]
     factor_values = np.full((n_ret_dates, len(factors)), np.nan)
@@ -254,43 +251,30 @@ def estimate_factor_returns(
 
     def solve_block(lo: int) -> None:
         hi = min(lo + block, n_ret_dates)
-        ok = valid[lo:hi]
-        design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sec, lo, hi)
-        weight = np.where(ok, np.sqrt(np.where(ok, cap_x[lo:hi], 1.0)), 0.0)
-        target = np.where(ok, fitted_y[lo:hi], 0.0)
-        if method == "barra":
-            sector_weight = np.where(ok, cap_x[lo:hi], 0.0)
-            solved = _solve_barra(design, weight, target, sector_weight, n_sec)
-            fitted = np.matmul(design, np.nan_to_num(solved.factor_returns)[:, :, None])[:, :, 0]
-            fit_residual = target - fitted
-            raw_residual = np.where(ok, y[lo:hi], 0.0) - fitted
-        else:
-            solved = _solve_toraniko(design, weight, target, n_sec, residualize_styles)
-            fit_residual = solved.residual
-            raw_residual = fit_residual
+        solved = solve_cross_sections(
+            valid[lo:hi],
+            y[lo:hi],
+            cap_x[lo:hi],
+            None if sector_codes is None else sector_codes[lo:hi],
+            None if sector_exposure is None else sector_exposure[lo:hi],
+            style_exposure[lo:hi],
+            n_sectors=n_sec,
+            method=method,
+            winsor_factor=winsor_factor,
+            residualize_styles=residualize_styles,
+        )
         factor_values[lo:hi] = solved.factor_returns
         dropped_mask[lo:hi] = solved.dropped
         condition[lo:hi] = solved.condition
-        residual[lo:hi] = np.where(ok, raw_residual, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r2[lo:hi] = 1.0 - (weight * fit_residual**2).sum(axis=1) / (weight * target**2).sum(axis=1)
-        n_candidates[lo:hi] = solved.n_candidates
+        residual[lo:hi] = solved.residual
+        r2[lo:hi] = solved.r2
+        skip_reason[lo:hi] = solved.skip_reason
 
-    n_candidates = np.zeros(n_ret_dates, dtype=np.int64)
     # Blocks run on all cores; each block's small batched products run single-threaded in BLAS
     # (multi-threaded BLAS on many small matrices is slower, and much slower on a busy machine).
     with single_threaded_blas():
         run_parallel(solve_block, range(0, n_ret_dates, block))
-    none = n_used == 0
-    few = (n_used < n_candidates) & ~none if method == "barra" else np.zeros(n_ret_dates, dtype=bool)
-    for t in np.flatnonzero(none | few):
-        skip_reason[t] = (
-            "no usable assets" if none[t] else f"fewer assets ({n_used[t]}) than factors ({n_candidates[t]})"
-        )
     skipped = skip_reason != ""
-    factor_values[skipped] = np.nan
-    residual[skipped] = np.nan
-    r2[skipped] = np.nan
     valid_out = valid & ~skipped[:, None]
 
     dates_with_rows: np.ndarray = np.asarray(has_row.any(axis=1))
@@ -445,27 +429,162 @@ def _style_inputs(
     return names, dense
 
 
+def zero_absent_styles(style_exposure: np.ndarray, has_row: np.ndarray) -> np.ndarray:
+    """Set to 0, in place, the styles absent on a return date and return the (b, P) mask of them.
+
+    A style with no value for any of a date's assets (still warming up, not yet available) is absent that
+    date: exposure 0, so it is dropped there like an empty sector (``method="barra"``), instead of excluding
+    every row. ``style_exposure`` is (b, N, P) at the exposure dates of the return dates, ``has_row`` (b, N)
+    the assets with a row on each return date."""
+    absent: np.ndarray = ~(np.isfinite(style_exposure) & has_row[:, :, None]).any(axis=1)
+    e_idx, p_idx = np.nonzero(absent)
+    style_exposure[e_idx, :, p_idx] = 0.0
+    return absent
+
+
+def row_checks(
+    returns: np.ndarray,
+    cap: np.ndarray,
+    sector_codes: np.ndarray | None,
+    sector_exposure: np.ndarray | None,
+    style_exposure: np.ndarray,
+    style_names: Sequence[str],
+    lag: int,
+) -> list[tuple[str, np.ndarray]]:
+    """Why a row is left out of its date's regression, in the order the reasons are counted: (reason, (b, N)
+    mask of the rows that pass). Arrays are aligned on the return dates: ``returns`` (b, N), the rest at the
+    exposure dates ``lag`` dates earlier (``cap`` (b, N) currency units, ``sector_codes`` (b, N) or
+    ``sector_exposure`` (b, N, S), ``style_exposure`` (b, N, P))."""
+    reasons: list[tuple[str, np.ndarray]] = [
+        ("missing return (null, NaN or inf)", np.isfinite(returns)),
+        (
+            f"no positive market cap {_when(lag)}",
+            np.isfinite(cap) & (cap > 0.0),
+        ),
+    ]
+    if sector_codes is not None:
+        reasons.append((f"no sector {_when(lag)}", sector_codes >= 0))
+    elif sector_exposure is not None:
+        reasons.append((f"no sector exposure {_when(lag)}", np.isfinite(sector_exposure).all(axis=2)))
+    for p, name in enumerate(style_names):
+        reasons.append((f"no {name} exposure {_when(lag)}", np.isfinite(style_exposure[:, :, p])))
+    return reasons
+
+
+@dataclass(frozen=True)
+class CrossSections:
+    """The regressions of b return dates, solved by :func:`solve_cross_sections`.
+
+    Attributes
+    ----------
+    factor_returns: (b, K) daily factor returns (fractions) in the order market, sectors, styles; NaN for a
+        factor dropped on a date and on a skipped date.
+    residual: (b, N) the part of each used return not explained by the factors (``barra``: raw return minus
+        fitted; ``toraniko``: winsorized return minus fitted); NaN for unused rows and skipped dates.
+    r2: (b,) weighted, uncentered R² of the fitted (winsorized) returns; NaN on a skipped date.
+    condition: (b,) condition number of the column-scaled normal matrix.
+    dropped: (b, K) int8: 0 kept, 1 no exposure, 2 collinear with earlier factors.
+    skip_reason: (b,) object: why a date was not solved ("" when it was).
+    """
+
+    factor_returns: np.ndarray
+    residual: np.ndarray
+    r2: np.ndarray
+    condition: np.ndarray
+    dropped: np.ndarray
+    skip_reason: np.ndarray
+
+
+def solve_cross_sections(
+    ok: np.ndarray,
+    returns: np.ndarray,
+    cap: np.ndarray,
+    sector_codes: np.ndarray | None,
+    sector_exposure: np.ndarray | None,
+    style_exposure: np.ndarray,
+    *,
+    n_sectors: int,
+    method: Method,
+    winsor_factor: float | None,
+    residualize_styles: bool,
+) -> CrossSections:
+    """The cross-sectional regressions of b return dates: the one solve behind :func:`estimate_factor_returns`
+    (which calls it on blocks of dates) and the live intraday factor returns (:mod:`factor_engine.live`, one
+    date at a time).
+
+    Parameters
+    ----------
+    ok: (b, N) bool, the rows used (a return, a positive cap, a sector and every style exposure).
+    returns: (b, N) daily simple returns (fractions) of the return dates; ignored where not ok.
+    cap: (b, N) market cap at the exposure date (currency units): ``sqrt(cap)`` is the regression weight and,
+        for ``barra``, ``cap`` the sector constraint's weight.
+    sector_codes: (b, N) int sector index (-1 none) at the exposure date, or None.
+    sector_exposure: (b, N, S) sector exposures at the exposure date, when not given as codes; or None.
+    style_exposure: (b, N, P) style exposures at the exposure date (absent styles already zeroed).
+    n_sectors: S, the number of sector factors (codes index them).
+    method, winsor_factor, residualize_styles: as in :func:`estimate_factor_returns`.
+    """
+    fitted_y = np.where(ok, returns, np.nan)
+    if winsor_factor is not None:
+        fitted_y = winsorize(fitted_y, winsor_factor)
+    design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sectors)
+    weight = np.where(ok, np.sqrt(np.where(ok, cap, 1.0)), 0.0)
+    target = np.where(ok, fitted_y, 0.0)
+    if method == "barra":
+        sector_weight = np.where(ok, cap, 0.0)
+        solved = _solve_barra(design, weight, target, sector_weight, n_sectors)
+        fitted = np.matmul(design, np.nan_to_num(solved.factor_returns)[:, :, None])[:, :, 0]
+        fit_residual = target - fitted
+        raw_residual = np.where(ok, returns, 0.0) - fitted
+    else:
+        solved = _solve_toraniko(design, weight, target, n_sectors, residualize_styles)
+        fit_residual = solved.residual
+        raw_residual = fit_residual
+    residual = np.where(ok, raw_residual, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = 1.0 - (weight * fit_residual**2).sum(axis=1) / (weight * target**2).sum(axis=1)
+    n_used = ok.sum(axis=1)
+    none = n_used == 0
+    few = (n_used < solved.n_candidates) & ~none if method == "barra" else np.zeros(ok.shape[0], dtype=bool)
+    skip_reason = np.full(ok.shape[0], "", dtype=object)
+    for t in np.flatnonzero(none | few):
+        skip_reason[t] = (
+            "no usable assets" if none[t] else f"fewer assets ({n_used[t]}) than factors ({solved.n_candidates[t]})"
+        )
+    skipped = skip_reason != ""
+    factor_returns = solved.factor_returns
+    factor_returns[skipped] = np.nan
+    residual[skipped] = np.nan
+    r2[skipped] = np.nan
+    return CrossSections(
+        factor_returns=factor_returns,
+        residual=residual,
+        r2=r2,
+        condition=solved.condition,
+        dropped=solved.dropped,
+        skip_reason=skip_reason,
+    )
+
+
 def _design_block(
     ok: np.ndarray,
     sector_codes: np.ndarray | None,
     sector_exposure: np.ndarray | None,
     style_exposure: np.ndarray,
     n_sec: int,
-    lo: int,
-    hi: int,
 ) -> np.ndarray:
-    """(b, N, K) exposures of return dates lo..hi (exposure dates shifted by the lag), zero where not ok."""
+    """(b, N, K) exposures of b return dates (the arrays at their exposure dates), zero where not ok."""
     b, n_sym = ok.shape
     n_sty = style_exposure.shape[2]
     design = np.zeros((b, n_sym, 1 + n_sec + n_sty))
     design[:, :, 0] = ok
     if sector_codes is not None:
         tt, nn = np.nonzero(ok)
-        design[tt, nn, 1 + sector_codes[lo:hi][tt, nn]] = 1.0
+        design[tt, nn, 1 + sector_codes[tt, nn]] = 1.0
     elif sector_exposure is not None:
-        design[:, :, 1 : 1 + n_sec] = np.where(ok[:, :, None], sector_exposure[lo:hi], 0.0)
+        design[:, :, 1 : 1 + n_sec] = np.where(ok[:, :, None], sector_exposure, 0.0)
     if n_sty:
-        design[:, :, 1 + n_sec :] = np.where(ok[:, :, None], style_exposure[lo:hi], 0.0)
+        design[:, :, 1 + n_sec :] = np.where(ok[:, :, None], style_exposure, 0.0)
     return design
 
 
