@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from factor_engine.risk.adjustments import (
     _Estimator,
     _PathGroup,
     eigenfactor_adjustment,
+    eigenfactor_with_state,
     factor_bias_statistics,
     volatility_regime_adjustment,
 )
@@ -175,6 +177,42 @@ def test_eigenfactor_adjustment_is_point_in_time(iid: tuple[pl.DataFrame, Factor
     full = eigenfactor_adjustment(raw, n_simulations=50, every=10, seed=3)
     early = eigenfactor_adjustment(head, n_simulations=50, every=10, seed=3)
     np.testing.assert_allclose(early.values, full.values[: early.values.shape[0]], rtol=1e-12, atol=0)
+
+
+def _dates(covariance: FactorCovariance, rows: slice) -> FactorCovariance:
+    observations = None if covariance.observations is None else covariance.observations[rows]
+    return dataclasses.replace(
+        covariance, dates=covariance.dates[rows], values=covariance.values[rows], observations=observations
+    )
+
+
+@pytest.mark.parametrize("cuts", [(700,), (300, 1000, 1399), (1399,)])
+def test_eigenfactor_extended_from_its_state_equals_one_run(cuts: tuple[int, ...]) -> None:
+    """A model extended by later dates: the adjustment of those dates from the state of a run over the
+    earlier ones equals a run over all of them, including a factor that enters in the later part (a new
+    block of factors) and simulation dates falling in the extension."""
+    rng = np.random.default_rng(12)
+    returns = rng.standard_normal((1500, 6)) * 0.01
+    returns[:900, 5] = np.nan  # enters after 900 returns: a forecast from its 100th return on
+    raw = factor_covariance(_frame(returns), USE4_LIKE)
+    settings = {"n_simulations": 60, "every": 40, "seed": 5}
+    full, full_state = eigenfactor_with_state(raw, **settings)
+    state = None
+    pieces = []
+    for lo, hi in itertools.pairwise((0, *cuts, raw.dates.len())):
+        piece, state = eigenfactor_with_state(_dates(raw, slice(lo, hi)), state=state, **settings)
+        pieces.append(piece.values)
+    extended = np.concatenate(pieces)
+    finite = np.isfinite(full.values)
+    np.testing.assert_array_equal(np.isfinite(extended), finite)
+    np.testing.assert_allclose(extended[finite], full.values[finite], rtol=1e-12, atol=0)
+    assert state is not None and len(state.blocks) == len(full_state.blocks) == 2
+    for ours, theirs in zip(state.blocks, full_state.blocks, strict=True):
+        np.testing.assert_array_equal(ours.positions, theirs.positions)
+        np.testing.assert_allclose(ours.profiles, theirs.profiles, rtol=1e-12)
+    assert full_state.blocks[1].positions.size > 3  # the new block was simulated several times
+    with pytest.raises(ValueError, match="the state was made with"):
+        eigenfactor_with_state(_dates(raw, slice(1400, 1500)), state=state, n_simulations=61, every=40, seed=5)
 
 
 def test_volatility_regime_adjustment_tracks_a_volatility_shift() -> None:

@@ -124,6 +124,35 @@ def gappy_returns() -> np.ndarray:
 
 
 @pytest.mark.parametrize("shrinkage", ["none", "ledoit_wolf"])
+def test_forecasts_at_chosen_dates_match_the_slow_loop(gappy_returns: np.ndarray, shrinkage: Shrinkage) -> None:
+    """``at=`` evaluates the EWMA sums directly at the requested dates (what a model update needs): the same
+    forecasts as the per-date loop and as the full run at those dates."""
+    config = CovarianceConfig(
+        vol_half_life=7, corr_half_life=15, vol_nw_lags=3, corr_nw_lags=2, min_periods=8, shrinkage=shrinkage
+    )
+    frame = _frame(gappy_returns)
+    full = factor_covariance(frame, config)
+    expected = _reference(gappy_returns, config)
+    wanted = [START + datetime.timedelta(days=t) for t in (39, 7, 20)]  # any order; one date is the first forecast
+    partial = factor_covariance(frame, config, at=wanted)
+    rows = [7 - 7, 20 - 7, 39 - 7]  # rows of the full run (forecasts start at date 7)
+    assert partial.dates.to_list() == sorted(wanted)
+    scale = np.nanmax(np.abs(expected))
+    np.testing.assert_allclose(partial.values, expected[rows], rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(partial.values, full.values[rows], rtol=1e-13, atol=1e-14 * scale)
+    np.testing.assert_array_equal(partial.observations, full.observations[rows])
+
+
+def test_forecasts_at_dates_reject_dates_without_a_forecast(gappy_returns: np.ndarray) -> None:
+    frame = _frame(gappy_returns)
+    config = CovarianceConfig(min_periods=8)
+    with pytest.raises(ValueError, match="before the first forecast date"):
+        factor_covariance(frame, config, at=[START + datetime.timedelta(days=3)])
+    with pytest.raises(ValueError, match="without factor returns"):
+        factor_covariance(frame, config, at=[START - datetime.timedelta(days=1)])
+
+
+@pytest.mark.parametrize("shrinkage", ["none", "ledoit_wolf"])
 def test_matches_slow_per_date_loop_with_nulls(gappy_returns: np.ndarray, shrinkage: Shrinkage) -> None:
     config = CovarianceConfig(
         vol_half_life=7, corr_half_life=15, vol_nw_lags=3, corr_nw_lags=2, min_periods=8, shrinkage=shrinkage

@@ -52,7 +52,16 @@ from factor_engine._dense import ewma_sum, run_parallel, single_threaded_blas
 from factor_engine.panel import DATE
 from factor_engine.risk.covariance import CovarianceConfig, FactorCovariance, forecast_mask
 
-__all__ = ["eigenfactor_adjustment", "factor_bias_statistics", "volatility_regime_adjustment"]
+__all__ = [
+    "EigenfactorBlock",
+    "EigenfactorState",
+    "RegimeState",
+    "eigenfactor_adjustment",
+    "eigenfactor_with_state",
+    "factor_bias_statistics",
+    "volatility_regime_adjustment",
+    "volatility_regime_with_state",
+]
 
 # Simulated paths per group (each group is one random stream and one parallel task).
 _PATHS_PER_GROUP = 250
@@ -190,16 +199,24 @@ def _bias_ratios(forecasts: np.ndarray, vol_z: np.ndarray, corr_z: np.ndarray) -
     return ratio.sum(axis=1), usable.sum(axis=1)
 
 
-def _simulation_positions(history: np.ndarray, every: int) -> np.ndarray:
+def _simulation_positions(
+    history: np.ndarray, every: int, *, offset: int = 0, last: tuple[int, int] | None = None
+) -> np.ndarray:
     """Positions (in date order) of the forecasts whose bias profile is simulated, given each one's history
     ``history`` (non-decreasing returns): the first, then the first date ``every`` dates after the last one
     simulated or, sooner, the first whose history exceeds the last one's by a quarter (the profile moves fast
-    while the history is short and slowly once it is long)."""
-    positions = [0]
-    for position in range(1, history.size):
-        last = positions[-1]
-        if position - last >= every or history[position] > _HISTORY_GROWTH * history[last]:
-            positions.append(position)
+    while the history is short and slowly once it is long).
+
+    For the later dates of a block (a model extended): ``offset`` forecasts of the block came before
+    ``history[0]`` and ``last`` is the (position in the block, history) of the last one simulated then; the
+    positions returned are still indices into ``history``."""
+    positions: list[int] = []
+    previous = last
+    for index in range(history.size):
+        position = index + offset
+        if previous is None or position - previous[0] >= every or history[index] > _HISTORY_GROWTH * previous[1]:
+            positions.append(index)
+            previous = (position, int(history[index]))
     return np.asarray(positions, dtype=np.int64)
 
 
@@ -209,8 +226,13 @@ def _simulated_profiles(
     estimator: _Estimator,
     n_simulations: int,
     seed: int,
+    replayed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(D, K) simulated bias profiles ``v_k`` of D forecasts (D, K, K) made from ``lengths`` (D,) returns."""
+    """(D, K) simulated bias profiles ``v_k`` of D forecasts (D, K, K) made from ``lengths`` (D,) returns.
+
+    ``replayed``: the lengths (non-decreasing, none above ``lengths``) of the forecasts of the same block
+    simulated before (a model extended by new dates): the paths are advanced through them first, stopping at
+    each as the first run did, so the new profiles equal those of a run over all the dates."""
     n_dates, n_factors, _ = forecasts.shape
     order = np.argsort(lengths, kind="stable")
     groups = range(0, n_simulations, _PATHS_PER_GROUP)
@@ -221,6 +243,8 @@ def _simulated_profiles(
         start = groups[group]
         rng = np.random.default_rng([seed, n_factors, group])
         paths = _PathGroup(rng, min(_PATHS_PER_GROUP, n_simulations - start), n_factors, estimator)
+        for length in () if replayed is None else replayed:
+            paths.advance(int(length))
         for first in range(0, n_dates, _DATES_PER_BATCH):
             batch = order[first : first + _DATES_PER_BATCH]
             estimates = []
@@ -236,6 +260,38 @@ def _simulated_profiles(
     total, count = ratio_sums.sum(axis=0), counts.sum(axis=0)
     profile: np.ndarray = np.sqrt(np.where(count > 0, total / np.maximum(count, 1), 1.0))
     return profile
+
+
+@dataclasses.dataclass(frozen=True)
+class EigenfactorBlock:
+    """The simulations of one set of factors with a forecast (``pattern``), for extending a model.
+
+    Attributes
+    ----------
+    pattern: (K,) bool, the factors with a forecast on the block's dates.
+    n_dates: forecasts of the block so far.
+    positions: (S,) positions within the block of the simulated forecasts.
+    histories: (S,) their histories (returns simulated).
+    profiles: (S, active) their bias profiles (non-increasing in the eigenvalue, at least 1).
+    """
+
+    pattern: np.ndarray
+    n_dates: int
+    positions: np.ndarray
+    histories: np.ndarray
+    profiles: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class EigenfactorState:
+    """What extending the eigenfactor adjustment to later dates needs: each block's simulations (a run over
+    all the dates makes the same ones) and the settings they were made with."""
+
+    blocks: tuple[EigenfactorBlock, ...]
+    n_simulations: int
+    scale: float
+    every: int
+    seed: int
 
 
 def eigenfactor_adjustment(
@@ -262,6 +318,30 @@ def eigenfactor_adjustment(
         grown by a quarter since the last simulation (1 = every date).
     seed: seed of the simulation (numpy ``default_rng``).
     """
+    adjusted, _ = eigenfactor_with_state(
+        covariance,
+        effective_observations=effective_observations,
+        n_simulations=n_simulations,
+        scale=scale,
+        every=every,
+        seed=seed,
+    )
+    return adjusted
+
+
+def eigenfactor_with_state(
+    covariance: FactorCovariance,
+    *,
+    effective_observations: float | None = None,
+    n_simulations: int = 1000,
+    scale: float = 1.4,
+    every: int = 126,
+    seed: int = 0,
+    state: EigenfactorState | None = None,
+) -> tuple[FactorCovariance, EigenfactorState]:
+    """:func:`eigenfactor_adjustment`, also returning the :class:`EigenfactorState` after the last date; given the
+    ``state`` of a run over earlier dates, ``covariance`` holds only the later dates, which are adjusted as a
+    run over all the dates would adjust them (the settings must be the state's)."""
     values = covariance.values
     n_dates, n_factors, _ = values.shape
     if n_simulations < 2 or every < 1:
@@ -272,6 +352,12 @@ def eigenfactor_adjustment(
         )
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be a non-negative number, got {scale}")
+    settings = (n_simulations, scale, every, seed)
+    if state is not None and (state.n_simulations, state.scale, state.every, state.seed) != settings:
+        raise ValueError(
+            f"the state was made with (n_simulations, scale, every, seed) = "
+            f"{(state.n_simulations, state.scale, state.every, state.seed)}, not {settings}"
+        )
     if covariance.estimator is not None:
         estimator = _Estimator.of(covariance.estimator)
         observations = covariance.observations
@@ -282,8 +368,9 @@ def eigenfactor_adjustment(
         observations = np.full((n_dates, n_factors), round(effective_observations), dtype=np.int64)
     else:
         raise ValueError("the forecast records no estimator: give effective_observations for the simulation")
+    earlier = {} if state is None else {block.pattern.tobytes(): block for block in state.blocks}
     if n_dates == 0:
-        return covariance
+        return covariance, EigenfactorState(tuple(earlier.values()), *settings)
     adjusted = values.copy()
     # factors with a forecast on each date: a finite variance (a factor without one has a NaN row and column)
     finite = forecast_mask(values)  # (T, K)
@@ -301,8 +388,28 @@ def eigenfactor_adjustment(
         # a style that entered later has fewer returns, and simulating every factor with its few returns would
         # inflate the whole profile for a year after it enters)
         history = observations[np.ix_(dates, active)].max(axis=1)
-        sim_positions = _simulation_positions(history, every)
-        profiles = _simulated_profiles(block[sim_positions], history[sim_positions], estimator, n_simulations, seed)
+        before = earlier.get(pattern.tobytes())
+        done = 0 if before is None else before.n_dates  # the block's forecasts of earlier runs
+        last = (
+            None
+            if before is None or before.positions.size == 0
+            else (
+                int(before.positions[-1]),
+                int(before.histories[-1]),
+            )
+        )
+        sim_positions = _simulation_positions(history, every, offset=done, last=last)  # within this run
+        if sim_positions.size == 0:  # the dates of an extension that use an earlier run's profile
+            profiles = np.zeros((0, active.size))
+        else:
+            profiles = _simulated_profiles(
+                block[sim_positions],
+                history[sim_positions],
+                estimator,
+                n_simulations,
+                seed,
+                replayed=None if before is None else before.histories,
+            )
         # the bias does not fall toward the smaller eigenvalues: a simulated dip there (a nearly singular direction,
         # e.g. the cap-weighted sector constraint, that i.i.d. simulated returns do not obey exactly) would shrink
         # that eigenvalue toward 0; each v_k is at least the largest v_j of the larger eigenvalues. Nor is an
@@ -310,30 +417,55 @@ def eigenfactor_adjustment(
         # as eigenportfolios only because the sample picks the noisiest direction among them, and shrinking them
         # (by a·(1 − v), amplified) underpredicts every long-only portfolio, which lies mostly in their span
         profiles = np.maximum(np.maximum.accumulate(profiles[:, ::-1], axis=1)[:, ::-1], 1.0)
-        # each date uses the latest profile simulated at or before it
-        latest = np.searchsorted(sim_positions, np.arange(dates.size), side="right") - 1
-        gamma = scale * (profiles[latest] - 1.0) + 1.0
+        # each date uses the latest profile simulated at or before it (in an earlier run, for the first dates)
+        known = profiles if before is None else np.concatenate([before.profiles, profiles])
+        known_positions = (
+            sim_positions + done if before is None else np.concatenate([before.positions, sim_positions + done])
+        )
+        latest = np.searchsorted(known_positions, np.arange(dates.size) + done, side="right") - 1
+        gamma = scale * (known[latest] - 1.0) + 1.0
         # eigenvalues that are zero up to rounding (an exactly singular direction) carry no risk to adjust
         gamma = np.where(eigvals > 1e-12 * np.maximum(eigvals[:, -1:], 0.0), gamma, 1.0)
         # PSD explicitly: a rounding-negative eigenvalue of the input is 0 in the adjusted forecast
         rebuilt = np.matmul(eigvecs * (gamma**2 * np.maximum(eigvals, 0.0))[:, None, :], eigvecs.transpose(0, 2, 1))
         rebuilt = 0.5 * (rebuilt + rebuilt.transpose(0, 2, 1))
         adjusted[np.ix_(dates, active, active)] = rebuilt
-    return dataclasses.replace(covariance, values=adjusted)
+        earlier[pattern.tobytes()] = EigenfactorBlock(
+            pattern=pattern.copy(),
+            n_dates=done + dates.size,
+            positions=known_positions,
+            histories=history[sim_positions]
+            if before is None
+            else np.concatenate([before.histories, history[sim_positions]]),
+            profiles=known,
+        )
+    return dataclasses.replace(covariance, values=adjusted), EigenfactorState(tuple(earlier.values()), *settings)
 
 
 def factor_bias_statistics(covariance: FactorCovariance, factor_returns: pl.DataFrame) -> pl.DataFrame:
     """``date, bias``: the cross-sectional factor bias statistic ``B_t`` of each return date ``t`` against the
     forecast made at the previous forecast date (daily forecasts are compared with daily returns)."""
     returns = _aligned_returns(covariance, factor_returns)
-    vol = np.sqrt(np.einsum("tkk->tk", covariance.values) / covariance.horizon)
+    vol = _daily_vol(covariance)
+    bias = _bias(returns[1:], vol[:-1])
+    return pl.DataFrame({DATE: covariance.dates[1:], "bias": bias}).with_columns(pl.col("bias").fill_nan(None))
+
+
+def _daily_vol(covariance: FactorCovariance) -> np.ndarray:
+    vol: np.ndarray = np.sqrt(np.einsum("tkk->tk", covariance.values) / covariance.horizon)
+    return vol
+
+
+def _bias(returns: np.ndarray, previous_vol: np.ndarray) -> np.ndarray:
+    """(D,) ``sqrt(mean_k (f_k / σ_k)²)`` of each row's returns over the previous forecast's vols (NaN when no
+    factor has both)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = returns[1:] / vol[:-1]
+        z = returns / previous_vol
     z = np.where(np.isfinite(z), z, np.nan)
     counts = np.isfinite(z).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bias = np.sqrt(np.nansum(z**2, axis=1) / counts)
-    return pl.DataFrame({DATE: covariance.dates[1:], "bias": bias}).with_columns(pl.col("bias").fill_nan(None))
+        bias: np.ndarray = np.sqrt(np.nansum(z**2, axis=1) / counts)
+    return bias
 
 
 def _aligned_returns(covariance: FactorCovariance, factor_returns: pl.DataFrame) -> np.ndarray:
@@ -347,6 +479,16 @@ def _aligned_returns(covariance: FactorCovariance, factor_returns: pl.DataFrame)
     return values
 
 
+@dataclasses.dataclass(frozen=True)
+class RegimeState:
+    """What extending the volatility regime adjustment to later dates needs: the daily vols of the last
+    forecast (before the adjustment, NaN where none) and the EWMA sums of ``B²`` and of its weights there."""
+
+    vol: np.ndarray
+    weighted: float
+    weights: float
+
+
 def volatility_regime_adjustment(
     covariance: FactorCovariance, factor_returns: pl.DataFrame, *, half_life: float = 42.0
 ) -> FactorCovariance:
@@ -358,14 +500,44 @@ def volatility_regime_adjustment(
     factor_returns: ``date`` + one column per factor (daily returns, fractions).
     half_life: trading days of the EWMA of the squared bias statistic.
     """
+    return volatility_regime_with_state(covariance, factor_returns, half_life=half_life)[0]
+
+
+def volatility_regime_with_state(
+    covariance: FactorCovariance,
+    factor_returns: pl.DataFrame,
+    *,
+    half_life: float = 42.0,
+    state: RegimeState | None = None,
+) -> tuple[FactorCovariance, RegimeState | None]:
+    """:func:`volatility_regime_adjustment`, also returning the :class:`RegimeState` after the last date (None
+    when there is none); given the ``state`` of a run over earlier dates, ``covariance`` holds only the later
+    dates, adjusted as a run over all the dates would adjust them."""
     if not half_life > 0:
         raise ValueError(f"half_life must be positive, got {half_life}")
-    bias = factor_bias_statistics(covariance, factor_returns)["bias"].to_numpy().astype(np.float64)
+    n_dates = covariance.values.shape[0]
+    if n_dates == 0:
+        return covariance, state
+    returns = _aligned_returns(covariance, factor_returns)
+    vol = _daily_vol(covariance)
+    if state is None:  # the first forecast has no bias history
+        bias = _bias(returns[1:], vol[:-1])
+    else:
+        bias = _bias(returns, np.concatenate([state.vol[None], vol[:-1]]))
     decay = 0.5 ** (1.0 / half_life)
     present = np.isfinite(bias)
     weighted = ewma_sum(np.where(present, bias**2, 0.0), decay)
     weights = ewma_sum(present.astype(np.float64), decay)
+    if state is not None:  # the sums carried from the earlier dates, decayed
+        carried = decay ** np.arange(1, n_dates + 1, dtype=np.float64)
+        weighted += state.weighted * carried
+        weights += state.weights * carried
     with np.errstate(invalid="ignore", divide="ignore"):
         multiplier_sq = np.where(weights > 0, weighted / weights, 1.0)
-    multiplier_sq = np.concatenate([[1.0], multiplier_sq])  # the first forecast has no bias history
-    return dataclasses.replace(covariance, values=covariance.values * multiplier_sq[:, None, None])
+    if state is None:
+        multiplier_sq = np.concatenate([[1.0], multiplier_sq])
+    if weighted.size:
+        after = RegimeState(vol=vol[-1].copy(), weighted=float(weighted[-1]), weights=float(weights[-1]))
+    else:  # one forecast, no bias yet
+        after = RegimeState(vol=vol[-1].copy(), weighted=0.0, weights=0.0)
+    return dataclasses.replace(covariance, values=covariance.values * multiplier_sq[:, None, None]), after

@@ -229,7 +229,10 @@ def forecast_mask(values: np.ndarray) -> np.ndarray:
 
 
 def factor_covariance(
-    factor_returns: pl.DataFrame | pl.LazyFrame, config: CovarianceConfig = CovarianceConfig()
+    factor_returns: pl.DataFrame | pl.LazyFrame,
+    config: CovarianceConfig = CovarianceConfig(),
+    *,
+    at: Sequence[datetime.date] | pl.Series | None = None,
 ) -> FactorCovariance:
     """Forecast the factor covariance at the close of every date (see the module docstring for the method).
 
@@ -238,10 +241,15 @@ def factor_covariance(
     factor_returns: ``date`` + one numeric column per factor: daily factor returns (fractions), one row per
         date, null (or NaN) where a factor was not estimated. Unsorted dates are sorted; duplicates are an error.
     config: half-lives (trading days), Newey-West lags, history, shrinkage and horizon.
+    at: only the forecasts of these dates (each a date of ``factor_returns`` from the ``min_periods``-th on):
+        every EWMA sum is then evaluated directly at those dates, ``Σ_{s≤t} λ^(t−s) x(s)``, instead of
+        running the recursion over all dates (a model extended by a few dates; equal to the full run's
+        forecasts of those dates up to rounding, about 1e-15 relative).
 
     Returns
     -------
-    A :class:`FactorCovariance` with one forecast per date from the ``min_periods``-th on (none if fewer).
+    A :class:`FactorCovariance` with one forecast per date from the ``min_periods``-th on (none if fewer), or
+    per date of ``at`` in date order.
     """
     frame, factors = _validate(factor_returns)
     returns = frame.select(pl.col(name).cast(pl.Float64) for name in factors).to_numpy().T  # (K, T)
@@ -252,23 +260,26 @@ def factor_covariance(
     values = np.where(present, returns, 0.0)
     n_factors, n_dates = values.shape
     first = config.min_periods - 1
-    dates = frame[DATE].slice(first)
-    if n_dates <= first:
+    positions = np.arange(first, n_dates) if at is None else _positions_of(frame[DATE], at, first)
+    dates = frame[DATE].gather(positions)
+    if positions.size == 0:
         empty = np.zeros((0, n_factors, n_factors))
         return FactorCovariance(dates, factors, empty, config.horizon, config, np.zeros((0, n_factors), np.int64))
 
-    sums = _EwmaSums(values, present if not present.all() else None)
+    # the recursion over every date, or the sums evaluated only at the requested dates
+    sums = _EwmaSums(values, present if not present.all() else None, None if at is None else positions)
+    start = first if at is None else 0  # the forecasts' columns of the (P, ·) sums
     diagonal = np.arange(n_factors)
-    variance = sums.newey_west(diagonal, diagonal, config.vol_half_life, config.vol_nw_lags)[:, first:]
+    variance = sums.newey_west(diagonal, diagonal, config.vol_half_life, config.vol_nw_lags)[:, start:]
     vol = np.sqrt(np.maximum(variance, 0.0)).T  # (T', K)
 
     upper_i, upper_j = np.triu_indices(n_factors)
-    corr_cov = sums.newey_west(upper_i, upper_j, config.corr_half_life, config.corr_nw_lags)[:, first:]
+    corr_cov = sums.newey_west(upper_i, upper_j, config.corr_half_life, config.corr_nw_lags)[:, start:]
     correlation = _correlation_from_pairs(corr_cov, upper_i, upper_j, n_factors)
-    observations = np.cumsum(present, axis=1, dtype=np.int64)[:, first:].T  # (T', K) returns up to each date
+    observations = np.cumsum(present, axis=1, dtype=np.int64)[:, positions].T  # (T', K) returns up to each date
     enough = observations >= config.min_periods  # (T', K) factors with history
     if config.shrinkage == "ledoit_wolf":
-        intensity = _ledoit_wolf_intensity(sums, upper_i, upper_j, enough, config.corr_half_life, first)
+        intensity = _ledoit_wolf_intensity(sums, upper_i, upper_j, enough, config.corr_half_life, start)
         correlation *= (1.0 - intensity)[:, None, None]
         correlation[:, diagonal, diagonal] += intensity[:, None]
 
@@ -312,6 +323,24 @@ def _validate(factor_returns: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame
     return factor_returns.sort(DATE), factors
 
 
+def _positions_of(dates: pl.Series, at: Sequence[datetime.date] | pl.Series, first: int) -> np.ndarray:
+    """Sorted row positions in ``dates`` (sorted, distinct) of the requested forecast dates ``at``."""
+    wanted = pl.Series(DATE, at).cast(dates.dtype).unique().sort()
+    located = pl.DataFrame({DATE: wanted}).join(
+        pl.DataFrame({DATE: dates}).with_row_index("position"), on=DATE, how="left"
+    )
+    unknown = located.filter(pl.col("position").is_null())[DATE]
+    if unknown.len():
+        raise ValueError(f"at: {unknown.len()} date(s) without factor returns, e.g. {unknown.head(3).to_list()}")
+    positions = located["position"].cast(pl.Int64).to_numpy()
+    early = positions < first
+    if early.any():
+        raise ValueError(
+            f"at: {dates[int(positions[early][0])]} is before the first forecast date {dates[first]} (min_periods)"
+        )
+    return positions
+
+
 def _decay(half_life: float) -> float:
     return 1.0 if math.isinf(half_life) else float(0.5 ** (1.0 / half_life))
 
@@ -323,12 +352,24 @@ def _ewma_sum(x: np.ndarray, decay: float) -> np.ndarray:
 
 
 class _EwmaSums:
-    """Pairwise-normalized EWMA cross moments of (K, T) returns (0 where absent) and their presence mask."""
+    """Pairwise-normalized EWMA cross moments of (K, T) returns (0 where absent) and their presence mask, on
+    every date or, with ``at`` (sorted positions), only on those dates."""
 
-    def __init__(self, values: np.ndarray, present: np.ndarray | None) -> None:
+    def __init__(self, values: np.ndarray, present: np.ndarray | None, at: np.ndarray | None = None) -> None:
         self.values = values
         self.present = present  # None when every return is present
         self.n_dates = values.shape[1]
+        self.at = at
+
+    def _sum(self, x: np.ndarray, decay: float) -> np.ndarray:
+        """(P, T) EWMA sums of (P, T) ``x`` on every date, or (P, D) on the dates ``at``: ``x`` times the
+        weights ``λ^(t−s)`` (``s ≤ t``) of each requested date ``t``, a direct sum instead of the recursion."""
+        if self.at is None:
+            return _ewma_sum(x, decay)
+        age = self.at[None, :] - np.arange(self.n_dates)[:, None]  # (T, D): t − s
+        weights = np.where(age >= 0, float(decay) ** np.maximum(age, 0).astype(np.float64), 0.0)
+        result: np.ndarray = x @ weights
+        return result
 
     def _products(self, rows: Sequence[int] | np.ndarray, cols: np.ndarray, lag: int, mask: bool) -> np.ndarray:
         """(P, T) products ``x[rows, s] · x[cols, s − lag]`` (0 for s < lag), of the values or the mask."""
@@ -342,12 +383,12 @@ class _EwmaSums:
         if self.present is None:
             ones = np.zeros((1, self.n_dates))
             ones[:, lag:] = 1.0
-            return _ewma_sum(ones, decay)
-        return _ewma_sum(self._products(rows, cols, lag, mask=True), decay)
+            return self._sum(ones, decay)
+        return self._sum(self._products(rows, cols, lag, mask=True), decay)
 
     def moment(self, rows: np.ndarray, cols: np.ndarray, lag: int, decay: float, absent: float) -> np.ndarray:
         """(P, T) Γ_lag for the pairs (rows, cols); ``absent`` where no pair of dates has both terms."""
-        numerator = _ewma_sum(self._products(rows, cols, lag, mask=False), decay)
+        numerator = self._sum(self._products(rows, cols, lag, mask=False), decay)
         weight = self._weights(rows, cols, lag, decay)
         with np.errstate(invalid="ignore", divide="ignore"):
             moment: np.ndarray = np.where(weight > 0, numerator / weight, absent)
@@ -356,7 +397,7 @@ class _EwmaSums:
     def newey_west(self, rows: np.ndarray, cols: np.ndarray, half_life: float, lags: int) -> np.ndarray:
         """(P, T) Newey-West covariance ``Γ_0 + Σ_l (1 − l/(L+1)) (Γ_l + Γ_lᵀ)`` for the pairs (rows, cols)."""
         decay = _decay(half_life)
-        result = np.empty((len(rows), self.n_dates))
+        result = np.empty((len(rows), self.n_dates if self.at is None else self.at.size))
 
         def block(pairs: slice) -> None:
             r, c = rows[pairs], cols[pairs]
@@ -372,13 +413,13 @@ class _EwmaSums:
     def fourth_moment(self, rows: np.ndarray, cols: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
         """(P, T) EWMA of ``x_i² x_j²`` (pairwise normalized) and the inverse effective sample size ν of each pair."""
         squares = self.values**2
-        numerator = _ewma_sum(squares[rows] * squares[cols], decay)
+        numerator = self._sum(squares[rows] * squares[cols], decay)
         if self.present is None:
             ones = np.ones((1, self.n_dates))
         else:
             ones = (self.present[rows] & self.present[cols]).astype(np.float64)
-        weight = _ewma_sum(ones, decay)
-        weight_squared = _ewma_sum(ones, decay**2)
+        weight = self._sum(ones, decay)
+        weight_squared = self._sum(ones, decay**2)
         with np.errstate(invalid="ignore", divide="ignore"):
             fourth = np.where(weight > 0, numerator / weight, 0.0)
             inverse_size = np.where(weight > 0, weight_squared / weight**2, 0.0)

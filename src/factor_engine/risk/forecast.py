@@ -1,0 +1,96 @@
+"""The factor covariance forecast of a model: EWMA + Newey-West, then the eigenfactor and volatility regime
+adjustments, on every date or, from the state of an earlier run, on the dates after it only.
+
+A model extended by new dates needs their forecasts exactly as a run over all the dates makes them. The raw
+forecasts are evaluated at the new dates directly (:func:`factor_covariance` with ``at``: each EWMA sum is a
+weighted sum over the history, no recursion); the eigenfactor adjustment continues from the simulations of
+the earlier run (:class:`EigenfactorState`: the same bias profiles, a new simulation replaying the earlier
+ones' stops) and the regime adjustment from its EWMA sums (:class:`RegimeState`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import polars as pl
+
+from factor_engine.panel import DATE
+from factor_engine.risk.adjustments import (
+    EigenfactorState,
+    RegimeState,
+    eigenfactor_with_state,
+    volatility_regime_with_state,
+)
+from factor_engine.risk.covariance import CovarianceConfig, FactorCovariance, factor_covariance
+
+__all__ = ["CovarianceAdjustments", "CovarianceState", "forecast_covariance"]
+
+
+@dataclass(frozen=True)
+class CovarianceAdjustments:
+    """Which adjustments the forecast gets (the model configuration's ``[adjustments]``).
+
+    eigenfactor: apply the eigenfactor risk adjustment with ``simulations`` paths, scaling ``scale`` and
+        bias profiles at most ``every`` dates apart.
+    vra_half_life: half-life (trading days) of the volatility regime adjustment; None disables it.
+    seed: seed of the eigenfactor simulation.
+    """
+
+    eigenfactor: bool = True
+    simulations: int = 1000
+    scale: float = 1.4
+    every: int = 126
+    vra_half_life: float | None = 42.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CovarianceState:
+    """The forecast's state after ``last_date`` (the last forecast date): what extending it needs."""
+
+    last_date: datetime.date
+    eigenfactor: EigenfactorState | None
+    regime: RegimeState | None
+
+
+def forecast_covariance(
+    factor_returns: pl.DataFrame,
+    config: CovarianceConfig,
+    adjustments: CovarianceAdjustments,
+    *,
+    state: CovarianceState | None = None,
+) -> tuple[FactorCovariance, CovarianceState | None]:
+    """The adjusted factor covariance forecasts and the state after the last one (None when there is none).
+
+    Parameters
+    ----------
+    factor_returns: ``date`` + one column per factor, the whole history (daily fractions).
+    config: the covariance estimator.
+    adjustments: the adjustments applied.
+    state: the state of a run over the dates up to ``state.last_date``: only the later dates are forecast,
+        equal to a run over all the dates (up to rounding).
+    """
+    if state is None:
+        covariance = factor_covariance(factor_returns, config)
+    else:
+        later = factor_returns.filter(pl.col(DATE) > state.last_date).get_column(DATE)
+        covariance = factor_covariance(factor_returns, config, at=later)
+    if covariance.dates.len() == 0:
+        return covariance, state
+    eigen_state = None if state is None else state.eigenfactor
+    if adjustments.eigenfactor:
+        covariance, eigen_state = eigenfactor_with_state(
+            covariance,
+            n_simulations=adjustments.simulations,
+            scale=adjustments.scale,
+            every=adjustments.every,
+            seed=adjustments.seed,
+            state=eigen_state,
+        )
+    regime_state = None if state is None else state.regime
+    if adjustments.vra_half_life is not None:
+        covariance, regime_state = volatility_regime_with_state(
+            covariance, factor_returns, half_life=adjustments.vra_half_life, state=regime_state
+        )
+    return covariance, CovarianceState(covariance.dates[-1], eigen_state, regime_state)
