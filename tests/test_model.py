@@ -65,14 +65,14 @@ def test_build_matches_the_library_stages(panel: pl.DataFrame, model: RiskModel)
 
 def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
     folder = model.save(tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "diagnostics.parquet",
-        "exposures.parquet",
-        "factor_covariance.parquet",
-        "factor_returns.parquet",
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "diagnostics/part-000000.parquet",
+        "exposures/part-000000.parquet",
+        "factor_covariance/part-000000.parquet",
+        "factor_returns/part-000000.parquet",
         "model.json",
-        "residuals.parquet",
-        "specific_risk.parquet",
+        "residuals/part-000000.parquet",
+        "specific_risk/part-000000.parquet",
     ]
     loaded = load_model(folder)
     for name in ("factor_returns", "exposures", "residuals", "diagnostics"):
@@ -221,8 +221,8 @@ def test_load_errors_name_the_file(model: RiskModel, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"not a model folder: model.json is missing"):
         load_model(tmp_path)
     folder = model.save(tmp_path / "m")
-    (folder / "residuals.parquet").unlink()
-    with pytest.raises(ModelError, match=r"lacks residuals.parquet"):
+    (folder / "residuals" / "part-000000.parquet").unlink()
+    with pytest.raises(ModelError, match=r"lacks residuals/part-000000.parquet"):
         load_model(folder)
     (folder / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match=r"model.json is not valid JSON"):

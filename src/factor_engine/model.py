@@ -1,31 +1,30 @@
 """The risk model artifact: build it from a panel and a configuration, save it to a folder, load it back.
 
 ``build_model`` runs universe selection → style scores → factor returns (→ factor covariance → specific risk
-as those stages are configured) and returns a :class:`RiskModel`. ``RiskModel.save(folder)`` writes, in daily
-units:
+as those stages are configured) and returns a :class:`RiskModel`. ``RiskModel.save(folder)`` writes these
+tables, in daily units, as Parquet parts listed by ``model.json`` (the layout: :mod:`factor_engine.model_folder`):
 
-- ``factor_returns.parquet``: ``date`` + one column per factor;
-- ``exposures.parquet``: ``date, symbol`` + one column per factor — the exposures known at that date's close;
-- ``residuals.parquet``: ``date, symbol, residual``;
-- ``diagnostics.parquet``: the regression's per-date diagnostics;
-- ``specific_risk.parquet``: ``date, symbol, specific_vol`` — the specific volatility forecast (daily sd)
-  made at each date's close;
-- ``factor_covariance.parquet``: ``date, factor`` + one column per factor — the forecast made at each date's
-  close (daily units × the configured horizon), for every date once enough history exists;
-- ``model.json``: the effective configuration, factor list, date range, units and engine version.
+- ``factor_returns``: ``date`` + one column per factor;
+- ``exposures``: ``date, symbol`` + one column per factor — the exposures known at that date's close;
+- ``residuals``: ``date, symbol, residual``;
+- ``diagnostics``: the regression's per-date diagnostics;
+- ``specific_risk``: ``date, symbol, specific_vol`` — the specific volatility forecast (daily sd) made at
+  each date's close;
+- ``factor_covariance``: ``date, factor`` + one column per factor — the forecast made at each date's close
+  (daily units × the configured horizon), for every date once enough history exists;
 
-``load_model(folder)`` reads them back with identical numbers.
+and in ``model.json`` the effective configuration, factor list, date range, units and engine version.
+``load_model(folder)`` reads them back with identical numbers (also from a folder of the single-file layout
+before). ``append_model_dates`` extends a saved model by new dates without rewriting its large tables.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ import numpy as np
 import polars as pl
 
 from factor_engine import __version__
-from factor_engine._dense import run_parallel, single_threaded_blas
+from factor_engine._dense import single_threaded_blas
 from factor_engine.config import ModelConfig, SectorsConfig
+from factor_engine.model_folder import Manifest, ModelError, State, append_folder, read_folder, read_table, write_folder
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
 from factor_engine.risk import (
@@ -43,13 +43,17 @@ from factor_engine.risk import (
     factor_covariance,
     volatility_regime_adjustment,
 )
-from factor_engine.risk.specific import finish_specific_risk, time_series_specific_risk
+from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, finish_specific_risk, time_series_specific_risk
 from factor_engine.styles import StyleFactor, compute_styles, get_style
 from factor_engine.styles.fill import fill_context
 
 __all__ = [
+    "LARGE_TABLES",
+    "SMALL_TABLES",
     "ModelError",
+    "ModelExtension",
     "RiskModel",
+    "append_model_dates",
     "apply_sectors",
     "build_model",
     "forecast_factor_covariance",
@@ -57,15 +61,12 @@ __all__ = [
     "select_universe",
 ]
 
-_FILES = ("factor_returns", "exposures", "residuals", "diagnostics")
-COVARIANCE_FILE = "factor_covariance.parquet"
-# zstd at level 1: faster to write than polars' default level and, on model frames, no larger
-_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
-SPECIFIC_FILE = "specific_risk.parquet"
-
-
-class ModelError(ValueError):
-    """A model folder that cannot be read, or a build that cannot run; the message says which file or step."""
+# one row per date and asset: appending dates adds a part to each
+LARGE_TABLES = ("exposures", "residuals", "specific_risk")
+# one row per date (and factor): rewritten whole when dates are appended
+SMALL_TABLES = ("factor_returns", "diagnostics", "factor_covariance")
+_REQUIRED_TABLES = ("factor_returns", "exposures", "residuals", "diagnostics")
+_TABLES = (*_REQUIRED_TABLES, "factor_covariance", "specific_risk")
 
 
 @dataclass(frozen=True)
@@ -156,65 +157,161 @@ class RiskModel:
             "build": self.notes,
         }
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the model to ``folder`` (created if needed); files are written to a temporary name and
-        renamed, so an interrupted save never leaves a half-written file under a final name."""
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        frames = {f"{name}.parquet": getattr(self, name) for name in _FILES}
-        if self.factor_covariance is not None:
-            frames[COVARIANCE_FILE] = self.factor_covariance.to_frame()
-        if self.specific_risk is not None:
-            frames[SPECIFIC_FILE] = self.specific_risk
-        # polars writes without the GIL: the files are written side by side
-        run_parallel(
-            lambda item: _atomic_write(target / item[0], partial(item[1].write_parquet, **_PARQUET_OPTIONS)),
-            sorted(frames.items(), key=lambda item: -item[1].estimated_size()),
-        )
-        text = json.dumps(self.metadata(), indent=2)
-        _atomic_write(target / "model.json", lambda path: path.write_text(text))
-        return target
+    def save(self, folder: str | Path, *, state: State | None = None) -> Path:
+        """Write the model to ``folder`` (created if needed), replacing any model it held: the new files first,
+        then ``model.json`` by an atomic rename, so an interrupted save leaves the previous model readable.
+
+        Parameters
+        ----------
+        state: arrays an update continues from, by component (component → array name → array), saved as
+            ``state/<component>-<generation>.npz``; read them with :func:`factor_engine.model_folder.read_state`.
+        """
+        return write_folder(folder, self.metadata(), _tables(self), state, legacy_tables=_TABLES)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    temporary.replace(path)
+def _tables(model: RiskModel) -> dict[str, pl.DataFrame]:
+    """The model's tables by name, as saved (the covariance as its long ``date, factor`` frame)."""
+    tables = {name: getattr(model, name) for name in _REQUIRED_TABLES}
+    if model.factor_covariance is not None:
+        tables["factor_covariance"] = model.factor_covariance.to_frame()
+    if model.specific_risk is not None:
+        tables["specific_risk"] = model.specific_risk
+    return tables
 
 
 def load_model(folder: str | Path) -> RiskModel:
-    """Read a model written by :meth:`RiskModel.save`."""
-    source = Path(folder)
-    meta_path = source / "model.json"
-    if not meta_path.is_file():
-        raise ModelError(f"{source} is not a model folder: {meta_path.name} is missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path} is not valid JSON: {exc}") from exc
-    frames = {}
-    for name in _FILES:
-        path = source / f"{name}.parquet"
-        if not path.is_file():
-            raise ModelError(f"model folder {source} lacks {path.name}")
-        frames[name] = pl.read_parquet(path)
-    covariance_path = source / COVARIANCE_FILE
+    """Read a model written by :meth:`RiskModel.save` (and extended by :func:`append_model_dates`)."""
+    return read_folder(folder, _read_model, _TABLES)
+
+
+def _read_model(source: Path, manifest: Manifest) -> RiskModel:
+    for name in _REQUIRED_TABLES:
+        if name not in manifest.tables:
+            raise ModelError(f"model folder {source} lacks the {name} table ({name}.parquet or {name}/ parts)")
+    frames = {name: read_table(source, parts) for name, parts in manifest.tables.items()}
+    meta = manifest.meta
     covariance = None
-    if covariance_path.is_file():
-        covariance = FactorCovariance.from_frame(
-            pl.read_parquet(covariance_path), horizon=int(meta.get("covariance_horizon") or 1)
-        )
-    specific_path = source / SPECIFIC_FILE
+    if "factor_covariance" in frames:
+        horizon = int(meta.get("covariance_horizon") or 1)
+        covariance = FactorCovariance.from_frame(frames["factor_covariance"], horizon=horizon)
     return RiskModel(
-        **frames,
+        **{name: frames[name] for name in _REQUIRED_TABLES},
         factor_covariance=covariance,
-        specific_risk=pl.read_parquet(specific_path) if specific_path.is_file() else None,
+        specific_risk=frames.get("specific_risk"),
         factors=tuple(meta["factors"]),
         sectors=tuple(meta["sectors"]),
         styles=tuple(meta["styles"]),
         config=meta["config"],
         notes=meta.get("build", {}),
     )
+
+
+@dataclass(frozen=True)
+class ModelExtension:
+    """What extending a saved model by new dates writes (daily units, as in :class:`RiskModel`).
+
+    Attributes
+    ----------
+    exposures, residuals, specific_risk: the rows of the new dates only, all after the saved model's last
+        date of that table, with the saved columns and dtypes (``specific_risk`` None: the model has none).
+    factor_returns, diagnostics: the whole new tables, old dates included.
+    factor_covariance: the whole new forecast series (None: the model has none).
+    state: the update state by component (component → array name → array); the components given replace the
+        saved ones, the others are kept.
+    notes: the build notes to record (None keeps the saved ones).
+    """
+
+    exposures: pl.DataFrame
+    residuals: pl.DataFrame
+    factor_returns: pl.DataFrame
+    diagnostics: pl.DataFrame
+    specific_risk: pl.DataFrame | None = None
+    factor_covariance: FactorCovariance | None = None
+    state: State | None = None
+    notes: dict[str, Any] | None = None
+
+    def check(self, factors: Sequence[str], *, has_covariance: bool, has_specific_risk: bool, model: str) -> None:
+        """ModelError unless the extension fits a saved model with ``factors`` (in order) and the forecasts it has
+        or lacks; ``model`` names the saved model in the message. (Dates and dtypes are checked where saved.)"""
+        expected = {
+            "factor_returns": [DATE, *factors],
+            "exposures": [DATE, SYMBOL, *factors],
+            "residuals": [DATE, SYMBOL, RESIDUAL],
+            "specific_risk": [DATE, SYMBOL, SPECIFIC_VOL],
+        }
+        for name, columns in expected.items():
+            frame = getattr(self, name)
+            if frame is not None and frame.columns != columns:
+                raise ModelError(
+                    f"the new {name} have columns {frame.columns}, {model} has {columns}: an update cannot add, "
+                    "drop or reorder factors or columns; rebuild the model"
+                )
+        for name, given, saved in (
+            ("factor_covariance", self.factor_covariance, has_covariance),
+            ("specific_risk", self.specific_risk, has_specific_risk),
+        ):
+            if (given is not None) != saved:
+                holds = "has" if given is not None else "lacks"
+                raise ModelError(
+                    f"{model} {'has' if saved else 'has no'} {name}, the extension {holds} it: give the new "
+                    "forecasts of every forecast the model has, and no others"
+                )
+        covariance = self.factor_covariance
+        if covariance is not None and tuple(covariance.factors) != tuple(factors):
+            raise ModelError(
+                f"the new factor covariance has factors {list(covariance.factors)}, {model} {list(factors)}"
+            )
+
+
+def append_model_dates(folder: str | Path, extension: ModelExtension, *, out: str | Path | None = None) -> Path:
+    """Extend the model saved in ``folder`` by new dates: one new part per large table (exposures, residuals,
+    specific risk), the small tables (factor returns, diagnostics, factor covariance) and the given state
+    rewritten, then ``model.json`` replaced by an atomic rename; nothing already saved is rewritten.
+
+    Parameters
+    ----------
+    folder: a model folder (either layout; one of the single-file layout keeps its files as the first parts).
+    extension: the new dates' rows and the new small tables.
+    out: write the extended model to this folder instead (None: in place); the saved parts are hard-linked
+        into it (copied across filesystems) and ``folder`` is left unchanged.
+
+    Raises ModelError when the extension does not fit the saved model (factors, columns, dtypes, a date not
+    after the saved ones, a forecast the model has or lacks), naming what differs.
+    """
+
+    def metadata(source: Path, manifest: Manifest) -> dict[str, Any]:
+        return _extended_metadata(source, manifest.meta, extension, has=set(manifest.tables))
+
+    meta = read_folder(folder, metadata, _TABLES)
+    appended = {"exposures": extension.exposures, "residuals": extension.residuals}
+    if extension.specific_risk is not None:
+        appended["specific_risk"] = extension.specific_risk
+    replaced = {"factor_returns": extension.factor_returns, "diagnostics": extension.diagnostics}
+    if extension.factor_covariance is not None:
+        replaced["factor_covariance"] = extension.factor_covariance.to_frame()
+    return append_folder(
+        folder, meta, appended=appended, replaced=replaced, state=extension.state, legacy_tables=_TABLES, out=out
+    )
+
+
+def _extended_metadata(source: Path, meta: dict[str, Any], extension: ModelExtension, has: set[str]) -> dict[str, Any]:
+    """The saved metadata updated for ``extension``; ModelError where the extension does not fit the model."""
+    extension.check(
+        tuple(meta["factors"]),
+        has_covariance="factor_covariance" in has,
+        has_specific_risk="specific_risk" in has,
+        model=f"the model in {source}",
+    )
+    dates = extension.factor_returns.get_column(DATE)
+    covariance = extension.factor_covariance
+    return {
+        **meta,
+        "engine_version": __version__,
+        "date_range": [str(dates.min()), str(dates.max())] if dates.len() else [None, None],
+        "covariance_horizon": None if covariance is None else covariance.horizon,
+        "build": meta.get("build", {}) if extension.notes is None else extension.notes,
+        "updated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def select_universe(panel: pl.DataFrame, size: int, include: Sequence[str] = ()) -> pl.DataFrame:
