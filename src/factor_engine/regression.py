@@ -30,6 +30,7 @@ __all__ = [
     "MARKET",
     "CrossSections",
     "FactorReturns",
+    "dropped_factors",
     "estimate_factor_returns",
     "estimate_from_panel",
     "row_checks",
@@ -751,6 +752,21 @@ def _solve_toraniko(
     )
 
 
+def dropped_factors(factors: Sequence[str], dropped: np.ndarray, skip_reason: str = "") -> tuple[list[str], str]:
+    """The factors not estimated on a date and the diagnostics' reason: every factor and ``skip_reason`` for a
+    skipped date, else those of ``dropped`` ((K,) int8 of :attr:`CrossSections.dropped`) without exposure, then
+    those collinear with earlier factors."""
+    if skip_reason:
+        return list(factors), skip_reason
+    names = np.array(factors, dtype=object)
+    empty = [str(x) for x in names[dropped == _NO_EXPOSURE]]
+    collinear = [str(x) for x in names[dropped == _COLLINEAR]]
+    parts = ([f"no exposure: {', '.join(empty)}"] if empty else []) + (
+        [f"collinear with earlier factors: {', '.join(collinear)}"] if collinear else []
+    )
+    return empty + collinear, "; ".join(parts)
+
+
 def _diagnostics(
     dates: pl.Series,
     dates_with_rows: np.ndarray,
@@ -763,22 +779,11 @@ def _diagnostics(
     factors: tuple[str, ...],
 ) -> pl.DataFrame:
     keep = np.flatnonzero(dates_with_rows)
-    names = np.array(factors, dtype=object)
     dropped_lists: list[list[str]] = [[] for _ in keep]
     reasons = [""] * keep.shape[0]
     for i in np.flatnonzero((skip_reason[keep] != "") | (dropped_mask[keep] != _KEPT).any(axis=1)):
         t = keep[i]
-        if skip_reason[t]:
-            dropped_lists[i] = list(factors)
-            reasons[i] = str(skip_reason[t])
-            continue
-        empty = [str(x) for x in names[dropped_mask[t] == _NO_EXPOSURE]]
-        collinear = [str(x) for x in names[dropped_mask[t] == _COLLINEAR]]
-        dropped_lists[i] = empty + collinear
-        parts = ([f"no exposure: {', '.join(empty)}"] if empty else []) + (
-            [f"collinear with earlier factors: {', '.join(collinear)}"] if collinear else []
-        )
-        reasons[i] = "; ".join(parts)
+        dropped_lists[i], reasons[i] = dropped_factors(factors, dropped_mask[t], str(skip_reason[t]))
     return pl.DataFrame(
         {
             DATE: dates.gather(keep),
