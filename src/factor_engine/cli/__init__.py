@@ -12,16 +12,28 @@ A library error (an invalid panel, a bad parameter, an unwritable path) is print
 The commands live in one module per group: :mod:`.explore` (demo, styles, factor-returns, synthetic),
 :mod:`.models` (build, risk, validate, report), :mod:`.optimize` (optimize: a factor-constrained portfolio),
 :mod:`.prepare` (prepare: a panel from prices and a sector map)
-and :mod:`.service` (serve, ingest, delete-panel), :mod:`.ib` (ingest-ib: a panel from Interactive Brokers), all on
+and :mod:`.service` (serve, ingest, delete-panel), :mod:`.ib` (ingest-ib: a panel from Interactive Brokers),
+:mod:`.backtest` (backtest: a factor-constrained strategy in NautilusTrader's BacktestEngine), all on
 the one Typer ``app`` of :mod:`._common`.
 """
 
 from __future__ import annotations
 
-from factor_engine.cli import explore, ib, models, optimize, prepare, service
+from factor_engine.cli import backtest, explore, ib, models, optimize, prepare, service
 from factor_engine.cli._common import TRUE_EXPOSURES_COLUMN, app
 
-__all__ = ["TRUE_EXPOSURES_COLUMN", "app", "explore", "ib", "main", "models", "optimize", "prepare", "service"]
+__all__ = [
+    "TRUE_EXPOSURES_COLUMN",
+    "app",
+    "backtest",
+    "explore",
+    "ib",
+    "main",
+    "models",
+    "optimize",
+    "prepare",
+    "service",
+]
 
 
 def main() -> None:

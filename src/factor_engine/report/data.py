@@ -25,12 +25,14 @@ from factor_engine.regression import MARKET
 from factor_engine.risk import validation
 
 __all__ = [
+    "BACKTEST_CHARTS",
     "BIAS_COLUMNS",
     "CHART_NAMES",
     "FACTOR_CHARTS",
     "PORTFOLIO_CHARTS",
     "ROLLING_WINDOW",
     "TRADING_DAYS_PER_YEAR",
+    "backtest_summary",
     "bias_statistics",
     "optimization_summary",
     "report_data",
@@ -52,6 +54,7 @@ FACTOR_CHARTS = (
     "diagnostics-r2",
 )
 PORTFOLIO_CHARTS = ("portfolio-exposures", "portfolio-risk")
+BACKTEST_CHARTS = ("backtest-equity", "backtest-risk", "backtest-exposures")
 CHART_NAMES = (*FACTOR_CHARTS, "bias-statistics", *PORTFOLIO_CHARTS)
 BIAS_COLUMNS = validation.SUMMARY_COLUMNS
 
@@ -196,6 +199,7 @@ def report_data(
     max_points: int = 520,
     allow_unnormalized: bool = False,
     optimization: Mapping[str, Any] | None = None,
+    backtest: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The aggregated, JSON-compatible numbers of every report view — never the raw panel.
 
@@ -213,6 +217,7 @@ def report_data(
     bias: the bias-statistics table of :func:`bias_statistics` (columns ``tested, mean_bias`` at least).
     max_points: the most dates kept per time series (every k-th date, see :func:`sample_indices`).
     optimization: how ``portfolio`` was optimized, :func:`optimization_summary`; shown with it (needs a portfolio).
+    backtest: a backtest's figures and charts, :func:`backtest_summary`; shown in a section of its own.
 
     Returns
     -------
@@ -338,6 +343,9 @@ def report_data(
     }
     if optimization is not None:
         data["optimization"] = _json_value(dict(optimization))
+    if backtest is not None:
+        data["backtest"] = _json_value(dict(backtest["summary"]))
+        charts.update(backtest["charts"])
     return data
 
 
@@ -359,6 +367,47 @@ def optimization_summary(spec: OptimizeSpec, result: OptimizationResult, top: in
         "largest": [{"symbol": symbol, "weight": weight} for symbol, weight in largest.iter_rows()],
         "warnings": list(result.warnings),
     }
+
+
+def backtest_summary(
+    summary: Mapping[str, Any], equity_curve: pl.DataFrame, exposures: pl.DataFrame, max_points: int = 520
+) -> dict[str, Any]:
+    """What the report shows of a backtest (``factor-engine backtest``): its ``summary`` figures and three
+    charts sampled to at most ``max_points`` dates — the equity curve (account currency), the ex-ante risk of
+    the book held after each close next to the realized volatility of the equity over the last
+    :data:`ROLLING_WINDOW` closes (annualized fractions), and the book's factor exposures.
+
+    Parameters
+    ----------
+    summary: JSON-compatible figures (``orders_filled``, ``realized_vol``, ``forecast_vol``, ...).
+    equity_curve: ``date, equity, daily_return, total_risk`` at least (risk annualized).
+    exposures: ``date`` + one column per factor.
+    """
+    curve = equity_curve.sort(DATE)
+    sample = sample_indices(curve.height, max_points)
+    dates = _dates(curve.get_column(DATE).gather(sample))
+    returns = curve.get_column("daily_return").cast(pl.Float64).fill_null(np.nan).to_numpy()
+    realized = _rolling_volatility(returns[:, None], ROLLING_WINDOW)[:, 0]
+    forecast = curve.get_column("total_risk").cast(pl.Float64).fill_null(np.nan).to_numpy()
+    held = exposures.sort(DATE)
+    factors = [column for column in held.columns if column != DATE]
+    exposure_sample = sample_indices(held.height, max_points)
+    values = held.select(pl.col(factors).cast(pl.Float64).fill_null(np.nan)).to_numpy()[exposure_sample]
+    charts = {
+        "backtest-equity": _series_chart(
+            dates, ["equity"], curve.get_column("equity").to_numpy()[sample, None], "account currency"
+        ),
+        "backtest-risk": _series_chart(
+            dates,
+            ["forecast (ex-ante)", f"realized ({ROLLING_WINDOW} days)"],
+            np.column_stack([forecast[sample], realized[sample]]),
+            "annualized sd, fraction",
+        ),
+        "backtest-exposures": _series_chart(
+            _dates(held.get_column(DATE).gather(exposure_sample)), factors, values, "exposure"
+        ),
+    }
+    return {"summary": dict(summary), "charts": charts}
 
 
 def bias_statistics(

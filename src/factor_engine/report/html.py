@@ -129,6 +129,12 @@ _JS = r"""
       }
       return [traces, base("Factor exposures on " + report.date, "exposure", { barmode: "group",
                            hovermode: "closest", xaxis: { automargin: true }, legend: { orientation: "v" } })]; },
+    "backtest-equity": function (c) {
+      return [lines(c, function (v) { return v; }), base("Equity", "account currency")]; },
+    "backtest-risk": function (c) {
+      return [lines(c, pct), base("Ex-ante risk and realized volatility", "annualized volatility (%)")]; },
+    "backtest-exposures": function (c) {
+      return [lines(c, function (v) { return v; }), base("Factor exposures of the book", "exposure")]; },
     "portfolio-risk": function (c) {
       var names = c.factors.concat(["specific"]);
       var values = c.contribution.concat([c.specific_contribution]).map(pct);
@@ -300,6 +306,8 @@ def render_html(data: dict[str, Any], *, title: str | None = None) -> str:
         )
     if "optimization" in data:
         sections.append(_optimization_section(data["optimization"]))
+    if "backtest" in data:
+        sections.append(_backtest_section(data["backtest"]))
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
@@ -343,6 +351,47 @@ def _optimization_section(summary: dict[str, Any]) -> str:
     )
 
 
+def _backtest_section(summary: dict[str, Any]) -> str:
+    """A backtest's figures (orders, realized against forecast volatility, return, turnover) and its charts."""
+
+    def number(key: str, spec: str) -> str:
+        value = summary.get(key)
+        return "n/a" if value is None else format(value, spec)
+
+    def share(key: str) -> str:
+        value = summary.get(key)
+        return _percent(None if value is None else float(value))
+
+    facts = "".join(
+        [
+            _fact(summary.get("engine", "n/a"), f"{summary.get('start')} → {summary.get('end')}"),
+            _fact(number("orders_filled", ","), f"orders filled ({number('orders_denied', ',')} denied by the guard)"),
+            _fact(f"{share('realized_vol')} / {share('forecast_vol')}", "realized / forecast volatility, annualized"),
+            _fact(number("vol_ratio", ".3f"), "realized ÷ forecast volatility"),
+            _fact(share("annualized_return"), f"annualized return; final equity {number('final_equity', ',.0f')}"),
+            _fact(number("turnover", ".2f"), "turnover per year (traded value ÷ equity)"),
+        ]
+    )
+    largest = summary.get("max_abs_exposure") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(str(factor))}</td><td>{value:.4f}</td></tr>" for factor, value in largest.items()
+    )
+    table = f"<table id='backtest-exposures-max'><tr><th>factor</th><th>largest |exposure|</th></tr>{rows}</table>"
+    caption = (
+        "The strategy run in NautilusTrader's BacktestEngine: the equity after each close, the ex-ante risk of the "
+        f"book held after it next to the realized volatility of the last {ROLLING_WINDOW} daily returns "
+        "(annualized, percent), and the book's factor exposures."
+    )
+    return _section(
+        "Backtest",
+        caption,
+        [("backtest-equity", False), ("backtest-risk", False), ("backtest-exposures", True)],
+        table,
+    ).replace(
+        "<section><h2>Backtest</h2>", f"<section id='backtest'><h2>Backtest</h2><div class='facts'>{facts}</div>", 1
+    )
+
+
 def _portfolio_warnings(risk: dict[str, Any]) -> str:
     """The weight checks' warnings (e.g. weights not summing to 1) under the portfolio's risk table."""
     listed = "".join(f"<li>{html.escape(w)}</li>" for w in risk.get("warnings", []))
@@ -376,6 +425,7 @@ def write_report(
     title: str | None = None,
     allow_unnormalized: bool = False,
     optimization: Mapping[str, Any] | None = None,
+    backtest: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the model's report as one self-contained HTML file (plotly.js inlined once, data as JSON).
 
@@ -383,7 +433,7 @@ def write_report(
     ----------
     model: a built or loaded model with factor covariance and specific risk forecasts.
     out: the file to write (``.html`` or ``.htm``); parent folders are created.
-    date, portfolio, benchmark, bias, allow_unnormalized, optimization: see
+    date, portfolio, benchmark, bias, allow_unnormalized, optimization, backtest: see
         :func:`factor_engine.report.report_data`.
     title: the page heading.
 
@@ -400,6 +450,7 @@ def write_report(
         bias=bias,
         allow_unnormalized=allow_unnormalized,
         optimization=optimization,
+        backtest=backtest,
     )
     page = render_html(data, title=title)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from factor_engine.integrations.nautilus.strategy import (
     FactorPortfolioStrategy,
     FactorPortfolioStrategyConfig,
     Rebalance,
+    strategy_spec,
 )
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "load_risk_model",
     "panel_market",
     "run_backtest",
+    "strategy_spec",
 ]

@@ -29,8 +29,9 @@ from factor_engine.integrations.nautilus.data import (
     RISK_DATA_TYPE,
     FactorExposure,
     PortfolioFactorRisk,
+    SessionEnd,
 )
-from factor_engine.integrations.nautilus.market import CLOSE_TIME, panel_market
+from factor_engine.integrations.nautilus.market import panel_market
 from factor_engine.integrations.nautilus.snapshots import SnapshotBook
 from factor_engine.integrations.nautilus.strategy import FactorPortfolioStrategy, FactorPortfolioStrategyConfig
 from factor_engine.model import RiskModel
@@ -40,6 +41,7 @@ from factor_engine.portfolio.analytics import TRADING_DAYS
 __all__ = ["BacktestResult", "run_backtest"]
 
 VENUE = "SIM"
+_DAY_NS = 86_400 * 1_000_000_000
 Progress = Callable[[int, int], object]
 
 
@@ -137,7 +139,9 @@ def run_backtest(
     from nautilus_trader.backtest.engine import BacktestEngine
     from nautilus_trader.config import LoggingConfig, RiskEngineConfig
     from nautilus_trader.model.currencies import USD
+    from nautilus_trader.model.data import CustomData, DataType
     from nautilus_trader.model.enums import AccountType, OmsType
+    from nautilus_trader.model.identifiers import ClientId
     from nautilus_trader.model.objects import Money
 
     if not (math.isfinite(capital) and capital > 0):
@@ -183,12 +187,16 @@ def run_backtest(
         for instrument in market.instruments.values():
             engine.add_instrument(instrument)
         engine.add_data(market.bars, sort=False)  # panel_market sorts them
+        # the engine fires timers only up to its last data point: one point a day after the last close lets
+        # the components' daily steps after that close run
+        end_ns = market.bars[-1].ts_init + _DAY_NS
+        marker = CustomData(DataType(SessionEnd), SessionEnd(ts_event=end_ns, ts_init=end_ns))
+        engine.add_data([marker], client_id=ClientId("factor-engine"), sort=False)
         engine.add_strategy(strategy)
         engine.add_actor(actor)
         engine.add_actor(recorder)
         start = time.perf_counter()
-        last_close = datetime.datetime.combine(dates[-1], CLOSE_TIME, tzinfo=datetime.UTC)
-        engine.run(end=last_close + datetime.timedelta(days=1))
+        engine.run(end=end_ns)
         run_seconds = time.perf_counter() - start
         orders_filled = strategy.orders_filled
     finally:

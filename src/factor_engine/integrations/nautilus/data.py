@@ -11,7 +11,7 @@ from nautilus_trader.core.data import Data
 from nautilus_trader.model.custom import customdataclass
 from nautilus_trader.model.data import DataType
 
-__all__ = ["EXPOSURE_DATA_TYPE", "RISK_DATA_TYPE", "FactorExposure", "PortfolioFactorRisk"]
+__all__ = ["EXPOSURE_DATA_TYPE", "RISK_DATA_TYPE", "FactorExposure", "PortfolioFactorRisk", "SessionEnd"]
 
 
 @customdataclass
@@ -48,6 +48,12 @@ class FactorExposure(Data):
     date: str = ""
     factor: str = ""
     exposure: float = 0.0
+
+
+@customdataclass
+class SessionEnd(Data):
+    """A point in time after the last bar of a backtest: the engine fires timers only up to its last data
+    point, so :func:`~.backtest.run_backtest` adds one to let the daily steps after the last close run."""
 
 
 RISK_DATA_TYPE = DataType(PortfolioFactorRisk)

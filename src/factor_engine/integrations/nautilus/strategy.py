@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +26,19 @@ from factor_engine.portfolio import OptimizationError
 from factor_engine.portfolio.analytics import TRADING_DAYS, RiskModelSnapshot
 from factor_engine.portfolio.spec import OptimizeSpec
 
-__all__ = ["FactorPortfolioStrategy", "FactorPortfolioStrategyConfig", "Rebalance"]
+__all__ = ["FactorPortfolioStrategy", "FactorPortfolioStrategyConfig", "Rebalance", "strategy_spec"]
+
+
+def strategy_spec(optimize: Mapping[str, Any], names: Mapping[str, str] | None = None) -> OptimizeSpec:
+    """The strategy's :class:`OptimizeSpec` from its ``optimize`` keys: ``max_turnover`` is measured from the
+    book at each rebalance, so it needs no ``current`` (one given is replaced by the book)."""
+    data = {key: value for key, value in optimize.items() if key != "current"}
+    turnover = data.pop("max_turnover", None)
+    spec = OptimizeSpec.from_mapping(data, names)
+    if turnover is None:
+        return spec
+    checked = OptimizeSpec.from_mapping({"max_turnover": turnover, "current": {"book": 1.0}}, names)
+    return replace(spec, max_turnover=checked.max_turnover)
 
 
 class FactorPortfolioStrategyConfig(StrategyConfig, frozen=True):
@@ -39,7 +52,8 @@ class FactorPortfolioStrategyConfig(StrategyConfig, frozen=True):
     rebalance_days: trading days between rebalances (the first is on the model's first forecast date).
     optimize: the optimization, in the keys of :class:`factor_engine.portfolio.spec.OptimizeSpec` (objective,
         benchmark, long_only, neutral, factor_bounds, max_weight, max_tracking_error, max_turnover, ...); on a
-        cash account ``long_only`` is always true, and ``max_turnover`` is measured from the current book.
+        cash account ``long_only`` is always true, and ``max_turnover`` is measured from the book at each
+        rebalance (see :func:`strategy_spec`).
     guard_factor_bounds: factor → ``[lower, upper]`` (null for an open side): the guard's exposure bounds.
     guard_max_risk: the guard's budget for total risk, annualized fraction.
     guard_max_tracking_error: the guard's tracking-error budget against the optimization's benchmark.
@@ -132,7 +146,7 @@ class FactorPortfolioStrategy(Strategy):
         if not 0.0 <= config.cash_buffer < 1.0:
             raise ValueError(f"cash_buffer must be in [0, 1), not {config.cash_buffer}")
         super().__init__(config)
-        self.spec = OptimizeSpec.from_mapping(config.optimize)
+        self.spec = strategy_spec(config.optimize)
         self.book = book or SnapshotBook(load_risk_model(config.model_path, config.model_id, config.database_url))
         self._own_guard = guard is None
         self.guard = guard or FactorRiskGuard(
