@@ -679,6 +679,6 @@ def _check_values(symbols: Sequence[str], values: np.ndarray, what: str, *, posi
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | ((values <= 0.0) if positive else (values <= -1.0))
     if bad.any():
-        names = [f"{symbols[i]}={values[i]!r}" for i in np.flatnonzero(bad).tolist()]
+        names = [f"{symbols[i]}={float(values[i])!r}" for i in np.flatnonzero(bad).tolist()]
         rule = "finite and > 0" if positive else "finite fractions > -1"
         raise LiveError(f"{what} must be {rule}; {len(names)} are not: {', '.join(names[:_SHOWN])}")
