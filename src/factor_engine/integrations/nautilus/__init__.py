@@ -16,7 +16,7 @@ Everything that names nautilus_trader lives in this subpackage; importing it imp
 """
 
 from factor_engine.integrations.nautilus.actor import FactorRiskActor, FactorRiskActorConfig
-from factor_engine.integrations.nautilus.backtest import BacktestResult, run_backtest
+from factor_engine.integrations.nautilus.backtest import BacktestResult, market_engine, run_backtest
 from factor_engine.integrations.nautilus.book import BookState, book_state
 from factor_engine.integrations.nautilus.data import (
     EXPOSURE_DATA_TYPE,
@@ -54,6 +54,7 @@ __all__ = [
     "bar_type",
     "book_state",
     "load_risk_model",
+    "market_engine",
     "panel_market",
     "run_backtest",
     "strategy_spec",

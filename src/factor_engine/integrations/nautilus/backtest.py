@@ -31,14 +31,14 @@ from factor_engine.integrations.nautilus.data import (
     PortfolioFactorRisk,
     SessionEnd,
 )
-from factor_engine.integrations.nautilus.market import panel_market
+from factor_engine.integrations.nautilus.market import PanelMarket, panel_market
 from factor_engine.integrations.nautilus.snapshots import SnapshotBook
 from factor_engine.integrations.nautilus.strategy import FactorPortfolioStrategy, FactorPortfolioStrategyConfig
 from factor_engine.model import RiskModel
 from factor_engine.panel import DATE
 from factor_engine.portfolio.analytics import TRADING_DAYS
 
-__all__ = ["BacktestResult", "run_backtest"]
+__all__ = ["BacktestResult", "market_engine", "run_backtest"]
 
 VENUE = "SIM"
 _DAY_NS = 86_400 * 1_000_000_000
@@ -91,6 +91,46 @@ def _recorder(dates: list[datetime.date], progress: Progress | None) -> tuple[An
     return _Recorder(ActorConfig(component_id="FactorRiskRecorder")), risks, exposures
 
 
+def market_engine(market: PanelMarket, *, capital: float, log_level: str = "ERROR") -> tuple[Any, int]:
+    """A ``BacktestEngine`` with the market's venue (a USD cash account holding ``capital``, netting
+    positions), instruments and bars, and the time it runs to: a day after the last close (a
+    :class:`~.data.SessionEnd` point there lets the components' timers after the last close fire — the engine
+    fires timers only up to its last data point). Add the components, ``run(end=...)``, then ``dispose()``."""
+    from nautilus_trader.backtest.config import BacktestEngineConfig
+    from nautilus_trader.backtest.engine import BacktestEngine
+    from nautilus_trader.config import LoggingConfig, RiskEngineConfig
+    from nautilus_trader.model.currencies import USD
+    from nautilus_trader.model.data import CustomData, DataType
+    from nautilus_trader.model.enums import AccountType, OmsType
+    from nautilus_trader.model.identifiers import ClientId
+    from nautilus_trader.model.objects import Money
+
+    # a rebalance sends up to one order per symbol at once: the RiskEngine's default rate (100/s) would deny some
+    submit_rate = f"{max(100, 2 * len(market.instruments))}/00:00:01"
+    engine = BacktestEngine(
+        BacktestEngineConfig(
+            trader_id="FACTOR-001",
+            logging=LoggingConfig(log_level=log_level),
+            risk_engine=RiskEngineConfig(max_order_submit_rate=submit_rate),
+            run_analysis=False,
+        )
+    )
+    engine.add_venue(
+        market.venue,
+        oms_type=OmsType.NETTING,
+        account_type=AccountType.CASH,
+        starting_balances=[Money(capital, USD)],
+        base_currency=USD,
+    )
+    for instrument in market.instruments.values():
+        engine.add_instrument(instrument)
+    engine.add_data(market.bars, sort=False)  # panel_market sorts them
+    end_ns = int(market.bars[-1].ts_init) + _DAY_NS
+    marker = CustomData(DataType(SessionEnd), SessionEnd(ts_event=end_ns, ts_init=end_ns))
+    engine.add_data([marker], client_id=ClientId("factor-engine"), sort=False)
+    return engine, end_ns
+
+
 def run_backtest(
     model: RiskModel,
     panel: pl.DataFrame,
@@ -135,14 +175,6 @@ def run_backtest(
     ``run_seconds`` (the engine's run).
     """
     import nautilus_trader
-    from nautilus_trader.backtest.config import BacktestEngineConfig
-    from nautilus_trader.backtest.engine import BacktestEngine
-    from nautilus_trader.config import LoggingConfig, RiskEngineConfig
-    from nautilus_trader.model.currencies import USD
-    from nautilus_trader.model.data import CustomData, DataType
-    from nautilus_trader.model.enums import AccountType, OmsType
-    from nautilus_trader.model.identifiers import ClientId
-    from nautilus_trader.model.objects import Money
 
     if not (math.isfinite(capital) and capital > 0):
         raise ValueError(f"capital must be a positive number of USD, not {capital!r}")
@@ -166,32 +198,8 @@ def run_backtest(
     dates = market.dates.to_list()
     recorder, risks, exposures = _recorder(dates, progress)
 
-    # a rebalance sends up to one order per symbol at once: the RiskEngine's default rate (100/s) would deny some
-    submit_rate = f"{max(100, 2 * len(market.instruments))}/00:00:01"
-    engine = BacktestEngine(
-        BacktestEngineConfig(
-            trader_id="FACTOR-001",
-            logging=LoggingConfig(log_level=log_level),
-            risk_engine=RiskEngineConfig(max_order_submit_rate=submit_rate),
-            run_analysis=False,
-        )
-    )
+    engine, end_ns = market_engine(market, capital=capital, log_level=log_level)
     try:
-        engine.add_venue(
-            market.venue,
-            oms_type=OmsType.NETTING,
-            account_type=AccountType.CASH,
-            starting_balances=[Money(capital, USD)],
-            base_currency=USD,
-        )
-        for instrument in market.instruments.values():
-            engine.add_instrument(instrument)
-        engine.add_data(market.bars, sort=False)  # panel_market sorts them
-        # the engine fires timers only up to its last data point: one point a day after the last close lets
-        # the components' daily steps after that close run
-        end_ns = market.bars[-1].ts_init + _DAY_NS
-        marker = CustomData(DataType(SessionEnd), SessionEnd(ts_event=end_ns, ts_init=end_ns))
-        engine.add_data([marker], client_id=ClientId("factor-engine"), sort=False)
         engine.add_strategy(strategy)
         engine.add_actor(actor)
         engine.add_actor(recorder)

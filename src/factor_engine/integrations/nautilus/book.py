@@ -73,7 +73,8 @@ def book_state(
     venue: the venue whose account and positions count.
     currency: the account currency.
     include_open_orders: add what the open orders still buy (+) or sell (−) to the positions.
-    also_price: instruments to price even when not held (e.g. those an order is about to trade).
+    also_price: instruments to price even when not held (e.g. those an order may trade); one without a bar
+        is left out of ``prices``.
     """
     account = cache.account_for_venue(venue)  # type: ignore[attr-defined]
     if account is None:
@@ -83,12 +84,14 @@ def book_state(
     orders = list(cache.orders_open(venue=venue)) if include_open_orders else []  # type: ignore[attr-defined]
     prices: dict[str, float] = {}
     price_dates: dict[str, datetime.date] = {}
-    for instrument_id in {*(p.instrument_id for p in positions), *(o.instrument_id for o in orders), *also_price}:
+    held = {*(p.instrument_id for p in positions), *(o.instrument_id for o in orders)}
+    for instrument_id in {*held, *also_price}:
         bar = cache.bar(bar_type(instrument_id))  # type: ignore[attr-defined]
-        if bar is None:
+        if bar is None and instrument_id in held:
             raise ValueError(f"no bar yet for {instrument_id}: cannot value the book")
-        prices[instrument_id.symbol.value] = float(bar.close)
-        price_dates[instrument_id.symbol.value] = date_of(bar.ts_event)
+        if bar is not None:
+            prices[instrument_id.symbol.value] = float(bar.close)
+            price_dates[instrument_id.symbol.value] = date_of(bar.ts_event)
     quantities: dict[str, float] = {}
     unrealized = []
     for position in positions:
