@@ -459,9 +459,15 @@ class LiveSession:
         returns: today's returns so far (fractions, finite, > −1) as a mapping or a frame ``symbol, return``.
         unknown: ``"raise"`` (LiveError naming them) or ``"drop"`` symbols the model does not know.
 
-        The whole update is checked before any of it is recorded: a bad value leaves the session unchanged.
+        A symbol in both takes its price. The whole update is checked before any of it is recorded: a bad value
+        leaves the session unchanged.
         """
         staged: list[tuple[np.ndarray, np.ndarray]] = []
+        if returns is not None:
+            symbols, values = _pairs(returns, "return", "returns")
+            _check_values(symbols, values, "returns", positive=False)
+            rows, known = self.model.locate(symbols, "returns", unknown)
+            staged.append((rows[known], values[known]))
         if prices is not None:
             symbols, values = _pairs(prices, "price", "prices")
             _check_values(symbols, values, "prices", positive=True)
@@ -476,11 +482,6 @@ class LiveSession:
                     "first (or send returns)"
                 )
             staged.append((rows, values / close - 1.0))
-        if returns is not None:
-            symbols, values = _pairs(returns, "return", "returns")
-            _check_values(symbols, values, "returns", positive=False)
-            rows, known = self.model.locate(symbols, "returns", unknown)
-            staged.append((rows[known], values[known]))
         for rows, values in staged:
             self.returns[rows] = values
         self.updates += 1

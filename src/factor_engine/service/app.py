@@ -20,7 +20,7 @@ from factor_engine.service.errors import install_error_handlers
 from factor_engine.service.jobs import JobRunner
 from factor_engine.service.limits import BodySizeLimit
 from factor_engine.service.paths import API_PREFIX
-from factor_engine.service.routers import data, factors, health, jobs, models, portfolio
+from factor_engine.service.routers import data, factors, health, jobs, live, models, portfolio
 from factor_engine.service.runtime import ServiceState, SnapshotCache, StoreHolder
 from factor_engine.service.settings import Settings, get_settings
 from factor_engine.storage import Store, StoreError
@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     secured = [Depends(require_api_key)]
     app.include_router(health.router, prefix=API_PREFIX)
-    for router in (factors.router, data.router, models.router, jobs.router, portfolio.router):
+    for router in (factors.router, data.router, models.router, jobs.router, portfolio.router, live.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=secured)
+    app.include_router(live.stream_router, prefix=API_PREFIX)  # checks the key itself (a WebSocket has no Request)
     app.include_router(dashboard_router)  # the page and its files: no key (its JS sends the one the user types)
     return app

@@ -13,6 +13,7 @@ __all__ = [
     "BUILD_CONFIG_BOUNDS",
     "MAX_LABEL_CHARS",
     "MAX_LISTED_SYMBOLS",
+    "MAX_LIVE_MESSAGE_CHARS",
     "MAX_OPTIMIZE_FACTORS",
     "BodySizeLimit",
     "build_config_violations",
@@ -131,3 +132,7 @@ MAX_LABEL_CHARS = 200
 #: Factors an optimization request may name in ``neutral`` or ``factor_bounds`` (each). A model has a few dozen
 #: factors; every bound is a constraint group, and diagnosing an infeasible set solves up to (groups)² problems.
 MAX_OPTIMIZE_FACTORS = 200
+
+#: Longest text frame the live stream accepts, characters (a larger one is refused with an error message; the
+#: connection stays open). An update of 20,000 prices takes about 600,000.
+MAX_LIVE_MESSAGE_CHARS = 2 * 1024 * 1024
