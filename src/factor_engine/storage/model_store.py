@@ -2,7 +2,8 @@
 
 A run's id is its model's id. :meth:`ModelStore.save_model` writes every model table and flips the run to
 ``succeeded`` in one transaction (COPY in binary format on PostgreSQL), so an error or a killed process leaves
-no model row and the run not succeeded. Reads decode the per-date blobs (:mod:`factor_engine.storage.codec`).
+no model row and the run not succeeded. :meth:`ModelStore.append_model_dates` extends a stored model by new
+dates in one transaction too. Reads decode the per-date blobs (:mod:`factor_engine.storage.codec`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ import sqlalchemy as sa
 from psycopg import sql as psql
 
 from factor_engine import __version__
-from factor_engine.model import ModelError, RiskModel
+from factor_engine.model import ModelError, ModelExtension, RiskModel
 from factor_engine.panel import DATE, SYMBOL
 from factor_engine.portfolio.analytics import RiskModelSnapshot
 from factor_engine.portfolio.snapshot import SPECIFIC_VOL, as_date, forecast_dates, snapshot_at
 from factor_engine.risk import FactorCovariance
-from factor_engine.storage.codec import decode_blocks, decode_dates, decode_matrix, encode_blocks, encode_dates
+from factor_engine.storage.codec import (
+    decode_blocks,
+    decode_dates,
+    decode_matrix,
+    encode_blocks,
+    encode_dates,
+)
 from factor_engine.storage.codec import encode_matrix as encode_covariance
 from factor_engine.storage.database import StoreBase, driver_connection
 from factor_engine.storage.errors import NotFound, StoreConflict
@@ -48,7 +55,8 @@ INTERRUPTED = "interrupted: the service stopped during the build"
 RESIDUAL = "residual"
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING)
 _MODEL_TABLES = (model_diagnostics, *BLOB_TABLES, model_covariances, model_factor_returns, model_symbols)
-# Cached symbol dictionaries (models never change once saved).
+# Cached symbol dictionaries (appending dates only adds symbols at the end: a dictionary too short for the
+# positions read is read again).
 _SYMBOL_CACHE_SIZE = 32
 _RUN_COLUMNS = [c for c in model_runs.c if c.name not in ("model_meta", "forecast_dates")]
 
@@ -249,6 +257,57 @@ class ModelStore(StoreBase):
                 self._bulk_insert(connection, table, rows)
         return self.get_model(run_id)
 
+    def append_model_dates(self, model_id: str, extension: ModelExtension) -> ModelSummary:
+        """Extend the stored model ``model_id`` by new dates in ONE transaction: the new dates' rows of the
+        exposures, residuals and specific risk inserted (symbols new to the model added to its dictionary),
+        the factor returns, factor covariance and diagnostics replaced by the extension's, the summary and
+        forecast dates updated. An error leaves the model as it was.
+
+        Parameters
+        ----------
+        model_id: a stored model (NotFound otherwise).
+        extension: the new dates (see :class:`factor_engine.model.ModelExtension`; its ``state`` is not
+            stored here).
+
+        Raises ModelError when the extension does not fit the model (factors, forecasts, a date not after the
+        stored ones), naming what differs.
+        """
+        with self._write() as connection:
+            locked = connection.execute(
+                sa.select(model_runs.c.model_meta, model_runs.c.forecast_dates)
+                .where(model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED)
+                .with_for_update()
+            ).one_or_none()
+            if locked is None:
+                raise NotFound(f"no model {model_id}")
+            meta, stored_forecast_dates = dict(locked[0]), locked[1]
+            extension.check(
+                tuple(meta["factors"]),
+                has_covariance=bool(meta["has_covariance"]),
+                has_specific_risk=bool(meta["has_specific_risk"]),
+                model=f"model {model_id}",
+            )
+            symbols = self._appended_symbols(connection, model_id, extension)
+            for table, frame, columns in _blob_frames(extension, tuple(meta["factors"])):
+                self._check_after_last_date(connection, table, model_id, frame)
+                rows = [(model_id, b.date, b.positions, b.data) for b in encode_blocks(frame, columns, symbols)]
+                self._bulk_insert(connection, table, rows)
+            encoded = _encode_small_tables(model_id, extension, tuple(meta["factors"]))
+            for table, rows in encoded:
+                connection.execute(table.delete().where(table.c.model_id == model_id))
+                self._bulk_insert(connection, table, rows)
+            connection.execute(
+                model_runs.update()
+                .where(model_runs.c.id == model_id)
+                .values(
+                    model_meta=_extended_meta(meta, extension, symbols.len()),
+                    forecast_dates=_extended_forecast_dates(stored_forecast_dates, extension, meta),
+                )
+            )
+        with self._symbol_lock:
+            self._symbol_cache.pop(model_id, None)
+        return self.get_model(model_id)
+
     # ---- models -------------------------------------------------------------------------------------------
     def list_models(self) -> list[ModelSummary]:
         """Every stored model (succeeded run), newest first."""
@@ -445,9 +504,9 @@ class ModelStore(StoreBase):
             raise NotFound(f"no model {model_id}")
         return decode_dates(row[0])
 
-    def _symbols(self, connection: sa.Connection, model_id: str) -> pl.Series:
+    def _symbols(self, connection: sa.Connection, model_id: str, *, refresh: bool = False) -> pl.Series:
         with self._symbol_lock:
-            cached = self._symbol_cache.get(model_id)
+            cached = None if refresh else self._symbol_cache.get(model_id)
         if cached is not None:
             return cached
         names = connection.execute(
@@ -475,8 +534,40 @@ class ModelStore(StoreBase):
             .where(table.c.model_id == model_id, *where)
             .order_by(table.c.date)
         ).all()
+        blocks = [(_date(d), bytes(p), bytes(v)) for d, p, v in rows]
         symbols = self._symbols(connection, model_id) if rows else pl.Series(SYMBOL, [], dtype=pl.String)
-        return decode_blocks([(_date(d), bytes(p), bytes(v)) for d, p, v in rows], columns, symbols)  # type: ignore[misc]
+        try:
+            return decode_blocks(blocks, columns, symbols)  # type: ignore[arg-type]
+        except pl.exceptions.OutOfBoundsError:  # the model gained symbols since the dictionary was cached
+            return decode_blocks(blocks, columns, self._symbols(connection, model_id, refresh=True))  # type: ignore[arg-type]
+
+    def _appended_symbols(self, connection: sa.Connection, model_id: str, extension: ModelExtension) -> pl.Series:
+        """The model's symbol dictionary with the symbols first seen in ``extension`` added at its end (sorted
+        among themselves), inserted into ``model_symbols``."""
+        stored = self._symbols(connection, model_id, refresh=True)
+        frames = [extension.exposures, extension.residuals]
+        if extension.specific_risk is not None:
+            frames.append(extension.specific_risk)
+        seen = pl.concat([frame.select(pl.col(SYMBOL).cast(pl.String)) for frame in frames]).get_column(SYMBOL)
+        new = sorted(set(seen.unique().to_list()) - set(stored.to_list()))
+        rows = [(model_id, stored.len() + offset, name) for offset, name in enumerate(new)]
+        self._bulk_insert(connection, model_symbols, rows)
+        return pl.concat([stored, pl.Series(SYMBOL, new, dtype=pl.String)])
+
+    def _check_after_last_date(
+        self, connection: sa.Connection, table: sa.Table, model_id: str, frame: pl.DataFrame
+    ) -> None:
+        if frame.height == 0:
+            return
+        last = _date(
+            connection.execute(sa.select(sa.func.max(table.c.date)).where(table.c.model_id == model_id)).scalar()
+        )
+        first_new = _date(frame.get_column(DATE).min())
+        if last is not None and first_new is not None and first_new <= last:
+            raise ModelError(
+                f"the new {table.name.removeprefix('model_')} rows start on {first_new}, not after the model's "
+                f"last date {last}: only dates after it can be appended"
+            )
 
     def _factor_returns(
         self,
@@ -607,29 +698,11 @@ def _encode_model(model_id: str, model: RiskModel) -> _EncodedModel:
     tables: list[tuple[sa.Table, list[tuple[Any, ...]]]] = [
         (model_symbols, [(model_id, position, name) for position, name in enumerate(symbols.to_list())])
     ]
-    long = model.factor_returns.unpivot(index=DATE, on=factors, variable_name="factor", value_name="value")
-    tables.append((model_factor_returns, [(model_id, *row) for row in long.iter_rows()]))
     covariance = model.factor_covariance
-    if covariance is not None:
-        if tuple(covariance.factors) != tuple(factors):
-            raise ModelError(f"covariance factors {covariance.factors} differ from the model's {tuple(factors)}")
-        rows = [
-            (model_id, day, encode_covariance(covariance.values[index]))
-            for index, day in enumerate(covariance.dates.to_list())
-        ]
-        tables.append((model_covariances, rows))
-    blob_frames: list[tuple[sa.Table, pl.DataFrame, list[str]]] = [
-        (model_exposures, model.exposures, factors),
-        (model_residuals, model.residuals, [RESIDUAL]),
-    ]
-    if model.specific_risk is not None:
-        blob_frames.append((model_specific_risk, model.specific_risk, [SPECIFIC_VOL]))
-    for table, frame, columns in blob_frames:
+    tables.extend(_encode_small_tables(model_id, model, tuple(factors)))
+    for table, frame, columns in _blob_frames(model, tuple(factors)):
         blocks = encode_blocks(frame, columns, symbols)
         tables.append((table, [(model_id, b.date, b.positions, b.data) for b in blocks]))
-    diagnostics = io.BytesIO()
-    model.diagnostics.write_ipc(diagnostics, compression="uncompressed")
-    tables.append((model_diagnostics, [(model_id, diagnostics.getvalue())]))
 
     dates = model.factor_returns.get_column(DATE)
     available = None
@@ -652,6 +725,79 @@ def _encode_model(model_id: str, model: RiskModel) -> _EncodedModel:
         "covariance_dates": covariance.dates.len() if covariance is not None else 0,
     }
     return _EncodedModel(meta, available, tables)
+
+
+def _blob_frames(
+    source: RiskModel | ModelExtension, factors: tuple[str, ...]
+) -> list[tuple[sa.Table, pl.DataFrame, list[str]]]:
+    """The per-date blob tables of a model or an extension: (table, frame, value columns)."""
+    frames: list[tuple[sa.Table, pl.DataFrame, list[str]]] = [
+        (model_exposures, source.exposures, list(factors)),
+        (model_residuals, source.residuals, [RESIDUAL]),
+    ]
+    if source.specific_risk is not None:
+        frames.append((model_specific_risk, source.specific_risk, [SPECIFIC_VOL]))
+    return frames
+
+
+def _encode_small_tables(
+    model_id: str, source: RiskModel | ModelExtension, factors: tuple[str, ...]
+) -> list[tuple[sa.Table, list[tuple[Any, ...]]]]:
+    """Rows of the tables stored whole: the long factor returns, the covariance blobs (if any), the diagnostics."""
+    long = source.factor_returns.unpivot(index=DATE, on=list(factors), variable_name="factor", value_name="value")
+    tables: list[tuple[sa.Table, list[tuple[Any, ...]]]] = [
+        (model_factor_returns, [(model_id, *row) for row in long.iter_rows()])
+    ]
+    covariance = source.factor_covariance
+    if covariance is not None:
+        if tuple(covariance.factors) != factors:
+            raise ModelError(f"covariance factors {covariance.factors} differ from the model's {factors}")
+        rows = [
+            (model_id, day, encode_covariance(covariance.values[index]))
+            for index, day in enumerate(covariance.dates.to_list())
+        ]
+        tables.append((model_covariances, rows))
+    diagnostics = io.BytesIO()
+    source.diagnostics.write_ipc(diagnostics, compression="uncompressed")
+    tables.append((model_diagnostics, [(model_id, diagnostics.getvalue())]))
+    return tables
+
+
+def _extended_meta(meta: Mapping[str, Any], extension: ModelExtension, n_assets: int) -> dict[str, Any]:
+    """The run's ``model_meta`` after ``extension``: the date range, counts and engine version updated, the
+    build notes replaced when the extension has some, ``updated_at`` (UTC, ISO) set."""
+    dates = extension.factor_returns.get_column(DATE)
+    covariance = extension.factor_covariance
+    return {
+        **meta,
+        "build": meta.get("build", {}) if extension.notes is None else extension.notes,
+        "engine_version": __version__,
+        "first_date": str(dates.min()) if dates.len() else None,
+        "last_date": str(dates.max()) if dates.len() else None,
+        "n_dates": dates.n_unique(),
+        "n_assets": n_assets,
+        "covariance_dates": covariance.dates.len() if covariance is not None else 0,
+        "updated_at": _now().isoformat(timespec="seconds"),
+    }
+
+
+def _extended_forecast_dates(stored: bytes | None, extension: ModelExtension, meta: Mapping[str, Any]) -> bytes | None:
+    """The stored forecast dates plus those of the new dates (the old dates' forecasts do not change)."""
+    if extension.factor_covariance is None or extension.specific_risk is None:
+        return stored
+    new_dates = RiskModel(
+        factor_returns=extension.factor_returns,
+        exposures=extension.exposures,
+        residuals=extension.residuals,
+        diagnostics=extension.diagnostics,
+        factors=tuple(meta["factors"]),
+        sectors=tuple(meta["sectors"]),
+        styles=tuple(meta["styles"]),
+        factor_covariance=extension.factor_covariance,
+        specific_risk=extension.specific_risk,
+    )
+    combined = pl.concat([decode_dates(stored), forecast_dates(new_dates)]).unique().sort()
+    return encode_dates(combined)
 
 
 def _timings(timings: Mapping[str, float]) -> dict[str, float]:

@@ -15,13 +15,15 @@ reference ``model_runs.id`` with ``ON DELETE CASCADE``: deleting a run deletes e
     ``running``, ``succeeded`` or ``failed``; ``request`` (JSON) is the create request; ``stage``, ``progress``
     (0..1), ``error``, ``timings`` (JSON, seconds per stage); ``created_at``/``started_at``/``finished_at``
     (UTC). Filled on success: ``model_meta`` (JSON: factors, sectors, styles, horizon, config, engine_version,
-    first_date, last_date, n_dates, n_assets, covariance_dates) and ``forecast_dates`` (blob, the dates
-    :func:`factor_engine.portfolio.snapshot.forecast_dates` returns, as little-endian int32 days since
-    1970-01-01). While queued or running: ``worker`` (the id of the service process that holds the build) and
-    ``lease_expires_at`` (UTC; the worker renews it; once past, any worker fails the run).
+    first_date, last_date, n_dates, n_assets, covariance_dates; ``updated_at`` once dates were appended) and
+    ``forecast_dates`` (blob, the dates :func:`factor_engine.portfolio.snapshot.forecast_dates` returns, as
+    little-endian int32 days since 1970-01-01). While queued or running: ``worker`` (the id of the service
+    process that holds the build) and ``lease_expires_at`` (UTC; the worker renews it; once past, any worker
+    fails the run).
 ``model_symbols``
     Per-model symbol dictionary: ``(model_id, position)`` → ``symbol``; positions are 0..N-1 over the sorted
-    distinct symbols of the model's exposures, specific risk and residuals.
+    distinct symbols of the model's exposures, specific risk and residuals; symbols first seen in dates
+    appended later take the next positions (sorted among themselves).
 ``model_factor_returns``
     Long rows ``(model_id, date, factor, value)``: one per date and factor of ``RiskModel.factor_returns``
     (``value`` null where the frame has null).
