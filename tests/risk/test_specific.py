@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from factor_engine.regression import estimate_from_panel
 from factor_engine.risk.specific import SpecificRiskConfig, _blend_weight, specific_risk
+from factor_engine.risk.specific_state import extend_specific_risk, specific_risk_with_state
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
 START = datetime.date(2020, 1, 1)
@@ -388,6 +389,38 @@ def test_input_order_and_extra_rows_do_not_matter() -> None:
     )
     assert shuffled.select("date", "symbol").equals(expected.select("date", "symbol"))
     np.testing.assert_allclose(shuffled["specific_vol"].to_numpy(), expected["specific_vol"].to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("structural", [True, False])
+@pytest.mark.parametrize("cuts", [(41,), (25, 40, 41, 63, 77)])
+def test_extension_from_the_state_equals_one_run(structural: bool, cuts: tuple[int, ...]) -> None:
+    """A model extended by later dates: their forecasts from the state of a run over the earlier dates equal a
+    run over all dates, across fat-tail evaluation dates, late listers and an asset that first appears later."""
+    residuals, caps, exposures = _random_case(4, n_dates=90, n_assets=30)
+    newcomer = pl.col("symbol") == "S029"  # no residual before the last cut
+    residuals = residuals.filter(~newcomer | (pl.col("date") > START + datetime.timedelta(days=cuts[-1])))
+    config = _config(**SMALL, vra_half_life=8, robust_every=7, structural=structural)
+    expected = specific_risk(residuals, caps, exposures, config)
+    head = residuals.filter(pl.col("date") <= START + datetime.timedelta(days=cuts[0] - 1))
+    first, state = specific_risk_with_state(head, caps, exposures, config)
+    pieces = [first]
+    for cut in (*cuts[1:], 90):
+        upto = residuals.filter(pl.col("date") <= START + datetime.timedelta(days=cut - 1))
+        piece, state = extend_specific_risk(state, upto, caps, exposures)
+        pieces.append(piece)
+    extended = pl.concat(pieces)
+    assert extended.select("date", "symbol").equals(expected.select("date", "symbol"))
+    np.testing.assert_allclose(extended["specific_vol"].to_numpy(), expected["specific_vol"].to_numpy(), rtol=1e-12)
+    assert extended.filter(pl.col("symbol") == "S029").height > 0
+    assert state.last_date == expected["date"].max() and state.n_dates == 90
+
+
+def test_extension_with_no_later_date_returns_the_state() -> None:
+    residuals, caps, exposures = _random_case(6)
+    config = _config(**SMALL)
+    _, state = specific_risk_with_state(residuals, caps, exposures, config)
+    piece, after = extend_specific_risk(state, residuals, caps, exposures)
+    assert piece.height == 0 and after is state
 
 
 # --- the synthetic market's truth --------------------------------------------------------------------------------

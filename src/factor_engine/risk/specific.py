@@ -259,6 +259,14 @@ def time_series_specific_risk(
 def finish_specific_risk(state: TimeSeriesState, exposures: pl.DataFrame | None = None) -> pl.DataFrame:
     """Steps 2–4 of :func:`specific_risk` on the output of :func:`time_series_specific_risk`: the structural
     blend (with ``exposures``, as in :func:`specific_risk`), the shrinkage and the regime adjustment."""
+    return _finish(state, exposures)[0]
+
+
+def _finish(
+    state: TimeSeriesState, exposures: pl.DataFrame | None, before: RegimeContext | None = None
+) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`finish_specific_risk`, also returning the shrunk ``σ_SH`` (T, N) and the regime adjustment's
+    EWMA sums after the last date (2,); ``before`` continues the regime adjustment of earlier dates."""
     config, grid, cap = state.config, state.grid, state.cap
     sigma_ts, gamma = state.sigma_ts, state.gamma
     if exposures is not None:
@@ -271,19 +279,22 @@ def finish_specific_risk(state: TimeSeriesState, exposures: pl.DataFrame | None 
         )
         blend = gamma * np.where(gamma > 0, sigma_ts, 0.0) + (1.0 - gamma) * sigma_str
         sigma = np.where(np.isfinite(sigma_str), blend, sigma_ts)
-    sigma = _shrink(sigma, state.has_row, cap, config.shrinkage, config.n_size_groups)
+    shrunk = _shrink(sigma, state.has_row, cap, config.shrinkage, config.n_size_groups)
+    sigma, regime = shrunk, np.zeros(2)
     if config.vra_half_life is not None:
-        multiplier = _regime_multiplier(state.resid, state.present, sigma, cap, 0.5 ** (1.0 / config.vra_half_life))
-        sigma = sigma * multiplier[:, None]
+        decay = 0.5 ** (1.0 / config.vra_half_life)
+        multiplier, regime = _regime_multiplier(state.resid, state.present, shrunk, cap, decay, before)
+        sigma = shrunk * multiplier[:, None]
 
     t_out, n_out = np.nonzero(np.isfinite(sigma))
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             DATE: grid.date_series().gather(t_out),
             SYMBOL: grid.symbols.gather(n_out),
             SPECIFIC_VOL: sigma[t_out, n_out],
         }
     )
+    return frame, shrunk, regime
 
 
 def _check_frame(frame: pl.DataFrame, what: str, required: tuple[str, ...]) -> pl.DataFrame:
@@ -360,23 +371,48 @@ def _time_series_vol(
     return sigma_ts, count
 
 
-def _newey_west_variance(resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int) -> np.ndarray:
-    """Newey–West EWMA variance (T, n) of the given assets (NaN before an asset's first observation)."""
+def _newey_west_variance(
+    resid: np.ndarray,
+    present: np.ndarray,
+    decay: float,
+    nw_lags: int,
+    *,
+    context: int = 0,
+    initial: np.ndarray | None = None,
+    final: np.ndarray | None = None,
+) -> np.ndarray:
+    """Newey–West EWMA variance (T, n) of the given assets (NaN before an asset's first observation).
+
+    For an extension: the first ``context`` rows are earlier dates that only supply the lagged terms of the
+    later rows (``context ≥ nw_lags``), ``initial`` holds the EWMA sums after them (``_SUMS`` layout, (S, n))
+    and the variance of the later rows is returned. ``final``, if given, receives the sums after the last row."""
     observed = present.astype(np.float64)
     u = np.where(present, resid, 0.0)
-    cross = np.empty_like(u)
-    pairs = np.empty_like(u)
+    rows = u.shape[0] - context
+    cross = np.empty((rows, u.shape[1]))
+    pairs = np.empty((rows, u.shape[1]))
+
+    def ewma(values: np.ndarray, index: int) -> np.ndarray:
+        summed = _ewma(values, decay)
+        if initial is not None:
+            summed += initial[index] * (decay ** np.arange(1, rows + 1, dtype=np.float64))[:, None]
+        if final is not None and rows:
+            final[index] = summed[-1]
+        return summed
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        gamma0 = _ewma(u * u, decay) / _ewma(observed, decay)
+        gamma0 = ewma(u[context:] * u[context:], 0) / ewma(observed[context:], 1)
         variance = gamma0.copy()
         for lag in range(1, nw_lags + 1):
-            cross[:lag] = 0.0
-            np.multiply(u[lag:], u[:-lag], out=cross[lag:])
-            pairs[:lag] = 0.0
-            np.multiply(observed[lag:], observed[:-lag], out=pairs[lag:])
-            pair_weight = _ewma(pairs, decay)
+            # rows s of this call pair with rows s − lag (in the context for the first ones, none before it)
+            head = max(0, lag - context)
+            cross[:head] = 0.0
+            np.multiply(u[context + head :], u[context + head - lag : u.shape[0] - lag], out=cross[head:])
+            pairs[:head] = 0.0
+            np.multiply(observed[context + head :], observed[context + head - lag : u.shape[0] - lag], out=pairs[head:])
+            pair_weight = ewma(pairs, 2 * lag + 1)
             has_pair = pair_weight > 0
-            autocovariance = _ewma(cross, decay)
+            autocovariance = ewma(cross, 2 * lag)
             np.divide(autocovariance, pair_weight, out=autocovariance, where=has_pair)
             autocovariance[~has_pair] = 0.0
             variance += 2.0 * (1.0 - lag / (nw_lags + 1)) * autocovariance
@@ -550,21 +586,42 @@ def _shrink_block(
     return shrunk
 
 
+@dataclass(frozen=True)
+class RegimeContext:
+    """The regime adjustment's view of the date before an extension: each asset's shrunk ``σ_SH`` and cap
+    there (N,) and the EWMA sums of ``B²`` and of its weights after it (2,)."""
+
+    shrunk: np.ndarray
+    cap: np.ndarray
+    sums: np.ndarray
+
+
 def _regime_multiplier(
-    resid: np.ndarray, present: np.ndarray, sigma: np.ndarray, cap: np.ndarray, decay: float
-) -> np.ndarray:
-    """Volatility regime multiplier ``λ_t`` (T,) from the cap-weighted bias statistics of earlier forecasts."""
-    previous = sigma[:-1]
-    usable = present[1:] & np.isfinite(previous) & (previous > 0)
-    weight = np.where(usable, cap[:-1], 0.0)
+    resid: np.ndarray,
+    present: np.ndarray,
+    sigma: np.ndarray,
+    cap: np.ndarray,
+    decay: float,
+    before: RegimeContext | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Volatility regime multiplier ``λ_t`` (T,) from the cap-weighted bias statistics of earlier forecasts, and
+    the EWMA sums of ``B²`` and of its weights after the last date (2,); ``before`` carries the earlier dates."""
+    no_row = np.full((1, sigma.shape[1]), np.nan)
+    previous = np.vstack([no_row if before is None else before.shrunk[None], sigma[:-1]])
+    previous_cap = np.vstack([no_row if before is None else before.cap[None], cap[:-1]])
+    usable = present & np.isfinite(previous) & (previous > 0)
+    weight = np.where(usable, previous_cap, 0.0)
     total = weight.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        standardized = np.where(usable, resid[1:] / np.where(usable, previous, 1.0), 0.0)
-        bias_sq = (weight * standardized**2).sum(axis=1) / total
-    has_bias = np.concatenate([[False], total > 0])
-    bias_sq = np.concatenate([[0.0], np.where(total > 0, bias_sq, 0.0)])
-    weight_sum = _ewma(has_bias.astype(np.float64), decay)
+        standardized = np.where(usable, resid / np.where(usable, previous, 1.0), 0.0)
+        bias_sq = np.where(total > 0, (weight * standardized**2).sum(axis=1) / total, 0.0)
+    has_bias = total > 0
+    weighted, weight_sum = _ewma(bias_sq, decay), _ewma(has_bias.astype(np.float64), decay)
+    if before is not None:  # the earlier dates' sums, decayed
+        carried = decay ** np.arange(1, sigma.shape[0] + 1, dtype=np.float64)
+        weighted += before.sums[0] * carried
+        weight_sum += before.sums[1] * carried
     with np.errstate(invalid="ignore", divide="ignore"):
-        multiplier = np.sqrt(_ewma(bias_sq, decay) / weight_sum)
+        multiplier = np.sqrt(weighted / weight_sum)
     result: np.ndarray = np.where(weight_sum > 0, multiplier, 1.0)
-    return result
+    return result, np.array([weighted[-1], weight_sum[-1]])
