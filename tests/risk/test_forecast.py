@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -28,6 +29,13 @@ def factor_returns() -> pl.DataFrame:
     return pl.DataFrame({"date": dates, **{f"f{k}": returns[:, k] for k in range(6)}})
 
 
+def _saved(arrays: dict[str, np.ndarray], folder: Path) -> dict[str, np.ndarray]:
+    """``arrays`` written to an ``.npz`` file and read back."""
+    np.savez(folder / "state.npz", **arrays)
+    with np.load(folder / "state.npz") as saved:
+        return {name: saved[name] for name in saved.files}
+
+
 @pytest.mark.parametrize(
     "adjustments",
     [
@@ -37,12 +45,16 @@ def factor_returns() -> pl.DataFrame:
     ],
     ids=["both", "vra-only", "eigenfactor-only"],
 )
-def test_extension_equals_one_run(factor_returns: pl.DataFrame, adjustments: CovarianceAdjustments) -> None:
+def test_extension_equals_one_run(
+    factor_returns: pl.DataFrame, adjustments: CovarianceAdjustments, tmp_path: Path
+) -> None:
     full, full_state = forecast_covariance(factor_returns, CONFIG, adjustments)
     state: CovarianceState | None = None
     pieces, dates = [], []
     # cuts: before the first forecast, inside the history, before the new factor's forecasts, single dates
     for cut in (30, 300, 555, 560, 899, 900):
+        if state is not None:  # through the arrays a model folder keeps
+            state = CovarianceState.from_arrays(_saved(state.to_arrays(), tmp_path))
         piece, state = forecast_covariance(factor_returns.head(cut), CONFIG, adjustments, state=state)
         pieces.append(piece.values)
         dates.extend(piece.dates.to_list())

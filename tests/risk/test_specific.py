@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from factor_engine.regression import estimate_from_panel
 from factor_engine.risk.specific import SpecificRiskConfig, _blend_weight, specific_risk
-from factor_engine.risk.specific_state import extend_specific_risk, specific_risk_with_state
+from factor_engine.risk.specific_state import SpecificState, extend_specific_risk, specific_risk_with_state
 from factor_engine.synthetic import SyntheticMarket, generate_market
 
 START = datetime.date(2020, 1, 1)
@@ -393,7 +394,7 @@ def test_input_order_and_extra_rows_do_not_matter() -> None:
 
 @pytest.mark.parametrize("structural", [True, False])
 @pytest.mark.parametrize("cuts", [(41,), (25, 40, 41, 63, 77)])
-def test_extension_from_the_state_equals_one_run(structural: bool, cuts: tuple[int, ...]) -> None:
+def test_extension_from_the_state_equals_one_run(structural: bool, cuts: tuple[int, ...], tmp_path: Path) -> None:
     """A model extended by later dates: their forecasts from the state of a run over the earlier dates equal a
     run over all dates, across fat-tail evaluation dates, late listers and an asset that first appears later."""
     residuals, caps, exposures = _random_case(4, n_dates=90, n_assets=30)
@@ -405,6 +406,9 @@ def test_extension_from_the_state_equals_one_run(structural: bool, cuts: tuple[i
     first, state = specific_risk_with_state(head, caps, exposures, config)
     pieces = [first]
     for cut in (*cuts[1:], 90):
+        np.savez(tmp_path / "state.npz", **state.to_arrays())  # through the file a model folder keeps
+        with np.load(tmp_path / "state.npz") as saved:
+            state = SpecificState.from_arrays({name: saved[name] for name in saved.files}, config)
         upto = residuals.filter(pl.col("date") <= START + datetime.timedelta(days=cut - 1))
         piece, state = extend_specific_risk(state, upto, caps, exposures)
         pieces.append(piece)

@@ -11,12 +11,15 @@ ones' stops) and the regime adjustment from its EWMA sums (:class:`RegimeState`)
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from factor_engine.panel import DATE
 from factor_engine.risk.adjustments import (
+    EigenfactorBlock,
     EigenfactorState,
     RegimeState,
     eigenfactor_with_state,
@@ -52,6 +55,52 @@ class CovarianceState:
     last_date: datetime.date
     eigenfactor: EigenfactorState | None
     regime: RegimeState | None
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays (a model folder keeps them in an ``.npz`` file); :meth:`from_arrays` inverts."""
+        arrays: dict[str, np.ndarray] = {"last_date": np.array([self.last_date.toordinal()], dtype=np.int64)}
+        if self.eigenfactor is not None:
+            eigen = self.eigenfactor
+            arrays["eigen_settings"] = np.array([eigen.n_simulations, eigen.scale, eigen.every, eigen.seed])
+            for i, block in enumerate(eigen.blocks):
+                arrays[f"eigen_{i}_pattern"] = block.pattern
+                arrays[f"eigen_{i}_n_dates"] = np.array([block.n_dates], dtype=np.int64)
+                arrays[f"eigen_{i}_positions"] = block.positions
+                arrays[f"eigen_{i}_histories"] = block.histories
+                arrays[f"eigen_{i}_profiles"] = block.profiles
+        if self.regime is not None:
+            arrays["regime_vol"] = self.regime.vol
+            arrays["regime_sums"] = np.array([self.regime.weighted, self.regime.weights])
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> CovarianceState:
+        """The state saved by :meth:`to_arrays`."""
+        eigenfactor = None
+        if "eigen_settings" in arrays:
+            n_simulations, scale, every, seed = arrays["eigen_settings"].tolist()
+            blocks = []
+            i = 0
+            while f"eigen_{i}_pattern" in arrays:
+                blocks.append(
+                    EigenfactorBlock(
+                        pattern=np.asarray(arrays[f"eigen_{i}_pattern"], dtype=bool),
+                        n_dates=int(arrays[f"eigen_{i}_n_dates"][0]),
+                        positions=np.asarray(arrays[f"eigen_{i}_positions"], dtype=np.int64),
+                        histories=np.asarray(arrays[f"eigen_{i}_histories"]),
+                        profiles=np.asarray(arrays[f"eigen_{i}_profiles"], dtype=np.float64),
+                    )
+                )
+                i += 1
+            eigenfactor = EigenfactorState(tuple(blocks), int(n_simulations), float(scale), int(every), int(seed))
+        regime = None
+        if "regime_vol" in arrays:
+            weighted, weights = arrays["regime_sums"].tolist()
+            regime = RegimeState(
+                vol=np.asarray(arrays["regime_vol"], dtype=np.float64), weighted=weighted, weights=weights
+            )
+        last_date = datetime.date.fromordinal(int(arrays["last_date"][0]))
+        return cls(last_date=last_date, eigenfactor=eigenfactor, regime=regime)
 
 
 def forecast_covariance(

@@ -17,6 +17,7 @@ equals a run over all the dates up to rounding (the EWMA sums are continued rath
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,47 @@ class SpecificState:
     fat_tail: np.ndarray
     regime: RegimeContext
     config: SpecificRiskConfig
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays (a model folder keeps them in an ``.npz`` file); :meth:`from_arrays` inverts
+        given the same configuration."""
+        return {
+            "symbols": np.asarray(self.symbols.to_list(), dtype=np.str_),
+            "last_date": np.array([self.last_date.toordinal()], dtype=np.int64),
+            "n_dates": np.array([self.n_dates], dtype=np.int64),
+            "sums": self.sums,
+            "recent": self.recent,
+            "count": self.count,
+            "fat_tail": self.fat_tail,
+            "regime_shrunk": self.regime.shrunk,
+            "regime_cap": self.regime.cap,
+            "regime_sums": self.regime.sums,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], config: SpecificRiskConfig) -> SpecificState:
+        """The state saved by :meth:`to_arrays` (made with ``config``: its lags and window fix the shapes)."""
+        n_sums, width = 2 + 2 * config.nw_lags, _context_rows(config)
+        if arrays["sums"].shape[0] != n_sums or arrays["recent"].shape[0] != width:
+            raise ValueError(
+                f"the specific risk state has {arrays['sums'].shape[0]} sums and {arrays['recent'].shape[0]} "
+                f"recent dates; the configuration needs {n_sums} and {width}"
+            )
+        return cls(
+            symbols=pl.Series("symbol", arrays["symbols"].tolist(), dtype=pl.String),
+            last_date=datetime.date.fromordinal(int(arrays["last_date"][0])),
+            n_dates=int(arrays["n_dates"][0]),
+            sums=np.asarray(arrays["sums"], dtype=np.float64),
+            recent=np.asarray(arrays["recent"], dtype=np.float64),
+            count=np.asarray(arrays["count"], dtype=np.int64),
+            fat_tail=np.asarray(arrays["fat_tail"], dtype=np.float64),
+            regime=RegimeContext(
+                shrunk=np.asarray(arrays["regime_shrunk"], dtype=np.float64),
+                cap=np.asarray(arrays["regime_cap"], dtype=np.float64),
+                sums=np.asarray(arrays["regime_sums"], dtype=np.float64),
+            ),
+            config=config,
+        )
 
 
 def _context_rows(config: SpecificRiskConfig) -> int:
