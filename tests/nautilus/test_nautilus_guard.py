@@ -98,7 +98,9 @@ def test_an_order_bringing_a_breached_book_back_passes(
     assert not further.allowed and "above its upper bound" in further.reasons[0]
 
 
-def test_denies_an_order_over_the_risk_budget(book: SnapshotBook, day: datetime.date, snapshot: RiskModelSnapshot) -> None:
+def test_denies_an_order_over_the_risk_budget(
+    book: SnapshotBook, day: datetime.date, snapshot: RiskModelSnapshot
+) -> None:
     state = _equal_book(snapshot, day)
     weights = snapshot.align_weights(state.weights())
     risk_now = decompose_risk(snapshot, weights, allow_unnormalized=True).total_risk * math.sqrt(252)
