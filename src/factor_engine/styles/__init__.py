@@ -12,10 +12,12 @@ from factor_engine.styles.composite import Descriptor, DescriptorStyle
 from factor_engine.styles.liquidity import liquidity
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.registry import (
+    Lookback,
     StyleFactor,
     available_styles,
     compute_styles,
     get_style,
+    history_start,
     register_descriptor_style,
     register_style,
     select_styles,
@@ -27,10 +29,12 @@ from factor_engine.styles.value import value
 __all__ = [
     "Descriptor",
     "DescriptorStyle",
+    "Lookback",
     "StyleFactor",
     "available_styles",
     "compute_styles",
     "get_style",
+    "history_start",
     "liquidity",
     "momentum",
     "register_descriptor_style",

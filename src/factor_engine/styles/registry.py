@@ -73,16 +73,74 @@ from factor_engine.panel import (
 from factor_engine.styles import fundamental
 from factor_engine.styles._shared import shared_work
 from factor_engine.styles.composite import Descriptor, DescriptorStyle
-from factor_engine.styles.liquidity import LIQUIDITY_SCORE, liquidity
+from factor_engine.styles.liquidity import LIQUIDITY_MONTHS, LIQUIDITY_SCORE, liquidity
 from factor_engine.styles.momentum import SCORE as MOMENTUM_SCORE
 from factor_engine.styles.momentum import momentum
 from factor_engine.styles.size import SCORE as SIZE_SCORE
 from factor_engine.styles.size import size
-from factor_engine.styles.use4 import BETA_DEFAULTS, BETA_SCORE, NLSIZE_SCORE, RESVOL_SCORE, beta, nlsize, resvol
+from factor_engine.styles.use4 import (
+    BETA_DEFAULTS,
+    BETA_SCORE,
+    CMRA_DAYS,
+    NLSIZE_SCORE,
+    RESVOL_SCORE,
+    beta,
+    nlsize,
+    resvol,
+)
 from factor_engine.styles.value import SCORE as VALUE_SCORE
 from factor_engine.styles.value import value
 
 StyleFunction = Callable[..., pl.DataFrame | pl.LazyFrame]
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """The history a style's scores of a date need (a model extended by new dates recomputes the styles on the
+    panel's latest rows only): the ``dates`` latest dates up to and including it, and each asset's ``rows``
+    latest rows. ``Lookback()`` is a cross-sectional style (the date's rows only)."""
+
+    dates: int = 0
+    rows: int = 0
+
+
+LookbackRule = Callable[[Mapping[str, Any]], Lookback]
+
+
+def history_start(
+    keys: pl.DataFrame, first: Any, needs: Sequence[Lookback], symbols: Collection[str] | None = None
+) -> Any:
+    """The earliest date whose rows the scores of dates from ``first`` on need (the earliest of ``keys``' dates
+    when the history is shorter), for styles needing the :class:`Lookback` s ``needs``.
+
+    Parameters
+    ----------
+    keys: ``date, symbol`` of the rows the styles are computed on (the history; rows from ``first`` on may be
+        present or not).
+    first: the first date whose scores are wanted.
+    needs: the styles' lookbacks.
+    symbols: the assets whose scores are wanted (None: every asset of ``keys``); an asset's own rows matter only
+        for them.
+    """
+    before = keys.filter(pl.col(DATE) < first)
+    owned = before if symbols is None else before.filter(pl.col(SYMBOL).cast(pl.String).is_in(list(symbols)))
+    if before.height == 0:
+        return first
+    n_dates = max((need.dates for need in needs), default=0)
+    n_rows = max((need.rows for need in needs), default=0)
+    start = first
+    if n_dates > 1:  # the window of `first` holds it and the n_dates − 1 dates before it
+        dates = before.get_column(DATE).unique().sort(descending=True)
+        start = min(start, dates[min(n_dates - 2, dates.len() - 1)])
+    if n_rows > 1:  # each asset's own n_rows − 1 rows before `first`
+        per_symbol = owned.sort(DATE, descending=True).group_by(SYMBOL).head(n_rows - 1)
+        if per_symbol.height:
+            start = min(start, per_symbol.get_column(DATE).min())
+    return start
+
+
+def _cross_section(_params: Mapping[str, Any]) -> Lookback:
+    return Lookback()
 
 
 @dataclass(frozen=True)
@@ -106,6 +164,8 @@ class StyleFactor:
         that must all be present (e.g. ``(("turnover",), ("volume", "shares_outstanding"))``); empty: none.
     unless: styles that cover this one: when the styles are not named explicitly (defaults or a preset), it is
         left out if one of them is used (e.g. book-to-price ``unless=("value",)``).
+    lookback: the history a date's score needs, given the style's parameters (defaults filled in); None:
+        unknown, a model update then recomputes the style on the whole history.
     """
 
     name: str
@@ -118,6 +178,14 @@ class StyleFactor:
     fill_missing: bool = False
     any_of: tuple[tuple[str, ...], ...] = ()
     unless: tuple[str, ...] = ()
+    lookback: LookbackRule | None = None
+
+    def history(self, params: Mapping[str, Any] | None = None) -> Lookback | None:
+        """The history a date's score needs with ``params`` (the style's defaults for those not given); None
+        when the style does not say."""
+        if self.lookback is None:
+            return None
+        return self.lookback({**self.defaults, **dict(params or {})})
 
     @property
     def requirement(self) -> str:
@@ -185,6 +253,7 @@ def register_style(
     fill_missing: bool = False,
     any_of: Sequence[str | Sequence[str]] = (),
     unless: Sequence[str] = (),
+    lookback: LookbackRule | None = None,
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -202,6 +271,8 @@ def register_style(
     fill_missing: a model fills this style's missing exposures by regression on sectors and size (USE4).
     any_of: alternatives of which the panel needs one (each a column or a sequence of columns all needed).
     unless: styles covering this one: it is left out of the defaults and presets when one of them is used.
+    lookback: ``lookback(params) -> Lookback``, the history a date's score needs (:class:`Lookback`); None
+        (unknown) makes a model update recompute the style on the whole history.
     """
     groups = _groups(any_of)
     if isinstance(unless, str):
@@ -225,6 +296,7 @@ def register_style(
             fill_missing=fill_missing,
             any_of=groups,
             unless=tuple(unless),
+            lookback=lookback,
         )
         return fn
 
@@ -285,8 +357,17 @@ def register_descriptor_style(
         fill_missing=fill_missing,
         any_of=groups,
         unless=unless,
+        lookback=_descriptor_lookback(style),
     )
     return get_style(name)
+
+
+def _descriptor_lookback(style: DescriptorStyle) -> LookbackRule | None:
+    """A descriptor style of plain columns is cross-sectional, plus beta's history when made orthogonal to it; an
+    expression may reach other rows (a rolling window, a shift), so its history is unknown."""
+    if not all(d.expression.meta.is_column() for d in style.descriptors):
+        return None
+    return _beta_lookback if "beta" in style.orthogonal_to else _cross_section
 
 
 def unregister_style(name: str) -> None:
@@ -396,6 +477,11 @@ def compute_styles(
     return result.sort(DATE, SYMBOL)
 
 
+def _beta_lookback(params: Mapping[str, Any]) -> Lookback:
+    """Beta's regression over ``window`` dates; its first date's market return needs the caps of the date before."""
+    return Lookback(dates=int(params.get("window", BETA_DEFAULTS["window"])) + 1)
+
+
 register_style(
     "momentum",
     momentum,
@@ -403,6 +489,7 @@ register_style(
     inputs=(DATE, SYMBOL, RETURNS),
     description="Exponentially weighted trailing return skipping the last month (toraniko definition).",
     defaults={"trailing_days": 252, "half_life": 126, "lag": 20, "winsor_factor": 0.01},
+    lookback=lambda p: Lookback(rows=int(p["trailing_days"]) + int(p["lag"])),  # the symbol's own rows
 )
 register_style(
     "value",
@@ -411,6 +498,7 @@ register_style(
     inputs=(DATE, SYMBOL, *VALUE_FEATURES),
     description="Mean of standardized log book/price, log sales/price and cash flow/price.",
     defaults={"winsorize_features": None},
+    lookback=_cross_section,
 )
 register_style(
     "size",
@@ -419,6 +507,7 @@ register_style(
     inputs=(DATE, SYMBOL, MARKET_CAP),
     description="Standardized -log(market cap), middle quantiles zeroed (small minus big).",
     defaults={"lower_decile": 0.2, "upper_decile": 0.8},
+    lookback=_cross_section,
 )
 # Barra USE4 styles (factor_engine.styles.use4): in the default set when their inputs are present; a model fills
 # their missing exposures by regression on sectors and size
@@ -430,6 +519,7 @@ register_style(
     description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market.",
     defaults=BETA_DEFAULTS,
     fill_missing=True,
+    lookback=_beta_lookback,
 )
 register_style(
     "resvol",
@@ -439,6 +529,9 @@ register_style(
     description="USE4 residual volatility: 0.74 DASTD + 0.16 CMRA + 0.10 HSIGMA, orthogonal to beta and size.",
     defaults={"window": 252, "beta_half_life": 63, "dastd_half_life": 42, "min_observations": 63},
     fill_missing=True,
+    # DASTD and the beta regression over `window` dates, CMRA over 12 months of 21; the market return of a
+    # window's first date needs the caps of the date before it
+    lookback=lambda p: Lookback(dates=max(int(p["window"]), CMRA_DAYS, int(BETA_DEFAULTS["window"])) + 1),
 )
 register_style(
     "nlsize",
@@ -448,6 +541,7 @@ register_style(
     description="USE4 non-linear size: the cube of standardized log cap, orthogonal to it.",
     defaults={},
     fill_missing=True,
+    lookback=_cross_section,
 )
 register_style(
     "liquidity",
@@ -459,6 +553,7 @@ register_style(
     "orthogonal to size.",
     defaults={"month_days": 21, "min_fraction": 0.5},
     fill_missing=True,
+    lookback=lambda p: Lookback(dates=max(LIQUIDITY_MONTHS) * int(p["month_days"])),  # turnover over 12 months
 )
 # USE4's fundamental styles (factor_engine.styles.fundamental), declared from descriptors
 register_descriptor_style(

@@ -36,6 +36,7 @@ from factor_engine.styles.descriptors import descriptor_to_style, nonlinear_size
 __all__ = [
     "BETA_DEFAULTS",
     "BETA_SCORE",
+    "CMRA_DAYS",
     "NLSIZE_SCORE",
     "RESVOL_SCORE",
     "beta",
@@ -54,6 +55,9 @@ RESVOL_SCORE = "resvol_score"
 NLSIZE_SCORE = "nlsize_score"
 #: USE4's weights of DASTD, CMRA and HSIGMA in residual volatility.
 RESVOL_WEIGHTS = (0.74, 0.16, 0.10)
+#: CMRA's horizon: 12 months of 21 trading days.
+CMRA_MONTHS, CMRA_MONTH_DAYS = 12, 21
+CMRA_DAYS = CMRA_MONTHS * CMRA_MONTH_DAYS
 # assets per block of the time-series kernels (bounds the (dates, assets) work arrays; blocks run in parallel)
 _ASSETS_PER_BLOCK = 256
 
@@ -184,7 +188,9 @@ def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_
     return result
 
 
-def cmra(returns: np.ndarray, *, months: int = 12, month_days: int = 21, min_observations: int = 63) -> np.ndarray:
+def cmra(
+    returns: np.ndarray, *, months: int = CMRA_MONTHS, month_days: int = CMRA_MONTH_DAYS, min_observations: int = 63
+) -> np.ndarray:
     """CMRA (T, N): ``ln(1 + Z_max) − ln(1 + Z_min)`` over ``Z(m)``, the sum of daily log returns over the last
     ``m · month_days`` dates, ``m = 1 … months`` (a missing return, or one of −100 % or worse, counts as 0);
     NaN with fewer than ``min_observations`` returns in the ``months · month_days`` window, before a full
