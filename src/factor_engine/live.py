@@ -50,6 +50,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from factor_engine._dense import single_threaded_blas
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
@@ -494,7 +495,15 @@ class LiveSession:
         return self.solve()
 
     def solve(self) -> LiveFactorReturns:
-        """Today's regression on the returns recorded so far (one weighted least squares of N × K)."""
+        """Today's regression on the returns recorded so far (one weighted least squares of N × K).
+
+        BLAS runs single-threaded meanwhile: on matrices this small a multi-threaded BLAS is slower, and many
+        times slower on a busy machine (a caller solving often holds :func:`single_threaded_blas` around its
+        loop, which makes entering it here free)."""
+        with single_threaded_blas():
+            return self._solve()
+
+    def _solve(self) -> LiveFactorReturns:
         live = self.model
         returns = self.returns.copy()
         priced = np.isfinite(returns)
@@ -588,6 +597,11 @@ def live_book(
 def live_portfolio(model: LiveModel, book: LiveBook, result: LiveFactorReturns) -> LivePortfolio:
     """A portfolio's live figures on ``result`` (see the module docstring): P&L so far by factor and specific,
     and the exposures and daily risk of the weights drifted by today's returns. Pure: safe from any thread."""
+    with single_threaded_blas():
+        return _live_portfolio(model, book, result)
+
+
+def _live_portfolio(model: LiveModel, book: LiveBook, result: LiveFactorReturns) -> LivePortfolio:
     snapshot = _snapshot(model)
     weights = book.weights
     returns = result.returns[model.snapshot_rows]

@@ -12,8 +12,9 @@ own portfolio's live figures included when it set one. The protocol is JSON text
   connection stays open; ``id`` names the update).
 
 One engine task per channel applies the pending updates in order and solves once for all of them (updates that
-arrive during a solve are coalesced into the next one), in a worker thread, so the event loop keeps receiving
-and sending. Each client has its own bounded queue of results, drained by its own sender task: when a client
+arrive during a solve are coalesced into the next one). It runs on the event loop: a solve takes a few
+milliseconds of small numpy operations that hold the GIL, which a worker thread would only contend for. Each
+client has its own bounded queue of results, drained by its own sender task: when a client
 reads too slowly its oldest pending results are dropped (each result supersedes the previous one: factor
 returns so far), never the producer or the other clients blocked; it is told how many it missed
 (``dropped_results``). A client that disconnects leaves its channel; a channel without clients keeps its
@@ -41,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from factor_engine._dense import single_threaded_blas
 from factor_engine.live import LiveBook, LiveError, LiveFactorReturns, LiveModel, LiveSession, live_portfolio
 from factor_engine.model import ModelError
 from factor_engine.service.auth import INVALID_KEY, MISSING_KEY, presented_key
@@ -205,27 +207,31 @@ class LiveChannel:
             subscriber.push_result({**self.latest_payload, "portfolio": figures.model_dump(mode="json")})
 
     async def _run(self) -> None:
-        while self.subscribers:
-            await self.wake.wait()
-            self.wake.clear()
-            if not self.pending:
-                continue
-            batch = list(self.pending)
-            self.pending.clear()
-            books = [(s, s.book) for s in self.subscribers if s.book is not None]
-            try:
-                outcome = await asyncio.to_thread(self._process, batch, books)
-            except Exception:  # a defect: say so to the senders, keep the channel alive
-                logger.exception("live channel %s/%s failed on an update", self.model_id, self.name)
-                for sender in {s for s, _ in batch}:
-                    sender.error("internal error while applying the update (logged by the service)")
-                continue
-            self._deliver(outcome)
+        # BLAS single-threaded while the channel lives: the solves are small, and a multi-threaded BLAS makes
+        # them many times slower on a busy machine (entering it per solve would cost more than the solve)
+        with single_threaded_blas():
+            while self.subscribers:
+                await self.wake.wait()
+                self.wake.clear()
+                if not self.pending:
+                    continue
+                batch = list(self.pending)
+                self.pending.clear()
+                books = [(s, s.book) for s in self.subscribers if s.book is not None]
+                try:
+                    outcome = self._process(batch, books)
+                except Exception:  # a defect: say so to the senders, keep the channel alive
+                    logger.exception("live channel %s/%s failed on an update", self.model_id, self.name)
+                    for sender in {s for s, _ in batch}:
+                        sender.error("internal error while applying the update (logged by the service)")
+                    continue
+                self._deliver(outcome)
+                await asyncio.sleep(0)  # let the loop receive and send before the next round
 
     def _process(
         self, batch: list[tuple[Subscriber, StreamMessage]], books: Iterable[tuple[Subscriber, LiveBook]]
     ) -> _Outcome:
-        """Apply the batch in order and solve once (worker thread; the engine task alone touches the session)."""
+        """Apply the batch in order and solve once (the engine task alone touches the session)."""
         tic = time.perf_counter()
         outcome = _Outcome()
         session = self.session
