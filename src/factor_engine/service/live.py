@@ -122,7 +122,8 @@ def make_book(
     try:
         return live_book(model, mapping, unknown=unknown, allow_unnormalized=allow_unnormalized)
     except ValueError as error:
-        raise InputError(str(error).replace(ALLOW_UNNORMALIZED_HINT, _OPT_IN)) from None
+        message = str(error).replace(ALLOW_UNNORMALIZED_HINT, _OPT_IN)
+        raise InputError(message.replace("pass unknown='drop'", 'send "unknown": "drop"')) from None
 
 
 def _finite(value: float | None) -> float | None:
