@@ -37,13 +37,10 @@ from factor_engine.config import ModelConfig, SectorsConfig
 from factor_engine.model_folder import Manifest, ModelError, State, append_folder, read_folder, read_table, write_folder
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
-from factor_engine.risk import (
-    FactorCovariance,
-    eigenfactor_adjustment,
-    factor_covariance,
-    volatility_regime_adjustment,
-)
-from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, finish_specific_risk, time_series_specific_risk
+from factor_engine.risk import FactorCovariance
+from factor_engine.risk.forecast import CovarianceAdjustments, forecast_covariance
+from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, time_series_specific_risk
+from factor_engine.risk.specific_state import finish_with_state
 from factor_engine.styles import StyleFactor, compute_styles, get_style
 from factor_engine.styles.fill import fill_context
 
@@ -86,6 +83,10 @@ class RiskModel:
     config: the effective configuration (JSON-compatible).
     notes: what the build did with the data (JSON-compatible): market cap use, universe, sectors with their
         asset counts, styles used and left out, factors left out, with reasons; ``warnings`` lists them.
+    state: what extending the model by later dates continues from (component → array name → array: the
+        covariance forecast's and specific risk's state after the last date), saved with the model; None for a
+        model read from a folder (:func:`factor_engine.model_folder.read_state` reads it) or cut by
+        :meth:`between`.
     """
 
     factor_returns: pl.DataFrame
@@ -99,6 +100,7 @@ class RiskModel:
     specific_risk: pl.DataFrame | None = None
     config: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    state: State | None = field(default=None, compare=False, repr=False)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -139,6 +141,7 @@ class RiskModel:
             diagnostics=window(self.diagnostics),
             factor_covariance=covariance,
             specific_risk=None if self.specific_risk is None else window(self.specific_risk),
+            state=None,  # the state belongs to the last date
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -164,9 +167,11 @@ class RiskModel:
         Parameters
         ----------
         state: arrays an update continues from, by component (component → array name → array), saved as
-            ``state/<component>-<generation>.npz``; read them with :func:`factor_engine.model_folder.read_state`.
+            ``state/<component>-<generation>.npz`` (default: the model's own :attr:`state`); read them with
+            :func:`factor_engine.model_folder.read_state`.
         """
-        return write_folder(folder, self.metadata(), _tables(self), state, legacy_tables=_TABLES)
+        saved = self.state if state is None else state
+        return write_folder(folder, self.metadata(), _tables(self), saved, legacy_tables=_TABLES)
 
 
 def _tables(model: RiskModel) -> dict[str, pl.DataFrame]:
@@ -195,7 +200,10 @@ def _read_model(source: Path, manifest: Manifest) -> RiskModel:
         horizon = int(meta.get("covariance_horizon") or 1)
         covariance = FactorCovariance.from_frame(frames["factor_covariance"], horizon=horizon)
     return RiskModel(
-        **{name: frames[name] for name in _REQUIRED_TABLES},
+        factor_returns=frames["factor_returns"],
+        exposures=frames["exposures"],
+        residuals=frames["residuals"],
+        diagnostics=frames["diagnostics"],
         factor_covariance=covariance,
         specific_risk=frames.get("specific_risk"),
         factors=tuple(meta["factors"]),
@@ -455,7 +463,9 @@ def build_model(
     # restored afterwards.
     specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=2) as background:
-        forecast = background.submit(forecast_factor_covariance, factor_returns, config)
+        forecast = background.submit(
+            forecast_covariance, factor_returns, config.covariance, covariance_adjustments(config)
+        )
         time_series = background.submit(  # specific risk's time-series part needs no exposures
             time_series_specific_risk, result.residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config
         )
@@ -464,10 +474,13 @@ def build_model(
             notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
             warnings.extend(notes["sectors"]["warnings"])
         with run("specific risk"):
-            specific = finish_specific_risk(time_series.result(), exposures)
+            specific, specific_state = finish_with_state(time_series.result(), exposures)
         with run("factor covariance"):
-            covariance = forecast.result()
+            covariance, covariance_state = forecast.result()
     notes["warnings"] = warnings
+    state = {"specific_risk": specific_state.to_arrays()}
+    if covariance_state is not None:
+        state["factor_covariance"] = covariance_state.to_arrays()
     return RiskModel(
         factor_returns=factor_returns,
         exposures=exposures,
@@ -480,6 +493,7 @@ def build_model(
         specific_risk=specific,
         config=config.effective(),
         notes=notes,
+        state=state,
     )
 
 
@@ -615,21 +629,20 @@ def _why_no_date(result: FactorReturns) -> str:
 
 def forecast_factor_covariance(factor_returns: pl.DataFrame, config: ModelConfig) -> FactorCovariance:
     """The configured factor covariance forecast: EWMA + Newey-West, then the eigenfactor and volatility
-    regime adjustments when enabled."""
-    covariance = factor_covariance(factor_returns, config.covariance)
+    regime adjustments when enabled (:func:`factor_engine.risk.forecast.forecast_covariance`)."""
+    return forecast_covariance(factor_returns, config.covariance, covariance_adjustments(config))[0]
+
+
+def covariance_adjustments(config: ModelConfig) -> CovarianceAdjustments:
+    """The covariance adjustments ``config`` asks for."""
     adjustments = config.adjustments
-    if adjustments.eigenfactor and covariance.values.shape[0]:
-        decay = 0.5 ** (1.0 / config.covariance.corr_half_life)
-        covariance = eigenfactor_adjustment(
-            covariance,
-            effective_observations=max((1 + decay) / (1 - decay), len(covariance.factors) + 1.0),
-            n_simulations=adjustments.eigenfactor_simulations,
-            scale=adjustments.eigenfactor_scale,
-            every=adjustments.eigenfactor_every,
-        )
-    if adjustments.vra_half_life is not None and covariance.values.shape[0]:
-        covariance = volatility_regime_adjustment(covariance, factor_returns, half_life=adjustments.vra_half_life)
-    return covariance
+    return CovarianceAdjustments(
+        eigenfactor=adjustments.eigenfactor,
+        simulations=adjustments.eigenfactor_simulations,
+        scale=adjustments.eigenfactor_scale,
+        every=adjustments.eigenfactor_every,
+        vra_half_life=adjustments.vra_half_life,
+    )
 
 
 def _exposures_at_close(universe: pl.DataFrame, scores: pl.DataFrame, result: FactorReturns) -> pl.DataFrame:
