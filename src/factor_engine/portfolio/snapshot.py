@@ -106,9 +106,9 @@ def snapshot_at(model: RiskModel, date: datetime.date | str | None = None) -> Ri
 
 def _forecasts(model: RiskModel) -> tuple[FactorCovariance, pl.DataFrame]:
     if model.factor_covariance is None:
-        raise ModelError("the model has no factor covariance forecast (factor_covariance.parquet)")
+        raise ModelError("the model has no factor covariance forecast (no factor_covariance table)")
     if model.specific_risk is None:
-        raise ModelError("the model has no specific risk forecast (specific_risk.parquet)")
+        raise ModelError("the model has no specific risk forecast (no specific_risk table)")
     return model.factor_covariance, model.specific_risk
 
 
