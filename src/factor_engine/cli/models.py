@@ -65,9 +65,9 @@ def build(
     Runs validation, universe selection, style scores, factor returns, the factor covariance and specific risk
     as configured, and writes them as Parquet files (one folder per table), plus model.json listing them with
     the effective configuration, factor list, date range, units, engine version and what the build did with
-    the data. Without a configuration
-    the model follows the data: every style whose input columns the panel has, the panel's own sector labels,
-    equal weights when there is no market_cap column; what was left out, and why, is printed.
+    the data. Without a configuration the model follows the data: every style whose input columns the panel
+    has, the panel's own sector labels, equal weights when there is no market_cap column; what was left out,
+    and why, is printed.
 
     Example:
 
