@@ -25,27 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
-
-from factor_engine.model import ModelExtension, RiskModel, append_model_dates, build_model, load_model
+from factor_engine.model import ModelExtension, append_model_dates, build_model, load_model
 from factor_engine.model_folder import append_folder
 from factor_engine.synthetic import generate_market
 
 TARGET_MS = 100.0
 _TABLES = ("factor_returns", "exposures", "residuals", "diagnostics", "factor_covariance", "specific_risk")
-
-
-def _extension(model: RiskModel, after: object, until: object) -> ModelExtension:
-    through = model.between(end=until)  # type: ignore[arg-type]
-    assert through.specific_risk is not None
-    return ModelExtension(
-        exposures=through.exposures.filter(pl.col("date") > after),
-        residuals=through.residuals.filter(pl.col("date") > after),
-        specific_risk=through.specific_risk.filter(pl.col("date") > after),
-        factor_returns=through.factor_returns,
-        diagnostics=through.diagnostics,
-        factor_covariance=through.factor_covariance,
-    )
 
 
 def _milliseconds(started: float) -> float:
@@ -83,7 +68,7 @@ def main() -> None:
         whole, large_only = [], []
         previous = cut
         for day in dates[-args.appends :]:
-            extension = _extension(model, previous, day)
+            extension = ModelExtension.after(model.between(end=day), previous)
             started = time.perf_counter()
             append_model_dates(root / "appended", extension)
             whole.append(_milliseconds(started))

@@ -41,19 +41,7 @@ def dates(model: RiskModel) -> list[datetime.date]:
 def extension(model: RiskModel, after: datetime.date, until: datetime.date | None = None) -> ModelExtension:
     """What an update from ``after`` to ``until`` writes: the large tables' rows of those dates, the small tables
     as of ``until`` (whole)."""
-    through = model.between(end=until)
-
-    def new_rows(frame: pl.DataFrame | None) -> pl.DataFrame | None:
-        return None if frame is None else frame.filter(pl.col("date") > after)
-
-    return ModelExtension(
-        exposures=through.exposures.filter(pl.col("date") > after),
-        residuals=through.residuals.filter(pl.col("date") > after),
-        specific_risk=new_rows(through.specific_risk),
-        factor_returns=through.factor_returns,
-        diagnostics=through.diagnostics,
-        factor_covariance=through.factor_covariance,
-    )
+    return ModelExtension.after(model.between(end=until), after)
 
 
 def assert_models_equal(actual: RiskModel, expected: RiskModel) -> None:

@@ -238,6 +238,23 @@ class ModelExtension:
     state: State | None = None
     notes: dict[str, Any] | None = None
 
+    @classmethod
+    def after(cls, model: RiskModel, date: datetime.date) -> ModelExtension:
+        """The extension that takes ``model.between(end=date)`` to ``model``: the large tables' rows after
+        ``date``, the small tables whole (e.g. to append the new dates of a model rebuilt in memory)."""
+
+        def new_rows(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.filter(pl.col(DATE) > date)
+
+        return cls(
+            exposures=new_rows(model.exposures),
+            residuals=new_rows(model.residuals),
+            factor_returns=model.factor_returns,
+            diagnostics=model.diagnostics,
+            specific_risk=None if model.specific_risk is None else new_rows(model.specific_risk),
+            factor_covariance=model.factor_covariance,
+        )
+
     def check(self, factors: Sequence[str], *, has_covariance: bool, has_specific_risk: bool, model: str) -> None:
         """ModelError unless the extension fits a saved model with ``factors`` (in order) and the forecasts it has
         or lacks; ``model`` names the saved model in the message. (Dates and dtypes are checked where saved.)"""

@@ -47,16 +47,9 @@ def dates(model: RiskModel) -> list[datetime.date]:
 
 
 def extension(model: RiskModel, after: datetime.date, until: datetime.date | None = None) -> ModelExtension:
-    through = model.between(end=until)
-    assert through.specific_risk is not None
-    return ModelExtension(
-        exposures=through.exposures.filter(pl.col("date") > after),
-        residuals=through.residuals.filter(pl.col("date") > after),
-        specific_risk=through.specific_risk.filter(pl.col("date") > after),
-        factor_returns=through.factor_returns,
-        diagnostics=through.diagnostics,
-        factor_covariance=through.factor_covariance,
-    )
+    """What an update from ``after`` to ``until`` writes: the large tables' rows of those dates, the small tables
+    as of ``until`` (whole)."""
+    return ModelExtension.after(model.between(end=until), after)
 
 
 def save(store: Store, model: RiskModel) -> str:
