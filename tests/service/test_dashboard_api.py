@@ -82,7 +82,7 @@ def test_page_and_files_need_no_key_but_the_api_does(app_client: ClientFactory) 
     assert bundle.status_code == 200 and bundle.content == shipped.read_bytes()
     assert bundle.headers["cache-control"] == "public, max-age=86400"
     assert unknown.status_code == 404
-    assert unknown.json() == {"detail": "no dashboard file 'secrets.py'; files: dashboard.js, dashboard.css"}
+    assert unknown.json() == {"detail": "no dashboard file 'secrets.py'; files: dashboard.js, live.js, dashboard.css"}
     assert without_key.status_code == 401 and "missing API key" in without_key.json()["detail"]
     assert with_key.status_code == 200 and with_key.json() == []
 

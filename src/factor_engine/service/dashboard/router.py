@@ -14,7 +14,7 @@ __all__ = ["STATIC_DIR", "plotly_bundle", "router"]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATH = "/dashboard"
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-_PAGE_FILES = ("dashboard.js", "dashboard.css")
+_PAGE_FILES = ("dashboard.js", "live.js", "dashboard.css")
 # plotly.min.js never changes for an installed plotly: let the browser keep it for a day
 _BUNDLE_CACHE = "public, max-age=86400"
 
@@ -48,7 +48,7 @@ def dashboard() -> FileResponse:
 
 @router.get(f"{DASHBOARD_PATH}/static/{{name}}")
 def static_file(name: str) -> FileResponse:
-    """``dashboard.js``, ``dashboard.css`` or ``plotly.min.js`` (404 for any other name)."""
+    """``dashboard.js``, ``live.js``, ``dashboard.css`` or ``plotly.min.js`` (404 for any other name)."""
     if name == "plotly.min.js":
         try:
             bundle = plotly_bundle()
