@@ -259,6 +259,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 
 def test_every_command_is_covered() -> None:
     assert COMMANDS == [
+        "backtest",
         "build",
         "delete-panel",
         "demo",
@@ -272,6 +273,7 @@ def test_every_command_is_covered() -> None:
         "serve",
         "styles",
         "synthetic",
+        "update",
         "validate",
     ]
 

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cli_runner import invoke
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel, build_model, load_model
 from factor_engine.model_folder import ModelError
@@ -137,3 +138,19 @@ def test_refusals_name_the_reason(panel: pl.DataFrame, saved: Path, tmp_path: Pa
     cut_model.save(tmp_path / "cut")
     with pytest.raises(ModelError, match=r"has no update state"):
         update_model(tmp_path / "cut", panel)
+
+
+def test_the_command_extends_the_model_and_says_what_it_added(
+    panel: pl.DataFrame, full: RiskModel, saved: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "panel.parquet"
+    panel.write_parquet(path)
+    code, out, err = invoke("update", "--model", str(saved), "--data", str(path), "--out", str(tmp_path / "updated"))
+    assert code == 0, err
+    new = panel.get_column("date").unique().sort()[-NEW:]
+    assert f"added: {NEW} date(s), {new[0]} → {new[-1]}" in out.replace("\n", " ")
+    assert_equal_on_new_dates(load_model(tmp_path / "updated"), full, _cut(panel))
+    code, out, _ = invoke("update", "--model", str(tmp_path / "updated"), "--data", str(path))
+    assert code == 0 and "nothing to add" in out
+    code, _, err = invoke("update", "--model", str(tmp_path / "missing"), "--data", str(path))
+    assert code == 1 and err.startswith("error:") and "missing" in err

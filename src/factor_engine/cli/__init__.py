@@ -10,7 +10,7 @@ A library error (an invalid panel, a bad parameter, an unwritable path) is print
 ``error: <message>`` and the command exits with code 1; ``--verbose`` prints the traceback as well.
 
 The commands live in one module per group: :mod:`.explore` (demo, styles, factor-returns, synthetic),
-:mod:`.models` (build, risk, validate, report), :mod:`.optimize` (optimize: a factor-constrained portfolio),
+:mod:`.models` (build, update, risk, validate, report), :mod:`.optimize` (optimize: a factor-constrained portfolio),
 :mod:`.prepare` (prepare: a panel from prices and a sector map)
 and :mod:`.service` (serve, ingest, delete-panel), :mod:`.ib` (ingest-ib: a panel from Interactive Brokers),
 :mod:`.backtest` (backtest: a factor-constrained strategy in NautilusTrader's BacktestEngine), all on

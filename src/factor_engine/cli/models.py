@@ -1,4 +1,5 @@
-"""``factor-engine build``, ``risk``, ``validate`` and ``report``: risk model folders and what is read from them."""
+"""``factor-engine build``, ``update``, ``risk``, ``validate`` and ``report``: risk model folders and what is read
+from them."""
 
 from __future__ import annotations
 
@@ -95,6 +96,51 @@ def build(
         print_build_notes(model)
         console.print(stages.table())
         console.print(f"wrote model folder {out}")
+
+
+@app.command()
+def update(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder to extend (written in place).")],
+    data: DataPath,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the extended model to this folder instead (the model is kept)."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Extend a model by the dates of a panel after its last date, without a rebuild.
+
+    The result equals a build on the whole panel: the styles are recomputed on the recent rows their
+    look-backs need, each new date's regression is the build's, and the factor covariance and specific risk
+    continue from the state saved with the model. The panel may hold the whole history or only its recent
+    rows: from the history start the command prints (about a year and a month with the default styles) and
+    each asset's latest row before the new dates. The new dates are appended; nothing saved is rewritten, and
+    the model folder is replaced atomically. A new sector label or style factor needs a rebuild: the command
+    says so.
+
+    Example:
+
+        factor-engine update --model model --data panel.parquet
+    """
+    from factor_engine.update import update_model
+
+    with _reported_errors(verbose):
+        stages = _Stages(total=8)
+        with stages.run(f"load panel {data}"):
+            panel = load_panel(data)
+        result = update_model(model_dir, panel, out=out, stage=stages.run)
+        if not result.new_dates:
+            console.print(f"the model in {model_dir} already ends on or after the panel's last date: nothing to add")
+            return
+        console.print(
+            Text.assemble(
+                ("added: ", "bold"),
+                f"{len(result.new_dates)} date(s), {result.new_dates[0]} → {result.new_dates[-1]}; styles "
+                f"recomputed from {result.history_start}",
+            )
+        )
+        console.print(stages.table())
+        console.print(f"wrote model folder {result.folder}")
 
 
 def _annualized(daily_vol: float | None) -> str:
