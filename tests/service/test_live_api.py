@@ -398,6 +398,6 @@ def test_a_stalled_client_drops_its_oldest_results_and_blocks_nobody(live_model:
     assert all(message["dropped_results"] == 0 for message in sent)
     assert in_flight == 0
     assert len(stalled.results) == RESULT_QUEUE
-    assert [json.loads(text)["update_id"] for text in stalled.results] == list(range(updates - RESULT_QUEUE, updates))
+    assert [payload["update_id"] for payload, _ in stalled.results] == list(range(updates - RESULT_QUEUE, updates))
     # one result is stuck in the stalled send, RESULT_QUEUE wait: the rest were dropped, oldest first
     assert stalled.dropped == updates - RESULT_QUEUE - 1

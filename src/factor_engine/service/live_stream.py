@@ -17,7 +17,8 @@ milliseconds of small numpy operations that hold the GIL, which a worker thread 
 client has its own bounded queue of results, drained by its own sender task: when a client
 reads too slowly its oldest pending results are dropped (each result supersedes the previous one: factor
 returns so far), never the producer or the other clients blocked; it is told how many it missed
-(``dropped_results``). A client that disconnects leaves its channel; a channel without clients keeps its
+(``dropped_results``). A client's portfolio figures are computed when its result is sent, so the results it
+drops cost nothing. A client that disconnects leaves its channel; a channel without clients keeps its
 prices for the next one (at most :data:`MAX_CHANNELS` channels, idle ones evicted first).
 
 Close codes: 1008 missing or invalid API key, 4404 unknown model, 4422 a model that cannot go live, 1011 the
@@ -32,7 +33,6 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,20 +92,34 @@ class Subscriber:
     queue_size: results kept while the client lags (the oldest is dropped beyond it).
     """
 
-    def __init__(self, websocket: WebSocket, queue_size: int = RESULT_QUEUE) -> None:
+    def __init__(self, websocket: WebSocket, model: LiveModel | None = None, queue_size: int = RESULT_QUEUE) -> None:
         self.websocket = websocket
-        self.results: deque[str] = deque(maxlen=queue_size)
+        self.model = model
+        self.results: deque[tuple[dict[str, Any], LiveFactorReturns | None]] = deque(maxlen=queue_size)
         self.notices: deque[str] = deque(maxlen=NOTICE_QUEUE)
         self.wake = asyncio.Event()
         self.dropped = 0
         self.book: LiveBook | None = None
 
-    def push_result(self, payload: dict[str, Any]) -> None:
-        """Queue a result for this client, dropping its oldest pending one when the queue is full."""
+    def push_result(self, payload: dict[str, Any], result: LiveFactorReturns | None = None) -> None:
+        """Queue a result for this client, dropping its oldest pending one when the queue is full. Its portfolio's
+        figures are computed when the result is sent: a dropped result costs nothing."""
         if len(self.results) == self.results.maxlen:
             self.dropped += 1
-        self.results.append(json.dumps({**payload, "dropped_results": self.dropped}))
+        self.results.append((payload, result))
         self.wake.set()
+
+    def render(self, payload: dict[str, Any], result: LiveFactorReturns | None) -> str:
+        """The text of a queued result, with this client's portfolio figures when it set a portfolio."""
+        portfolio = None
+        if self.book is not None and result is not None and self.model is not None:
+            try:
+                figures = portfolio_response(self.book, live_portfolio(self.model, self.book, result))
+            except ValueError as error:  # a defect, not the client's input (its weights were checked)
+                self.error(f"portfolio: {error}")
+            else:
+                portfolio = figures.model_dump(mode="json")
+        return json.dumps({**payload, "portfolio": portfolio, "dropped_results": self.dropped})
 
     def notify(self, payload: dict[str, Any]) -> None:
         """Queue an acknowledgement, an error or the ready message (sent before pending results)."""
@@ -123,17 +137,17 @@ class Subscriber:
             await self.wake.wait()
             self.wake.clear()
             while self.notices or self.results:
-                text = self.notices.popleft() if self.notices else self.results.popleft()
+                text = self.notices.popleft() if self.notices else self.render(*self.results.popleft())
                 await self.websocket.send_text(text)
 
 
 @dataclass
 class _Outcome:
-    """What one engine round produced (computed in a worker thread, delivered on the event loop)."""
+    """What one engine round produced: the notices for the senders and the result (payload and solve)."""
 
     notices: list[tuple[Subscriber, dict[str, Any]]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    portfolios: dict[Subscriber, dict[str, Any]] = field(default_factory=dict)
+    result: LiveFactorReturns | None = None
+    payload: dict[str, Any] | None = None
 
 
 class LiveChannel:
@@ -159,9 +173,10 @@ class LiveChannel:
 
     def join(self, subscriber: Subscriber) -> None:
         """Add a client (it gets the latest result at once) and start the engine if it is not running."""
+        subscriber.model = self.model
         self.subscribers.add(subscriber)
         if self.latest_payload is not None:
-            subscriber.push_result(self.latest_payload)
+            subscriber.push_result(self.latest_payload, self.latest)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"live-{self.model_id}-{self.name}")
 
@@ -202,9 +217,8 @@ class LiveChannel:
                 "warnings": list(book.warnings),
             }
         )
-        if self.latest is not None and self.latest_payload is not None:
-            figures = portfolio_response(book, live_portfolio(self.model, book, self.latest))
-            subscriber.push_result({**self.latest_payload, "portfolio": figures.model_dump(mode="json")})
+        if self.latest_payload is not None:
+            subscriber.push_result(self.latest_payload, self.latest)
 
     async def _run(self) -> None:
         # BLAS single-threaded while the channel lives: the solves are small, and a multi-threaded BLAS makes
@@ -217,9 +231,8 @@ class LiveChannel:
                     continue
                 batch = list(self.pending)
                 self.pending.clear()
-                books = [(s, s.book) for s in self.subscribers if s.book is not None]
                 try:
-                    outcome = self._process(batch, books)
+                    outcome = self._process(batch)
                 except Exception:  # a defect: say so to the senders, keep the channel alive
                     logger.exception("live channel %s/%s failed on an update", self.model_id, self.name)
                     for sender in {s for s, _ in batch}:
@@ -228,9 +241,7 @@ class LiveChannel:
                 self._deliver(outcome)
                 await asyncio.sleep(0)  # let the loop receive and send before the next round
 
-    def _process(
-        self, batch: list[tuple[Subscriber, StreamMessage]], books: Iterable[tuple[Subscriber, LiveBook]]
-    ) -> _Outcome:
+    def _process(self, batch: list[tuple[Subscriber, StreamMessage]]) -> _Outcome:
         """Apply the batch in order and solve once (the engine task alone touches the session)."""
         tic = time.perf_counter()
         outcome = _Outcome()
@@ -266,26 +277,18 @@ class LiveChannel:
                 "dropped_results": 0,
             }
         ).model_dump(mode="json")
-        outcome.result = payload
-        for subscriber, book in books:
-            try:
-                figures = portfolio_response(book, live_portfolio(self.model, book, result))
-            except ValueError as error:
-                outcome.notices.append((subscriber, {"type": "error", "detail": f"portfolio: {error}", "id": None}))
-                continue
-            outcome.portfolios[subscriber] = figures.model_dump(mode="json")
+        outcome.result, outcome.payload = result, payload
         return outcome
 
     def _deliver(self, outcome: _Outcome) -> None:
         for subscriber, notice in outcome.notices:
             if subscriber in self.subscribers:
                 subscriber.notify(notice)
-        if outcome.result is None:
+        if outcome.payload is None:
             return
-        self.latest_payload = outcome.result
+        self.latest_payload = outcome.payload
         for subscriber in self.subscribers:
-            portfolio = outcome.portfolios.get(subscriber)
-            subscriber.push_result(outcome.result if portfolio is None else {**outcome.result, "portfolio": portfolio})
+            subscriber.push_result(outcome.payload, outcome.result)
 
 
 class LiveChannels:
