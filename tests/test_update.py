@@ -154,3 +154,20 @@ def test_the_command_extends_the_model_and_says_what_it_added(
     assert code == 0 and "nothing to add" in out
     code, _, err = invoke("update", "--model", str(tmp_path / "missing"), "--data", str(path))
     assert code == 1 and err.startswith("error:") and "missing" in err
+
+
+def test_an_asset_with_sparse_rows_makes_the_update_read_further_back(tmp_path: Path) -> None:
+    """An asset with a row on one date in four needs its own 272 rows, over 1,000 dates: beyond the keys an
+    update reads first, so it reads them all; the result still equals the build."""
+    panel = generate_market(60, 900, seed=6).panel
+    sparse = panel["symbol"].unique().sort()[5]
+    day = pl.col("date").rank("dense").cast(pl.Int64)
+    panel = panel.filter(((pl.col("symbol") != sparse) | (day % 4 == 0)) & (day <= 900 // 4 * 4))
+    cut = _cut(panel, 1)  # the new date is one of the sparse asset's
+    build_model(panel.filter(pl.col("date") <= cut)).save(tmp_path / "model")
+    full = build_model(panel)
+    result = update_model(tmp_path / "model", panel)
+    # the sparse asset's 224 rows are fewer than momentum's 272: they are all needed, from its first
+    first_row = panel.filter(pl.col("symbol") == sparse)["date"].min()
+    assert result.history_start == first_row < panel["date"].unique().sort()[-548]
+    assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)

@@ -51,7 +51,7 @@ from factor_engine.risk.forecast import CovarianceState, forecast_covariance
 from factor_engine.risk.specific_state import SpecificState, extend_specific_risk
 from factor_engine.styles import Lookback, get_style, history_start
 
-__all__ = ["UpdateResult", "update_model"]
+__all__ = ["UpdateInputs", "UpdateResult", "extend_model", "read_update_inputs", "update_model"]
 
 _TABLES = ("factor_returns", "exposures", "residuals", "diagnostics", "factor_covariance", "specific_risk")
 _ABSENT_CAPS = "absent"
@@ -74,15 +74,27 @@ class UpdateResult:
 
 
 @dataclass(frozen=True)
-class _Saved:
-    """The parts of a saved model an update reads (not the large tables' rows)."""
+class UpdateInputs:
+    """What an update reads from a saved model (not the large tables' rows): its metadata (``model.json``), its
+    factor returns, diagnostics and factor covariance, the ``date, symbol`` keys of its exposure rows over the
+    dates its styles look back on (all of them when a style declares no lookback), and its update state."""
 
     meta: dict[str, Any]
     factor_returns: pl.DataFrame
     diagnostics: pl.DataFrame
     covariance: FactorCovariance | None
-    keys: pl.DataFrame  # date, symbol of the exposure rows from `since` on
+    keys: pl.DataFrame
     state: dict[str, dict[str, np.ndarray]]
+    all_keys: bool = True  # whether ``keys`` reach the model's first date
+
+    @property
+    def last_date(self) -> datetime.date:
+        return datetime.date.fromisoformat(self.meta["date_range"][1])
+
+    @property
+    def config(self) -> ModelConfig:
+        """The saved model's effective configuration, its styles fixed to those it used."""
+        return _model_config(self.meta)
 
 
 def update_model(
@@ -110,18 +122,76 @@ def update_model(
     with run("read model"):
         meta = read_folder(source, lambda _folder, manifest: manifest.meta, _TABLES)
         last_date = datetime.date.fromisoformat(meta["date_range"][1])
-        new_dates = panel.filter(pl.col(DATE) > last_date).get_column(DATE).unique().sort()
-        if new_dates.len() == 0:
+        if panel.filter(pl.col(DATE) > last_date).height == 0:
             return UpdateResult(None, (), None)
-        config = _model_config(meta)
-        styles = tuple(meta["build"].get("styles", {}).get("used", ()))
-        needs = _lookbacks(styles, config)
-        saved = _read_saved(source, needs, lag=config.regression.effective_exposure_lag)
+        inputs = read_update_inputs(source)
+    try:
+        extension, result = extend_model(inputs, panel, stage=stage)
+    except _ShortKeys:  # an asset's own rows reach further back than the keys read: read them all
+        extension, result = extend_model(read_update_inputs(source, all_keys=True), panel, stage=stage)
+    if extension is None:
+        return result
+    with run("write model"):
+        folder = append_model_dates(source, extension, out=out)
+    return replace(result, folder=folder)
+
+
+def read_update_inputs(model_dir: str | Path, *, all_keys: bool = False) -> UpdateInputs:
+    """The :class:`UpdateInputs` of the model saved in ``model_dir`` (ModelError when it has no update state);
+    ``all_keys`` reads the keys of every date rather than those the lookbacks usually reach."""
+
+    def read(folder: Path, manifest: Manifest) -> UpdateInputs:
+        tables = manifest.tables
+        if not manifest.state:
+            raise ModelError(
+                f"the model in {folder} has no update state (built before updates were possible, or cut by "
+                "between()): rebuild it with factor-engine build"
+            )
+        factor_returns = read_table(folder, tables["factor_returns"])
+        config = _model_config(manifest.meta)
+        reach = None if all_keys else _keys_reach(config)
+        dates = factor_returns.get_column(DATE).sort()
+        since = None if reach is None or reach >= dates.len() else dates[-reach]
+        keys = _exposure_keys(folder, manifest, since)
+        covariance = None
+        if "factor_covariance" in tables:
+            horizon = int(manifest.meta.get("covariance_horizon") or 1)
+            covariance = FactorCovariance.from_frame(read_table(folder, tables["factor_covariance"]), horizon=horizon)
+        return UpdateInputs(
+            meta=manifest.meta,
+            factor_returns=factor_returns,
+            diagnostics=read_table(folder, tables["diagnostics"]),
+            covariance=covariance,
+            keys=keys,
+            state=read_state(folder),
+            all_keys=since is None,
+        )
+
+    return read_folder(Path(model_dir), read, _TABLES)
+
+
+def extend_model(
+    inputs: UpdateInputs,
+    panel: pl.DataFrame,
+    *,
+    stage: Callable[[str], AbstractContextManager[object]] | None = None,
+) -> tuple[ModelExtension | None, UpdateResult]:
+    """The extension of a saved model (read as ``inputs``) by the dates of ``panel`` after its last date (None
+    when there is none), ready for :func:`~factor_engine.model.append_model_dates` or a store's append; the
+    result's ``folder`` is None (nothing is written here)."""
+    run = stage or (lambda _name: nullcontext())
+    meta, saved = inputs.meta, inputs
+    last_date = inputs.last_date
+    new_dates = panel.filter(pl.col(DATE) > last_date).get_column(DATE).unique().sort()
+    if new_dates.len() == 0:
+        return None, UpdateResult(None, (), None)
+    config = inputs.config
+    styles = tuple(meta["build"].get("styles", {}).get("used", ()))
+    needs = _lookbacks(styles, config)
     factors, model_sectors = tuple(meta["factors"]), tuple(meta["sectors"])
     has_caps = not str(meta["build"].get("market_cap", "")).startswith(_ABSENT_CAPS)
     lag = config.regression.effective_exposure_lag
     with run("universe"):
-        panel, _ = apply_sectors(panel, config.sectors)
         anchor = _anchor(saved.factor_returns, new_dates[0], lag)
         new_symbols = panel.filter(pl.col(DATE) >= anchor).get_column(SYMBOL).unique().to_list()
         start = _as_date(
@@ -129,6 +199,8 @@ def update_model(
             if any(need is None for need in needs)
             else history_start(saved.keys, anchor, [need for need in needs if need is not None], new_symbols)
         )
+        if not inputs.all_keys:
+            _check_keys_reach(saved.keys, anchor, needs, new_symbols)
         universe = _universe(panel, saved.keys, start, last_date, config, has_caps)
     with run("styles"):
         notes: dict[str, Any] = {"styles": {}}
@@ -136,6 +208,9 @@ def update_model(
         scores, filled_by_date = _styles_filled(universe, style_frame, styles, config, notes)
     with run("factor returns"):
         regression = config.regression
+        # the regression of each date is on its own: only the new dates and their exposure dates are solved
+        recent = pl.col(DATE) >= anchor
+        universe, scores = universe.filter(recent), scores.filter(recent)
         result = estimate_from_panel(
             universe,
             scores if styles else None,
@@ -156,7 +231,7 @@ def update_model(
     covariance = saved.covariance
     if covariance is not None:
         with run("factor covariance"):
-            covariance_state = CovarianceState.from_arrays(_component(saved.state, "factor_covariance", source))
+            covariance_state = CovarianceState.from_arrays(_component(saved.state, "factor_covariance"))
             added, after = forecast_covariance(
                 factor_returns, config.covariance, covariance_adjustments(config), state=covariance_state
             )
@@ -171,20 +246,18 @@ def update_model(
             caps = universe.filter(later).select(DATE, SYMBOL, MARKET_CAP)
             specific_new, specific_after = extend_specific_risk(specific_state, residuals, caps, exposures)
             state["specific_risk"] = specific_after.to_arrays()
-    with run("write model"):
-        notes_after = dict(meta["build"])
-        extension = ModelExtension(
-            exposures=exposures.select(DATE, SYMBOL, *factors),
-            residuals=residuals,
-            factor_returns=factor_returns,
-            diagnostics=pl.concat([saved.diagnostics, diagnostics.select(saved.diagnostics.columns)], how="vertical"),
-            specific_risk=specific_new,
-            factor_covariance=covariance,
-            state=state,
-            notes={**notes_after, "updated": {"dates": new_dates.len(), "through": str(new_dates[-1])}},
-        )
-        folder = append_model_dates(source, extension, out=out)
-    return UpdateResult(folder, tuple(new_dates.to_list()), start)
+    notes_after = dict(meta["build"])
+    extension = ModelExtension(
+        exposures=exposures.select(DATE, SYMBOL, *factors),
+        residuals=residuals,
+        factor_returns=factor_returns,
+        diagnostics=pl.concat([saved.diagnostics, diagnostics.select(saved.diagnostics.columns)], how="vertical"),
+        specific_risk=specific_new,
+        factor_covariance=covariance,
+        state=state,
+        notes={**notes_after, "updated": {"dates": new_dates.len(), "through": str(new_dates[-1])}},
+    )
+    return extension, UpdateResult(None, tuple(new_dates.to_list()), start)
 
 
 def _as_date(value: object) -> datetime.date:
@@ -206,43 +279,34 @@ def _lookbacks(styles: tuple[str, ...], config: ModelConfig) -> list[Lookback | 
     return [get_style(name).history(params.get(name, {})) for name in styles]
 
 
-def _read_saved(source: Path, needs: list[Lookback | None], *, lag: int) -> _Saved:
-    """The small tables, the state and the exposure rows' keys an update needs from the model in ``source``
-    (the keys of the latest dates the styles' lookbacks can reach, all of them when a style declares none)."""
-
-    def read(folder: Path, manifest: Manifest) -> _Saved:
-        tables = manifest.tables
-        if not manifest.state:
-            raise ModelError(
-                f"the model in {folder} has no update state (built before updates were possible, or cut by "
-                "between()): rebuild it with factor-engine build"
-            )
-        factor_returns = read_table(folder, tables["factor_returns"])
-        dates = factor_returns.get_column(DATE).sort()
-        reach = None if any(need is None for need in needs) else _reach(needs, lag)
-        keys = _exposure_keys(folder, manifest, None if reach is None or reach >= dates.len() else dates[-reach])
-        covariance = None
-        if "factor_covariance" in tables:
-            horizon = int(manifest.meta.get("covariance_horizon") or 1)
-            covariance = FactorCovariance.from_frame(read_table(folder, tables["factor_covariance"]), horizon=horizon)
-        return _Saved(
-            meta=manifest.meta,
-            factor_returns=factor_returns,
-            diagnostics=read_table(folder, tables["diagnostics"]),
-            covariance=covariance,
-            keys=keys,
-            state=read_state(folder),
-        )
-
-    return read_folder(source, read, _TABLES)
+class _ShortKeys(ModelError):
+    """The exposure keys read do not reach back to every row an asset's lookback needs."""
 
 
-def _reach(needs: list[Lookback | None], lag: int) -> int:
-    """Dates of history read for the lookbacks: their dates, and twice their rows (an asset's own rows reach
-    further back when it misses dates; an asset with fewer rows there makes the update read them all)."""
+def _check_keys_reach(
+    keys: pl.DataFrame, anchor: datetime.date, needs: list[Lookback | None], symbols: list[str]
+) -> None:
+    """_ShortKeys when an asset of ``symbols`` has fewer of its own rows before ``anchor`` in ``keys`` than the
+    lookbacks need (it may have earlier ones the keys do not hold)."""
+    rows = max((need.rows for need in needs if need is not None), default=0)
+    if rows <= 1:
+        return
+    counts = keys.filter((pl.col(DATE) < anchor) & pl.col(SYMBOL).is_in(symbols)).group_by(SYMBOL).len()
+    if counts.height < len(set(symbols)) or counts.get_column("len").min() < rows - 1:  # type: ignore[operator]
+        raise _ShortKeys("an asset's rows reach further back than the keys read")
+
+
+def _keys_reach(config: ModelConfig) -> int | None:
+    """Dates of saved exposure keys an update reads: the styles' lookback dates, twice their rows (an asset's
+    own rows reach further back when it misses dates; history_start then finds the start within them) and
+    the regression's lag; None (all of them) when a style declares no lookback."""
+    styles = tuple(config.styles.names or ())
+    needs = _lookbacks(styles, config)
+    if any(need is None for need in needs):
+        return None
     dates = max((need.dates for need in needs if need is not None), default=0)
     rows = max((need.rows for need in needs if need is not None), default=0)
-    return max(dates, 2 * rows) + lag + 2
+    return max(dates, 2 * rows) + config.regression.effective_exposure_lag + 2
 
 
 def _exposure_keys(folder: Path, manifest: Manifest, since: datetime.date | None) -> pl.DataFrame:
@@ -281,19 +345,27 @@ def _universe(
             f"the panel starts on {first}; updating this model needs its rows from {start} on (the history its "
             "styles look back on), or the whole history"
         )
-    history = panel.filter((pl.col(DATE) >= start) & (pl.col(DATE) <= last_date)).join(
-        saved_keys.filter(pl.col(DATE) >= start), on=[DATE, SYMBOL], how="semi"
-    )
-    missing = saved_keys.filter(pl.col(DATE) >= start).height - history.height
-    if missing:
+    window = panel.filter(pl.col(DATE) >= start)
+    history_keys = saved_keys.filter(pl.col(DATE) >= start)
+    history = window.filter(pl.col(DATE) <= last_date).join(history_keys, on=[DATE, SYMBOL], how="semi")
+    if history.height < history_keys.height:
         raise ModelError(
-            f"the panel lacks {missing} of the model's rows from {start} to {last_date}: give the panel the model "
-            "was built from, extended by the new dates"
+            f"the panel lacks {history_keys.height - history.height} of the model's rows from {start} to "
+            f"{last_date}: give the panel the model was built from, extended by the new dates"
         )
-    before = panel.filter(pl.col(DATE) <= last_date)
-    previous = before.sort(DATE).group_by(SYMBOL, maintain_order=True).last()  # each asset's latest earlier row
-    recent = pl.concat([previous.select(panel.columns), panel.filter(pl.col(DATE) > last_date)], how="vertical_relaxed")
-    new = select_universe(recent, config.universe.size, config.universe.include).filter(pl.col(DATE) > last_date)
+    new_rows = window.filter(pl.col(DATE) > last_date)
+    # each asset's latest row before the new dates, for its previous cap: in the window, or earlier for one
+    # that has none there
+    earlier = window.filter(pl.col(DATE) <= last_date)
+    previous = earlier.sort(DATE).group_by(SYMBOL, maintain_order=True).last()
+    unseen = new_rows.join(previous, on=SYMBOL, how="anti").get_column(SYMBOL).unique()
+    if unseen.len():
+        before = panel.filter((pl.col(DATE) < start) & pl.col(SYMBOL).is_in(unseen.implode()))
+        previous = pl.concat([previous, before.sort(DATE).group_by(SYMBOL, maintain_order=True).last()])
+    ranked = pl.concat([previous.select(panel.columns), new_rows], how="vertical_relaxed")
+    ranked, _ = apply_sectors(ranked, config.sectors)
+    new = select_universe(ranked, config.universe.size, config.universe.include).filter(pl.col(DATE) > last_date)
+    history, _ = apply_sectors(history, config.sectors)
     universe = pl.concat([history, new.select(history.columns)], how="vertical_relaxed").sort(DATE, SYMBOL)
     if not has_caps:
         universe = universe.with_columns(pl.lit(1.0).alias(MARKET_CAP))
@@ -338,9 +410,9 @@ def _with_columns(
     return frame.with_columns(added).select(*keys, *columns)
 
 
-def _component(state: dict[str, dict[str, np.ndarray]], name: str, folder: Path) -> dict[str, np.ndarray]:
+def _component(state: dict[str, dict[str, np.ndarray]], name: str) -> dict[str, np.ndarray]:
     if name not in state:
-        raise ModelError(f"the model in {folder} has no {name} state: rebuild it with factor-engine build")
+        raise ModelError(f"the model has no {name} state: rebuild it with factor-engine build")
     return state[name]
 
 
