@@ -618,9 +618,14 @@ def _live_portfolio(model: LiveModel, book: LiveBook, result: LiveFactorReturns)
     held = weights != 0.0
     return LivePortfolio(
         pnl=pnl,
-        factor_pnl=pl.DataFrame(
-            {"factor": list(snapshot.factors), "exposure": exposure, "factor_return": factor_returns, "pnl": factor_pnl}
-        ).with_columns(pl.col("factor_return").fill_nan(None)),
+        factor_pnl=pl.DataFrame(  # no query (with_columns) on this path: it runs on every push of a stream
+            [
+                pl.Series("factor", snapshot.factors, dtype=pl.String),
+                pl.Series("exposure", exposure),
+                pl.Series("factor_return", factor_returns, nan_to_null=True),
+                pl.Series("pnl", factor_pnl),
+            ]
+        ),
         factor_total=factor_total,
         specific_pnl=pnl - factor_total,
         n_holdings=int(held.sum()),
