@@ -1,10 +1,12 @@
-"""Live intraday factor returns (factor_engine.live): a snapshot at the close equals the next build's factor
-returns for that date, from returns, from prices and from part of the universe; an independent numpy lstsq of
-the constrained WLS; a portfolio's live P&L, exposures and risk against the portfolio functions."""
+"""Live intraday factor returns (factor_engine.live): a snapshot at the close equals the factor returns the next
+build and the next update give that date, from returns, from prices and from part of the universe; an
+independent numpy lstsq of the constrained WLS; a portfolio's live P&L, exposures and risk against the portfolio
+functions."""
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +16,11 @@ from scipy.linalg import null_space
 
 from factor_engine.config import ModelConfig
 from factor_engine.live import LiveError, LiveModel, LiveSession, live_factor_returns
-from factor_engine.model import RiskModel, build_model
+from factor_engine.model import RiskModel, build_model, load_model
 from factor_engine.portfolio import PortfolioError, decompose_risk, portfolio_exposures
 from factor_engine.portfolio.snapshot import snapshot_at
 from factor_engine.synthetic import generate_market
+from factor_engine.update import update_model
 
 # a short momentum window: 160 days give covariance and specific-risk forecasts at the last close
 BASE: dict[str, Any] = {
@@ -98,6 +101,24 @@ def test_snapshot_at_close_equals_next_build(
     residuals = full.residuals.filter(pl.col("date") == last_date).sort("symbol")
     assert result.residuals.get_column("symbol").to_list() == residuals.get_column("symbol").to_list()
     np.testing.assert_allclose(result.residuals["residual"], residuals["residual"], rtol=0, atol=1e-12)
+
+
+def test_snapshot_at_close_equals_the_next_update(
+    models: dict[str, tuple[RiskModel, RiskModel]],
+    before: pl.DataFrame,
+    panel: pl.DataFrame,
+    today: pl.DataFrame,
+    last_date: datetime.date,
+    tmp_path: Path,
+) -> None:
+    """Last night's model saved at the close, read back for the live session; the next morning's update
+    (factor_engine.update, ``factor-engine update``) adds the day: its factor returns are the live ones."""
+    last_night, _ = models["barra"]
+    last_night.save(tmp_path / "close")
+    update_model(tmp_path / "close", panel, out=tmp_path / "updated")
+    updated = load_model(tmp_path / "updated")
+    live = live_factor_returns(load_model(tmp_path / "close"), before, returns=returns_of(today), unknown="drop")
+    assert relative_difference(live.factor_returns, build_row(updated, last_date)) <= TOLERANCE
 
 
 def test_prices_over_closes(
