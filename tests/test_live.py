@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.linalg import null_space
 
 from factor_engine.config import ModelConfig
@@ -161,6 +163,26 @@ def test_partial_prices_are_the_build_without_the_unpriced_rows(
     completed = session.update(returns=rest, unknown="drop")
     assert completed.updates == 3
     assert relative_difference(completed.factor_returns, build_row(full, last_date)) <= TOLERANCE
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), parts=st.integers(1, 6))
+def test_order_and_batching_of_updates_change_nothing(
+    models: dict[str, tuple[RiskModel, RiskModel]], panel: pl.DataFrame, today: pl.DataFrame, seed: int, parts: int
+) -> None:
+    """The day's returns sent in any number of messages, in any order, with symbols in any order, give the
+    same factor returns, bit for bit, as one message: a session keeps the latest return of each asset."""
+    last_night, _ = models["barra-universe-150"]
+    live = LiveModel.from_model(last_night, panel)
+    returns = returns_of(today)
+    once = live_factor_returns(live, returns=returns, unknown="drop")
+    rng = np.random.default_rng(seed)
+    symbols = list(returns)
+    rng.shuffle(symbols)
+    session = LiveSession(live)
+    for chunk in np.array_split(np.array(symbols, dtype=object), parts):
+        session.apply(returns={s: returns[s] for s in chunk}, unknown="drop")
+    np.testing.assert_array_equal(session.solve().factor_returns, once.factor_returns)
 
 
 def test_against_numpy_lstsq_with_the_constraint(
