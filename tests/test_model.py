@@ -75,6 +75,7 @@ def test_save_and_load_round_trip(model: RiskModel, tmp_path: Path) -> None:
         "specific_risk/part-000000.parquet",
         "state/factor_covariance-000000.npz",  # what an update continues from
         "state/specific_risk-000000.npz",
+        "state/universe-000000.npz",
     ]
     loaded = load_model(folder)
     for name in ("factor_returns", "exposures", "residuals", "diagnostics"):

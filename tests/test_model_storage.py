@@ -96,6 +96,7 @@ def test_round_trip_equals_the_model(model: RiskModel, tmp_path: Path) -> None:
     assert document["state"] == {  # the build's state, for updates
         "factor_covariance": "state/factor_covariance-000000.npz",
         "specific_risk": "state/specific_risk-000000.npz",
+        "universe": "state/universe-000000.npz",
     }
     assert document["date_range"] == [str(model.factor_returns["date"].min()), str(model.factor_returns["date"].max())]
     exposures = document["tables"]["exposures"]
@@ -354,7 +355,8 @@ def test_state_is_saved_replaced_and_kept(model: RiskModel, dates: list[datetime
         "specific": "state/specific-000001.npz",
     }
     assert set(files(folder)) == listed(folder)
-    assert set(read_state(model.save(tmp_path / "built"))) == {"factor_covariance", "specific_risk"}  # the build's
+    built = set(read_state(model.save(tmp_path / "built")))  # the build's
+    assert built == {"factor_covariance", "specific_risk", "universe"}
     assert read_state(model.between(end=dates[-1]).save(tmp_path / "plain")) == {}  # a cut model has none
     with pytest.raises(ValueError, match=r"state array specific.u holds Python objects"):
         model.save(tmp_path / "bad", state={"specific": {"u": np.array([object()])}})

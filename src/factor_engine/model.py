@@ -21,7 +21,7 @@ before). ``append_model_dates`` extends a saved model by new dates without rewri
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -495,7 +495,7 @@ def build_model(
         with run("factor covariance"):
             covariance, covariance_state = forecast.result()
     notes["warnings"] = warnings
-    state = {"specific_risk": specific_state.to_arrays()}
+    state = {"specific_risk": specific_state.to_arrays(), "universe": universe_state(exposures)}
     if covariance_state is not None:
         state["factor_covariance"] = covariance_state.to_arrays()
     return RiskModel(
@@ -514,26 +514,48 @@ def build_model(
     )
 
 
+def universe_state(exposures: pl.DataFrame, before: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The ``universe`` component of a model's update state: each asset's number of exposure rows so far (an
+    update then knows when the recent rows it reads hold all of an asset's history), from ``exposures`` (rows
+    added to those counted in ``before``)."""
+    counts = exposures.group_by(SYMBOL).len()
+    if before is not None:
+        earlier = pl.DataFrame({SYMBOL: before["symbols"].tolist(), "earlier": before["rows"]})
+        counts = earlier.join(counts, on=SYMBOL, how="full", coalesce=True).select(
+            SYMBOL, (pl.col("earlier").fill_null(0) + pl.col("len").fill_null(0)).alias("len")
+        )
+    counts = counts.sort(SYMBOL)
+    return {
+        "symbols": np.asarray(counts.get_column(SYMBOL).cast(pl.String).to_list(), dtype=np.str_),
+        "rows": counts.get_column("len").cast(pl.Int64).to_numpy(),
+    }
+
+
 def _styles_filled(
     universe: pl.DataFrame,
     style_frame: pl.DataFrame,
     style_names: Sequence[str],
     config: ModelConfig,
     notes: dict[str, Any],
+    at: Sequence[datetime.date] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The style scores, USE4 styles' missing exposures filled (:mod:`factor_engine.styles.fill`) in each style's
     own thread as soon as it is computed; records the count per style in ``notes["styles"]["filled"]`` and
-    returns the number filled per date (all styles)."""
+    returns the number filled per date (all styles). ``at``: only the scores of these dates (an update)."""
     notes["styles"]["filled"] = {}
+    if at is not None:
+        wanted = pl.col(DATE).is_in(pl.Series(list(at), dtype=pl.Date).implode())
     if not style_names:
-        return universe.select(DATE, SYMBOL), None
+        rows = universe if at is None else universe.filter(wanted)
+        return rows.select(DATE, SYMBOL), None
     params = config.styles.effective_params(style_names)
     fillable = [get_style(name) for name in style_names if get_style(name).fill_missing]
     if not fillable:
-        return compute_styles(style_frame, list(style_names), params=params), None
+        return compute_styles(style_frame, list(style_names), params=params, at=at), None
     counts: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(max_workers=1) as prepare:
-        context = prepare.submit(fill_context, universe)  # while the styles are computed
+        # the fill is per date: the rows of the dates scored (while the styles are computed)
+        context = prepare.submit(fill_context, universe if at is None else universe.filter(wanted))
 
         def finish(style: StyleFactor, frame: pl.DataFrame) -> pl.DataFrame:
             if not style.fill_missing:
@@ -541,7 +563,7 @@ def _styles_filled(
             frame, counts[style.name] = context.result().fill(frame, style.score)
             return frame
 
-        scores = compute_styles(style_frame, list(style_names), params=params, finish=finish)
+        scores = compute_styles(style_frame, list(style_names), params=params, finish=finish, at=at)
         dates = context.result().dates
     notes["styles"]["filled"] = {style.name: int(counts[style.name].sum()) for style in fillable}
     total = np.sum([counts[style.name] for style in fillable], axis=0)

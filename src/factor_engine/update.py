@@ -23,7 +23,7 @@ the new dates, a factor the build left out becoming estimable.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from factor_engine.model import (
     apply_sectors,
     covariance_adjustments,
     select_universe,
+    universe_state,
 )
 from factor_engine.model_folder import Manifest, ModelError, read_folder, read_state, read_table
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
@@ -200,17 +201,17 @@ def extend_model(
             else history_start(saved.keys, anchor, [need for need in needs if need is not None], new_symbols)
         )
         if not inputs.all_keys:
-            _check_keys_reach(saved.keys, anchor, needs, new_symbols)
+            _check_keys_reach(saved.keys, anchor, needs, new_symbols, inputs.state.get("universe"))
         universe = _universe(panel, saved.keys, start, last_date, config, has_caps)
     with run("styles"):
         notes: dict[str, Any] = {"styles": {}}
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
-        scores, filled_by_date = _styles_filled(universe, style_frame, styles, config, notes)
+        scored = universe.filter(pl.col(DATE) >= anchor).get_column(DATE).unique().sort().to_list()
+        scores, filled_by_date = _styles_filled(universe, style_frame, styles, config, notes, at=scored)
     with run("factor returns"):
         regression = config.regression
         # the regression of each date is on its own: only the new dates and their exposure dates are solved
-        recent = pl.col(DATE) >= anchor
-        universe, scores = universe.filter(recent), scores.filter(recent)
+        universe = universe.filter(pl.col(DATE) >= anchor)
         result = estimate_from_panel(
             universe,
             scores if styles else None,
@@ -246,6 +247,8 @@ def extend_model(
             caps = universe.filter(later).select(DATE, SYMBOL, MARKET_CAP)
             specific_new, specific_after = extend_specific_risk(specific_state, residuals, caps, exposures)
             state["specific_risk"] = specific_after.to_arrays()
+    if "universe" in saved.state:
+        state["universe"] = universe_state(exposures, saved.state["universe"])
     notes_after = dict(meta["build"])
     extension = ModelExtension(
         exposures=exposures.select(DATE, SYMBOL, *factors),
@@ -284,16 +287,31 @@ class _ShortKeys(ModelError):
 
 
 def _check_keys_reach(
-    keys: pl.DataFrame, anchor: datetime.date, needs: list[Lookback | None], symbols: list[str]
+    keys: pl.DataFrame,
+    anchor: datetime.date,
+    needs: list[Lookback | None],
+    symbols: list[str],
+    universe: Mapping[str, np.ndarray] | None,
 ) -> None:
     """_ShortKeys when an asset of ``symbols`` has fewer of its own rows before ``anchor`` in ``keys`` than the
-    lookbacks need (it may have earlier ones the keys do not hold)."""
+    lookbacks need, unless ``keys`` hold all its rows (``universe``: each asset's row count in the model)."""
     rows = max((need.rows for need in needs if need is not None), default=0)
     if rows <= 1:
         return
-    counts = keys.filter((pl.col(DATE) < anchor) & pl.col(SYMBOL).is_in(symbols)).group_by(SYMBOL).len()
-    if counts.height < len(set(symbols)) or counts.get_column("len").min() < rows - 1:  # type: ignore[operator]
-        raise _ShortKeys("an asset's rows reach further back than the keys read")
+    held = (
+        keys.filter(pl.col(SYMBOL).is_in(symbols))
+        .group_by(SYMBOL)
+        .agg(pl.len().alias("held"), (pl.col(DATE) < anchor).sum().alias("before"))
+    )
+    wanted = pl.DataFrame({SYMBOL: sorted(set(symbols))}).with_columns(pl.col(SYMBOL).cast(keys.schema[SYMBOL]))
+    counts = wanted.join(held, on=SYMBOL, how="left").fill_null(0)
+    short = counts.filter(pl.col("before") < rows - 1)
+    if universe is not None:  # an asset whose every row the keys hold (a recent listing) has no more
+        total = pl.DataFrame({SYMBOL: universe["symbols"].tolist(), "total": universe["rows"]})
+        total = total.with_columns(pl.col(SYMBOL).cast(keys.schema[SYMBOL]))
+        short = short.join(total, on=SYMBOL, how="left").filter(pl.col("held") < pl.col("total").fill_null(0))
+    if short.height:
+        raise _ShortKeys(f"{short.height} asset(s)' rows reach further back than the keys read")
 
 
 def _keys_reach(config: ModelConfig) -> int | None:

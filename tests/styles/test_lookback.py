@@ -49,6 +49,10 @@ def test_scores_from_the_history_start_equal_the_full_history(panel: pl.DataFram
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
     assert np.isfinite(expected).sum() > 0.5 * expected.size
     np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    # only the last dates' scores, from the same rows (what an update computes)
+    at = compute_styles(panel.filter(pl.col("date") >= start), [name], at=dates[-LAST:].to_list())
+    assert at.select("date", "symbol").equals(full.select("date", "symbol"))
+    np.testing.assert_allclose(at.get_column(style.score).to_numpy(), expected, rtol=1e-9, atol=1e-12)
     if need != Lookback():  # a lookback shorter by one is not enough: the test can tell
         short = Lookback(dates=max(need.dates - 1, 0), rows=max(need.rows - 1, 0))
         scored = panel.filter(pl.col("date") == first).get_column("symbol").to_list()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from factor_engine._dense import ewma_sum, run_parallel, standardize, winsorize, worker_count
-from factor_engine._grid import build_grid, check_unique
+from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
 
@@ -29,6 +31,7 @@ def momentum(
     half_life: int | float = 126,
     lag: int = 20,
     winsor_factor: float | None = 0.01,
+    at: Sequence[datetime.date] | None = None,
 ) -> pl.DataFrame:
     """Momentum score per date and symbol: the exponentially weighted cumulative return
     ``prod(1 + w_j r_j) - 1`` over ``trailing_days`` observations ending ``lag`` observations before the date,
@@ -41,6 +44,8 @@ def momentum(
     half_life: observations over which the weight of a return halves; the newest return has weight 1.
     lag: observations skipped before the window ends (20 ≈ one month, excludes short-term reversal).
     winsor_factor: fraction clipped at each tail per date before standardizing; None disables.
+    at: only the scores of these dates (each product summed directly over its window; equal to the full run's
+        up to rounding): a model extended by new dates. The rows of other dates are left out of the result.
 
     Returns
     -------
@@ -66,11 +71,55 @@ def momentum(
     symbol_of_row = np.nonzero(present)[0]
     new_symbol = np.ones(symbol_of_row.shape[0], dtype=bool)
     new_symbol[1:] = symbol_of_row[1:] != symbol_of_row[:-1]
+    if at is not None:
+        wanted = _date_rows(grid, at)  # grid date indices
+        keep = np.isin(t, wanted)
+        # each wanted row's position in the symbols' concatenated histories (symbol-major, date order)
+        flat = np.cumsum(present.ravel()).reshape(present.shape) - 1
+        targets = flat[n[keep], t[keep]]
+        values = trailing_growth_at(by_symbol[present], new_symbol, targets, trailing_days, half_life, lag)
+        position = np.searchsorted(wanted, t[keep])
+        dense = np.full((wanted.size, grid.n_symbols), np.nan)
+        dense[position, n[keep]] = values
+        if winsor_factor is not None:
+            dense = winsorize(dense, winsor_factor)
+        return with_score(frame.filter(pl.Series(keep)), SCORE, standardize(dense)[position, n[keep]])
     by_symbol[present] = trailing_weighted_growth(by_symbol[present], new_symbol, trailing_days, half_life, lag)
     scores = by_symbol.T  # (dates, symbols)
     if winsor_factor is not None:
         scores = winsorize(scores, winsor_factor)
     return with_score(frame, SCORE, standardize(scores)[t, n])
+
+
+def _date_rows(grid: Grid, at: Sequence[datetime.date]) -> np.ndarray:
+    """Sorted date indices on ``grid`` of the dates ``at`` (those it holds)."""
+    days = pl.Series(at, dtype=pl.Date).to_physical().to_numpy()
+    return np.flatnonzero(np.isin(grid.days, days))
+
+
+def trailing_growth_at(
+    returns: np.ndarray, new_segment: np.ndarray, targets: np.ndarray, window: int, half_life: float, lag: int
+) -> np.ndarray:
+    """:func:`trailing_weighted_growth` at the positions ``targets`` only: each product summed directly, as
+    ``Σ_j log1p(w_j r_j)`` over its window (NaN where the window leaves the symbol's history or holds a
+    non-finite return)."""
+    n = returns.shape[0]
+    starts = np.flatnonzero(new_segment)
+    segment_start = starts[np.searchsorted(starts, targets, side="right") - 1] if targets.size else targets
+    ends = targets - lag
+    first = ends - window + 1
+    ok = first >= segment_start
+    out = np.full(targets.shape[0], np.nan)
+    if not ok.any():
+        return out
+    offsets = np.arange(window)
+    weights = np.exp(-np.log(2.0) / half_life) ** (window - 1 - offsets)
+    index = np.clip(first[ok][:, None] + offsets[None, :], 0, n - 1)
+    window_returns = returns[index]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        growth = np.expm1(np.log1p(window_returns * weights[None, :]).sum(axis=1))
+    out[ok] = np.where(np.isfinite(window_returns).all(axis=1), growth, np.nan)
+    return out
 
 
 def trailing_weighted_growth(

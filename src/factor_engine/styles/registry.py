@@ -166,6 +166,7 @@ class StyleFactor:
         left out if one of them is used (e.g. book-to-price ``unless=("value",)``).
     lookback: the history a date's score needs, given the style's parameters (defaults filled in); None:
         unknown, a model update then recomputes the style on the whole history.
+    at_dates: the function takes ``at=`` (dates) and returns the scores of those dates only.
     """
 
     name: str
@@ -179,6 +180,7 @@ class StyleFactor:
     any_of: tuple[tuple[str, ...], ...] = ()
     unless: tuple[str, ...] = ()
     lookback: LookbackRule | None = None
+    at_dates: bool = False
 
     def history(self, params: Mapping[str, Any] | None = None) -> Lookback | None:
         """The history a date's score needs with ``params`` (the style's defaults for those not given); None
@@ -254,6 +256,7 @@ def register_style(
     any_of: Sequence[str | Sequence[str]] = (),
     unless: Sequence[str] = (),
     lookback: LookbackRule | None = None,
+    at_dates: bool = False,
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -273,6 +276,8 @@ def register_style(
     unless: styles covering this one: it is left out of the defaults and presets when one of them is used.
     lookback: ``lookback(params) -> Lookback``, the history a date's score needs (:class:`Lookback`); None
         (unknown) makes a model update recompute the style on the whole history.
+    at_dates: ``function`` takes ``at=`` (a list of dates) and returns only the scores of those dates (computed
+        from the history it looks back on), in the panel's row order.
     """
     groups = _groups(any_of)
     if isinstance(unless, str):
@@ -297,6 +302,7 @@ def register_style(
             any_of=groups,
             unless=tuple(unless),
             lookback=lookback,
+            at_dates=at_dates,
         )
         return fn
 
@@ -417,6 +423,7 @@ def compute_styles(
     *,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     finish: Callable[[StyleFactor, pl.DataFrame], pl.DataFrame] | None = None,
+    at: Sequence[Any] | None = None,
 ) -> pl.DataFrame:
     """Compute several style factors on one panel and join their scores.
 
@@ -429,11 +436,14 @@ def compute_styles(
     finish: called with each style and its scores (``date, symbol, score``) in the thread that computed them,
         returning the scores to use (same rows), e.g. a model filling missing exposures while other styles are
         still being computed.
+    at: only the scores of these dates (a model extended by new dates; the panel holds the history they look
+        back on): a style that computes at given dates (``at_dates``) does so, a cross-sectional one is
+        computed on those dates' rows, any other on the whole panel.
 
     Returns
     -------
-    DataFrame ``date, symbol`` + one score column per style, one row per (date, symbol) of the panel,
-    sorted by (date, symbol); a score that could not be computed is null.
+    DataFrame ``date, symbol`` + one score column per style, one row per (date, symbol) of the panel (of the
+    dates ``at``), sorted by (date, symbol); a score that could not be computed is null.
     """
     lazy = panel.lazy()
     columns = lazy.collect_schema().names()
@@ -449,32 +459,57 @@ def compute_styles(
         if unmet:
             raise ValueError(f"style {factor.name!r} needs {unmet}, which the panel lacks")
 
+    on_dates = None if at is None else pl.col(DATE).is_in(pl.Series(list(at)).implode())
+
+    def on_their_dates(factor: StyleFactor) -> bool:
+        """Whether a cross-sectional style is computed on the rows of the dates ``at`` only."""
+        return on_dates is not None and not factor.at_dates and factor.history(params.get(factor.name)) == Lookback()
+
     def score(factor: StyleFactor) -> pl.DataFrame:
-        scores = factor.function(lazy, **dict(params.get(factor.name, {})))
+        kwargs = dict(params.get(factor.name, {}))
+        source = lazy
+        if at is not None and factor.at_dates:
+            kwargs["at"] = list(at)
+        elif on_dates is not None and on_their_dates(factor):
+            source = lazy.filter(on_dates)  # a cross-section: the dates' own rows are enough
+        scores = factor.function(source, **kwargs)
         scores = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+        if on_dates is not None and not factor.at_dates:
+            scores = scores.filter(on_dates)
         scores = scores.select(DATE, SYMBOL, factor.score)
         return scores if finish is None else finish(factor, scores).select(DATE, SYMBOL, factor.score)
 
     # styles are independent and their kernels release the GIL: computed side by side, sharing the
-    # intermediate results several of them need (styles._shared)
-    with shared_work():
-        if len(factors) > 1 and worker_count() > 1:
-            with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
-                context = contextvars.copy_context()  # each thread runs in a copy holding the shared cache
-                score_frames = list(pool.map(lambda factor: context.copy().run(score, factor), factors))
-        else:
-            score_frames = [score(factor) for factor in factors]
-    n_rows = lazy.select(pl.len()).collect().item()
+    # intermediate results several of them need (styles._shared); the styles computed on the dates' rows only
+    # share theirs apart (another panel)
+    contexts = {False: _shared_context(), True: _shared_context()}
+
+    def in_context(factor: StyleFactor) -> pl.DataFrame:
+        return contexts[on_their_dates(factor)].copy().run(score, factor)  # each thread in a copy of its cache
+
+    if len(factors) > 1 and worker_count() > 1:
+        with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
+            score_frames = list(pool.map(in_context, factors))
+    else:
+        score_frames = [in_context(factor) for factor in factors]
+    rows = lazy if on_dates is None else lazy.filter(on_dates)
+    n_rows = rows.select(pl.len()).collect().item()
     if score_frames and all(f.height == n_rows for f in score_frames):
         first = score_frames[0]
         if all(f.select(DATE, SYMBOL).equals(first.select(DATE, SYMBOL)) for f in score_frames[1:]):
             # the built-ins keep the panel's row order: columns line up, no join needed
             result = first.hstack([f.to_series(2) for f in score_frames[1:]])
             return result if is_sorted_by_keys(result) else result.sort(DATE, SYMBOL)
-    result = lazy.select(DATE, SYMBOL).unique().collect()
+    result = rows.select(DATE, SYMBOL).unique().collect()
     for scores in score_frames:
         result = result.join(scores, on=[DATE, SYMBOL], how="left")
     return result.sort(DATE, SYMBOL)
+
+
+def _shared_context() -> contextvars.Context:
+    """A context holding a fresh cache of shared intermediate results (:func:`shared_work`)."""
+    with shared_work():
+        return contextvars.copy_context()
 
 
 def _beta_lookback(params: Mapping[str, Any]) -> Lookback:
@@ -490,6 +525,7 @@ register_style(
     description="Exponentially weighted trailing return skipping the last month (toraniko definition).",
     defaults={"trailing_days": 252, "half_life": 126, "lag": 20, "winsor_factor": 0.01},
     lookback=lambda p: Lookback(rows=int(p["trailing_days"]) + int(p["lag"])),  # the symbol's own rows
+    at_dates=True,
 )
 register_style(
     "value",
@@ -520,6 +556,7 @@ register_style(
     defaults=BETA_DEFAULTS,
     fill_missing=True,
     lookback=_beta_lookback,
+    at_dates=True,
 )
 register_style(
     "resvol",
@@ -532,6 +569,7 @@ register_style(
     # DASTD and the beta regression over `window` dates, CMRA over 12 months of 21; the market return of a
     # window's first date needs the caps of the date before it
     lookback=lambda p: Lookback(dates=max(int(p["window"]), CMRA_DAYS, int(BETA_DEFAULTS["window"])) + 1),
+    at_dates=True,
 )
 register_style(
     "nlsize",

@@ -21,6 +21,8 @@ A descriptor needs at least ``min_observations`` returns in its window (default 
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -117,20 +119,24 @@ def beta_descriptors(
     window: int = 252,
     half_life: float = 63,
     min_observations: int = 63,
+    at: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(BETA, HSIGMA), each (T, N): the slope and the residual standard deviation of the exponentially weighted
-    regression ``r(t) = α + β R(t) + e(t)`` over the last ``window`` dates (weights ``0.5^(k / half_life)``,
-    ``k = 0`` the newest), over the dates where both returns are finite; NaN with fewer than
-    ``min_observations`` of them or a market without variance.
+    """(BETA, HSIGMA), each (T, N) (or (D, N) for the D dates ``at``): the slope and the residual standard
+    deviation of the exponentially weighted regression ``r(t) = α + β R(t) + e(t)`` over the last ``window``
+    dates (weights ``0.5^(k / half_life)``, ``k = 0`` the newest), over the dates where both returns are finite;
+    NaN with fewer than ``min_observations`` of them or a market without variance.
 
     Parameters
     ----------
     returns: (T, N) daily asset returns (fractions).
     market: (T,) daily market returns.
     window, half_life, min_observations: in dates.
+    at: only these dates (sorted indices into T), each window summed directly.
     """
     _check_window(window, min_observations)
     decay = _decay(half_life)
+    if at is not None:
+        return _beta_at(returns, market, at, window, decay, min_observations)
     slope = np.full(returns.shape, np.nan)
     sigma = np.full(returns.shape, np.nan)
 
@@ -159,7 +165,14 @@ def beta_descriptors(
     return slope, sigma
 
 
-def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_observations: int = 63) -> np.ndarray:
+def dastd(
+    returns: np.ndarray,
+    *,
+    window: int = 252,
+    half_life: float = 42,
+    min_observations: int = 63,
+    at: np.ndarray | None = None,
+) -> np.ndarray:
     """DASTD (T, N): the exponentially weighted standard deviation of daily returns over the last ``window``
     dates (weights ``0.5^(k / half_life)``, around their weighted mean); NaN with fewer than
     ``min_observations`` returns.
@@ -168,9 +181,12 @@ def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_
     ----------
     returns: (T, N) daily returns (fractions).
     window, half_life, min_observations: in dates.
+    at: only these dates (sorted indices into T): a (D, N) result, each window summed directly.
     """
     _check_window(window, min_observations)
     decay = _decay(half_life)
+    if at is not None:
+        return _dastd_at(returns, at, window, decay, min_observations)
     result = np.full(returns.shape, np.nan)
 
     def block(start: int) -> None:
@@ -189,7 +205,12 @@ def dastd(returns: np.ndarray, *, window: int = 252, half_life: float = 42, min_
 
 
 def cmra(
-    returns: np.ndarray, *, months: int = CMRA_MONTHS, month_days: int = CMRA_MONTH_DAYS, min_observations: int = 63
+    returns: np.ndarray,
+    *,
+    months: int = CMRA_MONTHS,
+    month_days: int = CMRA_MONTH_DAYS,
+    min_observations: int = 63,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """CMRA (T, N): ``ln(1 + Z_max) − ln(1 + Z_min)`` over ``Z(m)``, the sum of daily log returns over the last
     ``m · month_days`` dates, ``m = 1 … months`` (a missing return, or one of −100 % or worse, counts as 0);
@@ -201,9 +222,12 @@ def cmra(
     returns: (T, N) daily returns (fractions).
     months, month_days: the horizon, USE4's 12 months of 21 trading days.
     min_observations: returns needed in the whole window.
+    at: only these dates (sorted indices into T): a (D, N) result.
     """
     span = months * month_days
     _check_window(span, min_observations)
+    if at is not None:
+        return _cmra_at(returns, at, months, month_days, min_observations)
     n_dates = returns.shape[0]
     result = np.full(returns.shape, np.nan)
     if n_dates < span:
@@ -231,6 +255,84 @@ def cmra(
     return result
 
 
+def _window_at(values: np.ndarray, t: int, window: int) -> np.ndarray:
+    """The rows of the last ``window`` dates up to ``t`` (fewer at the start), oldest first."""
+    window_values: np.ndarray = values[max(0, t - window + 1) : t + 1]
+    return window_values
+
+
+def _weights_at(t: int, window: int, decay: float) -> np.ndarray:
+    """``decay^(t − s)`` of the window's dates ``s``, oldest first."""
+    length = min(window, t + 1)
+    weights: np.ndarray = decay ** np.arange(length - 1, -1, -1, dtype=np.float64)
+    return weights
+
+
+def _beta_at(
+    returns: np.ndarray, market: np.ndarray, at: np.ndarray, window: int, decay: float, min_observations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`beta_descriptors` at the dates ``at`` only: the same sums over each window, taken directly."""
+    slope = np.full((at.size, returns.shape[1]), np.nan)
+    sigma = np.full_like(slope, np.nan)
+    for row, t in enumerate(at.tolist()):
+        y = _window_at(returns, t, window)
+        m = _window_at(market, t, window)
+        observed = np.isfinite(y) & np.isfinite(m)[:, None]
+        x = np.where(observed, m[:, None], 0.0)
+        y = np.where(observed, y, 0.0)
+        weights = _weights_at(t, window, decay)
+        w = weights @ observed
+        sx, sy, sxx, sxy, syy = (weights @ v for v in (x, y, x * x, x * y, y * y))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx, my = sx / w, sy / w
+            var_x = sxx / w - mx * mx
+            cov = sxy / w - mx * my
+            b = cov / var_x
+            residual = np.maximum(syy / w - my * my - b * cov, 0.0)
+            varies = var_x > 1e-14 * np.maximum(sxx / w, 1e-300)
+        enough = (observed.sum(axis=0) >= min_observations) & varies
+        slope[row] = np.where(enough, b, np.nan)
+        sigma[row] = np.where(enough, np.sqrt(residual), np.nan)
+    return slope, sigma
+
+
+def _dastd_at(returns: np.ndarray, at: np.ndarray, window: int, decay: float, min_observations: int) -> np.ndarray:
+    """:func:`dastd` at the dates ``at`` only."""
+    result = np.full((at.size, returns.shape[1]), np.nan)
+    for row, t in enumerate(at.tolist()):
+        values = _window_at(returns, t, window)
+        observed = np.isfinite(values)
+        y = np.where(observed, values, 0.0)
+        weights = _weights_at(t, window, decay)
+        w = weights @ observed
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (weights @ y) / w
+            variance = np.maximum((weights @ (y * y)) / w - mean * mean, 0.0)
+        result[row] = np.where(observed.sum(axis=0) >= min_observations, np.sqrt(variance), np.nan)
+    return result
+
+
+def _cmra_at(returns: np.ndarray, at: np.ndarray, months: int, month_days: int, min_observations: int) -> np.ndarray:
+    """:func:`cmra` at the dates ``at`` only."""
+    span = months * month_days
+    result = np.full((at.size, returns.shape[1]), np.nan)
+    for row, t in enumerate(at.tolist()):
+        if t < span - 1:
+            continue
+        values = returns[t - span + 1 : t + 1]
+        observed = np.isfinite(values) & (values > -1.0)
+        logs = np.log1p(np.where(observed, values, 0.0))
+        # Z(m): the sum of the last m months' logs, m = 1 … months
+        monthly = logs[::-1].reshape(months, month_days, -1).sum(axis=1)
+        cumulative = np.cumsum(monthly, axis=0)
+        z_max, z_min = cumulative.max(axis=0), cumulative.min(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.log1p(z_max) - np.log1p(z_min)
+        enough = observed.sum(axis=0) >= min_observations
+        result[row] = np.where(enough & (z_min > -1.0), value, np.nan)
+    return result
+
+
 def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> tuple[PanelGrid, np.ndarray]:
     """The panel's rows on the shared grid (:mod:`factor_engine.styles._panel_grid`) and its returns as a (T, N)
     array (computed once for the styles of one ``compute_styles`` call)."""
@@ -243,15 +345,40 @@ def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> tuple[PanelGrid
     return panel, shared("use4 returns", load_returns)
 
 
-def _on_rows(values: np.ndarray, panel: PanelGrid) -> np.ndarray:
+def _on_rows(values: np.ndarray, panel: PanelGrid, rows: np.ndarray | None = None) -> np.ndarray:
     """``values`` kept only at the panel's (date, symbol) rows, NaN elsewhere: a delisted asset's trailing
-    window still yields a descriptor after its last row, which must not enter that date's cross-section."""
-    kept: np.ndarray = np.where(panel.on_rows, values, np.nan)
+    window still yields a descriptor after its last row, which must not enter that date's cross-section.
+    ``rows``: ``values`` holds only these dates (grid indices)."""
+    on_rows = panel.on_rows if rows is None else panel.on_rows[rows]
+    kept: np.ndarray = np.where(on_rows, values, np.nan)
     return kept
 
 
+def _dates_at(panel: PanelGrid, at: Sequence[datetime.date] | None) -> np.ndarray | None:
+    """The grid indices (sorted) of the dates ``at`` the panel holds; None for every date."""
+    if at is None:
+        return None
+    days = pl.Series(at, dtype=pl.Date).to_physical().to_numpy()
+    return np.flatnonzero(np.isin(panel.grid.days, days))
+
+
+def _scores(panel: PanelGrid, rows: np.ndarray | None, name: str, dense: np.ndarray) -> pl.DataFrame:
+    """``date, symbol, name`` of the panel's rows (of the dates ``rows`` only, when given) from ``dense``,
+    (T, N) or (len(rows), N)."""
+    if rows is None:
+        return with_score(panel.rows, name, panel.gather(dense))
+    keep = np.isin(panel.t, rows)
+    position = np.searchsorted(rows, panel.t[keep])
+    return with_score(panel.rows.filter(pl.Series(keep)), name, dense[position, panel.n[keep]])
+
+
 def beta(
-    df: pl.DataFrame | pl.LazyFrame, *, window: int = 252, half_life: float = 63, min_observations: int = 63
+    df: pl.DataFrame | pl.LazyFrame,
+    *,
+    window: int = 252,
+    half_life: float = 63,
+    min_observations: int = 63,
+    at: Sequence[datetime.date] | None = None,
 ) -> pl.DataFrame:
     """Beta score per date and symbol: USE4's BETA descriptor (the exponentially weighted time-series
     regression slope on the cap-weighted market return, :func:`beta_descriptors`), trimmed at 3σ and
@@ -261,42 +388,59 @@ def beta(
     ----------
     df: long frame with ``date, symbol, asset_returns, market_cap``.
     window, half_life, min_observations: the regression's window, weight half-life and fewest returns (dates).
+    at: only the scores of these dates (each window summed directly; a model extended by new dates).
 
     Returns
     -------
     DataFrame ``date, symbol, beta_score`` in date order (input order within a date).
     """
     panel, returns = _dense_inputs(df, "beta")
-    style = _beta_style(returns, panel, window, half_life, min_observations)
-    return with_score(panel.rows, BETA_SCORE, panel.gather(style))
+    rows = _dates_at(panel, at)
+    style = _beta_style(returns, panel, window, half_life, min_observations, rows)
+    return _scores(panel, rows, BETA_SCORE, style)
 
 
 def _beta_regression(
-    returns: np.ndarray, caps: np.ndarray, window: int, half_life: float, min_observations: int
+    returns: np.ndarray,
+    caps: np.ndarray,
+    window: int,
+    half_life: float,
+    min_observations: int,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BETA and HSIGMA of the panel (computed once for the styles of one ``compute_styles`` call)."""
+    """BETA and HSIGMA of the panel, of the dates ``rows`` only when given (computed once for the styles of
+    one ``compute_styles`` call)."""
     return shared(
-        ("use4 beta regression", window, half_life, min_observations),
+        ("use4 beta regression", window, half_life, min_observations, None if rows is None else rows.tobytes()),
         lambda: beta_descriptors(
             returns,
             market_return(returns, caps),
             window=window,
             half_life=half_life,
             min_observations=min_observations,
+            at=rows,
         ),
     )
 
 
 def _beta_style(
-    returns: np.ndarray, panel: PanelGrid, window: int, half_life: float, min_observations: int
+    returns: np.ndarray,
+    panel: PanelGrid,
+    window: int,
+    half_life: float,
+    min_observations: int,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The (T, N) beta exposure: BETA on the panel's rows, trimmed and standardized (shared like the regression)."""
+    """The (T, N) beta exposure (of the dates ``rows`` only when given): BETA on the panel's rows, trimmed and
+    standardized (shared like the regression)."""
 
     def compute() -> np.ndarray:
-        slope, _ = _beta_regression(returns, panel.caps, window, half_life, min_observations)
-        return descriptor_to_style([_on_rows(slope, panel)], [1.0], panel.caps)
+        slope, _ = _beta_regression(returns, panel.caps, window, half_life, min_observations, rows)
+        caps = panel.caps if rows is None else panel.caps[rows]
+        return descriptor_to_style([_on_rows(slope, panel, rows)], [1.0], caps)
 
-    return shared(("use4 beta style", window, half_life, min_observations), compute)
+    key = None if rows is None else rows.tobytes()
+    return shared(("use4 beta style", window, half_life, min_observations, key), compute)
 
 
 def resvol(
@@ -306,6 +450,7 @@ def resvol(
     beta_half_life: float = 63,
     dastd_half_life: float = 42,
     min_observations: int = 63,
+    at: Sequence[datetime.date] | None = None,
 ) -> pl.DataFrame:
     """Residual volatility score per date and symbol: ``0.74 DASTD + 0.16 CMRA + 0.10 HSIGMA`` (each trimmed
     and standardized), standardized, orthogonalized to beta and size (cap-weighted) and standardized again.
@@ -316,21 +461,25 @@ def resvol(
     window: DASTD's and the beta regression's window (dates); CMRA spans 12 months of 21 dates.
     beta_half_life, dastd_half_life: weight half-lives (dates) of the beta regression (HSIGMA) and DASTD.
     min_observations: fewest returns a descriptor needs in its window.
+    at: only the scores of these dates (each window summed directly; a model extended by new dates).
 
     Returns
     -------
     DataFrame ``date, symbol, resvol_score`` in date order (input order within a date).
     """
     panel, returns = _dense_inputs(df, "resvol")
-    _, hsigma = _beta_regression(returns, panel.caps, window, beta_half_life, min_observations)
+    rows = _dates_at(panel, at)
+    _, hsigma = _beta_regression(returns, panel.caps, window, beta_half_life, min_observations, rows)
+    volatility = dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations, at=rows)
     descriptors = [
-        _on_rows(dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations), panel),
-        _on_rows(cmra(returns, min_observations=min_observations), panel),
-        _on_rows(hsigma, panel),
+        _on_rows(volatility, panel, rows),
+        _on_rows(cmra(returns, min_observations=min_observations, at=rows), panel, rows),
+        _on_rows(hsigma, panel, rows),
     ]
-    beta_style = _beta_style(returns, panel, window, beta_half_life, min_observations)
-    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, panel.caps, against=[beta_style], against_size=True)
-    return with_score(panel.rows, RESVOL_SCORE, panel.gather(style))
+    beta_style = _beta_style(returns, panel, window, beta_half_life, min_observations, rows)
+    caps = panel.caps if rows is None else panel.caps[rows]
+    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style], against_size=True)
+    return _scores(panel, rows, RESVOL_SCORE, style)
 
 
 def nlsize(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
