@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -272,6 +273,7 @@ def main() -> None:
         finally:
             server.stop()
     print(f"\n{args.assets:,} assets, {args.rate:g} messages/s of {args.batch} prices, {args.seconds:g} s per run")
+    print(f"load average at the end (1, 5, 15 min; {os.cpu_count()} cores): {os.getloadavg()}")
     p95_alone = report("without a slow client", alone)
     p95_crowded = report("with a slow client that never reads", crowded)
     verdict = "met" if max(p95_alone, p95_crowded) <= 50.0 else "NOT met"

@@ -314,3 +314,16 @@ def test_model_without_caps_weights_equally(before: pl.DataFrame, panel: pl.Data
     full = build_model(panel.drop("market_cap"), config("barra"))
     result = live_factor_returns(last_night, returns=returns_of(today), unknown="drop")
     assert relative_difference(result.factor_returns, build_row(full, last_date)) <= TOLERANCE
+
+
+def test_the_readme_live_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Python example of the README's Live section, as written."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Live\n") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    namespace: dict[str, Any] = {}
+    exec(compile(code[: code.index("```")], "README.md (Live)", "exec"), namespace)
+    result, live = namespace["result"], namespace["live"]
+    assert result.solved and 0 < result.n_assets <= 150
+    assert live.factor_total + live.specific_pnl == pytest.approx(live.pnl, rel=1e-12)
+    assert "factor_return" in capsys.readouterr().out
