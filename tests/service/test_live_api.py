@@ -6,6 +6,7 @@ that leaves is cleaned up; hostile requests and messages get clean 4xx answers o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import math
@@ -25,10 +26,12 @@ from factor_engine.live import LiveModel, LiveSession, live_portfolio
 from factor_engine.model import RiskModel, build_model
 from factor_engine.portfolio.analytics import TRADING_DAYS
 from factor_engine.service import Settings, create_app
+from factor_engine.service.errors import ResourceNotFound
 from factor_engine.service.limits import MAX_LISTED_SYMBOLS, MAX_LIVE_MESSAGE_CHARS
+from factor_engine.service.live import LiveService
 from factor_engine.service.live_schemas import LiveUpdateMessage
 from factor_engine.service.live_stream import RESULT_QUEUE, LiveChannel, Subscriber
-from factor_engine.storage import connect
+from factor_engine.storage import NotFound, connect
 from factor_engine.synthetic import generate_market
 
 LIVE = f"{API}/live/factor-returns"
@@ -345,7 +348,8 @@ def test_a_client_that_leaves_is_cleaned_up(client: TestClient, stored: tuple[st
         receive(staying, "ready")
         with client.websocket_connect(path) as leaving:
             receive(leaving, "ready")
-            channel = client.app.state.live_channels._channels[(stored[1], "leaving")]  # type: ignore[attr-defined]
+            channels = client.app.state.live_channels._channels  # type: ignore[attr-defined]
+            (channel,) = [c for key, c in channels.items() if key[0] == stored[1] and key[2] == "leaving"]
             assert len(channel.subscribers) == 2
         staying.send_json({"type": "update", "id": 1, "returns": {first: 0.01}})
         assert receive(staying, "factor_returns")["update_id"] == 1
@@ -401,3 +405,45 @@ def test_a_stalled_client_drops_its_oldest_results_and_blocks_nobody(live_model:
     assert [payload["update_id"] for payload, _ in stalled.results] == list(range(updates - RESULT_QUEUE, updates))
     # one result is stuck in the stalled send, RESULT_QUEUE wait: the rest were dropped, oldest first
     assert stalled.dropped == updates - RESULT_QUEUE - 1
+
+
+def test_a_model_whose_last_date_moves_is_prepared_again(stored: tuple[str, str], market: dict[str, Any]) -> None:
+    """The prepared models are keyed by the model's last date: after an update moves it, the next request
+    prepares the model afresh (as of the new close), and a deleted model is a 404 even when prepared."""
+    store = connect(stored[0])
+    try:
+        summary = store.get_model(stored[1])
+
+        class Moving:
+            """The store, with the model's last date as the test sets it and the loads counted."""
+
+            def __init__(self) -> None:
+                self.summary, self.loads = summary, 0
+
+            def get_model(self, model_id: str) -> Any:
+                if self.summary is None:
+                    raise NotFound(f"no model {model_id}")
+                return self.summary
+
+            def load_model(self, model_id: str, **dates: Any) -> RiskModel:
+                self.loads += 1
+                return store.load_model(model_id, **dates)
+
+            def load_panel(self, **selection: Any) -> pl.DataFrame:
+                return store.load_panel(**selection)
+
+        moving = Moving()
+        service = LiveService()
+        first = service.model(moving, stored[1])  # type: ignore[arg-type]
+        assert service.model(moving, stored[1]) is first  # type: ignore[arg-type]
+        assert moving.loads == 1
+        earlier = market["before"].get_column("date").unique().sort()[-2]
+        moving.summary = dataclasses.replace(summary, last_date=earlier)
+        moved = service.model(moving, stored[1])  # type: ignore[arg-type]
+        assert moving.loads == 2
+        assert (first.as_of, moved.as_of) == (summary.last_date, earlier)
+        moving.summary = None
+        with pytest.raises(ResourceNotFound, match="no model"):
+            service.model(moving, stored[1])  # type: ignore[arg-type]
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ symbols the model's build used when it was restricted to its ``universe_symbols`
 
 from __future__ import annotations
 
+import datetime
 import math
 import threading
 from collections import OrderedDict
@@ -37,7 +38,7 @@ from factor_engine.service.live_schemas import (
 from factor_engine.service.portfolios import _as_mapping, _figures
 from factor_engine.service.runtime import ServiceState
 from factor_engine.service.schemas import FactorExposure, Weights
-from factor_engine.storage import NotFound, Store
+from factor_engine.storage import ModelSummary, NotFound, Store
 
 __all__ = [
     "LiveService",
@@ -54,13 +55,10 @@ LIVE_MODEL_CACHE = 8
 _OPT_IN = 'send "allow_unnormalized": true'
 
 
-def load_live_model(store: Store, model_id: str) -> LiveModel:
-    """The stored model ``model_id`` at its last date, with the stored panel's caps of that close, prepared for
-    live sessions. ResourceNotFound for an unknown model, InputError for one that cannot go live."""
-    try:
-        summary = store.get_model(model_id)
-    except NotFound:
-        raise ResourceNotFound(f"no model {model_id}") from None
+def load_live_model(store: Store, summary: ModelSummary) -> LiveModel:
+    """The stored model of ``summary`` at its last date, with the stored panel's caps of that close, prepared for
+    live sessions. InputError for a model that cannot go live."""
+    model_id = summary.id
     last = summary.last_date
     if last is None:
         raise InputError(f"model {model_id} has no dates")
@@ -86,19 +84,26 @@ class LiveService:
 
     def __init__(self, cache_size: int = LIVE_MODEL_CACHE) -> None:
         self._size = cache_size
-        self._models: OrderedDict[str, LiveModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, datetime.date | None], LiveModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def model(self, store: Store, model_id: str) -> LiveModel:
-        """The prepared model ``model_id`` (loaded from the store on a miss; blocking: call it in a thread)."""
+        """The stored model ``model_id`` as of its last date, prepared (loaded on a miss). The store is asked for
+        the model every time: a deleted model is a 404 even when prepared, and a model extended by an update
+        (its last date moved) is prepared afresh. Blocking: call it in a thread."""
+        try:
+            summary = store.get_model(model_id)
+        except NotFound:
+            raise ResourceNotFound(f"no model {model_id}") from None
+        key = (model_id, summary.last_date)
         with self._lock:
-            hit = self._models.get(model_id)
+            hit = self._models.get(key)
             if hit is not None:
-                self._models.move_to_end(model_id)
+                self._models.move_to_end(key)
                 return hit
-        live = load_live_model(store, model_id)
+        live = load_live_model(store, summary)
         with self._lock:
-            self._models[model_id] = live
+            self._models[key] = live
             while len(self._models) > self._size:
                 self._models.popitem(last=False)
         return live
@@ -187,12 +192,7 @@ def factor_returns(state: ServiceState, live: LiveService, request: LiveRequest)
         raise InputError('give today\'s "returns" ({"SYM": r}) or "prices" with the previous "closes"')
     if request.prices is not None and request.closes is None:
         raise InputError('"prices" need the previous "closes" ({"SYM": close}) to be turned into returns')
-    store = state.store()
-    try:
-        store.get_model(request.model_id)  # a deleted model is gone even when prepared
-    except NotFound:
-        raise ResourceNotFound(f"no model {request.model_id}") from None
-    model = live.model(store, request.model_id)
+    model = live.model(state.store(), request.model_id)
     unknown = request.unknown
     session = LiveSession(model)
     try:

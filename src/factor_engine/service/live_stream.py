@@ -28,6 +28,7 @@ database is unavailable, 1013 every channel is busy.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import secrets
@@ -292,7 +293,8 @@ class LiveChannel:
 
 
 class LiveChannels:
-    """The channels of one service process, keyed by (model id, channel name); used on the event loop only.
+    """The channels of one service process, keyed by (model id, its last close, channel name); used on the event
+    loop only.
 
     Parameters
     ----------
@@ -301,11 +303,13 @@ class LiveChannels:
 
     def __init__(self, max_channels: int = MAX_CHANNELS) -> None:
         self.max_channels = max_channels
-        self._channels: OrderedDict[tuple[str, str], LiveChannel] = OrderedDict()
+        self._channels: OrderedDict[tuple[str, datetime.date, str], LiveChannel] = OrderedDict()
 
     def get(self, model_id: str, name: str, model: LiveModel) -> LiveChannel | None:
-        """The channel (created if needed), or None when every channel is busy."""
-        key = (model_id, name)
+        """The channel of the model as of ``model.as_of`` (created if needed), or None when every channel is busy.
+        After an update extends the model, new clients get a fresh channel on the new close; those connected
+        before keep the previous day's."""
+        key = (model_id, model.as_of, name)
         channel = self._channels.get(key)
         if channel is not None:
             self._channels.move_to_end(key)
@@ -379,9 +383,7 @@ async def _authenticated(websocket: WebSocket, expected: str | None) -> bool:
 
 
 def _prepared(state: ServiceState, live: LiveService, model_id: str) -> LiveModel:
-    store = state.store()
-    store.get_model(model_id)  # a deleted model is gone even when prepared (NotFound)
-    return live.model(store, model_id)
+    return live.model(state.store(), model_id)
 
 
 async def serve(websocket: WebSocket, state: ServiceState, live: LiveService, model_id: str, name: str) -> None:
