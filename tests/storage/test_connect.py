@@ -80,7 +80,7 @@ def test_migrations_match_the_tables(store: Store, database: IsolatedDatabase) -
             },
         )
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0003"
+        assert context.get_current_revision() == "0004"
     again = connect(database.url, schema=database.schema)
     again.close()
     assert store.describe() == (
@@ -89,7 +89,8 @@ def test_migrations_match_the_tables(store: Store, database: IsolatedDatabase) -
 
 
 def test_blob_columns_use_lz4(postgres_database: IsolatedDatabase) -> None:
-    """The migration compresses the per-date blobs with lz4 on PostgreSQL (this server has lz4)."""
+    """The migrations compress the per-date blobs and the update state with lz4 on PostgreSQL (this server has
+    lz4)."""
     store = connect(postgres_database.url, schema=postgres_database.schema)
     try:
         with store.engine.connect() as connection:
@@ -105,6 +106,7 @@ def test_blob_columns_use_lz4(postgres_database: IsolatedDatabase) -> None:
         ("model_exposures", "l"),
         ("model_residuals", "l"),
         ("model_specific_risk", "l"),
+        ("model_state", "l"),
     ]
 
 

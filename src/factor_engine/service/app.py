@@ -42,11 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import_style_modules(settings.style_module_names)  # custom styles; a bad module stops the start-up
         stores = StoreHolder(settings, on_connect=_expire_runs)
+        snapshots = SnapshotCache(settings.snapshot_cache_size)
         runner = JobRunner(
             stores,
             max_concurrent=settings.max_concurrent_builds,
             max_queued=settings.max_queued_builds,
             lease_seconds=settings.run_lease_seconds,
+            on_model_changed=snapshots.drop_model,  # an updated model's last date moved
         )
         cache = (
             ResponseCache(
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             stores=stores,
             cache=cache,
-            snapshots=SnapshotCache(settings.snapshot_cache_size),
+            snapshots=snapshots,
             jobs=runner,
         )
         # open the store and fail orphaned runs now; if the database is down, on first use (503 until then)

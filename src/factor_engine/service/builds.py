@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_UNIVERSE_SIZE",
     "INTERRUPTED",
     "BuildCancelled",
+    "Progress",
     "check_build_extent",
     "frame_extent",
     "load_build_panel",
@@ -228,13 +230,21 @@ def _check_solvable(extent: PanelExtent, config: ModelConfig, style_names: tuple
         )
 
 
-class _Progress:
-    """Times the stages of one build and records stage, progress (0–1) and timings on its run."""
+class Progress:
+    """Times the stages of one job (a build, or an update with ``stages``) and records stage, progress (0–1)
+    and timings on its run."""
 
-    def __init__(self, store: Store, run_id: str, cancelled: threading.Event | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        cancelled: threading.Event | None,
+        stages: Sequence[str] = BUILD_STAGES,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.cancelled = cancelled
+        self.stages = tuple(stages)
         self.timings: dict[str, float] = {}
         self.done = 0
 
@@ -242,7 +252,7 @@ class _Progress:
         """Record that stage ``name`` starts; raise BuildCancelled if the service is stopping."""
         if self.cancelled is not None and self.cancelled.is_set():
             raise BuildCancelled(INTERRUPTED)
-        self.store.update_progress(self.run_id, name, self.done / len(BUILD_STAGES), dict(self.timings))
+        self.store.update_progress(self.run_id, name, min(1.0, self.done / len(self.stages)), dict(self.timings))
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -263,16 +273,21 @@ def run_build(
     started: bool = False,
 ) -> ModelSummary:
     """Build the model of the queued run ``run_id`` (loading its panel first) and save it (the run then
-    succeeds), or fail the run with the error message and re-raise. ``cancelled``: set when the service stops
-    (the build is abandoned at its next stage); ``started``: the run was created running (a direct build)."""
+    succeeds), or fail the run with the error message and re-raise. The model keeps its update state (it can be
+    extended by ``POST /models/{id}/update``) unless ``start_date`` or ``end_date`` cut dates off what was
+    built. ``cancelled``: set when the service stops (the build is abandoned at its next stage); ``started``:
+    the run was created running (a direct build)."""
     if not started:
         store.start_run(run_id)
-    progress = _Progress(store, run_id, cancelled)
+    progress = Progress(store, run_id, cancelled)
     try:
         config = model_config(request)
         with progress.stage("load panel"):
             panel = load_build_panel(store, request, config)
-        model = build_model(panel, config, stage=progress.stage).between(request.start_date, request.end_date)
+        built = build_model(panel, config, stage=progress.stage)
+        model = built.between(request.start_date, request.end_date)
+        if model.factor_returns.height == built.factor_returns.height:  # nothing cut: the state is the model's
+            model = replace(model, state=built.state)
         progress.announce("save")
         return store.save_model(run_id, model, timings=dict(progress.timings))
     except BaseException as error:

@@ -1,4 +1,4 @@
-"""Model builds in a service process: a bounded number running at once, a bounded queue, and leases.
+"""Model builds and updates in a service process: a bounded number running at once, a bounded queue, and leases.
 
 The status of every run lives in the database (``create_run`` → ``start_run`` → ``update_progress`` →
 ``save_model`` or ``fail_run``), so it survives the process. Each service process (uvicorn worker) has an id
@@ -6,7 +6,8 @@ and holds a lease on the runs it has queued or is building, renewed every third 
 a keeper thread; the same thread fails, in any process's name, every run whose lease has expired: its worker
 died, was stopped or lost the database. So several workers share one store safely (none fails another's
 live build at start-up), and a run whose worker vanished becomes failed within one lease period and can be
-retried or deleted.
+retried or deleted. An update job (``POST /models/{id}/update``, :mod:`factor_engine.service.updates`) takes
+the same queue, slots and lease as a build.
 
 Admission: at most ``max_concurrent_builds`` builds run at once in a process, direct (answered 200) and
 background (202) alike, and at most ``max_queued_builds`` wait; a request beyond either is refused with
@@ -24,7 +25,7 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -32,6 +33,7 @@ from factor_engine.service.builds import INTERRUPTED, BuildCancelled, run_build
 from factor_engine.service.errors import ServiceBusy
 from factor_engine.service.runtime import JobQueue, StoreHolder
 from factor_engine.service.schemas import CreateModelRequest
+from factor_engine.service.updates import run_update
 from factor_engine.storage import Store, StoreError
 
 __all__ = ["JobRunner", "QueuePlace", "worker_id"]
@@ -73,6 +75,8 @@ class JobRunner(JobQueue):
     max_queued: background builds waiting for a slot; ≥ 0.
     lease_seconds: lifetime of a lease without renewal, seconds.
     retry_after: seconds a refused client is told to wait (``Retry-After``).
+    on_model_changed: called with a model's id after an update job of it ends (e.g. to drop the snapshots of
+        it this process holds in memory).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class JobRunner(JobQueue):
         max_queued: int = 8,
         lease_seconds: float = 30.0,
         retry_after: int = 15,
+        on_model_changed: Callable[[str], None] | None = None,
     ) -> None:
         if max_concurrent < 1 or max_queued < 0 or lease_seconds <= 0:
             raise ValueError(
@@ -104,6 +109,7 @@ class JobRunner(JobQueue):
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._keeper_failing = False
+        self._on_model_changed = on_model_changed
 
     # ---- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -269,8 +275,16 @@ class JobRunner(JobQueue):
     def _build(self, run_id: str) -> None:
         try:
             store = self._stores.get()
+            run = store.get_run(run_id)
+            if run.kind == "update":
+                try:
+                    run_update(store, run_id, cancelled=self._stopping)
+                finally:
+                    if run.model_id is not None and self._on_model_changed is not None:
+                        self._on_model_changed(run.model_id)
+                return
             try:
-                request = CreateModelRequest.model_validate(store.get_run(run_id).request)
+                request = CreateModelRequest.model_validate(run.request)
             except ValidationError as error:
                 store.fail_run(run_id, f"the job's request is not a valid model build request: {error}")
                 return
@@ -278,7 +292,7 @@ class JobRunner(JobQueue):
         except BuildCancelled:
             raise
         except Exception:  # the failure is recorded on the run by run_build (or, if the database is gone, by
-            logger.exception("build %s failed", run_id)  # the lease expiring)
+            logger.exception("job %s failed", run_id)  # the lease expiring)
 
     # ---- leases ---------------------------------------------------------------------------------------------
     def _keep_leases(self) -> None:

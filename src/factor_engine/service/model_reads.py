@@ -28,6 +28,7 @@ from factor_engine.service.schemas import (
     ModelSummaryResponse,
     SpecificRiskResponse,
 )
+from factor_engine.service.updates import queue_update
 from factor_engine.storage import ModelSummary, NotFound, PanelExtent, RunRecord, Store
 
 __all__ = [
@@ -65,6 +66,7 @@ def summary_response(summary: ModelSummary) -> ModelSummaryResponse:
         id=summary.id,
         model_url=model_path(summary.id),
         created_at=summary.created_at,
+        updated_at=summary.updated_at,
         factors=list(summary.factors),
         sectors=list(summary.sectors),
         styles=list(summary.styles),
@@ -85,8 +87,11 @@ def summary_response(summary: ModelSummary) -> ModelSummaryResponse:
 
 def job_response(run: RunRecord) -> JobResponse:
     """The response of a run (a job)."""
+    model_id = run.model_id if run.kind == "update" and run.model_id else run.id
     return JobResponse(
         id=run.id,
+        kind=run.kind,  # type: ignore[arg-type]
+        model_id=model_id,
         status=run.status,  # type: ignore[arg-type]
         stage=run.stage,
         progress=run.progress,
@@ -97,7 +102,7 @@ def job_response(run: RunRecord) -> JobResponse:
         started_at=run.started_at,
         finished_at=run.finished_at,
         status_url=job_path(run.id),
-        model_url=model_path(run.id) if run.status == "succeeded" else None,
+        model_url=model_path(model_id) if run.status == "succeeded" else None,
     )
 
 
@@ -183,6 +188,8 @@ def retry_job(state: ServiceState, job_id: str) -> JobAccepted:
     run = _run(store, job_id)
     if run.status != "failed":
         raise Conflict(f"job {job_id} is {run.status}; only a failed job can be retried")
+    if run.kind == "update":
+        return queue_update(state, run.model_id or "", run.request)
     try:
         request = CreateModelRequest.model_validate(run.request)
     except ValidationError as error:
@@ -227,6 +234,8 @@ def delete_model(state: ServiceState, model_id: str) -> None:
         run = store.get_run(model_id)
     except NotFound:
         raise ResourceNotFound(f"no model {model_id}") from None
+    if run.kind != "build":
+        raise ResourceNotFound(f"no model {model_id} (it is an update job)")
     if run.status in ("queued", "running") or state.jobs.is_active(model_id):
         raise Conflict(f"model {model_id} is being built (job {run.status}); delete it when the job has ended")
     if run.status != "succeeded":

@@ -49,6 +49,7 @@ __all__ = [
     "SpecificRiskResponse",
     "StyleInfo",
     "SymbolsResponse",
+    "UpdateModelRequest",
     "ValueRequest",
 ]
 
@@ -356,6 +357,9 @@ class ModelSummaryResponse(BaseModel):
     id: str
     model_url: str
     created_at: datetime.datetime
+    updated_at: datetime.datetime | None = Field(
+        None, description="when dates were last added by POST /models/{id}/update (UTC); null: never updated"
+    )
     factors: list[str]
     sectors: list[str]
     styles: list[str]
@@ -378,7 +382,7 @@ class ModelSummaryResponse(BaseModel):
 
 
 class JobAccepted(BaseModel):
-    """A build queued as a background job."""
+    """A build or model update queued as a background job."""
 
     job_id: str
     status: str
@@ -386,9 +390,12 @@ class JobAccepted(BaseModel):
 
 
 class JobResponse(BaseModel):
-    """A build job (its id is the id of the model it makes). ``progress`` is 0–1; ``timings`` in seconds."""
+    """A job: a build (its id is the id of the model it makes) or an update (it adds dates to ``model_id``).
+    ``progress`` is 0–1; ``timings`` in seconds."""
 
     id: str
+    kind: Literal["build", "update"] = "build"
+    model_id: str = Field(description="the model the job builds (its own id) or updates")
     status: Literal["queued", "running", "succeeded", "failed"]
     stage: str | None
     progress: float
@@ -400,6 +407,18 @@ class JobResponse(BaseModel):
     finished_at: datetime.datetime | None
     status_url: str
     model_url: str | None = Field(description="set when the job succeeded")
+
+
+class UpdateModelRequest(BaseModel):
+    """POST /models/{id}/update: extend a stored model by the dates of the stored panel after its last date.
+
+    Attributes
+    ----------
+    end_date: the last date to add (inclusive; null = every later date of the stored panel).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    end_date: datetime.date | None = None
 
 
 class ModelDatesResponse(BaseModel):

@@ -3,13 +3,16 @@
 - dates: int32 days since 1970-01-01, one per date;
 - symbol positions: int32, one per row, indexes into the model's sorted symbol dictionary;
 - values: float64, row-major N×K (a null is written as NaN and read back as null);
-- covariance: float64, row-major K×K in the model's factor order.
+- covariance: float64, row-major K×K in the model's factor order;
+- update state: one component's named arrays as an uncompressed ``.npz`` file (``numpy.savez``), read without
+  pickle.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +25,11 @@ __all__ = [
     "decode_blocks",
     "decode_dates",
     "decode_matrix",
+    "decode_state",
     "encode_blocks",
     "encode_dates",
     "encode_matrix",
+    "encode_state",
 ]
 
 _INT32 = np.dtype("<i4")
@@ -116,3 +121,23 @@ def decode_blocks(
     for index, name in enumerate(columns):
         data[name] = pl.Series(name, values[:, index], dtype=pl.Float64, nan_to_null=True)
     return pl.DataFrame(data)
+
+
+def encode_state(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """One state component's named arrays as an ``.npz`` file; ValueError for an array of Python objects (it
+    would need pickle to be read back)."""
+    checked = {}
+    for name, array in arrays.items():
+        value = np.asarray(array)
+        if value.dtype.hasobject:
+            raise ValueError(f"state array {name!r} holds Python objects; give numeric or string arrays")
+        checked[str(name)] = value
+    buffer = io.BytesIO()
+    np.savez(buffer, **checked)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def decode_state(blob: bytes) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_state` (no pickle)."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}

@@ -3,7 +3,10 @@
 A run's id is its model's id. :meth:`ModelStore.save_model` writes every model table and flips the run to
 ``succeeded`` in one transaction (COPY in binary format on PostgreSQL), so an error or a killed process leaves
 no model row and the run not succeeded. :meth:`ModelStore.append_model_dates` extends a stored model by new
-dates in one transaction too. Reads decode the per-date blobs (:mod:`factor_engine.storage.codec`).
+dates in one transaction too (with the update run that made them, when given), and :meth:`ModelStore.update_inputs`
+reads what :func:`factor_engine.update.extend_model` needs without the large tables. A model's update state
+(``RiskModel.state``) is stored with it and replaced by each append. Update runs (``kind`` "update") are jobs
+among the builds; they never hold a model. Reads decode the per-date blobs (:mod:`factor_engine.storage.codec`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from factor_engine.storage.codec import (
     decode_blocks,
     decode_dates,
     decode_matrix,
+    decode_state,
     encode_blocks,
     encode_dates,
+    encode_state,
 )
 from factor_engine.storage.codec import encode_matrix as encode_covariance
 from factor_engine.storage.database import StoreBase, driver_connection
@@ -46,15 +51,27 @@ from factor_engine.storage.tables import (
     model_residuals,
     model_runs,
     model_specific_risk,
+    model_state,
     model_symbols,
 )
+from factor_engine.update import UpdateInputs, _keys_reach, _model_config
 
 __all__ = ["INTERRUPTED", "ModelStore", "lease_expired"]
 
 INTERRUPTED = "interrupted: the service stopped during the build"
 RESIDUAL = "residual"
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING)
-_MODEL_TABLES = (model_diagnostics, *BLOB_TABLES, model_covariances, model_factor_returns, model_symbols)
+_MODEL_TABLES = (
+    model_diagnostics,
+    *BLOB_TABLES,
+    model_covariances,
+    model_factor_returns,
+    model_state,
+    model_symbols,
+)
+BUILD, UPDATE = "build", "update"
+# a stored model: a build run that succeeded (an update run never holds a model)
+_IS_MODEL = (model_runs.c.status == RunStatus.SUCCEEDED, model_runs.c.kind == BUILD)
 # Cached symbol dictionaries (appending dates only adds symbols at the end: a dictionary too short for the
 # positions read is read again).
 _SYMBOL_CACHE_SIZE = 32
@@ -232,7 +249,8 @@ class ModelStore(StoreBase):
 
     # ---- save ---------------------------------------------------------------------------------------------
     def save_model(self, run_id: str, model: RiskModel, *, timings: dict[str, float]) -> ModelSummary:
-        """Write every table of ``model`` and mark run ``run_id`` succeeded, in ONE transaction.
+        """Write every table of ``model`` (its update state, :attr:`RiskModel.state`, too) and mark run ``run_id``
+        succeeded, in ONE transaction.
 
         Parameters
         ----------
@@ -257,25 +275,36 @@ class ModelStore(StoreBase):
                 self._bulk_insert(connection, table, rows)
         return self.get_model(run_id)
 
-    def append_model_dates(self, model_id: str, extension: ModelExtension) -> ModelSummary:
+    def append_model_dates(
+        self,
+        model_id: str,
+        extension: ModelExtension,
+        *,
+        run_id: str | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> ModelSummary:
         """Extend the stored model ``model_id`` by new dates in ONE transaction: the new dates' rows of the
         exposures, residuals and specific risk inserted (symbols new to the model added to its dictionary),
-        the factor returns, factor covariance and diagnostics replaced by the extension's, the summary and
-        forecast dates updated. An error leaves the model as it was.
+        the factor returns, factor covariance and diagnostics replaced by the extension's, the state components
+        the extension gives replaced (the others kept), the summary, forecast dates and ``updated_at`` updated,
+        and the update run ``run_id`` (if given) marked succeeded with ``timings``. An error leaves the model
+        (and the run) as it was.
 
         Parameters
         ----------
         model_id: a stored model (NotFound otherwise).
-        extension: the new dates (see :class:`factor_engine.model.ModelExtension`; its ``state`` is not
-            stored here).
+        extension: the new dates (see :class:`factor_engine.model.ModelExtension`).
+        run_id: the running update run that made ``extension`` (StoreConflict unless it is running).
+        timings: seconds per stage, stored on that run.
 
         Raises ModelError when the extension does not fit the model (factors, forecasts, a date not after the
         stored ones), naming what differs.
         """
+        now = _now()
         with self._write() as connection:
             locked = connection.execute(
                 sa.select(model_runs.c.model_meta, model_runs.c.forecast_dates)
-                .where(model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED)
+                .where(model_runs.c.id == model_id, *_IS_MODEL)
                 .with_for_update()
             ).one_or_none()
             if locked is None:
@@ -296,24 +325,134 @@ class ModelStore(StoreBase):
             for table, rows in encoded:
                 connection.execute(table.delete().where(table.c.model_id == model_id))
                 self._bulk_insert(connection, table, rows)
+            state_rows = _state_rows(model_id, extension.state)
+            if state_rows:
+                components = [row[1] for row in state_rows]
+                connection.execute(
+                    model_state.delete().where(
+                        model_state.c.model_id == model_id, model_state.c.component.in_(components)
+                    )
+                )
+                self._bulk_insert(connection, model_state, state_rows)
             connection.execute(
                 model_runs.update()
                 .where(model_runs.c.id == model_id)
                 .values(
-                    model_meta=_extended_meta(meta, extension, symbols.len()),
+                    model_meta=_extended_meta(meta, extension, symbols.len(), now),
                     forecast_dates=_extended_forecast_dates(stored_forecast_dates, extension, meta),
+                    updated_at=now,
                 )
             )
+            if run_id is not None:
+                values = {
+                    "status": RunStatus.SUCCEEDED,
+                    "stage": None,
+                    "progress": 1.0,
+                    "timings": _timings(timings or {}),
+                    "finished_at": _now(),
+                }
+                conflict = f"cannot finish update job {run_id}: it is {{status}}, not running"
+                _update_run(connection, run_id, (RunStatus.RUNNING,), values, conflict)
         with self._symbol_lock:
             self._symbol_cache.pop(model_id, None)
         return self.get_model(model_id)
+
+    # ---- updates ------------------------------------------------------------------------------------------
+    def create_update_run(
+        self,
+        model_id: str,
+        request: dict[str, Any],
+        *,
+        worker: str | None = None,
+        lease_seconds: float | None = None,
+    ) -> RunRecord:
+        """A new queued update run of the stored model ``model_id`` with ``request`` (JSON), held by ``worker``
+        under a lease of ``lease_seconds``. Checked and created in one transaction that locks the model's row,
+        so two requests never both get a run: NotFound for an unknown model, StoreConflict while the model is
+        being built or another update of it is queued or running."""
+        if not isinstance(request, Mapping):
+            raise TypeError(f"request must be a JSON object (a mapping), got {type(request).__name__}")
+        run_id = uuid.uuid4().hex
+        now = _now()
+        with self._write() as connection:
+            target = connection.execute(
+                sa.select(model_runs.c.status, model_runs.c.kind).where(model_runs.c.id == model_id).with_for_update()
+            ).one_or_none()
+            if target is None or target[1] != BUILD or target[0] == RunStatus.FAILED:
+                raise NotFound(f"no model {model_id}")
+            if target[0] in _OPEN:
+                raise StoreConflict(f"model {model_id} is still being built ({target[0]}); update it once it is built")
+            running = connection.execute(
+                sa.select(model_runs.c.id, model_runs.c.status).where(
+                    model_runs.c.kind == UPDATE, model_runs.c.model_id == model_id, model_runs.c.status.in_(_OPEN)
+                )
+            ).first()
+            if running is not None:
+                raise StoreConflict(
+                    f"model {model_id} is already being updated (job {running[0]}, {running[1]}); wait for it to end"
+                )
+            connection.execute(
+                model_runs.insert().values(
+                    id=run_id,
+                    status=RunStatus.QUEUED,
+                    request=dict(request),
+                    progress=0.0,
+                    timings={},
+                    created_at=now,
+                    worker=worker,
+                    lease_expires_at=None if lease_seconds is None else now + _seconds(lease_seconds),
+                    kind=UPDATE,
+                    model_id=model_id,
+                )
+            )
+        return self.get_run(run_id)
+
+    def model_state(self, model_id: str) -> dict[str, dict[str, np.ndarray]]:
+        """The update state stored with the model: component → array name → array ({} when it has none)."""
+        with self._read() as connection:
+            self._meta(connection, model_id)
+            return self._state(connection, model_id)
+
+    def update_inputs(self, model_id: str, *, all_keys: bool = False) -> UpdateInputs:
+        """What :func:`factor_engine.update.extend_model` needs of the stored model ``model_id``, read in one
+        snapshot without the large tables: its metadata, factor returns, diagnostics, factor covariance, update
+        state and the ``date, symbol`` keys of its exposure rows over the dates its styles look back on (as
+        :func:`factor_engine.update.read_update_inputs` reads a folder); ``all_keys`` reads the keys of every
+        date (when ``extend_model`` says an asset's rows reach further back).
+
+        Raises NotFound for an unknown model and ModelError for a model without update state."""
+        with self._read(snapshot=True) as connection:
+            stored = self._meta(connection, model_id)
+            state = self._state(connection, model_id)
+            if not state:
+                raise ModelError(
+                    f"model {model_id} has no update state: it was built before updates were possible, or cut to "
+                    "a start_date or end_date that left out dates its build estimated (the warm-up history an "
+                    "update continues from is not stored); rebuild it without start_date (or with the panel's "
+                    "first date) and end_date to get a model that can be updated"
+                )
+            meta = _update_meta(stored)
+            factors = tuple(stored["factors"])
+            factor_returns = self._factor_returns(connection, model_id, factors, None, None)
+            reach = None if all_keys else _keys_reach(_model_config(meta))
+            dates = factor_returns.get_column(DATE).sort()
+            since = None if reach is None or reach >= dates.len() else dates[-reach]
+            return UpdateInputs(
+                meta=meta,
+                factor_returns=factor_returns,
+                diagnostics=self._diagnostics(connection, model_id),
+                covariance=self._covariance(connection, model_id, stored, []),
+                keys=self._exposure_keys(connection, model_id, since),
+                state=state,
+                all_keys=since is None,
+            )
 
     # ---- models -------------------------------------------------------------------------------------------
     def list_models(self) -> list[ModelSummary]:
         """Every stored model (succeeded run), newest first."""
         query = (
             sa.select(*_RUN_COLUMNS, model_runs.c.model_meta)
-            .where(model_runs.c.status == RunStatus.SUCCEEDED)
+            .where(*_IS_MODEL)
             .order_by(model_runs.c.created_at.desc(), model_runs.c.id)
         )
         with self._read() as connection:
@@ -325,29 +464,39 @@ class ModelStore(StoreBase):
             return _model_summary(self._model_row(connection, model_id))
 
     def delete_model(self, model_id: str) -> None:
-        """Delete the model and its run in one transaction; NotFound if unknown, StoreConflict while it builds."""
+        """Delete the model, its run and its update runs in one transaction; NotFound if unknown, StoreConflict
+        while it builds or an update of it is queued or running."""
         with self._write() as connection:
             status = connection.execute(
-                sa.select(model_runs.c.status).where(model_runs.c.id == model_id)
+                sa.select(model_runs.c.status).where(model_runs.c.id == model_id, model_runs.c.kind == BUILD)
             ).scalar_one_or_none()
             if status in _OPEN:
                 raise StoreConflict(f"model {model_id} is still building ({status}); wait for it or let it fail")
             if status != RunStatus.SUCCEEDED:
                 raise NotFound(f"no model {model_id}")
+            updates = (model_runs.c.kind == UPDATE, model_runs.c.model_id == model_id)
+            updating = connection.execute(
+                sa.select(model_runs.c.id).where(*updates, model_runs.c.status.in_(_OPEN))
+            ).first()
+            if updating is not None:
+                raise StoreConflict(f"model {model_id} is being updated (job {updating[0]}); wait for it to end")
             for table in _MODEL_TABLES:
                 connection.execute(table.delete().where(table.c.model_id == model_id))
+            connection.execute(model_runs.delete().where(*updates))
             connection.execute(model_runs.delete().where(model_runs.c.id == model_id))
         with self._symbol_lock:
             self._symbol_cache.pop(model_id, None)
 
     def delete_run(self, run_id: str) -> None:
-        """Delete the record of the failed run ``run_id`` (a failed run has no model rows); NotFound if unknown,
-        StoreConflict unless it failed (a queued or running run is still held by its worker; a succeeded one is
-        deleted with its model by :meth:`delete_model`)."""
+        """Delete the record of the failed run ``run_id`` (a failed run has no model rows), or of a finished update
+        run; NotFound if unknown, StoreConflict otherwise (a queued or running run is still held by its worker; a
+        succeeded build is deleted with its model by :meth:`delete_model`)."""
+        finished = sa.or_(
+            model_runs.c.status == RunStatus.FAILED,
+            sa.and_(model_runs.c.kind == UPDATE, model_runs.c.status == RunStatus.SUCCEEDED),
+        )
         with self._write() as connection:
-            deleted = connection.execute(
-                model_runs.delete().where(model_runs.c.id == run_id, model_runs.c.status == RunStatus.FAILED)
-            ).rowcount
+            deleted = connection.execute(model_runs.delete().where(model_runs.c.id == run_id, finished)).rowcount
             if deleted:
                 return
             status = connection.execute(
@@ -475,9 +624,7 @@ class ModelStore(StoreBase):
     # ---- internals ----------------------------------------------------------------------------------------
     def _model_row(self, connection: sa.Connection, model_id: str) -> sa.RowMapping:
         row = connection.execute(
-            sa.select(*_RUN_COLUMNS, model_runs.c.model_meta).where(
-                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
-            )
+            sa.select(*_RUN_COLUMNS, model_runs.c.model_meta).where(model_runs.c.id == model_id, *_IS_MODEL)
         ).one_or_none()
         if row is None:
             raise NotFound(f"no model {model_id}")
@@ -485,9 +632,7 @@ class ModelStore(StoreBase):
 
     def _meta(self, connection: sa.Connection, model_id: str) -> dict[str, Any]:
         meta = connection.execute(
-            sa.select(model_runs.c.model_meta).where(
-                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
-            )
+            sa.select(model_runs.c.model_meta).where(model_runs.c.id == model_id, *_IS_MODEL)
         ).scalar_one_or_none()
         if meta is None:
             raise NotFound(f"no model {model_id}")
@@ -496,13 +641,37 @@ class ModelStore(StoreBase):
 
     def _forecast_dates(self, connection: sa.Connection, model_id: str) -> pl.Series:
         row = connection.execute(
-            sa.select(model_runs.c.forecast_dates).where(
-                model_runs.c.id == model_id, model_runs.c.status == RunStatus.SUCCEEDED
-            )
+            sa.select(model_runs.c.forecast_dates).where(model_runs.c.id == model_id, *_IS_MODEL)
         ).one_or_none()
         if row is None:
             raise NotFound(f"no model {model_id}")
         return decode_dates(row[0])
+
+    def _state(self, connection: sa.Connection, model_id: str) -> dict[str, dict[str, np.ndarray]]:
+        rows = connection.execute(
+            sa.select(model_state.c.component, model_state.c.data)
+            .where(model_state.c.model_id == model_id)
+            .order_by(model_state.c.component)
+        ).all()
+        return {str(component): decode_state(bytes(blob)) for component, blob in rows}
+
+    def _exposure_keys(self, connection: sa.Connection, model_id: str, since: datetime.date | None) -> pl.DataFrame:
+        """``date, symbol`` of the stored exposure rows from ``since`` on (all when None), from the positions
+        blobs only (the values are not read)."""
+        where = [] if since is None else [model_exposures.c.date >= since]
+        rows = connection.execute(
+            sa.select(model_exposures.c.date, model_exposures.c.positions)
+            .where(model_exposures.c.model_id == model_id, *where)
+            .order_by(model_exposures.c.date)
+        ).all()
+        positions = [np.frombuffer(bytes(blob), dtype="<i4") for _, blob in rows]
+        flat = np.concatenate(positions).astype(np.int64) if positions else np.zeros(0, dtype=np.int64)
+        symbols = self._symbols(connection, model_id)
+        if flat.size and int(flat.max()) >= symbols.len():  # the model gained symbols since it was cached
+            symbols = self._symbols(connection, model_id, refresh=True)
+        dates = pl.Series(DATE, [_date(day) for day, _ in rows], dtype=pl.Date)
+        row_dates = dates.gather(np.repeat(np.arange(len(rows)), [block.size for block in positions]))
+        return pl.DataFrame([row_dates, symbols.gather(flat).cast(pl.String).alias(SYMBOL)])
 
     def _symbols(self, connection: sa.Connection, model_id: str, *, refresh: bool = False) -> pl.Series:
         with self._symbol_lock:
@@ -700,6 +869,7 @@ def _encode_model(model_id: str, model: RiskModel) -> _EncodedModel:
     ]
     covariance = model.factor_covariance
     tables.extend(_encode_small_tables(model_id, model, tuple(factors)))
+    tables.append((model_state, _state_rows(model_id, model.state)))
     for table, frame, columns in _blob_frames(model, tuple(factors)):
         blocks = encode_blocks(frame, columns, symbols)
         tables.append((table, [(model_id, b.date, b.positions, b.data) for b in blocks]))
@@ -763,7 +933,9 @@ def _encode_small_tables(
     return tables
 
 
-def _extended_meta(meta: Mapping[str, Any], extension: ModelExtension, n_assets: int) -> dict[str, Any]:
+def _extended_meta(
+    meta: Mapping[str, Any], extension: ModelExtension, n_assets: int, now: datetime.datetime
+) -> dict[str, Any]:
     """The run's ``model_meta`` after ``extension``: the date range, counts and engine version updated, the
     build notes replaced when the extension has some, ``updated_at`` (UTC, ISO) set."""
     dates = extension.factor_returns.get_column(DATE)
@@ -777,7 +949,30 @@ def _extended_meta(meta: Mapping[str, Any], extension: ModelExtension, n_assets:
         "n_dates": dates.n_unique(),
         "n_assets": n_assets,
         "covariance_dates": covariance.dates.len() if covariance is not None else 0,
-        "updated_at": _now().isoformat(timespec="seconds"),
+        "updated_at": now.isoformat(timespec="seconds"),
+    }
+
+
+def _state_rows(model_id: str, state: Mapping[str, Mapping[str, np.ndarray]] | None) -> list[tuple[Any, ...]]:
+    """Rows of ``model_state``: one ``.npz`` blob per component of ``state`` (None: none)."""
+    rows: list[tuple[Any, ...]] = []
+    for component, arrays in sorted((state or {}).items()):
+        if not component or len(component) > 64:
+            raise ValueError(f"state component name {component!r} must have 1 to 64 characters")
+        rows.append((model_id, component, encode_state(arrays)))
+    return rows
+
+
+def _update_meta(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored model's metadata in the shape of a model folder's ``model.json`` (what an update reads)."""
+    return {
+        "factors": list(stored["factors"]),
+        "sectors": list(stored["sectors"]),
+        "styles": list(stored["styles"]),
+        "date_range": [stored["first_date"], stored["last_date"]],
+        "covariance_horizon": stored["horizon"] if stored["has_covariance"] else None,
+        "config": stored["config"],
+        "build": stored.get("build", {}),
     }
 
 
@@ -849,6 +1044,9 @@ def _run_record(row: sa.RowMapping) -> RunRecord:
         finished_at=_utc(row["finished_at"]),
         worker=row["worker"],
         lease_expires_at=_utc(row["lease_expires_at"]),
+        kind=row["kind"],
+        model_id=row["model_id"],
+        updated_at=_utc(row["updated_at"]),
     )
 
 
@@ -871,4 +1069,5 @@ def _model_summary(row: sa.RowMapping) -> ModelSummary:
         timings={str(k): float(v) for k, v in (row["timings"] or {}).items()},
         engine_version=str(meta["engine_version"]),
         build=dict(meta.get("build", {})),
+        updated_at=_utc(row["updated_at"]),
     )

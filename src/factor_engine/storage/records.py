@@ -97,20 +97,24 @@ class SectorSummary:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A model build ("job"); its id is also the model id.
+    """A job: a model build (its id is also the model id) or a model update (``kind`` "update": it appends dates
+    to the model ``model_id``).
 
     Attributes
     ----------
     id: uuid4 hex.
     status: "queued" | "running" | "succeeded" | "failed".
-    request: the create request (JSON).
-    stage: current build stage name.
+    request: the create request, or the update request (JSON).
+    stage: current stage name.
     progress: 0..1.
     error: why the run failed.
     timings: seconds per stage.
     created_at, started_at, finished_at: UTC timestamps.
     worker: the service process holding the build while it is queued or running (None: no lease).
     lease_expires_at: when the worker's lease on it runs out unless renewed (UTC; None: no lease).
+    kind: "build" or "update".
+    model_id: the model an update extends (None for a build: its model's id is ``id``).
+    updated_at: a build's model: when dates were last appended to it (UTC; None: never).
     """
 
     id: str
@@ -125,6 +129,9 @@ class RunRecord:
     finished_at: datetime.datetime | None
     worker: str | None = None
     lease_expires_at: datetime.datetime | None = None
+    kind: str = "build"
+    model_id: str | None = None
+    updated_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class ModelSummary:
     ----------
     id: the run id.
     created_at: when the run was created (UTC).
+    updated_at: when dates were last appended to the model by an update (UTC; None: never updated).
     factors, sectors, styles: factor names in model order.
     first_date, last_date: the factor-return date range.
     n_dates: dates with factor returns.
@@ -165,3 +173,4 @@ class ModelSummary:
     timings: dict[str, float]
     engine_version: str
     build: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime.datetime | None = None

@@ -19,7 +19,9 @@ reference ``model_runs.id`` with ``ON DELETE CASCADE``: deleting a run deletes e
     ``forecast_dates`` (blob, the dates :func:`factor_engine.portfolio.snapshot.forecast_dates` returns, as
     little-endian int32 days since 1970-01-01). While queued or running: ``worker`` (the id of the service
     process that holds the build) and ``lease_expires_at`` (UTC; the worker renews it; once past, any worker
-    fails the run).
+    fails the run). ``kind`` is ``build`` (the run makes the model of its id) or ``update`` (the run appends
+    dates to the model ``model_id``; its request is the update request; it never holds a model itself);
+    ``updated_at`` (UTC) is when dates were last appended to a build's model (null until then) (migration 0004).
 ``model_symbols``
     Per-model symbol dictionary: ``(model_id, position)`` → ``symbol``; positions are 0..N-1 over the sorted
     distinct symbols of the model's exposures, specific risk and residuals; symbols first seen in dates
@@ -36,6 +38,10 @@ reference ``model_runs.id`` with ``ON DELETE CASCADE``: deleting a run deletes e
     blob of N×K values, row-major, with K = the model's factors for exposures (their columns in factor order;
     the style scores are the style columns) and K = 1 for ``specific_vol`` and ``residual``. A null value is
     stored as NaN and read back as null. On PostgreSQL ``data`` is TOAST-compressed with lz4.
+``model_state``
+    ``(model_id, component, data)``: the update state of the model (:attr:`factor_engine.model.RiskModel.state`:
+    ``factor_covariance``, ``specific_risk``), one uncompressed ``.npz`` file per component (``numpy.savez``; read
+    without pickle), written with the model and replaced by each append (migration 0004; lz4 on PostgreSQL).
 ``model_diagnostics``
     ``(model_id, data)``: ``RiskModel.diagnostics`` as one uncompressed Arrow IPC file (``polars.write_ipc``),
     which keeps its dtypes (list columns included) exactly.
@@ -57,6 +63,7 @@ __all__ = [
     "model_residuals",
     "model_runs",
     "model_specific_risk",
+    "model_state",
     "model_symbols",
     "panel",
 ]
@@ -94,6 +101,9 @@ model_runs = sa.Table(
     sa.Column("forecast_dates", sa.LargeBinary),
     sa.Column("worker", sa.String(128)),
     sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="build"),
+    sa.Column("model_id", sa.String(32), index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 
 
@@ -141,6 +151,14 @@ def _blob_table(name: str) -> sa.Table:
 model_exposures = _blob_table("model_exposures")
 model_specific_risk = _blob_table("model_specific_risk")
 model_residuals = _blob_table("model_residuals")
+
+model_state = sa.Table(
+    "model_state",
+    metadata,
+    _model_id(),
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
 
 model_diagnostics = sa.Table(
     "model_diagnostics",

@@ -1,5 +1,6 @@
-"""POST /risk-model/create and the model reads: GET /models, GET|DELETE /models/{id}, its dates, factor
-returns, regression diagnostics, covariance, specific risk and exposures (reads cached in Redis when configured)."""
+"""POST /risk-model/create, POST /models/{id}/update and the model reads: GET /models, GET|DELETE /models/{id},
+its dates, factor returns, regression diagnostics, covariance, specific risk and exposures (reads cached in Redis
+when configured)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ from factor_engine.service.schemas import (
     ModelDatesResponse,
     ModelSummaryResponse,
     SpecificRiskResponse,
+    UpdateModelRequest,
 )
+from factor_engine.service.updates import queue_update
 from factor_engine.storage import NotFound
 
 router = APIRouter(tags=["models"], route_class=FastJSONRoute)
@@ -37,15 +40,17 @@ DateQuery = datetime.date | None
 
 
 def _model_version(state: ServiceState, model_id: str) -> str:
-    """The version of the stored model ``model_id``: the ISO time its build finished (a rebuilt model has a new
-    one), read from the database by primary key; ResourceNotFound unless it exists and its build succeeded."""
+    """The version of the stored model ``model_id``: the ISO times its build finished (a rebuilt model has a new
+    one) and dates were last added to it by an update, read from the database by primary key; ResourceNotFound
+    unless it exists and its build succeeded."""
     try:
         run = state.store().get_run(model_id)
     except NotFound:
         raise ResourceNotFound(f"no model {model_id}") from None
-    if run.status != "succeeded":
+    if run.status != "succeeded" or run.kind != "build":
         raise ResourceNotFound(f"no model {model_id}")
-    return (run.finished_at or run.created_at).isoformat()
+    built = (run.finished_at or run.created_at).isoformat()
+    return built if run.updated_at is None else f"{built}+{run.updated_at.isoformat()}"
 
 
 def _cached_read(
@@ -75,6 +80,23 @@ def create_risk_model(request: CreateModelRequest, state: State) -> Response:
     if isinstance(result, JobAccepted):
         return JSONResponse(result.model_dump(), status_code=status.HTTP_202_ACCEPTED)
     return Response(result.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/models/{model_id}/update",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "the model is being built, or an update of it is already queued or running"},
+        503: {"description": "the job queue is full (Retry-After)"},
+    },
+)
+def update_model(model_id: str, state: State, request: UpdateModelRequest | None = None) -> JobAccepted:
+    """Extend a model by the stored panel's dates after its last date, as a job (poll its status_url). The
+    job fails with the reason when the model cannot be updated (a new sector, a model without update state)
+    or when there is nothing to add."""
+    return queue_update(state, model_id, request or UpdateModelRequest())
 
 
 @router.get("/models", response_model=list[ModelSummaryResponse])
