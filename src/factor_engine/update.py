@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from factor_engine._grid import is_sorted_by_keys
 from factor_engine.config import ModelConfig
 from factor_engine.model import (
     ModelExtension,
@@ -365,7 +366,10 @@ def _universe(
         )
     window = panel.filter(pl.col(DATE) >= start)
     history_keys = saved_keys.filter(pl.col(DATE) >= start)
-    history = window.filter(pl.col(DATE) <= last_date).join(history_keys, on=[DATE, SYMBOL], how="semi")
+    history = window.filter(pl.col(DATE) <= last_date)
+    per_date = [frame.group_by(DATE).len().sort(DATE) for frame in (history, history_keys)]
+    if not per_date[0].equals(per_date[1]):  # the universe left some of the panel's rows out: its rows only
+        history = history.join(history_keys, on=[DATE, SYMBOL], how="semi")
     if history.height < history_keys.height:
         raise ModelError(
             f"the panel lacks {history_keys.height - history.height} of the model's rows from {start} to "
@@ -374,17 +378,19 @@ def _universe(
     new_rows = window.filter(pl.col(DATE) > last_date)
     # each asset's latest row before the new dates, for its previous cap: in the window, or earlier for one
     # that has none there
-    earlier = window.filter(pl.col(DATE) <= last_date)
-    previous = earlier.sort(DATE).group_by(SYMBOL, maintain_order=True).last()
+    previous = window.filter(pl.col(DATE) == last_date)  # most assets' latest row; the others' searched for
     unseen = new_rows.join(previous, on=SYMBOL, how="anti").get_column(SYMBOL).unique()
     if unseen.len():
-        before = panel.filter((pl.col(DATE) < start) & pl.col(SYMBOL).is_in(unseen.implode()))
-        previous = pl.concat([previous, before.sort(DATE).group_by(SYMBOL, maintain_order=True).last()])
+        before = panel.filter((pl.col(DATE) < last_date) & pl.col(SYMBOL).is_in(unseen.implode()))
+        latest = before.sort(DATE).group_by(SYMBOL, maintain_order=True).last()
+        previous = pl.concat([previous, latest.select(previous.columns)])
     ranked = pl.concat([previous.select(panel.columns), new_rows], how="vertical_relaxed")
     ranked, _ = apply_sectors(ranked, config.sectors)
     new = select_universe(ranked, config.universe.size, config.universe.include).filter(pl.col(DATE) > last_date)
     history, _ = apply_sectors(history, config.sectors)
-    universe = pl.concat([history, new.select(history.columns)], how="vertical_relaxed").sort(DATE, SYMBOL)
+    universe = pl.concat([history, new.select(history.columns)], how="vertical_relaxed")
+    if not is_sorted_by_keys(universe):
+        universe = universe.sort(DATE, SYMBOL)
     if not has_caps:
         universe = universe.with_columns(pl.lit(1.0).alias(MARKET_CAP))
     return universe

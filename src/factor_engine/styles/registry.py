@@ -129,12 +129,20 @@ def history_start(
     n_dates = max((need.dates for need in needs), default=0)
     n_rows = max((need.rows for need in needs), default=0)
     start = first
+    dates = before.get_column(DATE).unique().sort(descending=True)
     if n_dates > 1:  # the window of `first` holds it and the n_dates − 1 dates before it
-        dates = before.get_column(DATE).unique().sort(descending=True)
         start = min(start, dates[min(n_dates - 2, dates.len() - 1)])
-    if n_rows > 1:  # each asset's own n_rows − 1 rows before `first`
-        per_symbol = owned.sort(DATE, descending=True).group_by(SYMBOL).head(n_rows - 1)
-        if per_symbol.height:
+    if n_rows > 1 and owned.height:  # each asset's own n_rows − 1 rows before `first`
+        # an asset with a row on each of the last n_rows − 1 dates starts on the earliest of them; the others'
+        # rows are searched further back
+        cut = dates[min(n_rows - 2, dates.len() - 1)]
+        counts = owned.filter(pl.col(DATE) >= cut).group_by(SYMBOL).len()
+        every_day = counts.filter(pl.col("len") >= n_rows - 1)
+        if every_day.height:
+            start = min(start, cut)
+        others = owned.join(every_day, on=SYMBOL, how="anti")
+        if others.height:
+            per_symbol = others.sort(DATE, descending=True).group_by(SYMBOL).head(n_rows - 1)
             start = min(start, per_symbol.get_column(DATE).min())
     return start
 
