@@ -49,8 +49,8 @@ def downgrade() -> None:
     the models keep the dates appended to them)."""
     op.execute("DELETE FROM model_runs WHERE kind = 'update'")
     op.drop_index("ix_model_runs_model_id", table_name="model_runs")
-    with op.batch_alter_table("model_runs") as batch:
-        batch.drop_column("updated_at")
-        batch.drop_column("model_id")
-        batch.drop_column("kind")
+    # in place (SQLite ≥ 3.35 drops a column without recreating the table, which would delete the models'
+    # rows by cascade)
+    for name in ("updated_at", "model_id", "kind"):
+        op.drop_column("model_runs", name)
     op.drop_table("model_state")
