@@ -569,6 +569,12 @@ async function loadDate(date, load) {
   await Promise.all([renderCorrelation(covariance), renderDistributions(model, exposures)]);
 }
 
+// an ISO time of the API (UTC) to the minute, e.g. "2026-12-01 18:03 UTC": when a model was built or updated
+function utcMinute(iso) {
+  const time = new Date(iso);
+  return Number.isNaN(time.getTime()) ? String(iso) : `${time.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
 async function loadModel(modelId) {
   const load = ++state.loads;
   const model = state.models.find((m) => m.id === modelId);
@@ -577,7 +583,8 @@ async function loadModel(modelId) {
   setStatus(`loading model ${model.id}…`);
   document.getElementById("model-info").textContent =
     `${model.n_assets} assets, ${model.n_dates} dates (${model.first_date} → ${model.last_date}), ` +
-    `${model.factors.length} factors; covariance horizon ${model.horizon} day(s).`;
+    `${model.factors.length} factors; covariance horizon ${model.horizon} day(s). ` +
+    `Built ${utcMinute(model.created_at)}; last updated ${model.updated_at ? utcMinute(model.updated_at) : "never"}.`;
   const base = `/models/${model.id}`;
   const tic = performance.now();
   const [dates, returns, diagnostics] = await Promise.all([
@@ -636,7 +643,11 @@ async function loadModels() {
     return;
   }
   const ids = state.models.map((m) => m.id);
-  const labels = state.models.map((m) => `${m.id.slice(0, 8)} · ${m.first_date} → ${m.last_date} · ${m.n_assets} assets`);
+  const labels = state.models.map(
+    (m) =>
+      `${m.id.slice(0, 8)} · ${m.first_date} → ${m.last_date} · ${m.n_assets} assets · ` +
+      (m.updated_at ? `updated ${utcMinute(m.updated_at)}` : "never updated"),
+  );
   fillSelect(document.getElementById("model-select"), ids, labels, ids[0]);
   await loadModel(ids[0]);
 }
