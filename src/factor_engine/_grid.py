@@ -71,8 +71,10 @@ def _days(frame: pl.DataFrame) -> np.ndarray:
 
 def build_grid(frames: Sequence[pl.DataFrame]) -> Grid:
     """The grid spanning every date and symbol of ``frames`` (each with ``date`` and ``symbol``)."""
-    days = np.unique(np.concatenate([np.unique(_days(f)) for f in frames]))
-    symbols = pl.concat([f[SYMBOL].cast(pl.String).unique() for f in frames]).unique().sort()
+    # polars' unique is several times faster than numpy's sort-based one at millions of rows, and keeping the
+    # first-seen order (then sorting the few distinct values) faster than its default
+    days = np.unique(np.concatenate([_days(f.select(pl.col(DATE).unique())) for f in frames]))
+    symbols = pl.concat([f[SYMBOL].cast(pl.String).unique(maintain_order=True) for f in frames]).unique().sort()
     if symbols.null_count():
         raise ValueError("null symbol in the input")
     return Grid(days=days.astype(np.int32), symbols=symbols.rename(SYMBOL))
