@@ -229,13 +229,30 @@ def time_series_specific_risk(
         raise ValueError("residuals is empty")
 
     grid = build_grid([residuals])
+    t, n, has_row, resid, present, cap_cells, cap = _gridded(grid, residuals, market_cap)
+
+    decay = 0.5 ** (1.0 / config.half_life)
+    sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
+    gamma = _blend_weight(resid, count, config) if config.structural else np.ones_like(sigma_ts)
+    return TimeSeriesState(
+        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, config
+    )
+
+
+def _gridded(
+    grid: Grid, residuals: pl.DataFrame, market_cap: pl.DataFrame
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray
+]:
+    """The residuals and caps on ``grid``: each residual row's (t, n), the (T, N) rows present, residuals (NaN
+    where missing) and observed ones, the caps' cells and the (T, N) caps; ValueError naming rows without a
+    positive, finite cap."""
     t, n = grid.locate(residuals)
     check_unique(grid, t, n, "residuals")
     has_row = np.zeros((grid.n_dates, grid.n_symbols), dtype=bool)
     has_row[t, n] = True
     resid = grid.scatter(t, n, residuals[RESIDUAL].cast(pl.Float64).fill_null(np.nan).to_numpy())
     present = np.isfinite(resid)
-
     cap_cells = _locate(grid, market_cap, "market_cap")
     cap = _dense_column(grid, market_cap, MARKET_CAP, cap_cells)
     bad = has_row & ~((cap > 0) & np.isfinite(cap))
@@ -247,13 +264,7 @@ def time_series_specific_risk(
             f"market_cap must be positive and finite for every residual row: {bad_t.shape[0]} rows are "
             f"missing, null or not positive, e.g. {examples}"
         )
-
-    decay = 0.5 ** (1.0 / config.half_life)
-    sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
-    gamma = _blend_weight(resid, count, config) if config.structural else np.ones_like(sigma_ts)
-    return TimeSeriesState(
-        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, config
-    )
+    return t, n, has_row, resid, present, cap_cells, cap
 
 
 def finish_specific_risk(state: TimeSeriesState, exposures: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from factor_engine._grid import Grid, build_grid, check_unique, sort_by_keys
+from factor_engine._grid import Grid, build_grid, sort_by_keys
 from factor_engine.panel import DATE, MARKET_CAP
 from factor_engine.risk.specific import (
     RESIDUAL,
@@ -31,10 +31,9 @@ from factor_engine.risk.specific import (
     SpecificRiskConfig,
     TimeSeriesState,
     _check_frame,
-    _dense_column,
     _fat_tail_factor,
     _finish,
-    _locate,
+    _gridded,
     _newey_west_variance,
     time_series_specific_risk,
 )
@@ -197,18 +196,8 @@ def extend_specific_risk(
     later = build_grid([residuals])
     symbols = pl.concat([before.symbols, later.symbols]).unique().sort()
     grid = Grid(days=later.days, symbols=symbols)
-    t, n = grid.locate(residuals)
-    check_unique(grid, t, n, "residuals")
+    t, n, has_row, resid, present, cap_cells, cap = _gridded(grid, residuals, market_cap)
     n_dates, n_symbols = grid.n_dates, grid.n_symbols
-    has_row = np.zeros((n_dates, n_symbols), dtype=bool)
-    has_row[t, n] = True
-    resid = grid.scatter(t, n, residuals[RESIDUAL].cast(pl.Float64).fill_null(np.nan).to_numpy())
-    present = np.isfinite(resid)
-    cap_cells = _locate(grid, market_cap, "market_cap")
-    cap = _dense_column(grid, market_cap, MARKET_CAP, cap_cells)
-    bad = has_row & ~((cap > 0) & np.isfinite(cap))
-    if bad.any():
-        raise ValueError(f"market_cap must be positive and finite for every residual row: {int(bad.sum())} are not")
 
     # the earlier state on the assets of this run (an asset new here starts from nothing)
     position = (
