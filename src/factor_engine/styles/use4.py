@@ -22,7 +22,7 @@ A descriptor needs at least ``min_observations`` returns in its window (default 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -142,27 +142,43 @@ def beta_descriptors(
 
     def block(start: int) -> None:
         cols = slice(start, start + _ASSETS_PER_BLOCK)
-        y = returns[:, cols]
-        observed = np.isfinite(y) & np.isfinite(market)[:, None]
-        x = np.where(observed, market[:, None], 0.0)
-        y = np.where(observed, y, 0.0)
-        w = _window_sum(observed.astype(np.float64), decay, window)
-        sx, sy = _window_sum(x, decay, window), _window_sum(y, decay, window)
-        sxx, sxy, syy = (_window_sum(a * b, decay, window) for a, b in ((x, x), (x, y), (y, y)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mx, my = sx / w, sy / w
-            var_x = sxx / w - mx * mx
-            cov = sxy / w - mx * my
-            b = cov / var_x
-            # weighted mean squared residual: var(y) − β² var(x), the regression having an intercept
-            residual = np.maximum(syy / w - my * my - b * cov, 0.0)
-            varies = var_x > 1e-14 * np.maximum(sxx / w, 1e-300)
-        enough = (_window_count(observed, window) >= min_observations) & varies
-        slope[:, cols] = np.where(enough, b, np.nan)
-        sigma[:, cols] = np.where(enough, np.sqrt(residual), np.nan)
+        slope[:, cols], sigma[:, cols] = _fit(
+            returns[:, cols],
+            market,
+            lambda values: _window_sum(values, decay, window),
+            lambda observed: _window_count(observed, window),
+            min_observations,
+        )
 
     run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
     return slope, sigma
+
+
+def _fit(
+    returns: np.ndarray,
+    market: np.ndarray,
+    weighted_sum: Callable[[np.ndarray], np.ndarray],
+    count: Callable[[np.ndarray], np.ndarray],
+    min_observations: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and residual sd of the weighted regressions of ``returns`` (dates × assets) on ``market`` (dates,),
+    over the dates where both are finite, from the window sums ``weighted_sum`` takes (along the dates) and the
+    observations ``count`` counts."""
+    observed = np.isfinite(returns) & np.isfinite(market)[:, None]
+    x = np.where(observed, market[:, None], 0.0)
+    y = np.where(observed, returns, 0.0)
+    w = weighted_sum(observed.astype(np.float64))
+    sx, sy, sxx, sxy, syy = (weighted_sum(values) for values in (x, y, x * x, x * y, y * y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = sx / w, sy / w
+        var_x = sxx / w - mx * mx
+        cov = sxy / w - mx * my
+        b = cov / var_x
+        # weighted mean squared residual: var(y) − β² var(x), the regression having an intercept
+        residual = np.maximum(syy / w - my * my - b * cov, 0.0)
+        varies = var_x > 1e-14 * np.maximum(sxx / w, 1e-300)
+    enough = (count(observed) >= min_observations) & varies
+    return np.where(enough, b, np.nan), np.where(enough, np.sqrt(residual), np.nan)
 
 
 def dastd(
@@ -275,24 +291,19 @@ def _beta_at(
     slope = np.full((at.size, returns.shape[1]), np.nan)
     sigma = np.full_like(slope, np.nan)
     for row, t in enumerate(at.tolist()):
-        y = _window_at(returns, t, window)
-        m = _window_at(market, t, window)
-        observed = np.isfinite(y) & np.isfinite(m)[:, None]
-        x = np.where(observed, m[:, None], 0.0)
-        y = np.where(observed, y, 0.0)
         weights = _weights_at(t, window, decay)
-        w = weights @ observed
-        sx, sy, sxx, sxy, syy = (weights @ v for v in (x, y, x * x, x * y, y * y))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mx, my = sx / w, sy / w
-            var_x = sxx / w - mx * mx
-            cov = sxy / w - mx * my
-            b = cov / var_x
-            residual = np.maximum(syy / w - my * my - b * cov, 0.0)
-            varies = var_x > 1e-14 * np.maximum(sxx / w, 1e-300)
-        enough = (observed.sum(axis=0) >= min_observations) & varies
-        slope[row] = np.where(enough, b, np.nan)
-        sigma[row] = np.where(enough, np.sqrt(residual), np.nan)
+
+        def weighted_sum(values: np.ndarray, weights: np.ndarray = weights) -> np.ndarray:
+            summed: np.ndarray = weights @ values
+            return summed
+
+        slope[row], sigma[row] = _fit(
+            _window_at(returns, t, window),
+            _window_at(market, t, window),
+            weighted_sum,
+            lambda observed: observed.sum(axis=0),
+            min_observations,
+        )
     return slope, sigma
 
 
