@@ -53,7 +53,16 @@ from factor_engine.risk.forecast import CovarianceState, forecast_covariance
 from factor_engine.risk.specific_state import SpecificState, extend_specific_risk
 from factor_engine.styles import Lookback, get_style, history_start
 
-__all__ = ["UpdateInputs", "UpdateResult", "extend_model", "read_update_inputs", "update_model"]
+__all__ = [
+    "ShortKeys",
+    "UpdateInputs",
+    "UpdateResult",
+    "extend_model",
+    "keys_reach",
+    "model_config",
+    "read_update_inputs",
+    "update_model",
+]
 
 _TABLES = ("factor_returns", "exposures", "residuals", "diagnostics", "factor_covariance", "specific_risk")
 _ABSENT_CAPS = "absent"
@@ -96,7 +105,7 @@ class UpdateInputs:
     @property
     def config(self) -> ModelConfig:
         """The saved model's effective configuration, its styles fixed to those it used."""
-        return _model_config(self.meta)
+        return model_config(self.meta)
 
 
 def update_model(
@@ -129,7 +138,7 @@ def update_model(
         inputs = read_update_inputs(source)
     try:
         extension, result = extend_model(inputs, panel, stage=stage)
-    except _ShortKeys:  # an asset's own rows reach further back than the keys read: read them all
+    except ShortKeys:  # an asset's own rows reach further back than the keys read: read them all
         extension, result = extend_model(read_update_inputs(source, all_keys=True), panel, stage=stage)
     if extension is None:
         return result
@@ -150,8 +159,8 @@ def read_update_inputs(model_dir: str | Path, *, all_keys: bool = False) -> Upda
                 "between()): rebuild it with factor-engine build"
             )
         factor_returns = read_table(folder, tables["factor_returns"])
-        config = _model_config(manifest.meta)
-        reach = None if all_keys else _keys_reach(config)
+        config = model_config(manifest.meta)
+        reach = None if all_keys else keys_reach(config)
         dates = factor_returns.get_column(DATE).sort()
         since = None if reach is None or reach >= dates.len() else dates[-reach]
         keys = _exposure_keys(folder, manifest, since)
@@ -270,7 +279,7 @@ def _as_date(value: object) -> datetime.date:
     return value
 
 
-def _model_config(meta: dict[str, Any]) -> ModelConfig:
+def model_config(meta: dict[str, Any]) -> ModelConfig:
     """The saved model's effective configuration, its styles fixed to those it used."""
     config = ModelConfig.from_mapping(meta["config"])
     used = tuple(meta["build"].get("styles", {}).get("used", ()))
@@ -283,8 +292,9 @@ def _lookbacks(styles: tuple[str, ...], config: ModelConfig) -> list[Lookback | 
     return [get_style(name).history(params.get(name, {})) for name in styles]
 
 
-class _ShortKeys(ModelError):
-    """The exposure keys read do not reach back to every row an asset's lookback needs."""
+class ShortKeys(ModelError):
+    """The exposure keys read do not reach back to every row an asset's lookback needs: read them all
+    (:func:`read_update_inputs` with ``all_keys``) and extend again."""
 
 
 def _check_keys_reach(
@@ -294,7 +304,7 @@ def _check_keys_reach(
     symbols: list[str],
     universe: Mapping[str, np.ndarray] | None,
 ) -> None:
-    """_ShortKeys when an asset of ``symbols`` has fewer of its own rows before ``anchor`` in ``keys`` than the
+    """ShortKeys when an asset of ``symbols`` has fewer of its own rows before ``anchor`` in ``keys`` than the
     lookbacks need, unless ``keys`` hold all its rows (``universe``: each asset's row count in the model)."""
     rows = max((need.rows for need in needs if need is not None), default=0)
     if rows <= 1:
@@ -312,10 +322,10 @@ def _check_keys_reach(
         total = total.with_columns(pl.col(SYMBOL).cast(keys.schema[SYMBOL]))
         short = short.join(total, on=SYMBOL, how="left").filter(pl.col("held") < pl.col("total").fill_null(0))
     if short.height:
-        raise _ShortKeys(f"{short.height} asset(s)' rows reach further back than the keys read")
+        raise ShortKeys(f"{short.height} asset(s)' rows reach further back than the keys read")
 
 
-def _keys_reach(config: ModelConfig) -> int | None:
+def keys_reach(config: ModelConfig) -> int | None:
     """Dates of saved exposure keys an update reads: the styles' lookback dates, twice their rows (an asset's
     own rows reach further back when it misses dates; history_start then finds the start within them) and
     the regression's lag; None (all of them) when a style declares no lookback."""

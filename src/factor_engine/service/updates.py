@@ -28,7 +28,7 @@ from factor_engine.service.paths import job_path
 from factor_engine.service.runtime import ServiceState
 from factor_engine.service.schemas import CreateModelRequest, JobAccepted, UpdateModelRequest
 from factor_engine.storage import ModelSummary, Store
-from factor_engine.update import UpdateInputs, _ShortKeys, extend_model
+from factor_engine.update import ShortKeys, UpdateInputs, extend_model
 
 __all__ = ["NOTHING_TO_ADD", "UPDATE_STAGES", "queue_update", "run_update"]
 
@@ -84,7 +84,7 @@ def run_update(store: Store, run_id: str, *, cancelled: threading.Event | None =
             panel = load_update_panel(store, inputs, symbols, request.end_date)
         try:
             extension, _ = extend_model(inputs, panel, stage=progress.stage)
-        except _ShortKeys:  # an asset's own rows reach further back than the keys read: read them all
+        except ShortKeys:  # an asset's own rows reach further back than the keys read: read them all
             with progress.stage("read model"):
                 inputs = store.update_inputs(model_id, all_keys=True)
             with progress.stage("load panel"):

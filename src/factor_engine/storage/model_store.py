@@ -54,7 +54,7 @@ from factor_engine.storage.tables import (
     model_state,
     model_symbols,
 )
-from factor_engine.update import UpdateInputs, _keys_reach, _model_config
+from factor_engine.update import UpdateInputs, keys_reach, model_config
 
 __all__ = ["INTERRUPTED", "ModelStore", "lease_expired"]
 
@@ -434,7 +434,7 @@ class ModelStore(StoreBase):
             meta = _update_meta(stored)
             factors = tuple(stored["factors"])
             factor_returns = self._factor_returns(connection, model_id, factors, None, None)
-            reach = None if all_keys else _keys_reach(_model_config(meta))
+            reach = None if all_keys else keys_reach(model_config(meta))
             dates = factor_returns.get_column(DATE).sort()
             since = None if reach is None or reach >= dates.len() else dates[-reach]
             return UpdateInputs(
