@@ -22,50 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from factor_engine.model import RiskModel, build_model, load_model
+from factor_engine.model import build_model, load_model
 from factor_engine.synthetic import generate_market
-from factor_engine.update import update_model
+from factor_engine.update import differences, update_model
 
 TARGET_SECONDS = 1.0
 TARGET_DIFFERENCE = 1e-8
-
-
-def _difference(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> float:
-    keys = ["date", "symbol"] if "symbol" in theirs.columns else ["date"]
-    ours, theirs = ours.sort(keys), theirs.sort(keys)
-    if not ours.select(keys).equals(theirs.select(keys)):
-        return float("inf")
-    x = ours.select(columns).to_numpy().astype(np.float64)
-    y = theirs.select(columns).to_numpy().astype(np.float64)
-    if not np.array_equal(np.isnan(x), np.isnan(y)):
-        return float("inf")
-    return float(np.nanmax(np.abs(x - y)) / np.nanmax(np.abs(y)))
-
-
-def differences(updated: RiskModel, full: RiskModel, since: object) -> dict[str, float]:
-    """Largest relative difference per quantity on the dates after ``since``."""
-    later = pl.col("date") > since
-    factors = list(full.factors)
-    result = {
-        "factor returns": _difference(updated.factor_returns.filter(later), full.factor_returns.filter(later), factors),
-        "exposures": _difference(updated.exposures.filter(later), full.exposures.filter(later), factors),
-    }
-    if updated.specific_risk is not None and full.specific_risk is not None:
-        result["specific risk"] = _difference(
-            updated.specific_risk.filter(later), full.specific_risk.filter(later), ["specific_vol"]
-        )
-    ours, theirs = updated.factor_covariance, full.factor_covariance
-    if ours is not None and theirs is not None:
-        rows, mine = (theirs.dates > since).to_numpy(), (ours.dates > since).to_numpy()
-        if rows.sum() != mine.sum():
-            result["factor covariance"] = float("inf")
-        else:
-            scale = np.nanmax(np.abs(theirs.values[rows]))
-            result["factor covariance"] = float(np.nanmax(np.abs(ours.values[mine] - theirs.values[rows])) / scale)
-    return result
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from factor_engine._grid import is_sorted_by_keys
 from factor_engine.config import ModelConfig
 from factor_engine.model import (
     ModelExtension,
+    RiskModel,
     _exposures_at_close,
     _styles_filled,
     _with_fill_counts,
@@ -57,6 +58,7 @@ __all__ = [
     "ShortKeys",
     "UpdateInputs",
     "UpdateResult",
+    "differences",
     "extend_model",
     "keys_reach",
     "model_config",
@@ -460,3 +462,51 @@ def _concatenated(saved: FactorCovariance, added: FactorCovariance) -> FactorCov
         values=np.concatenate([saved.values, added.values]),
         horizon=saved.horizon,
     )
+
+
+def differences(model: RiskModel, reference: RiskModel, since: datetime.date) -> dict[str, float]:
+    """How far ``model`` (e.g. updated) is from ``reference`` (e.g. rebuilt on the whole panel) on the dates after
+    ``since``: for factor returns, exposures, specific risk and factor covariance, the largest absolute difference
+    over the largest absolute value of the reference; infinite where their dates, rows, factors or missing values
+    differ, and for "earlier rows" where the exposures up to ``since`` are not identical."""
+
+    def relative(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> float:
+        keys = [DATE, SYMBOL] if SYMBOL in theirs.columns else [DATE]
+        ours, theirs = ours.sort(keys), theirs.sort(keys)
+        if not ours.select(keys).equals(theirs.select(keys)) or not set(columns) <= set(ours.columns):
+            return float("inf")
+        x = ours.select(columns).to_numpy().astype(np.float64)
+        y = theirs.select(columns).to_numpy().astype(np.float64)
+        if not np.array_equal(np.isnan(x), np.isnan(y)):
+            return float("inf")
+        scale = np.nanmax(np.abs(y)) if np.isfinite(y).any() else 0.0
+        return float(np.nanmax(np.abs(x - y)) / scale) if scale > 0 else 0.0
+
+    later, earlier = pl.col(DATE) > since, pl.col(DATE) <= since
+    factors = list(reference.factors)
+    result = {
+        "factor returns": relative(model.factor_returns.filter(later), reference.factor_returns.filter(later), factors),
+        "exposures": relative(model.exposures.filter(later), reference.exposures.filter(later), factors),
+    }
+    if model.factors != reference.factors:
+        result["factors"] = float("inf")
+    if reference.specific_risk is not None:
+        specific = model.specific_risk if model.specific_risk is not None else reference.specific_risk.clear()
+        result["specific risk"] = relative(
+            specific.filter(later), reference.specific_risk.filter(later), ["specific_vol"]
+        )
+    ours, theirs = model.factor_covariance, reference.factor_covariance
+    if theirs is not None:
+        if ours is None or not ours.dates.equals(theirs.dates):
+            result["factor covariance"] = float("inf")
+        else:
+            rows = (theirs.dates > since).to_numpy()
+            mine, other = ours.values[rows], theirs.values[rows]
+            same_missing = np.array_equal(np.isnan(mine), np.isnan(other))
+            scale = np.nanmax(np.abs(other)) if np.isfinite(other).any() else 0.0
+            gap = np.nanmax(np.abs(mine - other)) / scale if scale > 0 else 0.0
+            result["factor covariance"] = float(gap) if same_missing else float("inf")
+    keys = [DATE, SYMBOL]
+    same_earlier = model.exposures.filter(earlier).sort(keys).equals(reference.exposures.filter(earlier).sort(keys))
+    result["earlier rows"] = 0.0 if same_earlier else float("inf")
+    return result

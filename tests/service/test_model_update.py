@@ -23,6 +23,7 @@ from factor_engine.panel import validate_panel
 from factor_engine.storage import Store, connect
 from factor_engine.storage.model_store import ModelStore
 from factor_engine.synthetic import generate_market
+from factor_engine.update import differences
 
 UNIVERSE = 100  # of the 120 assets: the new dates' universe is ranked by the previous caps
 NEW = 3  # dates ingested after the build
@@ -93,44 +94,13 @@ def _update(client: TestClient, model_id: str, body: dict[str, Any] | None = Non
     return wait_for_job(client, accepted["job_id"])
 
 
-def _relative_difference(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> float:
-    keys = ["date", "symbol"] if "symbol" in theirs.columns else ["date"]
-    ours, theirs = ours.sort(keys), theirs.sort(keys)
-    assert ours.select(keys).equals(theirs.select(keys))
-    x = ours.select(columns).to_numpy().astype(np.float64)
-    y = theirs.select(columns).to_numpy().astype(np.float64)
-    np.testing.assert_array_equal(np.isnan(x), np.isnan(y))
-    return float(np.nanmax(np.abs(x - y)) / np.nanmax(np.abs(y)))
-
-
 def assert_updated_equals(stored: RiskModel, full: RiskModel, since: datetime.date) -> None:
-    """The stored model equals ``full`` on every date: exactly up to ``since`` (the build's rows, untouched),
-    within TOLERANCE after it (factor returns, exposures, specific risk, factor covariance)."""
-    assert stored.factors == full.factors
-    later, earlier = pl.col("date") > since, pl.col("date") <= since
-    factors = list(full.factors)
-    assert stored.factor_returns.get_column("date").equals(full.factor_returns.get_column("date"))
-    assert _relative_difference(stored.factor_returns.filter(later), full.factor_returns.filter(later), factors) < (
-        TOLERANCE
-    )
-    assert _relative_difference(stored.exposures.filter(later), full.exposures.filter(later), factors) < TOLERANCE
-    assert stored.specific_risk is not None and full.specific_risk is not None
-    specific = _relative_difference(
-        stored.specific_risk.filter(later), full.specific_risk.filter(later), ["specific_vol"]
-    )
-    assert specific < TOLERANCE
-    ours, theirs = stored.factor_covariance, full.factor_covariance
-    assert ours is not None and theirs is not None and ours.dates.equals(theirs.dates)
-    rows = (theirs.dates > since).to_numpy()
-    assert rows.sum() > 0
-    np.testing.assert_array_equal(np.isnan(ours.values[rows]), np.isnan(theirs.values[rows]))
-    scale = np.nanmax(np.abs(theirs.values[rows]))
-    assert np.nanmax(np.abs(ours.values[rows] - theirs.values[rows])) / scale < TOLERANCE
-    assert (
-        stored.exposures.filter(earlier)
-        .sort("date", "symbol")
-        .equals(full.exposures.filter(earlier).sort("date", "symbol"))
-    )
+    """The stored model equals ``full``: its rows up to ``since`` identical (the build's, untouched), the later
+    ones within TOLERANCE (factor returns, exposures, specific risk, factor covariance)."""
+    gaps = differences(stored, full, since)
+    assert set(gaps) >= {"factor returns", "exposures", "specific risk", "factor covariance", "earlier rows"}
+    assert all(gap < TOLERANCE for gap in gaps.values()), gaps
+    assert stored.factor_covariance is not None and (stored.factor_covariance.dates > since).any()
 
 
 def test_an_update_in_two_jobs_equals_a_build_on_the_whole_panel(
