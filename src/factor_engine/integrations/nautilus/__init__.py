@@ -2,7 +2,9 @@
 
 - :class:`FactorRiskActor` (:class:`FactorRiskActorConfig`): follows the trader's positions and the daily bars
   and publishes the book's factor exposures and total, factor and specific risk as custom data
-  (:class:`PortfolioFactorRisk`, :class:`FactorExposure`) and signals.
+  (:class:`PortfolioFactorRisk`, :class:`FactorExposure`) and signals; with intraday bars, today's live factor
+  returns so far and the book's live P&L by factor, exposures and risk (:class:`LivePortfolioUpdate`,
+  :class:`LiveFactorReturn`; :class:`IntradayFactorSession`).
 - :class:`FactorRiskGuard` (:class:`GuardLimits`): the pre-trade check a strategy calls before it submits
   orders; it denies orders that would breach per-factor exposure bounds or a risk or tracking-error budget,
   and logs why.
@@ -20,11 +22,16 @@ from factor_engine.integrations.nautilus.backtest import BacktestResult, market_
 from factor_engine.integrations.nautilus.book import BookState, book_state
 from factor_engine.integrations.nautilus.data import (
     EXPOSURE_DATA_TYPE,
+    LIVE_FACTOR_DATA_TYPE,
+    LIVE_PORTFOLIO_DATA_TYPE,
     RISK_DATA_TYPE,
     FactorExposure,
+    LiveFactorReturn,
+    LivePortfolioUpdate,
     PortfolioFactorRisk,
 )
 from factor_engine.integrations.nautilus.guard import FactorRiskGuard, GuardDecision, GuardLimits
+from factor_engine.integrations.nautilus.intraday import IntradayFactorSession, LiveBookFigures
 from factor_engine.integrations.nautilus.market import PanelMarket, bar_type, panel_market
 from factor_engine.integrations.nautilus.snapshots import SnapshotBook, load_risk_model
 from factor_engine.integrations.nautilus.strategy import (
@@ -36,6 +43,8 @@ from factor_engine.integrations.nautilus.strategy import (
 
 __all__ = [
     "EXPOSURE_DATA_TYPE",
+    "LIVE_FACTOR_DATA_TYPE",
+    "LIVE_PORTFOLIO_DATA_TYPE",
     "RISK_DATA_TYPE",
     "BacktestResult",
     "BookState",
@@ -47,6 +56,10 @@ __all__ = [
     "FactorRiskGuard",
     "GuardDecision",
     "GuardLimits",
+    "IntradayFactorSession",
+    "LiveBookFigures",
+    "LiveFactorReturn",
+    "LivePortfolioUpdate",
     "PanelMarket",
     "PortfolioFactorRisk",
     "Rebalance",

@@ -80,21 +80,28 @@ class SnapshotBook:
         """The snapshot made at the close of the forecast date ``day``, as ``snapshot_at(model, day)``."""
         snapshot = self._cache.get(day)
         if snapshot is None:
-            row = self._covariance_row[day]
-            covariance = self._covariance
-            one_day = replace(
-                self._empty,
-                exposures=self._exposures[day],
-                specific_risk=self._specific[day],
-                factor_covariance=FactorCovariance(
-                    dates=covariance.dates[row : row + 1],
-                    factors=covariance.factors,
-                    values=np.ascontiguousarray(covariance.values[row : row + 1]),
-                    horizon=covariance.horizon,
-                ),
-            )
-            snapshot = self._cache[day] = snapshot_at(one_day, day)
+            snapshot = self._cache[day] = snapshot_at(self.model_at(day), day)
         return snapshot
+
+    def model_at(self, day: datetime.date) -> RiskModel:
+        """The model cut to the forecast date ``day``: its configuration, factors and notes with that date's
+        exposures, specific risk and factor covariance only (no factor returns, residuals or diagnostics), what
+        :func:`~factor_engine.live.LiveModel.from_model` needs for the next day's live session."""
+        if day not in self._covariance_row:
+            raise ModelError(f"{day} is not a forecast date of the model (see forecast_date)")
+        row = self._covariance_row[day]
+        covariance = self._covariance
+        return replace(
+            self._empty,
+            exposures=self._exposures[day],
+            specific_risk=self._specific[day],
+            factor_covariance=FactorCovariance(
+                dates=covariance.dates[row : row + 1],
+                factors=covariance.factors,
+                values=np.ascontiguousarray(covariance.values[row : row + 1]),
+                horizon=covariance.horizon,
+            ),
+        )
 
 
 def _by_date(frame: pl.DataFrame) -> dict[datetime.date, pl.DataFrame]:
