@@ -15,6 +15,7 @@ import datetime
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -424,8 +425,17 @@ def test_update_on_every_bar(market: IntradayMarket, full_model: RiskModel) -> N
     assert actor.live_updates == len(counts)
 
 
-def test_configuration_is_checked(full_model: RiskModel, market: IntradayMarket) -> None:
+def test_configuration_is_checked(full_model: RiskModel, market: IntradayMarket, tmp_path: Path) -> None:
     book = SnapshotBook(full_model)
+    market.panel.write_parquet(tmp_path / "panel.parquet")
+    from_file = FactorRiskActor(
+        FactorRiskActorConfig(intraday_bar_spec="5-MINUTE-LAST", panel_path=str(tmp_path / "panel.parquet")), book=book
+    )
+    assert from_file.intraday is not None
+    live = from_file.intraday.live_model(book.dates[-1])
+    np.testing.assert_array_equal(live.cap, LiveModel.from_model(full_model, market.panel).cap)
+    with pytest.raises(ValueError, match="intraday_bar_source must be one of"):
+        FactorRiskActor(FactorRiskActorConfig(intraday_bar_spec="5-MINUTE-LAST", intraday_bar_source="X"), book=book)
     with pytest.raises(ValueError, match="intraday_update_on must be one of"):
         FactorRiskActor(FactorRiskActorConfig(intraday_bar_spec="5-MINUTE-LAST", intraday_update_on="tick"), book=book)
     with pytest.raises(ValueError, match="intraday_interval_secs must be positive"):

@@ -38,6 +38,7 @@ from factor_engine.portfolio.analytics import TRADING_DAYS
 __all__ = ["FactorRiskActor", "FactorRiskActorConfig"]
 
 _UPDATE_ON = ("timer", "bar")
+_BAR_SOURCES = ("EXTERNAL", "INTERNAL")
 _NANOS = 1_000_000_000
 
 
@@ -93,13 +94,13 @@ class FactorRiskActor(Actor):
     With ``intraday_bar_spec`` it also publishes, during the day, :class:`~.data.LivePortfolioUpdate` and one
     :class:`~.data.LiveFactorReturn` per factor: :class:`factor_engine.live.LiveSession` on the intraday bars
     so far (:class:`~.intraday.IntradayFactorSession`: the model as of the latest forecast before the day, the
-    returns of each bar's close over the symbol's previous close) and
-    :func:`factor_engine.live.live_portfolio` of the positions held now, valued at the previous closes. A new
-    trading date resets the session; the last figures of a day are published before it (when the timer has
-    not). Days before the model's first forecast, and updates whose regression cannot be solved yet (too few
-    assets priced), publish nothing. While it runs with intraday bars BLAS is single-threaded in the process
-    (:func:`factor_engine._dense.single_threaded_blas`, from ``on_start`` to ``on_stop``): the live regressions are
-    small, and setting the limit around each update would cost more than the update.
+    returns of each bar's close over the symbol's previous close) and :func:`factor_engine.live.live_portfolio`
+    of the positions held now, valued at the previous closes. A new trading date resets the session (the timer
+    has published the day's last bars by then: it fires at the times in between, and after the data stamped at
+    its own time). Days before the model's first forecast, and updates whose regression cannot be solved yet
+    (too few assets priced), publish nothing. While it runs with intraday bars, BLAS is single-threaded in the
+    process (:func:`factor_engine._dense.single_threaded_blas`, from ``on_start`` to ``on_stop``): the live
+    regressions are small, and setting the limit around each update would cost more than the update.
 
     Parameters
     ----------
@@ -115,6 +116,8 @@ class FactorRiskActor(Actor):
             raise ValueError(f"update_on must be one of {_UPDATE_ON}, not {config.update_on!r}")
         if config.intraday_update_on not in _UPDATE_ON:
             raise ValueError(f"intraday_update_on must be one of {_UPDATE_ON}, not {config.intraday_update_on!r}")
+        if config.intraday_bar_source not in _BAR_SOURCES:
+            raise ValueError(f"intraday_bar_source must be one of {_BAR_SOURCES}, not {config.intraday_bar_source!r}")
         if config.intraday_interval_secs <= 0:
             raise ValueError(f"intraday_interval_secs must be positive, not {config.intraday_interval_secs}")
         super().__init__(config)
@@ -181,8 +184,6 @@ class FactorRiskActor(Actor):
             return
         day = date_of(bar.ts_event)
         if day != intraday.day:
-            if intraday.pending:
-                self.update_live()
             intraday.start_day(day)
         symbol = bar.bar_type.instrument_id.symbol.value
         close = float(bar.close)

@@ -117,11 +117,6 @@ class IntradayFactorSession:
                 self.session.set_closes({symbol: open_}, unknown="drop")
         self._pending[symbol] = close
 
-    @property
-    def pending(self) -> bool:
-        """Whether prices arrived since the last solve."""
-        return bool(self._pending)
-
     def solve(self) -> LiveFactorReturns | None:
         """Today's factor returns on the latest price of every symbol so far (None without a session)."""
         if self.session is None:
