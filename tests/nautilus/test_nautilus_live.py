@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -442,3 +443,22 @@ def test_configuration_is_checked(full_model: RiskModel, market: IntradayMarket,
         FactorRiskActor(FactorRiskActorConfig(intraday_bar_spec="5-MINUTE-LAST", intraday_interval_secs=0), book=book)
     with pytest.raises(LiveError, match="weights its regression by market cap"):
         FactorRiskActor(FactorRiskActorConfig(intraday_bar_spec="5-MINUTE-LAST"), book=book)
+
+
+def test_the_readme_intraday_example_runs(
+    full_model: RiskModel, market: IntradayMarket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python example of the README's NautilusTrader section, as written, on a model folder and a panel file."""
+    full_model.save(tmp_path / "model")
+    market.panel.write_parquet(tmp_path / "panel.parquet")
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## NautilusTrader\n") : text.index("## Report\n")]
+    code = section[section.index("```python\n") + len("```python\n") :]
+
+    added: list[Any] = []
+    engine = SimpleNamespace(add_actor=added.append)  # the snippet's engine: it only adds the actor
+    exec(compile(code[: code.index("```")], "README.md (NautilusTrader)", "exec"), {"engine": engine})
+    (actor,) = added
+    assert isinstance(actor, FactorRiskActor) and actor.intraday is not None
+    assert actor.config.intraday_bar_spec == "5-MINUTE-LAST" and actor.config.intraday_interval_secs == 300
