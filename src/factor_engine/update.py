@@ -467,8 +467,9 @@ def _concatenated(saved: FactorCovariance, added: FactorCovariance) -> FactorCov
 def differences(model: RiskModel, reference: RiskModel, since: datetime.date) -> dict[str, float]:
     """How far ``model`` (e.g. updated) is from ``reference`` (e.g. rebuilt on the whole panel) on the dates after
     ``since``: for factor returns, exposures, specific risk and factor covariance, the largest absolute difference
-    over the largest absolute value of the reference; infinite where their dates, rows, factors or missing values
-    differ, and for "earlier rows" where the exposures up to ``since`` are not identical."""
+    over the largest absolute value of the reference, infinite where their dates, rows, factors or missing values
+    differ; and the same for the exposures up to ``since`` ("earlier exposures": an update keeps the saved
+    model's, which a rebuild reproduces up to rounding)."""
 
     def relative(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> float:
         keys = [DATE, SYMBOL] if SYMBOL in theirs.columns else [DATE]
@@ -506,7 +507,7 @@ def differences(model: RiskModel, reference: RiskModel, since: datetime.date) ->
             scale = np.nanmax(np.abs(other)) if np.isfinite(other).any() else 0.0
             gap = np.nanmax(np.abs(mine - other)) / scale if scale > 0 else 0.0
             result["factor covariance"] = float(gap) if same_missing else float("inf")
-    keys = [DATE, SYMBOL]
-    same_earlier = model.exposures.filter(earlier).sort(keys).equals(reference.exposures.filter(earlier).sort(keys))
-    result["earlier rows"] = 0.0 if same_earlier else float("inf")
+    result["earlier exposures"] = relative(
+        model.exposures.filter(earlier), reference.exposures.filter(earlier), factors
+    )
     return result

@@ -95,10 +95,10 @@ def _update(client: TestClient, model_id: str, body: dict[str, Any] | None = Non
 
 
 def assert_updated_equals(stored: RiskModel, full: RiskModel, since: datetime.date) -> None:
-    """The stored model equals ``full``: its rows up to ``since`` identical (the build's, untouched), the later
-    ones within TOLERANCE (factor returns, exposures, specific risk, factor covariance)."""
+    """The stored model equals ``full`` within TOLERANCE: the later dates' factor returns, exposures, specific
+    risk and factor covariance, and the exposures up to ``since`` (the build's, kept)."""
     gaps = differences(stored, full, since)
-    assert set(gaps) >= {"factor returns", "exposures", "specific risk", "factor covariance", "earlier rows"}
+    assert set(gaps) >= {"factor returns", "exposures", "specific risk", "factor covariance", "earlier exposures"}
     assert all(gap < TOLERANCE for gap in gaps.values()), gaps
     assert stored.factor_covariance is not None and (stored.factor_covariance.dates > since).any()
 
