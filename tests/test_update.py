@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from cli_runner import invoke
+from factor_engine import styles
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel, build_model, load_model
 from factor_engine.model_folder import ModelError
@@ -141,4 +144,52 @@ def test_an_asset_with_sparse_rows_makes_the_update_read_further_back(tmp_path: 
     # the sparse asset's 224 rows are fewer than momentum's 272: they are all needed, from its first
     first_row = panel.filter(pl.col("symbol") == sparse)["date"].min()
     assert result.history_start == first_row < panel["date"].unique().sort()[-548]
+    assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)
+
+
+@pytest.fixture()
+def custom_style() -> Iterator[str]:
+    """A user style that declares no lookback (a 10-row rolling mean of returns): an update recomputes it on the
+    whole history."""
+
+    def rolling_return(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+        frame = df.lazy().select("date", "symbol", "asset_returns").sort("symbol", "date").collect()
+        score = pl.col("asset_returns").rolling_mean(10).over("symbol")
+        return frame.with_columns(score.alias("roll_score")).select("date", "symbol", "roll_score").sort("date")
+
+    styles.register_style("test_rolling", rolling_return, score="roll_score", inputs=("asset_returns",))
+    yield "test_rolling"
+    styles.unregister_style("test_rolling")
+
+
+@pytest.mark.parametrize(
+    ("settings", "caps"),
+    [
+        ({"regression": {"method": "toraniko"}, "styles": {"preset": "toraniko"}}, True),  # same-day exposures
+        ({}, False),  # no market caps: equal weights, every asset, no size styles
+    ],
+    ids=["toraniko", "no-caps"],
+)
+def test_update_with_other_methods_and_data_equals_a_build(
+    panel: pl.DataFrame, settings: dict[str, Any], caps: bool, tmp_path: Path
+) -> None:
+    data = panel if caps else panel.drop("market_cap")
+    config = ModelConfig.from_mapping(settings)
+    cut = _cut(data, 2)
+    build_model(data.filter(pl.col("date") <= cut), config).save(tmp_path / "model")
+    full = build_model(data, config)
+    update_model(tmp_path / "model", data)
+    assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)
+
+
+def test_a_style_without_a_lookback_is_recomputed_on_the_whole_history(
+    panel: pl.DataFrame, custom_style: str, tmp_path: Path
+) -> None:
+    config = ModelConfig.from_mapping({"styles": {"names": ["momentum", custom_style]}})
+    cut = _cut(panel, 2)
+    build_model(panel.filter(pl.col("date") <= cut), config).save(tmp_path / "model")
+    full = build_model(panel, config)
+    assert "roll_score" in full.factors
+    result = update_model(tmp_path / "model", panel)
+    assert result.history_start == panel["date"].min()
     assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)
