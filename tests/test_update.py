@@ -193,3 +193,18 @@ def test_a_style_without_a_lookback_is_recomputed_on_the_whole_history(
     result = update_model(tmp_path / "model", panel)
     assert result.history_start == panel["date"].min()
     assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)
+
+
+def test_a_model_cut_at_a_start_date_updates_to_the_build_cut_alike(panel: pl.DataFrame, tmp_path: Path) -> None:
+    """A model built with a warm-up and cut at a start date (the service's start_date) keeps the warm-up's factor
+    returns in its state: updated, it equals the build of the longer panel cut at the same date."""
+    dates = panel.get_column("date").unique().sort()
+    start, cut = dates[100], _cut(panel, 2)  # 350 dates kept: more than the styles look back on
+    build_model(panel.filter(pl.col("date") <= cut)).between(start=start).save(tmp_path / "model")
+    full = build_model(panel).between(start=start)
+    update_model(tmp_path / "model", panel)
+    assert_equal_on_new_dates(load_model(tmp_path / "model"), full, cut)
+    # a model whose stored dates are shorter than its styles look back on cannot be updated exactly
+    build_model(panel.filter(pl.col("date") <= cut)).between(start=dates[-60]).save(tmp_path / "short")
+    with pytest.raises(ModelError, match=r"rows from before the model's first date.*rebuild it with an earlier start"):
+        update_model(tmp_path / "short", panel)

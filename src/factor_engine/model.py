@@ -38,7 +38,7 @@ from factor_engine.model_folder import Manifest, ModelError, State, append_folde
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
 from factor_engine.risk import FactorCovariance
-from factor_engine.risk.forecast import CovarianceAdjustments, forecast_covariance
+from factor_engine.risk.forecast import CovarianceAdjustments, CovarianceState, forecast_covariance
 from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, time_series_specific_risk
 from factor_engine.risk.specific_state import finish_with_state
 from factor_engine.styles import StyleFactor, compute_styles, get_style
@@ -85,8 +85,8 @@ class RiskModel:
         asset counts, styles used and left out, factors left out, with reasons; ``warnings`` lists them.
     state: what extending the model by later dates continues from (component → array name → array: the
         covariance forecast's and specific risk's state after the last date), saved with the model; None for a
-        model read from a folder (:func:`factor_engine.model_folder.read_state` reads it) or cut by
-        :meth:`between`.
+        model read from a folder (:func:`factor_engine.model_folder.read_state` reads it) or cut before its last
+        date by :meth:`between`.
     """
 
     factor_returns: pl.DataFrame
@@ -141,8 +141,22 @@ class RiskModel:
             diagnostics=window(self.diagnostics),
             factor_covariance=covariance,
             specific_risk=None if self.specific_risk is None else window(self.specific_risk),
-            state=None,  # the state belongs to the last date
+            state=self._state_between(start, end),
         )
+
+    def _state_between(self, start: datetime.date | None, end: datetime.date | None) -> State | None:
+        """The update state of the model cut to ``[start, end]``: none when the cut drops its last date (the
+        state belongs to it); with dates dropped before ``start``, their factor returns join the covariance
+        state as the warm-up its later forecasts still need."""
+        dates = self.factor_returns.get_column(DATE)
+        if self.state is None or (end is not None and dates.len() and end < dates.max()):  # type: ignore[operator]
+            return None
+        state = dict(self.state)
+        earlier = self.factor_returns.filter(pl.col(DATE) < start) if start is not None else None
+        if earlier is not None and earlier.height and "factor_covariance" in state:
+            warmed = CovarianceState.from_arrays(state["factor_covariance"]).with_warmup(earlier)
+            state["factor_covariance"] = warmed.to_arrays()
+        return state
 
     def metadata(self) -> dict[str, Any]:
         """What ``model.json`` records."""

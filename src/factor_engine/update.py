@@ -157,8 +157,8 @@ def read_update_inputs(model_dir: str | Path, *, all_keys: bool = False) -> Upda
         tables = manifest.tables
         if not manifest.state:
             raise ModelError(
-                f"the model in {folder} has no update state (built before updates were possible, or cut by "
-                "between()): rebuild it with factor-engine build"
+                f"the model in {folder} has no update state (built before updates were possible, or cut before "
+                "its last date by between()): rebuild it with factor-engine build"
             )
         factor_returns = read_table(folder, tables["factor_returns"])
         config = model_config(manifest.meta)
@@ -212,8 +212,8 @@ def extend_model(
             if any(need is None for need in needs)
             else history_start(saved.keys, anchor, [need for need in needs if need is not None], new_symbols)
         )
-        if not inputs.all_keys:
-            _check_keys_reach(saved.keys, anchor, needs, new_symbols, inputs.state.get("universe"))
+        _check_keys_reach(saved.keys, anchor, needs, new_symbols, inputs.state.get("universe"), inputs.all_keys)
+        _check_dates_reach(saved.keys, anchor, needs, inputs)
         universe = _universe(panel, saved.keys, start, last_date, config, has_caps)
     with run("styles"):
         notes: dict[str, Any] = {"styles": {}}
@@ -305,9 +305,12 @@ def _check_keys_reach(
     needs: list[Lookback | None],
     symbols: list[str],
     universe: Mapping[str, np.ndarray] | None,
+    all_keys: bool = False,
 ) -> None:
     """ShortKeys when an asset of ``symbols`` has fewer of its own rows before ``anchor`` in ``keys`` than the
-    lookbacks need, unless ``keys`` hold all its rows (``universe``: each asset's row count in the model)."""
+    lookbacks need, unless ``keys`` hold all its rows (``universe``: each asset's row count in the model,
+    before any cut at a start date); ModelError when ``keys`` are all the model has (``all_keys``): rows its
+    styles look back on were cut off with the dates before its start."""
     rows = max((need.rows for need in needs if need is not None), default=0)
     if rows <= 1:
         return
@@ -323,8 +326,33 @@ def _check_keys_reach(
         total = pl.DataFrame({SYMBOL: universe["symbols"].tolist(), "total": universe["rows"]})
         total = total.with_columns(pl.col(SYMBOL).cast(keys.schema[SYMBOL]))
         short = short.join(total, on=SYMBOL, how="left").filter(pl.col("held") < pl.col("total").fill_null(0))
+    if short.height and all_keys:
+        if universe is None:
+            return  # every row of the model is read; nothing is known of rows before it
+        raise ModelError(
+            f"{short.height} asset(s) need rows from before the model's first date ({_as_date(keys[DATE].min())}),"
+            " which were cut off when it was built: rebuild it with an earlier start"
+        )
     if short.height:
         raise ShortKeys(f"{short.height} asset(s)' rows reach further back than the keys read")
+
+
+def _check_dates_reach(
+    keys: pl.DataFrame, anchor: datetime.date, needs: list[Lookback | None], inputs: UpdateInputs
+) -> None:
+    """ModelError when the styles look back on more dates than a model cut at a start date kept (its warm-up's
+    rows are not stored); a model that starts where its data started needs none before it."""
+    n_dates = max((need.dates for need in needs if need is not None), default=0)
+    warmed = "warmup_dates" in inputs.state.get("factor_covariance", {})
+    if not (inputs.all_keys and warmed and n_dates > 1):
+        return
+    held = keys.filter(pl.col(DATE) < anchor).get_column(DATE).n_unique()
+    if held < n_dates - 1:
+        raise ModelError(
+            f"the styles look back on {n_dates} dates but the model keeps {held + 1} up to {anchor} (its start was "
+            "cut off when it was built): rows from before the model's first date are needed; rebuild it with an "
+            "earlier start"
+        )
 
 
 def keys_reach(config: ModelConfig) -> int | None:

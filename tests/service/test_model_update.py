@@ -224,8 +224,6 @@ def test_refusals_and_nothing_to_add_fail_the_job_with_the_reason(
         _upload(client, panel.filter(pl.col("date") <= cut))
         model_id = _build(client)
         nothing = _update(client, model_id)
-        # a model cut to a start_date keeps no update state (its warm-up history is not stored)
-        cut_id = _build(client, {**BUILD, "start_date": str(dates[200])})
         before = store.load_model(model_id)
         new_rows = panel.filter(pl.col("date") > cut)
         relabelled = new_rows.with_columns(
@@ -236,7 +234,6 @@ def test_refusals_and_nothing_to_add_fail_the_job_with_the_reason(
         )
         _upload(client, relabelled)
         new_sector = _update(client, model_id)
-        no_state = _update(client, cut_id)
         summary = client.get(f"{API}/models/{model_id}").json()
     assert nothing["status"] == "failed"
     assert nothing["error"] == (
@@ -248,10 +245,32 @@ def test_refusals_and_nothing_to_add_fail_the_job_with_the_reason(
         "the model cannot be updated: sector 'Brand New Sector' appears in the new dates but is not in the model: "
         "rebuild the model"
     )
-    assert no_state["status"] == "failed"
-    assert no_state["error"].startswith(f"the model cannot be updated: model {cut_id} has no update state")
     assert summary["updated_at"] is None and summary["last_date"] == str(cut)
     assert store.load_model(model_id).factor_returns.equals(before.factor_returns)
+
+
+def test_a_model_built_from_a_start_date_updates_like_the_build_cut_alike(
+    database: IsolatedDatabase, app_client: ClientFactory, store: Store, panel: pl.DataFrame, dates: list[datetime.date]
+) -> None:
+    """A model built with start_date keeps the warm-up's factor returns in its update state: updated, it equals
+    the build of the whole panel cut at the same date. A model that keeps fewer dates than its styles look back
+    on would need the warm-up's rows, which are not stored: the job then says so."""
+    cut, start = dates[-NEW - 1], dates[100]  # 296 dates kept: more than beta's 253
+    with app_client(database) as client:
+        _upload(client, panel.filter(pl.col("date") <= cut))
+        model_id = _build(client, {**BUILD, "universe_size": 500, "start_date": str(start)})
+        binding_id = _build(client, {**BUILD, "universe_size": 500, "start_date": str(dates[200])})
+        _upload(client, panel.filter(pl.col("date") > cut))
+        job = _update(client, model_id)
+        binding = _update(client, binding_id)
+    assert job["status"] == "succeeded", job
+    stored = store.load_model(model_id)
+    assert stored.factor_returns["date"].min() == start
+    # the service builds from history_days (730 calendar days by default) before start_date
+    warm = panel.filter(pl.col("date") >= start - datetime.timedelta(days=730))
+    assert_updated_equals(stored, build_model(warm, model_config(500)).between(start=start), cut)
+    assert binding["status"] == "failed"
+    assert "rows from before the model's first date are needed" in binding["error"]
 
 
 def test_a_failed_write_leaves_the_model_as_it_was(

@@ -107,8 +107,8 @@ def test_update_inputs_equal_those_read_from_the_model_folder(store: Store, mode
     every = store.update_inputs(model_id, all_keys=True)
     assert every.keys.height == model.exposures.height
     _assert_inputs_equal(every, read_update_inputs(tmp_path / "model", all_keys=True))
-    without = save(store, model.between(start=model.factor_returns.get_column("date")[10]))
-    with pytest.raises(ModelError, match=rf"^model {without} has no update state: .* rebuild it without start_date"):
+    without = save(store, model.between(end=model.factor_returns.get_column("date")[-2]))
+    with pytest.raises(ModelError, match=rf"^model {without} has no update state: .* rebuild it without end_date"):
         store.update_inputs(without)
     with pytest.raises(NotFound, match="no model nope"):
         store.update_inputs("nope")

@@ -10,6 +10,7 @@ ones' stops) and the regime adjustment from its EWMA sums (:class:`RegimeState`)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,10 +56,16 @@ class CovarianceState:
     last_date: datetime.date
     eigenfactor: EigenfactorState | None
     regime: RegimeState | None
+    warmup: pl.DataFrame | None = None  # factor returns before a model's first date (a model cut at a start)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The state as named arrays (a model folder keeps them in an ``.npz`` file); :meth:`from_arrays` inverts."""
         arrays: dict[str, np.ndarray] = {"last_date": np.array([self.last_date.toordinal()], dtype=np.int64)}
+        if self.warmup is not None:
+            factors = [c for c in self.warmup.columns if c != DATE]
+            arrays["warmup_dates"] = np.array([d.toordinal() for d in self.warmup[DATE].to_list()], dtype=np.int64)
+            arrays["warmup_factors"] = np.asarray(factors, dtype=np.str_)
+            arrays["warmup_values"] = self.warmup.select(pl.col(factors).cast(pl.Float64)).to_numpy()
         if self.eigenfactor is not None:
             eigen = self.eigenfactor
             arrays["eigen_settings"] = np.array([eigen.n_simulations, eigen.scale, eigen.every, eigen.seed])
@@ -100,7 +107,22 @@ class CovarianceState:
                 vol=np.asarray(arrays["regime_vol"], dtype=np.float64), weighted=weighted, weights=weights
             )
         last_date = datetime.date.fromordinal(int(arrays["last_date"][0]))
-        return cls(last_date=last_date, eigenfactor=eigenfactor, regime=regime)
+        warmup = None
+        if "warmup_dates" in arrays:
+            dates = [datetime.date.fromordinal(int(d)) for d in arrays["warmup_dates"]]
+            values = np.asarray(arrays["warmup_values"], dtype=np.float64).reshape(len(dates), -1)
+            factors = arrays["warmup_factors"].tolist()
+            warmup = pl.DataFrame(
+                {DATE: pl.Series(DATE, dates, dtype=pl.Date)}
+                | {name: pl.Series(name, values[:, i], nan_to_null=True) for i, name in enumerate(factors)}
+            )
+        return cls(last_date=last_date, eigenfactor=eigenfactor, regime=regime, warmup=warmup)
+
+    def with_warmup(self, earlier: pl.DataFrame) -> CovarianceState:
+        """The state of a model whose dates before its first now start with ``earlier`` factor returns (``date`` +
+        a column per factor): they are still needed, as the history of its later forecasts."""
+        warmup = earlier if self.warmup is None else pl.concat([self.warmup, earlier], how="diagonal_relaxed")
+        return dataclasses.replace(self, warmup=warmup)
 
 
 def forecast_covariance(
@@ -118,12 +140,18 @@ def forecast_covariance(
     config: the covariance estimator.
     adjustments: the adjustments applied.
     state: the state of a run over the dates up to ``state.last_date``: only the later dates are forecast,
-        equal to a run over all the dates (up to rounding).
+        equal to a run over all the dates (up to rounding); ``factor_returns`` then holds at least the dates
+        since the state's warm-up (:meth:`CovarianceState.with_warmup`).
     """
     if state is None:
         covariance = factor_covariance(factor_returns, config)
     else:
         later = factor_returns.filter(pl.col(DATE) > state.last_date).get_column(DATE)
+        if state.warmup is not None:  # a model cut at a start date: its earlier returns are history still
+            factor_returns = pl.concat(
+                [state.warmup.select(DATE, *[c for c in factor_returns.columns if c != DATE]), factor_returns],
+                how="vertical_relaxed",
+            )
         covariance = factor_covariance(factor_returns, config, at=later)
     if covariance.dates.len() == 0:
         return covariance, state
@@ -142,4 +170,5 @@ def forecast_covariance(
         covariance, regime_state = volatility_regime_with_state(
             covariance, factor_returns, half_life=adjustments.vra_half_life, state=regime_state
         )
-    return covariance, CovarianceState(covariance.dates[-1], eigen_state, regime_state)
+    warmup = None if state is None else state.warmup
+    return covariance, CovarianceState(covariance.dates[-1], eigen_state, regime_state, warmup)

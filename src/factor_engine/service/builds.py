@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -274,9 +273,9 @@ def run_build(
 ) -> ModelSummary:
     """Build the model of the queued run ``run_id`` (loading its panel first) and save it (the run then
     succeeds), or fail the run with the error message and re-raise. The model keeps its update state (it can be
-    extended by ``POST /models/{id}/update``) unless ``start_date`` or ``end_date`` cut dates off what was
-    built. ``cancelled``: set when the service stops (the build is abandoned at its next stage); ``started``:
-    the run was created running (a direct build)."""
+    extended by ``POST /models/{id}/update``) unless ``end_date`` cuts dates off what was built (a
+    ``start_date`` keeps the warm-up's factor returns in the state). ``cancelled``: set when the service stops
+    (the build is abandoned at its next stage); ``started``: the run was created running (a direct build)."""
     if not started:
         store.start_run(run_id)
     progress = Progress(store, run_id, cancelled)
@@ -285,9 +284,7 @@ def run_build(
         with progress.stage("load panel"):
             panel = load_build_panel(store, request, config)
         built = build_model(panel, config, stage=progress.stage)
-        model = built.between(request.start_date, request.end_date)
-        if model.factor_returns.height == built.factor_returns.height:  # nothing cut: the state is the model's
-            model = replace(model, state=built.state)
+        model = built.between(request.start_date, request.end_date)  # keeps the update state unless the end is cut
         progress.announce("save")
         return store.save_model(run_id, model, timings=dict(progress.timings))
     except BaseException as error:

@@ -427,9 +427,8 @@ class ModelStore(StoreBase):
             if not state:
                 raise ModelError(
                     f"model {model_id} has no update state: it was built before updates were possible, or cut to "
-                    "a start_date or end_date that left out dates its build estimated (the warm-up history an "
-                    "update continues from is not stored); rebuild it without start_date (or with the panel's "
-                    "first date) and end_date to get a model that can be updated"
+                    "an end_date before the last date its build estimated (the state belongs to that date); "
+                    "rebuild it without end_date to get a model that can be updated"
                 )
             meta = _update_meta(stored)
             factors = tuple(stored["factors"])
