@@ -39,7 +39,7 @@ from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
 from factor_engine.regression import MARKET, FactorReturns, estimate_from_panel
 from factor_engine.risk import FactorCovariance
 from factor_engine.risk.forecast import CovarianceAdjustments, CovarianceState, forecast_covariance
-from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, time_series_specific_risk
+from factor_engine.risk.specific import RESIDUAL, SPECIFIC_VOL, SpecificRiskConfig, time_series_specific_risk
 from factor_engine.risk.specific_state import finish_with_state
 from factor_engine.styles import StyleFactor, compute_styles, get_style
 from factor_engine.styles.fill import fill_context
@@ -470,14 +470,7 @@ def build_model(
         scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
     regression = config.regression
     with run("factor returns"):
-        result: FactorReturns = estimate_from_panel(
-            universe,
-            scores if style_names else None,
-            winsor_factor=regression.winsor_factor,
-            residualize_styles=regression.residualize_styles,
-            method="barra" if regression.method == "barra" else "toraniko",
-            exposure_lag=regression.effective_exposure_lag,
-        )
+        result = estimate_configured(universe, scores if style_names else None, config)
         if result.factor_returns.height == 0:
             raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
         dropped = _unestimable_factors(result)
@@ -492,7 +485,7 @@ def build_model(
     # residuals: both run in the background while the exposures are built (each is parallel inside, but has
     # serial parts the others fill). BLAS runs single-threaded meanwhile (the kernels parallelize themselves),
     # restored afterwards.
-    specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
+    specific_config = specific_risk_config(config, has_caps)
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=2) as background:
         forecast = background.submit(
             forecast_covariance, factor_returns, config.covariance, covariance_adjustments(config)
@@ -526,6 +519,25 @@ def build_model(
         notes=notes,
         state=state,
     )
+
+
+def estimate_configured(universe: pl.DataFrame, scores: pl.DataFrame | None, config: ModelConfig) -> FactorReturns:
+    """The cross-sectional regressions of ``universe`` on its style ``scores`` as ``config``'s ``[regression]``
+    asks (a build's, and an update's on its new dates)."""
+    regression = config.regression
+    return estimate_from_panel(
+        universe,
+        scores,
+        winsor_factor=regression.winsor_factor,
+        residualize_styles=regression.residualize_styles,
+        method="barra" if regression.method == "barra" else "toraniko",
+        exposure_lag=regression.effective_exposure_lag,
+    )
+
+
+def specific_risk_config(config: ModelConfig, has_caps: bool) -> SpecificRiskConfig:
+    """The specific risk configuration a model uses: without market caps, one size group for the shrinkage."""
+    return config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
 
 
 def universe_state(exposures: pl.DataFrame, before: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

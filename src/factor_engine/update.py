@@ -43,12 +43,13 @@ from factor_engine.model import (
     append_model_dates,
     apply_sectors,
     covariance_adjustments,
+    estimate_configured,
     select_universe,
+    specific_risk_config,
     universe_state,
 )
 from factor_engine.model_folder import Manifest, ModelError, read_folder, read_state, read_table
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
-from factor_engine.regression import MARKET, estimate_from_panel
 from factor_engine.risk import FactorCovariance
 from factor_engine.risk.forecast import CovarianceState, forecast_covariance
 from factor_engine.risk.specific_state import SpecificState, extend_specific_risk
@@ -193,7 +194,7 @@ def extend_model(
     when there is none), ready for :func:`~factor_engine.model.append_model_dates` or a store's append; the
     result's ``folder`` is None (nothing is written here)."""
     run = stage or (lambda _name: nullcontext())
-    meta, saved = inputs.meta, inputs
+    meta = inputs.meta
     last_date = inputs.last_date
     new_dates = panel.filter(pl.col(DATE) > last_date).get_column(DATE).unique().sort()
     if new_dates.len() == 0:
@@ -205,33 +206,25 @@ def extend_model(
     has_caps = not str(meta["build"].get("market_cap", "")).startswith(_ABSENT_CAPS)
     lag = config.regression.effective_exposure_lag
     with run("universe"):
-        anchor = _anchor(saved.factor_returns, new_dates[0], lag)
+        anchor = _anchor(inputs.factor_returns, new_dates[0], lag)
         new_symbols = panel.filter(pl.col(DATE) >= anchor).get_column(SYMBOL).unique().to_list()
         start = _as_date(
-            saved.keys.get_column(DATE).min()
+            inputs.keys.get_column(DATE).min()
             if any(need is None for need in needs)
-            else history_start(saved.keys, anchor, [need for need in needs if need is not None], new_symbols)
+            else history_start(inputs.keys, anchor, [need for need in needs if need is not None], new_symbols)
         )
-        _check_keys_reach(saved.keys, anchor, needs, new_symbols, inputs.state.get("universe"), inputs.all_keys)
-        _check_dates_reach(saved.keys, anchor, needs, inputs)
-        universe = _universe(panel, saved.keys, start, last_date, config, has_caps)
+        _check_keys_reach(inputs.keys, anchor, needs, new_symbols, inputs.state.get("universe"), inputs.all_keys)
+        _check_dates_reach(inputs.keys, anchor, needs, inputs)
+        universe = _universe(panel, inputs.keys, start, last_date, config, has_caps)
     with run("styles"):
         notes: dict[str, Any] = {"styles": {}}
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scored = universe.filter(pl.col(DATE) >= anchor).get_column(DATE).unique().sort().to_list()
         scores, filled_by_date = _styles_filled(universe, style_frame, styles, config, notes, at=scored)
     with run("factor returns"):
-        regression = config.regression
         # the regression of each date is on its own: only the new dates and their exposure dates are solved
         universe = universe.filter(pl.col(DATE) >= anchor)
-        result = estimate_from_panel(
-            universe,
-            scores if styles else None,
-            winsor_factor=regression.winsor_factor,
-            residualize_styles=regression.residualize_styles,
-            method="barra" if regression.method == "barra" else "toraniko",
-            exposure_lag=lag,
-        )
+        result = estimate_configured(universe, scores if styles else None, config)
         _check_factors(result.factors, result.factor_returns, factors, meta, last_date)
         later = pl.col(DATE) > last_date
         factor_returns_new = _with_columns(result.factor_returns.filter(later), factors, None)
@@ -239,12 +232,12 @@ def extend_model(
         exposures = _exposures_at_close(universe, scores, result).filter(later)
         exposures = _with_columns(exposures, (SYMBOL, *factors), dict.fromkeys(model_sectors, 0.0), keys=(DATE,))
         residuals = result.residuals.filter(later)
-    factor_returns = pl.concat([saved.factor_returns, factor_returns_new.cast(saved.factor_returns.schema)])
+    factor_returns = pl.concat([inputs.factor_returns, factor_returns_new.cast(inputs.factor_returns.schema)])
     state: dict[str, dict[str, np.ndarray]] = {}
-    covariance = saved.covariance
+    covariance = inputs.covariance
     if covariance is not None:
         with run("factor covariance"):
-            covariance_state = CovarianceState.from_arrays(_component(saved.state, "factor_covariance"))
+            covariance_state = CovarianceState.from_arrays(_component(inputs.state, "factor_covariance"))
             added, after = forecast_covariance(
                 factor_returns, config.covariance, covariance_adjustments(config), state=covariance_state
             )
@@ -252,21 +245,22 @@ def extend_model(
             if after is not None:
                 state["factor_covariance"] = after.to_arrays()
     specific_new = None
-    if "specific_risk" in saved.state:
+    if "specific_risk" in inputs.state:
         with run("specific risk"):
-            specific_config = config.specific_risk if has_caps else replace(config.specific_risk, n_size_groups=1)
-            specific_state = SpecificState.from_arrays(saved.state["specific_risk"], specific_config)
+            specific_state = SpecificState.from_arrays(
+                inputs.state["specific_risk"], specific_risk_config(config, has_caps)
+            )
             caps = universe.filter(later).select(DATE, SYMBOL, MARKET_CAP)
             specific_new, specific_after = extend_specific_risk(specific_state, residuals, caps, exposures)
             state["specific_risk"] = specific_after.to_arrays()
-    if "universe" in saved.state:
-        state["universe"] = universe_state(exposures, saved.state["universe"])
+    if "universe" in inputs.state:
+        state["universe"] = universe_state(exposures, inputs.state["universe"])
     notes_after = dict(meta["build"])
     extension = ModelExtension(
         exposures=exposures.select(DATE, SYMBOL, *factors),
         residuals=residuals,
         factor_returns=factor_returns,
-        diagnostics=pl.concat([saved.diagnostics, diagnostics.select(saved.diagnostics.columns)], how="vertical"),
+        diagnostics=pl.concat([inputs.diagnostics, diagnostics.select(inputs.diagnostics.columns)], how="vertical"),
         specific_risk=specific_new,
         factor_covariance=covariance,
         state=state,
@@ -457,8 +451,8 @@ def _check_factors(
                     "the model to include it"
                 )
             continue
-        kind = "sector" if name not in (MARKET,) else "factor"
-        raise ModelError(f"{kind} {name!r} appears in the new dates but is not in the model: rebuild the model")
+        # the market and the styles are the model's: what is new is a sector label
+        raise ModelError(f"sector {name!r} appears in the new dates but is not in the model: rebuild the model")
 
 
 def _with_columns(
