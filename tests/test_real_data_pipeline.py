@@ -22,6 +22,7 @@ from factor_engine.panel import SEED_SECTORS
 from factor_engine.portfolio import decompose_risk
 from factor_engine.portfolio.snapshot import snapshot_at
 from factor_engine.risk import validation
+from factor_engine.update import differences
 from real_data import SP500_TICKERS, sp500_prices_path, sp500_sectors_path
 
 
@@ -91,3 +92,18 @@ def test_validate_runs_and_the_bias_statistics_are_in_band(work: Path, model: Ri
     means = dict(zip(summary["tested"], summary["mean_bias"], strict=True))
     assert 0.9 <= means["pure factor portfolios"] <= 1.1, means
     assert 0.9 <= means["random portfolios"] <= 1.1, means
+
+
+def test_update_on_real_prices_equals_the_build(work: Path, model: RiskModel, tmp_path: Path) -> None:
+    """The S&P 500 closes without their last three dates, built, then extended by `update` from the whole panel:
+    the result equals the build on the whole panel (no caps: equal weights, momentum only)."""
+    panel = pl.read_parquet(work / "panel.parquet")
+    cut = panel.get_column("date").unique().sort()[-4]
+    panel.filter(pl.col("date") <= cut).write_parquet(tmp_path / "head.parquet")
+    code, _, stderr = invoke("build", "--data", str(tmp_path / "head.parquet"), "--out", str(tmp_path / "model"))
+    assert code == 0, stderr
+    code, stdout, stderr = invoke("update", "--model", str(tmp_path / "model"), "--data", str(work / "panel.parquet"))
+    assert code == 0, stderr
+    assert "added: 3 date(s)" in stdout
+    gaps = differences(load_model(tmp_path / "model"), model, cut)
+    assert all(gap < 1e-10 for gap in gaps.values()), gaps
