@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,17 +173,22 @@ def _linear_from_sorted(ordered: np.ndarray, count: np.ndarray, q: float) -> np.
     return result
 
 
-def quantile_nearest(dense: np.ndarray, q: float) -> np.ndarray:
-    """Per-row ``q`` quantile of the non-NaN values by polars' ``nearest`` rule (index rounded half away)."""
+def quantile_nearest(dense: np.ndarray, q: float | Sequence[float]) -> Any:
+    """Per-row ``q`` quantile of the non-NaN values by polars' ``nearest`` rule (index rounded half away); for
+    a sequence of fractions, one such array per fraction (the rows sorted once)."""
     ordered = np.sort(dense, axis=1)  # NaN sort last
     count = (~np.isnan(dense)).sum(axis=1)
-    position = (count - 1) * q
-    index = np.floor(position)
-    index = (index + (position - index >= 0.5)).astype(np.int64)  # round half away from zero, as polars
-    index = np.clip(index, 0, max(ordered.shape[1] - 1, 0))
-    result: np.ndarray = ordered[np.arange(ordered.shape[0]), index] if ordered.shape[1] else np.full(0, np.nan)
-    result = np.where(count > 0, result, np.nan)
-    return result
+    rows = np.arange(ordered.shape[0])
+
+    def at(fraction: float) -> np.ndarray:
+        position = (count - 1) * fraction
+        index = np.floor(position)
+        index = (index + (position - index >= 0.5)).astype(np.int64)  # round half away from zero, as polars
+        index = np.clip(index, 0, max(ordered.shape[1] - 1, 0))
+        result: np.ndarray = ordered[rows, index] if ordered.shape[1] else np.full(0, np.nan)
+        return np.where(count > 0, result, np.nan)
+
+    return at(q) if isinstance(q, (int, float)) else [at(fraction) for fraction in q]
 
 
 def winsorize(dense: np.ndarray, percentile: float) -> np.ndarray:

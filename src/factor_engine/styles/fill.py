@@ -131,39 +131,71 @@ def _date_index(dates: pl.Series) -> tuple[np.ndarray, pl.Series]:
     return index, pl.Series(dates.name, unique.astype(np.int32)).cast(pl.Date)
 
 
+@dataclass(frozen=True)
+class _ByDate:
+    """Per-date sums of row values and per-row copies of per-date values, for rows given by their date index:
+    contiguous segments (``np.add.reduceat``, ``np.repeat``) when the rows are in date order, as the
+    universe's are, else ``np.bincount`` and a gather."""
+
+    dates: np.ndarray
+    n_dates: int
+    lengths: np.ndarray | None  # rows per date when in date order
+
+    @classmethod
+    def of(cls, dates: np.ndarray, n_dates: int) -> _ByDate:
+        in_order = dates.size == 0 or bool(np.all(dates[1:] >= dates[:-1]))
+        return cls(dates, n_dates, np.bincount(dates, minlength=n_dates) if in_order else None)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        if self.lengths is None:
+            return np.bincount(self.dates, weights=values, minlength=self.n_dates)
+        sums = np.zeros(self.n_dates)
+        nonempty = self.lengths > 0
+        if values.size:
+            starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1]))
+            sums[nonempty] = np.add.reduceat(values, starts[nonempty])
+        return sums
+
+    def expand(self, per_date: np.ndarray) -> np.ndarray:
+        return np.repeat(per_date, self.lengths) if self.lengths is not None else per_date[self.dates]
+
+
 def _standardized_rows(
-    values: np.ndarray, cap_weights: np.ndarray, dates: np.ndarray, n_dates: int
+    values: np.ndarray, cap_weights: np.ndarray, by_date: _ByDate
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date (``dates``: each row's date index), the rows standardized to a cap-weighted mean of 0 and an
-    equal-weighted std of 1 (ddof 1) as :func:`factor_engine.styles.descriptors.standardize_use4` does on the
-    grid; also each date's cap-weighted mean and std."""
+    """Per date, the rows standardized to a cap-weighted mean of 0 and an equal-weighted std of 1 (ddof 1) as
+    :func:`factor_engine.styles.descriptors.standardize_use4` does on the grid; also each date's cap-weighted
+    mean and std."""
     finite = np.isfinite(values)
     clean = np.where(finite, values, 0.0)
-    weights = cap_weights * finite
-    count = np.bincount(dates, weights=finite.astype(np.float64), minlength=n_dates)
+    count = by_date.sum(finite.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
-        cap_mean = np.bincount(dates, weights=weights * clean, minlength=n_dates) / np.bincount(
-            dates, weights=weights, minlength=n_dates
-        )
-        mean = np.bincount(dates, weights=clean, minlength=n_dates) / count
-        deviation = (clean - mean[dates]) * finite
-        std = np.sqrt(np.bincount(dates, weights=deviation * deviation, minlength=n_dates) / (count - 1))
+        weights = cap_weights * finite
+        cap_mean = by_date.sum(weights * clean) / by_date.sum(weights)
+        del weights
+        mean = by_date.sum(clean) / count
+        clean -= by_date.expand(mean)
+        clean *= finite
+        std = np.sqrt(by_date.sum(clean * clean) / (count - 1))
+        del clean
         std[~(std > CONSTANT_TOL * np.maximum(np.maximum(np.abs(mean), np.abs(cap_mean)), 1e-300))] = np.nan
-        standardized = (values - cap_mean[dates]) / std[dates]
+        standardized = values - by_date.expand(cap_mean)
+        standardized /= by_date.expand(std)
     return standardized, cap_mean, std
 
 
 def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     """USE4's size of each row: the log cap trimmed at 3σ and standardized within its date (the row-space twin
     of the size :mod:`factor_engine.styles.descriptors` computes on the grid)."""
+    by_date = _ByDate.of(dates, n_dates)
     with np.errstate(invalid="ignore", divide="ignore"):
         usable = np.isfinite(caps) & (caps > 0)
         log_cap = np.where(usable, np.log(np.where(usable, caps, 1.0)), np.nan)
     cap_weights = np.where(usable, caps, 0.0)
-    _, cap_mean, std = _standardized_rows(log_cap, cap_weights, dates, n_dates)
-    half_width = TRIM_SIGMA * std[dates]
-    clipped = np.clip(log_cap, cap_mean[dates] - half_width, cap_mean[dates] + half_width)
-    return _standardized_rows(clipped, cap_weights, dates, n_dates)[0]
+    _, cap_mean, std = _standardized_rows(log_cap, cap_weights, by_date)
+    half_width = TRIM_SIGMA * std
+    clipped = np.clip(log_cap, by_date.expand(cap_mean - half_width), by_date.expand(cap_mean + half_width))
+    return _standardized_rows(clipped, cap_weights, by_date)[0]
 
 
 @dataclass(frozen=True)

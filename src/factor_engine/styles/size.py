@@ -35,7 +35,6 @@ def size(df: pl.DataFrame | pl.LazyFrame, *, lower_decile: float = 0.2, upper_de
     layout = date_layout(frame)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = standardize(layout.to_dense(-np.log(frame[MARKET_CAP].to_numpy())))
-    low = quantile_nearest(scores, lower_decile)[:, None]
-    high = quantile_nearest(scores, upper_decile)[:, None]
+    low, high = (q[:, None] for q in quantile_nearest(scores, (lower_decile, upper_decile)))
     tails = np.where((scores <= low) | (scores >= high), scores, 0.0)
     return with_score(frame, SCORE, layout.to_rows(tails))

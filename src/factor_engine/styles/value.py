@@ -33,7 +33,9 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
         raise ValueError(f"winsorize_features must be a fraction in [0, 0.5], got {winsorize_features}")
     frame = load_inputs(df, "value", VALUE_FEATURES)
     layout = date_layout(frame)
-    standardized = []
+    # the average of the standardized features present, accumulated feature by feature (no stacked copy)
+    total = np.zeros((layout.n_dates, layout.width))
+    present = np.zeros((layout.n_dates, layout.width))
     # a feature that is present but not a finite number after the transform (NaN, ±inf, log of a
     # non-positive ratio) makes the score missing, as in toraniko; a null feature is skipped
     invalid = np.zeros(frame.height, dtype=bool)
@@ -43,12 +45,14 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
             feature = winsorize(feature, winsorize_features)
         if position < 2:  # book and sales ratios enter in logs
             with np.errstate(invalid="ignore", divide="ignore"):
-                feature = np.log(feature)
+                np.log(feature, out=feature)
         invalid |= frame[name].is_not_null().to_numpy() & ~np.isfinite(layout.to_rows(feature))
-        standardized.append(standardize(feature))
-    stacked = np.stack(standardized)
-    present = np.isfinite(stacked)
+        feature = standardize(feature)
+        finite = np.isfinite(feature)
+        present += finite
+        total += np.where(finite, feature, 0.0)
+        del feature, finite
     with np.errstate(invalid="ignore", divide="ignore"):
-        average = np.where(present, stacked, 0.0).sum(axis=0) / present.sum(axis=0)
+        average = np.divide(total, present, out=total)
     average[layout.t[invalid], layout.slot[invalid]] = np.nan
     return with_score(frame, SCORE, layout.to_rows(standardize(average)))
