@@ -82,7 +82,10 @@ def build_grid(frames: Sequence[pl.DataFrame]) -> Grid:
 
 def check_unique(grid: Grid, t: np.ndarray, n: np.ndarray, what: str) -> None:
     """Raise ValueError naming examples when a (date, symbol) cell appears more than once."""
-    flat = t * grid.n_symbols + n
+    flat = t * grid.n_symbols
+    flat += n
+    if flat.size < 2 or bool(np.all(flat[1:] > flat[:-1])):
+        return  # rows in (date, symbol) order without a repeat, the usual case: one pass, no count per cell
     counts = np.bincount(flat, minlength=grid.n_dates * grid.n_symbols)
     dup_cells = np.flatnonzero(counts > 1)
     if dup_cells.size:

@@ -469,7 +469,13 @@ def _structural(
         rows = source[first:last]
         values = np.full((last - first, len(names)), np.nan)
         found = rows >= 0
-        values[found] = numeric[rows[found]].to_numpy().reshape(-1, len(names))
+        wanted = rows[found]
+        if wanted.size and wanted[-1] - wanted[0] < 2 * wanted.size and bool(np.all(wanted[1:] >= wanted[:-1])):
+            # the exposure rows of a block of dates are about one contiguous range (a build): taken as one slice
+            span = numeric.slice(int(wanted[0]), int(wanted[-1] - wanted[0]) + 1).to_numpy()
+            values[found] = span[wanted - wanted[0]]
+        else:
+            values[found] = numeric[wanted].to_numpy().reshape(-1, len(names))
         known = np.isfinite(values).all(axis=1)
         tt, nn = t[first:last] - lo, n[first:last]
         design = np.zeros((hi - lo, n_symbols, n_columns))

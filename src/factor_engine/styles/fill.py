@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -55,9 +56,11 @@ def _fill_rows(
     weights: np.ndarray,
     n_dates: int,
     n_sectors: int,
+    cell: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fill_by_sector_and_size` on usable rows: ``values`` (NaN where missing), each row's date index,
-    sector code, size and regression weight; returns the filled values and the mask of those filled."""
+    sector code, size and regression weight (and, if known, its (date, sector) cell ``date · n_sectors +
+    sector``); returns the filled values and the mask of those filled."""
     observed = np.isfinite(values)
     enough = np.bincount(dates[observed], minlength=n_dates) >= MIN_OBSERVED
     wanted = ~observed & enough[dates]
@@ -65,7 +68,7 @@ def _fill_rows(
     if n_sectors == 0 or not wanted.any():
         return filled, wanted
     w, x, y = weights[observed], size[observed], values[observed]
-    cell = dates[observed] * n_sectors + sectors[observed]
+    cell = (dates * n_sectors + sectors if cell is None else cell)[observed]
     cells = n_dates * n_sectors
     wx = w * x
     sw, swx, swy = _sums(cell, w, cells), _sums(cell, wx, cells), _sums(cell, w * y, cells)
@@ -220,6 +223,12 @@ class FillContext:
     weights: np.ndarray
     n_sectors: int
 
+    @cached_property
+    def cells(self) -> np.ndarray:
+        """(R,) each row's (date, sector) cell, ``t · n_sectors + sector``."""
+        cells: np.ndarray = self.t * self.n_sectors + self.sectors
+        return cells
+
     def fill(self, scores: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndarray]:
         """``scores`` (``date, symbol`` + ``column``, rows of the universe) with the missing values of
         ``column`` filled, and the number filled on each date (int64, aligned with :attr:`dates`)."""
@@ -239,7 +248,7 @@ class FillContext:
             values[order] = score
         n_dates = self.dates.len()
         fitted, wanted = _fill_rows(
-            values[self.used], self.t, self.sectors, self.size, self.weights, n_dates, self.n_sectors
+            values[self.used], self.t, self.sectors, self.size, self.weights, n_dates, self.n_sectors, self.cells
         )
         values[self.used] = fitted
         counts = np.bincount(self.t[wanted], minlength=n_dates).astype(np.int64)
