@@ -1,0 +1,45 @@
+"""factor_engine._allocator: with :func:`reuse_freed_memory`, a freed large array's pages serve the next one.
+
+Measured in fresh processes by the page faults of touching a 256 MB array allocated after another was freed:
+glibc's default maps each such array afresh (one fault per 4 KiB page); after ``reuse_freed_memory`` it comes
+from the pages the first one left in the heap (no new faults). numpy's transparent huge pages are turned off in
+the child so a fault is one 4 KiB page either way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_CHILD = """
+import resource, sys
+import numpy as np
+np._core.multiarray._set_madvise_hugepage(False)
+from factor_engine._allocator import reuse_freed_memory
+took = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+size = 256 * 2**20 // 8
+first = np.ones(size)
+del first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+second = np.ones(size)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(took, faults, size * 8 // 4096)
+"""
+
+
+def _faults(mode: str) -> tuple[str, int, int]:
+    done = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, check=True)
+    took, faults, pages = done.stdout.split()
+    return took, int(faults), int(pages)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_freed_memory_is_reused() -> None:
+    took, faults_default, pages = _faults("default")
+    assert took == "None"
+    assert faults_default >= 0.9 * pages, (faults_default, pages)  # a fresh mapping: every page faulted
+    took, faults_reused, pages = _faults("reuse")
+    assert took == "True"
+    assert faults_reused <= 0.02 * pages, (faults_reused, pages)  # the freed array's pages, already mapped
