@@ -496,8 +496,12 @@ def compute_styles(
         return contexts[on_their_dates(factor)].copy().run(score, factor)  # each thread in a copy of its cache
 
     if len(factors) > 1 and worker_count() > 1:
+        # the time-series styles (momentum, beta, residual volatility: the longest) start first and the
+        # cross-sections fill in after them; beta before residual volatility, which reuses its regression
+        order = sorted(range(len(factors)), key=lambda i: not factors[i].at_dates)
         with ThreadPoolExecutor(max_workers=min(len(factors), worker_count())) as pool:
-            score_frames = list(pool.map(in_context, factors))
+            computed = dict(zip(order, pool.map(in_context, [factors[i] for i in order]), strict=True))
+        score_frames = [computed[i] for i in range(len(factors))]
     else:
         score_frames = [in_context(factor) for factor in factors]
     rows = lazy if on_dates is None else lazy.filter(on_dates)
