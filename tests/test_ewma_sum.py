@@ -59,3 +59,23 @@ def test_nan_propagates_forward_and_empty_input() -> None:
     assert np.all(np.isfinite(result[:300])) and np.all(np.isnan(result[300:]))
     assert ewma_sum(np.zeros((0, 5)), 0.9, axis=0).shape == (0, 5)
     assert ewma_sum(np.zeros((3, 0)), 0.9).shape == (3, 0)
+
+
+def test_wide_rows_in_pieces_match_the_recursion_and_keep_prefixes() -> None:
+    """Along axis 0 of a wide array the time axis is filtered in pieces of 64 rows (ewma_sum's row pieces):
+    the recursion to rounding, a prefix identically whatever follows it, a NaN forward only from its row,
+    and ``sequential_rows`` the recursion's own rounding exactly."""
+    values = np.random.default_rng(3).standard_normal((1_000, 300))
+    decay = 0.5 ** (1 / 63)
+    full = ewma_sum(values, decay, axis=0)
+    expected = loop_reference(values.T, decay, 1.0).T
+    assert np.max(np.abs(full - expected) / (1.0 + np.abs(expected))) < 1e-13
+    np.testing.assert_array_equal(ewma_sum(values, decay, axis=0, sequential_rows=True), expected)
+    for length in (129, 130, 191, 192, 193, 640, 999):
+        np.testing.assert_array_equal(ewma_sum(values[:length], decay, axis=0), full[:length])
+    broken = values.copy()
+    broken[500, 7] = np.nan
+    result = ewma_sum(broken, decay, axis=0)
+    assert np.all(np.isfinite(result[:500, 7])) and np.all(np.isnan(result[500:, 7]))
+    others = np.delete(np.arange(300), 7)
+    np.testing.assert_array_equal(result[:, others], full[:, others])

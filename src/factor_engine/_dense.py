@@ -221,7 +221,9 @@ def standardize(dense: np.ndarray) -> np.ndarray:
     return result
 
 
-def ewma_sum(values: np.ndarray, decay: float, axis: int = -1, gain: float = 1.0) -> np.ndarray:
+def ewma_sum(
+    values: np.ndarray, decay: float, axis: int = -1, gain: float = 1.0, *, sequential_rows: bool = False
+) -> np.ndarray:
     """``S[t] = decay · S[t−1] + gain · x[t]`` (``S[−1] = 0``) along ``axis``: the first-order recursive filter
     (:func:`scipy.signal.lfilter` with ``b = [gain]``, ``a = [1, −decay]``) of the EWMA estimators.
 
@@ -231,10 +233,18 @@ def ewma_sum(values: np.ndarray, decay: float, axis: int = -1, gain: float = 1.0
     with the sequential recursion to rounding, about 1e-14 relative; a prefix of a series filters
     identically whatever follows it, which keeps the estimators point-in-time). This keeps scipy.signal (a
     second of import) out of every command. A NaN propagates forward as in the sequential recursion.
+
+    Along the rows of a wide array the time axis is cut the same way, into pieces of ``_ROW_PIECE`` rows run
+    side by side, so a (2,520 × 3,000) filter takes about a hundred vectorized steps rather than 2,520 (each
+    step holds the GIL, which two threads filtering at once would otherwise contend for).
+    ``sequential_rows``: a wide array's rows one step per row instead, the recursion's own rounding (the
+    synthetic market's paths, which tests fingerprint).
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 2 and axis in (0, -2) and values.shape[1] >= _ROW_RECURSION_MIN_WIDTH:
-        return _ewma_rows(values, decay, gain)
+        if sequential_rows or values.shape[0] <= 2 * _ROW_PIECE:
+            return _ewma_rows(values, decay, gain)
+        return _ewma_row_pieces(values, decay, gain)
     moved = np.moveaxis(values, axis, -1)
     if moved.size == 0:
         return np.multiply(values, gain)
@@ -256,6 +266,36 @@ def _ewma_rows(values: np.ndarray, decay: float, gain: float) -> np.ndarray:
     for t in range(1, result.shape[0]):
         np.multiply(result[t - 1], decay, out=carried)
         result[t] += carried
+    return result
+
+
+# rows per piece of the time axis filtered piecewise (:func:`_ewma_row_pieces`)
+_ROW_PIECE = 64
+
+
+def _ewma_row_pieces(values: np.ndarray, decay: float, gain: float) -> np.ndarray:
+    """:func:`ewma_sum` along axis 0 of a 2-D array in pieces of ``_ROW_PIECE`` rows at fixed positions: the
+    pieces filtered side by side from a zero start, then each given its predecessor's true end value times
+    ``decay^(i+1)`` (a prefix filters identically whatever follows it)."""
+    result = np.multiply(values, gain) if gain != 1.0 else values.copy()
+    n_rows, width = result.shape
+    piece = _ROW_PIECE
+    n_full = n_rows // piece
+    body = result[: n_full * piece].reshape(n_full, piece, width)  # views of the full pieces
+    tail = result[n_full * piece :]
+    carried = np.empty((n_full, width))
+    for i in range(1, piece):
+        np.multiply(body[:, i - 1], decay, out=carried)
+        body[:, i] += carried
+    carried_tail = np.empty(width)
+    for i in range(1, tail.shape[0]):
+        np.multiply(tail[i - 1], decay, out=carried_tail)
+        tail[i] += carried_tail
+    powers = (decay ** np.arange(1, piece + 1, dtype=np.float64))[:, None]
+    for j in range(1, n_full):
+        body[j] += body[j - 1, -1] * powers  # the previous piece's end is already its true value
+    if tail.shape[0] and n_full:
+        tail += body[-1, -1] * powers[: tail.shape[0]]
     return result
 
 

@@ -867,7 +867,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int], persistence: float) -
     """(T, N) stationary N(0, 1) AR(1) paths along axis 0 with the given daily persistence."""
     innovations = rng.standard_normal(shape)
     innovations[1:] *= math.sqrt(1.0 - persistence**2)
-    paths: np.ndarray = ewma_sum(innovations, persistence, axis=0)
+    paths: np.ndarray = ewma_sum(innovations, persistence, axis=0, sequential_rows=True)  # fingerprinted
     return paths
 
 
