@@ -43,3 +43,28 @@ def test_freed_memory_is_reused() -> None:
     took, faults_reused, pages = _faults("reuse")
     assert took == "True"
     assert faults_reused <= 0.02 * pages, (faults_reused, pages)  # the freed array's pages, already mapped
+
+
+_CLI_CHILD = """
+import resource, sys
+sys.argv = ["factor-engine", *sys.argv[1:]]
+import factor_engine
+assert "numpy" not in sys.modules and "polars" not in sys.modules  # import factor_engine alone loads neither
+import factor_engine.cli  # the command line sets the allocator up for a build or update, then loads the rest
+import numpy as np
+np._core.multiarray._set_madvise_hugepage(False)
+size = 256 * 2**20 // 8
+first = np.ones(size)
+del first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+second = np.ones(size)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, size * 8 // 4096)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+@pytest.mark.parametrize(("argv", "reused"), [(["build", "--data", "p"], True), (["update"], True), (["risk"], False)])
+def test_the_command_line_reuses_memory_for_builds_and_updates_only(argv: list[str], reused: bool) -> None:
+    done = subprocess.run([sys.executable, "-c", _CLI_CHILD, *argv], capture_output=True, text=True, check=True)
+    faults, pages = (int(x) for x in done.stdout.split())
+    assert (faults <= 0.02 * pages) if reused else (faults >= 0.9 * pages), (argv, faults, pages)

@@ -19,7 +19,11 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["reuse_freed_memory"]
+__all__ = ["ONE_SHOT_COMMANDS", "reuse_freed_memory"]
+
+#: The ``factor-engine`` commands that build or extend a model and exit, for which the command line calls
+#: :func:`reuse_freed_memory` before numpy and polars load.
+ONE_SHOT_COMMANDS = frozenset({"build", "update"})
 
 # mallopt parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1

@@ -19,6 +19,15 @@ the one Typer ``app`` of :mod:`._common`.
 
 from __future__ import annotations
 
+import sys
+
+from factor_engine._allocator import ONE_SHOT_COMMANDS, reuse_freed_memory
+
+# A one-shot build or update keeps freed memory for reuse (factor_engine._allocator); set before numpy and
+# polars load (the imports below), which the allocator's settings then cover from their first allocation.
+if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ONE_SHOT_COMMANDS:
+    reuse_freed_memory()
+
 from factor_engine.cli import backtest, explore, ib, models, optimize, prepare, service
 from factor_engine.cli._common import TRUE_EXPOSURES_COLUMN, app
 

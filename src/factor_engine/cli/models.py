@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from factor_engine._allocator import reuse_freed_memory
 from factor_engine.cli._common import (
     BUILD_MODEL_STAGES,
     TRADING_DAYS_PER_YEAR,
@@ -75,7 +74,6 @@ def build(
 
         factor-engine build --data panel.parquet --out model --config model.toml
     """
-    reuse_freed_memory()  # a one-shot process: keep freed arrays' memory for the next ones (factor_engine._allocator)
     with _reported_errors(verbose):
         stages = _Stages(total=3 + BUILD_MODEL_STAGES)
         with stages.run("read configuration"):
@@ -126,7 +124,6 @@ def update(
     """
     from factor_engine.update import update_model
 
-    reuse_freed_memory()
     with _reported_errors(verbose):
         stages = _Stages(total=8)
         with stages.run(f"load panel {data}"):
