@@ -149,15 +149,14 @@ class _PathGroup:
             steps = stop - self.length
             draws = self._draws(self.length, stop)  # (P, n, K)
             history = np.concatenate([self.previous, draws], axis=1) if lags else draws  # (P, lags + n, K)
-            # (P, n, (lags + 1) K): row s holds z_s, z_{s−1}, …, z_{s−lags}
-            lagged = np.empty((self.n_paths, steps, (lags + 1) * k), dtype=np.float32)
-            for lag in range(lags + 1):
-                lagged[:, :, lag * k : (lag + 1) * k] = history[:, lags - lag : lags - lag + steps]
             age = np.arange(steps - 1, -1, -1, dtype=np.float32)
             for sums, decay in ((self.vol_sums, self.estimator.vol_decay), (self.corr_sums, self.estimator.corr_decay)):
-                weighted = draws * (np.float32(decay) ** age)[None, :, None]  # (P, n, K)
+                weighted = (draws * (np.float32(decay) ** age)[None, :, None]).transpose(0, 2, 1)  # (P, K, n)
                 sums *= np.float32(decay**steps)
-                sums += np.matmul(weighted.transpose(0, 2, 1), lagged[:, :, : sums.shape[2]])
+                # lag l: z_s against z_{s−l}, a view of the history (no lagged copy of the draws)
+                for lag in range(sums.shape[2] // k):
+                    earlier = history[:, lags - lag : lags - lag + steps]
+                    sums[:, :, lag * k : (lag + 1) * k] += np.matmul(weighted, earlier)
             if lags:
                 self.previous = history[:, -lags:]
             self.length = stop
