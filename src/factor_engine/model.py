@@ -469,6 +469,13 @@ def build_model(
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
     regression = config.regression
+    # the exposure columns need only the universe and the scores: built in the background while the
+    # regression runs (its serial parts leave a core idle), the factors it leaves out dropped afterwards
+    early = ThreadPoolExecutor(max_workers=1)
+    labels = universe.get_column(SECTOR).drop_nulls().unique().sort().to_list()
+    score_columns = [c for c in scores.columns if c not in (DATE, SYMBOL)]
+    every_exposure = early.submit(_exposures_of, universe, scores, labels, score_columns)
+    early.shutdown(wait=False)
     with run("factor returns"):
         result = estimate_configured(universe, scores if style_names else None, config)
         if result.factor_returns.height == 0:
@@ -496,8 +503,12 @@ def build_model(
             time_series_specific_risk, residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config
         )
         with run("exposures"):
-            exposures = _exposures_of(universe, scores, sectors, styles).select(DATE, SYMBOL, *factors)
-            del scores
+            built = every_exposure.result()
+            if set(factors) <= set(built.columns):
+                exposures = built.select(DATE, SYMBOL, *factors)
+            else:  # not expected: the regression's factors are the universe's sectors and the scores' styles
+                exposures = _exposures_of(universe, scores, sectors, styles).select(DATE, SYMBOL, *factors)
+            del scores, built, every_exposure
             notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
             warnings.extend(notes["sectors"]["warnings"])
         with run("specific risk"):
