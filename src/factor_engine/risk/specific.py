@@ -321,15 +321,18 @@ def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.
     (each cell at most once: a duplicate is an error naming ``what``)."""
     first = int(grid.days[0])
     span = int(grid.days[-1]) - first + 1
-    lookup = np.full(span, -1, dtype=np.int64)
-    lookup[grid.days.astype(np.int64) - first] = np.arange(grid.n_dates)
-    offset = frame[DATE].to_physical().cast(pl.Int64).fill_null(-1 - first).to_numpy() - first
-    inside = (offset >= 0) & (offset < span)
-    t = np.full(frame.height, -1, dtype=np.int64)
-    t[inside] = lookup[offset[inside]]
+    # day -> date index, with -1 on both sides of the grid's span: one gather, no masks
+    lookup = np.full(span + 2, -1, dtype=np.int64)
+    lookup[grid.days.astype(np.int64) - first + 1] = np.arange(grid.n_dates)
+    offset = frame[DATE].to_physical().cast(pl.Int64).fill_null(first - 2).to_numpy() - (first - 1)  # null: -1
+    t = lookup[np.clip(offset, 0, span + 1, out=offset)]
     symbols = frame[SYMBOL].cast(pl.String).cast(pl.Enum(grid.symbols), strict=False)
     n = symbols.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-    rows = np.flatnonzero((t >= 0) & (n >= 0))
+    on_grid = (t >= 0) & (n >= 0)
+    if on_grid.all():
+        check_unique(grid, t, n, what)
+        return np.arange(frame.height), t, n
+    rows = np.flatnonzero(on_grid)
     check_unique(grid, t[rows], n[rows], what)
     return rows, t[rows], n[rows]
 
@@ -506,8 +509,11 @@ def _structural(
 def _blend_weight(resid: np.ndarray, count: np.ndarray, config: SpecificRiskConfig) -> np.ndarray:
     """USE4's weight ``γ`` (T, N) of the time-series estimate (see the module docstring, step 2)."""
     window, start = config.full_history, config.effective_blend_start
-    in_window = count - np.vstack([np.zeros((window, count.shape[1]), count.dtype), count[:-window]])[: count.shape[0]]
-    history = np.clip((in_window - start) / (window - start), 0.0, 1.0)
+    in_window = count.copy()
+    in_window[window:] -= count[:-window]
+    history = np.subtract(in_window, start, dtype=np.float64)
+    history /= window - start
+    np.clip(history, 0.0, 1.0, out=history)
     evaluated = np.arange(0, resid.shape[0], config.robust_every)
     fat_tail = np.empty((evaluated.size, resid.shape[1]))
 
