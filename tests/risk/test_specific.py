@@ -214,6 +214,65 @@ def test_structural_blend_uses_the_documented_gamma(structural_case: StructuralC
     assert not np.allclose(_vol_frame(without, *case.shape)[-1][:-1], vols[:-1])
 
 
+def test_structural_model_with_sector_dummies_matches_the_full_regression(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's exposures (a market column of ones, one-hot sector dummies, styles) take the structural
+    model's sector shortcut (within-sector demeaning, Frisch–Waugh–Lovell): the estimate equals a per-date
+    ``numpy.linalg.lstsq`` of log vol on the full design for the assets too new for a time-series estimate,
+    and the general solve on the full design for every row, including a sector whose assets are all too new
+    (no regression asset) and an asset without a style exposure."""
+    from factor_engine.risk import specific
+
+    rng = np.random.default_rng(17)
+    n_dates, n_assets, n_sectors = 60, 48, 4
+    sector = np.arange(n_assets) % n_sectors
+    styles = rng.standard_normal((n_assets, 2))
+    vols = 0.012 * np.exp(
+        np.array([0.0, 0.3, -0.2, 0.5])[sector] + styles @ [0.3, -0.2] + 0.1 * rng.standard_normal(n_assets)
+    )
+    resid = _signs(rng, (n_dates, n_assets)) * vols
+    has_row = np.ones((n_dates, n_assets), dtype=bool)
+    new = (sector == 3) | (np.arange(n_assets) % 11 == 0)  # sector 3 has no established asset
+    has_row[: n_dates - 4, new] = False  # 4 observations at the last date: no time-series estimate
+    cap = rng.uniform(1e8, 1e11, n_assets)
+    columns = {"market": np.ones(n_assets)} | {f"sector {k}": (sector == k).astype(float) for k in range(n_sectors)}
+    columns |= {"style a": styles[:, 0], "style b": styles[:, 1]}
+    exposures = pl.concat(
+        [_long(np.tile(values, (n_dates, 1)), name, has_row).select(name) for name, values in columns.items()],
+        how="horizontal",
+    )
+    exposures = _long(np.zeros((n_dates, n_assets)), "unused", has_row).select("date", "symbol").hstack(exposures)
+    last = pl.col("date") == exposures["date"].max()
+    exposures = exposures.with_columns(  # one asset without a style exposure on the last date
+        pl.when(last & (pl.col("symbol") == "S005")).then(None).otherwise(pl.col("style a")).alias("style a")
+    )
+    config = _config(
+        half_life=20, nw_lags=0, min_periods=10, full_history=40, blend_start=10, shrinkage=0.0, vra_half_life=None
+    )
+    residuals, caps = _long(resid, "residual", has_row), _long(np.tile(cap, (n_dates, 1)), "market_cap", has_row)
+    calls: list[object] = []
+    original = specific._one_hot_columns
+    monkeypatch.setattr(specific, "_one_hot_columns", lambda numeric: calls.append(original(numeric)) or calls[-1])
+    shortcut = _vol_frame(specific_risk(residuals, caps, exposures, config), n_dates, n_assets)
+    assert calls and calls[-1] is not None  # the sector shortcut was taken
+    monkeypatch.setattr(specific, "_one_hot_columns", lambda numeric: None)
+    general = _vol_frame(specific_risk(residuals, caps, exposures, config), n_dates, n_assets)
+    both = np.isfinite(general)
+    assert np.array_equal(both, np.isfinite(shortcut))
+    np.testing.assert_allclose(shortcut[both], general[both], rtol=1e-10)
+    # the last date against lstsq: the established assets of sectors 0-2 (with both styles) are the regression
+    established = ~new & (np.arange(n_assets) != 5)
+    design = np.column_stack([np.ones(n_assets), *(sector == k for k in range(n_sectors)), styles])
+    root = cap[established, None] ** 0.25
+    time_series = specific_risk(residuals, caps, None, SpecificRiskConfig(**{**config.__dict__, "structural": False}))
+    log_ts = np.log(_vol_frame(time_series, n_dates, n_assets)[-1, established])  # σ_TS of the regression assets
+    coef = np.linalg.lstsq(design[established] * root, log_ts * root[:, 0], rcond=None)[0]
+    bias = np.mean(np.exp(log_ts - design[established] @ coef))
+    reference = bias * np.exp(design @ coef)
+    in_present_sectors = new & (sector != 3)
+    np.testing.assert_allclose(shortcut[-1, in_present_sectors], reference[in_present_sectors], rtol=1e-10)
+    assert np.all(np.isfinite(shortcut[-1, sector == 3]))  # the sector without regression assets still gets one
+
+
 def _fat_tail_reference(window: np.ndarray) -> float:
     """USE4's clip(exp(1 − Z), 0, 1) of one asset's observed residuals, with numpy's percentiles."""
     values = window[np.isfinite(window)]

@@ -466,10 +466,17 @@ def _structural(
     result = np.full((n_dates, n_symbols), np.nan)
     block = max(1, _BLOCK_CELLS // max(1, n_symbols * n_columns))
 
+    one_hot = _one_hot_columns(numeric)
+    if one_hot is not None:
+        other_columns = numeric.select(numeric.columns[i] for i in one_hot.other)
+
     def solve_block(lo: int) -> None:
         hi = min(lo + block, n_dates)
         first, last = row_start[lo], row_start[hi]
         rows = source[first:last]
+        if one_hot is not None:
+            _solve_block_by_group(lo, hi, first, last, rows)
+            return
         values = np.full((last - first, len(names)), np.nan)
         found = rows >= 0
         wanted = rows[found]
@@ -501,8 +508,132 @@ def _structural(
             estimate = bias[:, None] * np.exp(fitted)
         result[lo:hi] = np.where(has_exposure & solvable[:, None], estimate, np.nan)
 
+    def _solve_block_by_group(lo: int, hi: int, first: int, last: int, rows: np.ndarray) -> None:
+        assert one_hot is not None
+        found = np.flatnonzero(rows >= 0)
+        wanted = rows[found]
+        if wanted.size and wanted[-1] - wanted[0] < 2 * wanted.size and bool(np.all(wanted[1:] >= wanted[:-1])):
+            span = other_columns.slice(int(wanted[0]), int(wanted[-1] - wanted[0]) + 1).to_numpy()
+            x = span[wanted - wanted[0]]
+        else:
+            x = other_columns[wanted].to_numpy().reshape(-1, len(one_hot.other))
+        known = np.isfinite(x).all(axis=1)
+        keep = found[known]
+        result[lo:hi] = _structural_by_group(
+            np.ascontiguousarray(x[known]),
+            one_hot.member[wanted[known]],
+            t[first:last][keep] - lo,
+            n[first:last][keep],
+            len(one_hot.group),
+            in_regression[lo:hi],
+            cap[lo:hi],
+            log_sigma[lo:hi],
+        )
+
     with single_threaded_blas():
         run_parallel(solve_block, range(0, n_dates, block))
+    return result
+
+
+@dataclass(frozen=True)
+class _OneHot:
+    """Exposures made of one group of dummies (sectors: 0/1, exactly one 1 per row), columns of ones (the
+    market, the intercept again) and other columns (styles): the positions of each kind and each row's member
+    of the group."""
+
+    group: list[int]
+    constant: list[int]
+    other: list[int]
+    member: np.ndarray  # (rows,) the group member (0…len(group)−1) of each exposure row
+
+
+def _one_hot_columns(numeric: pl.DataFrame) -> _OneHot | None:
+    """The :class:`_OneHot` structure of ``numeric`` (a model's exposures), or None when its 0/1 columns that
+    are not all 1 do not form one group with exactly one 1 on every row (or hold a missing value)."""
+    columns = numeric.columns
+    flags = numeric.select(
+        *(((pl.col(c) == 0.0) | (pl.col(c) == 1.0)).all().alias(f"binary {i}") for i, c in enumerate(columns)),
+        *((pl.col(c) == 1.0).all().alias(f"ones {i}") for i, c in enumerate(columns)),
+        *(pl.col(c).is_null().any().alias(f"null {i}") for i, c in enumerate(columns)),
+    ).row(0)
+    binary, ones, null = flags[: len(columns)], flags[len(columns) : 2 * len(columns)], flags[2 * len(columns) :]
+    constant = [i for i in range(len(columns)) if ones[i]]
+    group = [i for i in range(len(columns)) if binary[i] and not ones[i]]
+    other = [i for i in range(len(columns)) if not binary[i]]
+    if len(group) < 2 or any(null[i] for i in (*group, *constant)):
+        return None
+    member_of, count = numeric.select(
+        pl.sum_horizontal(pl.col(columns[i]) * float(k) for k, i in enumerate(group)).alias("member"),
+        pl.sum_horizontal(columns[i] for i in group).alias("count"),
+    )
+    if not bool((count == 1.0).all()):
+        return None
+    return _OneHot(group, constant, other, member_of.cast(pl.Int64).to_numpy())
+
+
+def _structural_by_group(
+    x: np.ndarray,
+    member: np.ndarray,
+    tt: np.ndarray,
+    nn: np.ndarray,
+    n_members: int,
+    in_regression: np.ndarray,
+    cap: np.ndarray,
+    log_sigma: np.ndarray,
+) -> np.ndarray:
+    """:func:`_structural`'s estimate on a (b, N) block of dates when the exposures hold one group of dummies
+    (sectors), columns of ones and other columns ``x`` (the rows with every exposure, in date order, at dates
+    ``tt`` within the block and symbols ``nn``, each in group ``member``): the same weighted regression on
+    ``[1, exposures]``, solved by the Frisch–Waugh–Lovell theorem (the other columns and the target demeaned
+    within each group member: a P × P system per date, then each member's level) instead of the full design.
+    The fitted values are the full regression's: a member without a regression asset that date takes the
+    level of the last member with some (in column order), the full regression's intercept once its collinear
+    dummy is dropped."""
+    n_dates, n_symbols = in_regression.shape
+    n_other = x.shape[1]
+    used = in_regression[tt, nn]
+    w = np.where(used, np.sqrt(cap[tt, nn]), 0.0)
+    y = np.where(used, log_sigma[tt, nn], 0.0)
+    cell = tt * n_members + member
+    cells = n_dates * n_members
+    sum_w = np.bincount(cell, w, cells).reshape(n_dates, n_members)
+    sum_wy = np.bincount(cell, w * y, cells).reshape(n_dates, n_members)
+    wx = w[:, None] * x
+    sum_wx = np.empty((n_dates, n_members, n_other))
+    for j in range(n_other):
+        sum_wx[:, :, j] = np.bincount(cell, wx[:, j], cells).reshape(n_dates, n_members)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inverse = np.where(sum_w > 0, 1.0 / sum_w, 0.0)
+    # each date's rows are one contiguous range: its moments by one small product each
+    bounds = np.searchsorted(tt, np.arange(n_dates + 1))
+    gram = np.empty((n_dates, n_other, n_other))
+    rhs = np.empty((n_dates, n_other))
+    for d in range(n_dates):
+        lo, hi = bounds[d], bounds[d + 1]
+        gram[d] = wx[lo:hi].T @ x[lo:hi]
+        rhs[d] = wx[lo:hi].T @ y[lo:hi]
+    # less each member's mean part: the within-member moments
+    scaled = sum_wx * inverse[:, :, None]
+    gram -= np.matmul(scaled.transpose(0, 2, 1), sum_wx)
+    rhs -= np.einsum("tsj,ts->tj", scaled, sum_wy)
+    params, active, _, _ = _rank_revealing_solve(gram, rhs)
+    present = sum_w > 0
+    level = (sum_wy - np.einsum("tsj,tj->ts", sum_wx, params)) * inverse
+    # a member without regression assets: the level of the last member with some that date
+    last_present = n_members - 1 - np.argmax(present[:, ::-1], axis=1)
+    level = np.where(present, level, level[np.arange(n_dates), last_present][:, None])
+    fitted = level[tt, member]
+    for d in range(n_dates):
+        lo, hi = bounds[d], bounds[d + 1]
+        fitted[lo:hi] += x[lo:hi] @ params[d]
+    n_used = np.bincount(tt, used, n_dates)
+    solvable = n_used > present.sum(axis=1) + active.sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        bias = np.bincount(tt, np.where(used, np.exp(y - fitted), 0.0), n_dates) / n_used
+        estimate = bias[tt] * np.exp(fitted)
+    result = np.full((n_dates, n_symbols), np.nan)
+    keep = solvable[tt]
+    result[tt[keep], nn[keep]] = estimate[keep]
     return result
 
 
