@@ -271,6 +271,10 @@ def test_structural_model_with_sector_dummies_matches_the_full_regression(monkey
     in_present_sectors = new & (sector != 3)
     np.testing.assert_allclose(shortcut[-1, in_present_sectors], reference[in_present_sectors], rtol=1e-10)
     assert np.all(np.isfinite(shortcut[-1, sector == 3]))  # the sector without regression assets still gets one
+    # without styles (market and sectors only) the general solve is used, and so is it for non-dummy columns
+    numeric = exposures.drop("date", "symbol")
+    assert original(numeric.drop("style a", "style b")) is None
+    assert original(numeric.with_columns(pl.col("sector 0") * 2.0)) is None
 
 
 def _fat_tail_reference(window: np.ndarray) -> float:

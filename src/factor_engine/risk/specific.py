@@ -549,7 +549,8 @@ class _OneHot:
 
 def _one_hot_columns(numeric: pl.DataFrame) -> _OneHot | None:
     """The :class:`_OneHot` structure of ``numeric`` (a model's exposures), or None when its 0/1 columns that
-    are not all 1 do not form one group with exactly one 1 on every row (or hold a missing value)."""
+    are not all 1 do not form one group with exactly one 1 on every row (or hold a missing value), or no other
+    column is left."""
     columns = numeric.columns
     flags = numeric.select(
         *(((pl.col(c) == 0.0) | (pl.col(c) == 1.0)).all().alias(f"binary {i}") for i, c in enumerate(columns)),
@@ -560,8 +561,8 @@ def _one_hot_columns(numeric: pl.DataFrame) -> _OneHot | None:
     constant = [i for i in range(len(columns)) if ones[i]]
     group = [i for i in range(len(columns)) if binary[i] and not ones[i]]
     other = [i for i in range(len(columns)) if not binary[i]]
-    if len(group) < 2 or any(null[i] for i in (*group, *constant)):
-        return None
+    if len(group) < 2 or not other or any(null[i] for i in (*group, *constant)):
+        return None  # (without other columns the general solve is small already)
     member_of, count = numeric.select(
         pl.sum_horizontal(pl.col(columns[i]) * float(k) for k, i in enumerate(group)).alias("member"),
         pl.sum_horizontal(columns[i] for i in group).alias("count"),
