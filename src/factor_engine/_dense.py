@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import polars as pl
@@ -173,7 +173,15 @@ def _linear_from_sorted(ordered: np.ndarray, count: np.ndarray, q: float) -> np.
     return result
 
 
-def quantile_nearest(dense: np.ndarray, q: float | Sequence[float]) -> Any:
+@overload
+def quantile_nearest(dense: np.ndarray, q: float) -> np.ndarray: ...
+
+
+@overload
+def quantile_nearest(dense: np.ndarray, q: Sequence[float]) -> list[np.ndarray]: ...
+
+
+def quantile_nearest(dense: np.ndarray, q: float | Sequence[float]) -> np.ndarray | list[np.ndarray]:
     """Per-row ``q`` quantile of the non-NaN values by polars' ``nearest`` rule (index rounded half away); for
     a sequence of fractions, one such array per fraction (the rows sorted once)."""
     ordered = np.sort(dense, axis=1)  # NaN sort last

@@ -469,52 +469,47 @@ def build_model(
         style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
     regression = config.regression
-    # the exposure columns need only the universe and the scores: built in the background while the
-    # regression runs (its serial parts leave a core idle), the factors it leaves out dropped afterwards
-    early = ThreadPoolExecutor(max_workers=1)
+    specific_config = specific_risk_config(config, has_caps)
+    # In the background: the exposure columns, which need only the universe and the scores, while the regression
+    # runs (its serial parts leave a core idle; the factors it leaves out are dropped afterwards); then the
+    # factor covariance, which needs only the factor returns, and specific risk's time-series part, which needs
+    # only the residuals (each parallel inside, with serial parts the other fills). BLAS runs single-threaded
+    # meanwhile (the kernels parallelize themselves), restored afterwards.
     labels = universe.get_column(SECTOR).drop_nulls().unique().sort().to_list()
     score_columns = [c for c in scores.columns if c not in (DATE, SYMBOL)]
-    every_exposure = early.submit(_exposures_of, universe, scores, labels, score_columns)
-    early.shutdown(wait=False)
-    with run("factor returns"):
-        result = estimate_configured(universe, scores if style_names else None, config)
-        if result.factor_returns.height == 0:
-            raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
-        dropped = _unestimable_factors(result)
-        notes["factors_dropped"] = dropped
-        warnings.extend(f"factor {name!r} left out of the model: {reason}" for name, reason in dropped.items())
-        factors = tuple(f for f in result.factors if f not in dropped)
-        sectors = tuple(f for f in result.sectors if f not in dropped)
-        styles = tuple(f for f in result.styles if f not in dropped)
-        factor_returns = result.factor_returns.select(DATE, *factors)
-        diagnostics = _with_fill_counts(result.diagnostics, filled_by_date, regression.effective_exposure_lag)
-        residuals = result.residuals
-        del result  # its dense design (the styles' exposures on the grid) is not needed any more
-    # the factor covariance needs only the factor returns, and specific risk's time-series part only the
-    # residuals: both run in the background while the exposures are built (each is parallel inside, but has
-    # serial parts the others fill). BLAS runs single-threaded meanwhile (the kernels parallelize themselves),
-    # restored afterwards.
-    specific_config = specific_risk_config(config, has_caps)
-    with single_threaded_blas(), ThreadPoolExecutor(max_workers=2) as background:
-        forecast = background.submit(
-            forecast_covariance, factor_returns, config.covariance, covariance_adjustments(config)
-        )
-        time_series = background.submit(  # specific risk's time-series part needs no exposures
-            time_series_specific_risk, residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config
-        )
-        with run("exposures"):
-            built = every_exposure.result()
-            if set(factors) <= set(built.columns):
-                exposures = built.select(DATE, SYMBOL, *factors)
-            else:  # not expected: the regression's factors are the universe's sectors and the scores' styles
-                exposures = _exposures_of(universe, scores, sectors, styles).select(DATE, SYMBOL, *factors)
-            del scores, built, every_exposure
-            notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
-            warnings.extend(notes["sectors"]["warnings"])
-        with run("specific risk"):
-            specific, specific_state = finish_with_state(time_series.result(), exposures)
-        with run("factor covariance"):
-            covariance, covariance_state = forecast.result()
+    with ThreadPoolExecutor(max_workers=3) as background:
+        every_exposure = background.submit(_exposures_of, universe, scores, labels, score_columns)
+        with run("factor returns"):
+            result = estimate_configured(universe, scores if style_names else None, config)
+            if result.factor_returns.height == 0:
+                raise ModelError(f"no date could be estimated: {_why_no_date(result)}")
+            dropped = _unestimable_factors(result)
+            notes["factors_dropped"] = dropped
+            warnings.extend(f"factor {name!r} left out of the model: {reason}" for name, reason in dropped.items())
+            factors = tuple(f for f in result.factors if f not in dropped)
+            sectors = tuple(f for f in result.sectors if f not in dropped)
+            factor_returns = result.factor_returns.select(DATE, *factors)
+            diagnostics = _with_fill_counts(result.diagnostics, filled_by_date, regression.effective_exposure_lag)
+            styles = tuple(f for f in result.styles if f not in dropped)
+            residuals = result.residuals
+            del result, scores  # the regression's dense design (the styles on the grid) is not needed any more
+        with single_threaded_blas():
+            forecast = background.submit(
+                forecast_covariance, factor_returns, config.covariance, covariance_adjustments(config)
+            )
+            time_series = background.submit(
+                time_series_specific_risk, residuals, universe.select(DATE, SYMBOL, MARKET_CAP), specific_config
+            )
+            with run("exposures"):
+                # the regression's factors are the universe's sectors and the scores' styles, less those dropped
+                exposures = every_exposure.result().select(DATE, SYMBOL, *factors)
+                del every_exposure
+                notes["sectors"] = _sector_note(universe, sectors, relabelled, config.sectors.min_assets)
+                warnings.extend(notes["sectors"]["warnings"])
+            with run("specific risk"):
+                specific, specific_state = finish_with_state(time_series.result(), exposures)
+            with run("factor covariance"):
+                covariance, covariance_state = forecast.result()
     notes["warnings"] = warnings
     state = {"specific_risk": specific_state.to_arrays(), "universe": universe_state(exposures)}
     if covariance_state is not None:

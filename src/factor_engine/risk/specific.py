@@ -479,13 +479,7 @@ def _structural(
             return
         values = np.full((last - first, len(names)), np.nan)
         found = rows >= 0
-        wanted = rows[found]
-        if wanted.size and wanted[-1] - wanted[0] < 2 * wanted.size and bool(np.all(wanted[1:] >= wanted[:-1])):
-            # the exposure rows of a block of dates are about one contiguous range (a build): taken as one slice
-            span = numeric.slice(int(wanted[0]), int(wanted[-1] - wanted[0]) + 1).to_numpy()
-            values[found] = span[wanted - wanted[0]]
-        else:
-            values[found] = numeric[wanted].to_numpy().reshape(-1, len(names))
+        values[found] = _frame_rows(numeric, rows[found])
         known = np.isfinite(values).all(axis=1)
         tt, nn = t[first:last] - lo, n[first:last]
         design = np.zeros((hi - lo, n_symbols, n_columns))
@@ -512,11 +506,7 @@ def _structural(
         assert one_hot is not None
         found = np.flatnonzero(rows >= 0)
         wanted = rows[found]
-        if wanted.size and wanted[-1] - wanted[0] < 2 * wanted.size and bool(np.all(wanted[1:] >= wanted[:-1])):
-            span = other_columns.slice(int(wanted[0]), int(wanted[-1] - wanted[0]) + 1).to_numpy()
-            x = span[wanted - wanted[0]]
-        else:
-            x = other_columns[wanted].to_numpy().reshape(-1, len(one_hot.other))
+        x = _frame_rows(other_columns, wanted)
         known = np.isfinite(x).all(axis=1)
         keep = found[known]
         result[lo:hi] = _structural_by_group(
@@ -535,14 +525,23 @@ def _structural(
     return result
 
 
+def _frame_rows(frame: pl.DataFrame, wanted: np.ndarray) -> np.ndarray:
+    """The (len(wanted), columns) float values of ``frame``'s rows ``wanted``: one slice when they lie about in
+    one contiguous ascending range (a block of dates of a build's exposures), else a gather."""
+    if wanted.size and wanted[-1] - wanted[0] < 2 * wanted.size and bool(np.all(wanted[1:] >= wanted[:-1])):
+        span = frame.slice(int(wanted[0]), int(wanted[-1] - wanted[0]) + 1).to_numpy()
+        rows: np.ndarray = span[wanted - wanted[0]]
+        return rows
+    return frame[wanted].to_numpy().reshape(-1, frame.width)
+
+
 @dataclass(frozen=True)
 class _OneHot:
     """Exposures made of one group of dummies (sectors: 0/1, exactly one 1 per row), columns of ones (the
-    market, the intercept again) and other columns (styles): the positions of each kind and each row's member
-    of the group."""
+    market, the intercept again) and other columns (styles): the positions of the group and of the other
+    columns, and each row's member of the group."""
 
     group: list[int]
-    constant: list[int]
     other: list[int]
     member: np.ndarray  # (rows,) the group member (0…len(group)−1) of each exposure row
 
@@ -569,7 +568,7 @@ def _one_hot_columns(numeric: pl.DataFrame) -> _OneHot | None:
     )
     if not bool((count == 1.0).all()):
         return None
-    return _OneHot(group, constant, other, member_of.cast(pl.Int64).to_numpy())
+    return _OneHot(group, other, member_of.cast(pl.Int64).to_numpy())
 
 
 def _structural_by_group(

@@ -56,11 +56,11 @@ def _fill_rows(
     weights: np.ndarray,
     n_dates: int,
     n_sectors: int,
-    cell: np.ndarray | None = None,
+    cell: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fill_by_sector_and_size` on usable rows: ``values`` (NaN where missing), each row's date index,
-    sector code, size and regression weight (and, if known, its (date, sector) cell ``date · n_sectors +
-    sector``); returns the filled values and the mask of those filled."""
+    sector code, size, regression weight and (date, sector) cell ``date · n_sectors + sector``; returns the
+    filled values and the mask of those filled."""
     observed = np.isfinite(values)
     enough = np.bincount(dates[observed], minlength=n_dates) >= MIN_OBSERVED
     wanted = ~observed & enough[dates]
@@ -68,7 +68,7 @@ def _fill_rows(
     if n_sectors == 0 or not wanted.any():
         return filled, wanted
     w, x, y = weights[observed], size[observed], values[observed]
-    cell = (dates * n_sectors + sectors if cell is None else cell)[observed]
+    cell = cell[observed]
     cells = n_dates * n_sectors
     wx = w * x
     sw, swx, swy = _sums(cell, w, cells), _sums(cell, wx, cells), _sums(cell, w * y, cells)
@@ -112,8 +112,9 @@ def fill_by_sector_and_size(
         usable = rows & (sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0)
     t, n = np.nonzero(usable)
     n_sectors = int(sectors.max(initial=-1)) + 1
+    codes = sectors[t, n]
     fitted, wanted = _fill_rows(
-        values[t, n], t, sectors[t, n], size[t, n], np.sqrt(caps[t, n]), values.shape[0], n_sectors
+        values[t, n], t, codes, size[t, n], np.sqrt(caps[t, n]), values.shape[0], n_sectors, t * n_sectors + codes
     )
     filled = values.copy()
     filled[t, n] = fitted
