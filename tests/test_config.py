@@ -184,9 +184,13 @@ def test_named_styles_missing_any_of_columns() -> None:
     growth = ModelConfig.from_mapping({"styles": {"names": ["growth"]}})
     with pytest.raises(
         ConfigError,
-        match=r"style 'growth' needs column\(s\) \['market_cap'\] and one of the columns earnings_growth, sales_growth",
+        match=r"style 'growth' needs one of the columns earnings_growth, sales_growth, which the panel lacks",
     ):
-        growth.styles.resolve(("date", "symbol", "forecast_growth"))
+        growth.styles.resolve(("date", "symbol", "forecast_growth"))  # market_cap only weights it: not required
+    nlsize = ModelConfig.from_mapping({"styles": {"names": ["nlsize"]}})
+    with pytest.raises(ConfigError, match=r"style 'nlsize' needs column\(s\) \['market_cap'\], which the panel lacks"):
+        nlsize.styles.resolve(("date", "symbol", "asset_returns"))
+    assert growth.styles.resolve(("date", "symbol", "earnings_growth")) == (("growth",), {})
     with pytest.raises(ConfigError, match=r"\[styles.growth\] unknown parameter\(s\) \['window'\]; accepted: \[\]"):
         ModelConfig.from_mapping({"styles": {"names": ["growth"], "growth": {"window": 3}}})
 

@@ -145,6 +145,34 @@ def test_without_market_cap_assets_weigh_equally(panel: pl.DataFrame) -> None:
     assert model.specific_risk is not None and model.specific_risk["specific_vol"].is_finite().all()
 
 
+def test_without_market_cap_use4_styles_are_equal_weighted_and_filled_by_sector(panel: pl.DataFrame) -> None:
+    """No market_cap: beta and residual volatility are still priced (on the equal-weighted market, see
+    tests/styles/test_use4.py), size and non-linear size are left out, and an asset too young for a beta gets
+    the equal-weighted mean beta of its sector that date (size has no dispersion without caps): checked against
+    a per-(date, sector) mean of the unfilled scores."""
+    no_caps = panel.drop("market_cap")
+    config = ModelConfig(styles=StylesConfig(names=["momentum", "beta", "resvol"], params=FAST_MOMENTUM))
+    model = build_model(no_caps, config)
+    assert {"beta_score", "resvol_score"} <= set(model.factors)
+    assert "beta on the equal-weighted market" in model.notes["market_cap"]
+    filled = model.notes["styles"]["filled"]
+    assert filled["beta"] > 0 and filled["resvol"] > 0
+    raw = styles.compute_styles(no_caps, ["beta"]).rename({"beta_score": "raw"})
+    rows = (
+        model.exposures.select("date", "symbol", "beta_score")
+        .join(raw, on=["date", "symbol"])
+        .join(no_caps.select("date", "symbol", "sector"), on=["date", "symbol"])
+    )
+    has_raw = rows.filter(pl.col("raw").is_not_null())
+    assert (has_raw["beta_score"] - has_raw["raw"]).abs().max() < 1e-12  # an asset with a beta keeps it
+    means = has_raw.group_by("date", "sector").agg(pl.col("raw").mean().alias("expected"), pl.len().alias("n"))
+    young = rows.filter(pl.col("raw").is_null() & pl.col("beta_score").is_not_null()).join(means, on=["date", "sector"])
+    assert young.height == filled["beta"] and young["n"].min() >= 1  # type: ignore[operator]
+    np.testing.assert_allclose(young["beta_score"].to_numpy(), young["expected"].to_numpy(), rtol=1e-10, atol=1e-12)
+    defaults = build_model(no_caps, ModelConfig(styles=StylesConfig(params=FAST_MOMENTUM)))
+    assert {"size", "nlsize"} <= set(defaults.notes["styles"]["skipped"]) and "beta_score" in defaults.factors
+
+
 def test_equal_caps_drop_size_with_a_reason_and_the_model_works(panel: pl.DataFrame, tmp_path: Path) -> None:
     equal = panel.with_columns(pl.lit(2e9).alias("market_cap"))
     model = build_model(equal, ModelConfig(styles=StylesConfig(params=FAST_MOMENTUM)))

@@ -1,5 +1,6 @@
 """Real data end to end, as a new user runs it: 20 US stocks' adjusted closes 1990–2022 (skfolio's S&P 500
-data set, shipped in its wheel), a sector map in the seed's names, no market caps, no fundamentals.
+data set, shipped in its wheel), a sector map in the seed's names, no market caps, no fundamentals: momentum,
+and USE4's beta and residual volatility on the equal-weighted market.
 
 ``prepare → build`` (no configuration) ``→ risk → report → validate`` all succeed through the command line;
 the equal-weight portfolio's forecast volatility is plausible for large US stocks, and the bias statistics of
@@ -47,13 +48,15 @@ def model(work: Path) -> RiskModel:
 
 def test_build_follows_the_data_and_says_so(work: Path, model: RiskModel) -> None:
     assert set(model.sectors) <= set(SEED_SECTORS) and len(model.sectors) == 7
-    assert model.styles == ("mom_score",)
+    # no caps: USE4's beta and residual volatility on the equal-weighted market; no size styles
+    assert set(model.styles) == {"mom_score", "beta_score", "resvol_score"}
     assert model.factor_returns["date"].min().year == 1990  # type: ignore[union-attr]
     meta = json.loads((work / "model" / "model.json").read_text())
     assert meta["build"]["market_cap"].startswith("absent")
     skipped = meta["build"]["styles"]["skipped"]
-    assert {"value", "size", "beta", "resvol", "nlsize"} <= set(skipped)  # no caps: no size, no USE4 market styles
-    assert skipped["beta"] == "the panel has no market_cap column"
+    assert {"value", "size", "nlsize"} <= set(skipped) and not {"beta", "resvol"} & set(skipped)
+    assert skipped["size"] == skipped["nlsize"] == "the panel has no market_cap column"
+    assert "beta on the equal-weighted market" in meta["build"]["market_cap"]
     printed = " ".join((work / "build.txt").read_text().split())
     assert "style left out" in printed and "value: the panel has no book_price" in printed
     assert "warning: sector 'Industrials' has fewer than 5 assets" in printed  # GE alone in its sector
@@ -96,7 +99,7 @@ def test_validate_runs_and_the_bias_statistics_are_in_band(work: Path, model: Ri
 
 def test_update_on_real_prices_equals_the_build(work: Path, model: RiskModel, tmp_path: Path) -> None:
     """The S&P 500 closes without their last three dates, built, then extended by `update` from the whole panel:
-    the result equals the build on the whole panel (no caps: equal weights, momentum only)."""
+    the result equals the build on the whole panel (no caps: equal weights; momentum, beta and residual volatility)."""
     panel = pl.read_parquet(work / "panel.parquet")
     cut = panel.get_column("date").unique().sort()[-4]
     panel.filter(pl.col("date") <= cut).write_parquet(tmp_path / "head.parquet")

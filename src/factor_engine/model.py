@@ -447,7 +447,8 @@ def build_model(
         else:
             notes["market_cap"] = (
                 "absent: equal regression weights, sector constraint weighted by asset counts (equal-weighted "
-                "market), no size style, no cap-ranked universe, specific risk shrunk toward all assets"
+                "market), USE4 styles equal-weighted (beta on the equal-weighted market), no size or non-linear "
+                "size style, no cap-ranked universe, specific risk shrunk toward all assets"
             )
             warnings.append(
                 "no market_cap column: "
@@ -466,8 +467,7 @@ def build_model(
             for name, reason in skipped.items()
             if not reason.startswith("covered by style")
         )
-        style_frame = universe if has_caps else universe.drop(MARKET_CAP)
-        scores, filled_by_date = _styles_filled(universe, style_frame, style_names, config, notes)
+        scores, filled_by_date = _styles_filled(universe, style_names, config, notes)
     regression = config.regression
     specific_config = specific_risk_config(config, has_caps)
     # In the background: the exposure columns, which need only the universe and the scores, while the regression
@@ -568,7 +568,6 @@ def universe_state(exposures: pl.DataFrame, before: Mapping[str, np.ndarray] | N
 
 def _styles_filled(
     universe: pl.DataFrame,
-    style_frame: pl.DataFrame,
     style_names: Sequence[str],
     config: ModelConfig,
     notes: dict[str, Any],
@@ -586,7 +585,7 @@ def _styles_filled(
     params = config.styles.effective_params(style_names)
     fillable = [get_style(name) for name in style_names if get_style(name).fill_missing]
     if not fillable:
-        return compute_styles(style_frame, list(style_names), params=params, at=at), None
+        return compute_styles(universe, list(style_names), params=params, at=at), None
     counts: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(max_workers=1) as prepare:
         # the fill is per date: the rows of the dates scored (while the styles are computed)
@@ -598,7 +597,7 @@ def _styles_filled(
             frame, counts[style.name] = context.result().fill(frame, style.score)
             return frame
 
-        scores = compute_styles(style_frame, list(style_names), params=params, finish=finish, at=at)
+        scores = compute_styles(universe, list(style_names), params=params, finish=finish, at=at)
         dates = context.result().dates
     notes["styles"]["filled"] = {style.name: int(counts[style.name].sum()) for style in fillable}
     total = np.sum([counts[style.name] for style in fillable], axis=0)

@@ -218,9 +218,8 @@ def extend_model(
         universe = _universe(panel, inputs.keys, start, last_date, config, has_caps)
     with run("styles"):
         notes: dict[str, Any] = {"styles": {}}
-        style_frame = universe if has_caps else universe.drop(MARKET_CAP)
         scored = universe.filter(pl.col(DATE) >= anchor).get_column(DATE).unique().sort().to_list()
-        scores, filled_by_date = _styles_filled(universe, style_frame, styles, config, notes, at=scored)
+        scores, filled_by_date = _styles_filled(universe, styles, config, notes, at=scored)
     with run("factor returns"):
         # the regression of each date is on its own: only the new dates and their exposure dates are solved
         universe = universe.filter(pl.col(DATE) >= anchor)

@@ -197,10 +197,15 @@ def test_factor_list_matches_registry(client: TestClient) -> None:
         assert style["unless"] == list(factor.unless)
         assert style["requirement"] == factor.requirement
         assert style["default"] == factor.default
+        assert style["caps_as_weights"] == factor.caps_as_weights
     by_name = {style["name"]: style for style in body["styles"]}
     # what USE4's styles need, as a user reads it
     assert by_name["liquidity"]["any_of"] == [["turnover"], ["volume", "shares_outstanding"]]
-    assert by_name["liquidity"]["requirement"] == "market_cap and one of turnover, volume + shares_outstanding"
+    assert by_name["liquidity"]["requirement"] == (
+        "one of turnover, volume + shares_outstanding (market_cap optional: equal weights without it)"
+    )
+    assert by_name["nlsize"]["requirement"] == "market_cap" and not by_name["nlsize"]["caps_as_weights"]
+    assert by_name["beta"]["caps_as_weights"] and by_name["growth"]["caps_as_weights"]
     assert by_name["btop"]["unless"] == ["value"]
     assert by_name["momentum"]["requirement"] == "asset_returns"
     assert by_name["momentum"]["any_of"] == [] and by_name["momentum"]["unless"] == []

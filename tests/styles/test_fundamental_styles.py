@@ -116,6 +116,26 @@ def test_fundamental_style_with_the_columns_present(
     assert_same(actual, expected_style(fundamentals_panel, columns, weights), rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize(
+    ("name", "score", "columns", "weights"),
+    [
+        ("leverage", "lev_score", ["market_leverage", "debt_to_assets", "book_leverage"], [0.38, 0.35, 0.27]),
+        ("earnings_yield", "ey_score", ["forecast_earnings_price", "earnings_price", "cf_price"], [0.68, 0.21, 0.11]),
+    ],
+)
+def test_fundamental_styles_without_caps_are_equal_weighted(
+    fundamentals_panel: pl.DataFrame, name: str, score: str, columns: list[str], weights: list[float]
+) -> None:
+    """Without market_cap a fundamental style is still computed, every cap taken as 1: the reference pipeline
+    with equal caps (equal-weighted means), which differs from the cap-weighted style."""
+    actual = actual_style(styles.compute_styles(fundamentals_panel.drop("market_cap"), [name]), score)
+    equal = fundamentals_panel.with_columns(pl.lit(1.0).alias("market_cap"))
+    assert_same(actual, expected_style(equal, columns, weights), rtol=1e-9, atol=1e-11)
+    cap_weighted = expected_style(fundamentals_panel, columns, weights)
+    both = np.isfinite(actual) & np.isfinite(cap_weighted)
+    assert both.sum() > 100 and np.max(np.abs(actual[both] - cap_weighted[both])) > 1e-3
+
+
 def test_fundamental_styles_missing_inputs(fundamentals_panel: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"style 'earnings_yield' needs column\(s\) \['earnings_price'\], which"):
         styles.compute_styles(fundamentals_panel.drop("earnings_price"), ["earnings_yield"])
@@ -123,7 +143,8 @@ def test_fundamental_styles_missing_inputs(fundamentals_panel: pl.DataFrame) -> 
         ValueError, match=r"style 'growth' needs one of the columns earnings_growth, sales_growth, which the panel"
     ):
         styles.compute_styles(fundamentals_panel.drop("earnings_growth", "sales_growth"), ["growth"])
-    with pytest.raises(ValueError, match=r"style 'leverage' needs column\(s\) \['market_cap'\] and one of the columns"):
+    # market_cap only weights the style: without it the message names the leverage columns alone
+    with pytest.raises(ValueError, match=r"style 'leverage' needs one of the columns market_leverage, debt_to_assets"):
         styles.compute_styles(
             fundamentals_panel.drop("market_cap", "market_leverage", "book_leverage", "debt_to_assets"), ["leverage"]
         )
@@ -156,7 +177,9 @@ def test_default_styles_follow_any_of_and_unless(fundamentals_panel: pl.DataFram
     assert "btop" not in [s.name for s in used] and skipped["btop"].startswith("covered by style 'value'")
     assert styles.get_style("btop").unless == ("value",)
     assert styles.get_style("growth").any_of == (("earnings_growth",), ("sales_growth",))
-    assert styles.get_style("growth").requirement == "market_cap and one of earnings_growth, sales_growth"
+    assert styles.get_style("growth").requirement == (
+        "one of earnings_growth, sales_growth (market_cap optional: equal weights without it)"
+    )
     assert styles.get_style("liquidity").any_of == (("turnover",), ("volume", "shares_outstanding"))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from factor_engine.styles import use4
+from factor_engine.styles import compute_styles, use4
 from factor_engine.styles.descriptors import combine, orthogonalize, standardize_use4, trim
 from factor_engine.synthetic import generate_market
 
@@ -557,6 +557,61 @@ def test_styles_match_the_reference_pipeline(
 ) -> None:
     expected = steady_reference[score]
     assert_same(_dense_scores(steady_panel, steady_scores)[score], expected, rtol=1e-10, atol=1e-12)
+
+
+def reference_equal_weighted_market(returns: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each date's mean return over the assets with a row the date before and a return that date (a loop)."""
+    market = np.full(returns.shape[0], np.nan)
+    for t in range(1, returns.shape[0]):
+        members = [i for i in range(returns.shape[1]) if present[t - 1, i] and np.isfinite(returns[t, i])]
+        if members:
+            market[t] = float(np.mean(returns[t, members]))
+    return market
+
+
+@pytest.fixture(scope="module")
+def no_caps_reference(steady_panel: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Beta and residual volatility of a panel without caps by the reference pipeline with every cap 1: the
+    equal-weighted market, equal-weighted means and regressions, size (no dispersion) out of resvol's regression."""
+    returns, present = _dense(steady_panel, "asset_returns"), _present(steady_panel)
+    ones = np.where(present, 1.0, np.nan)
+    market = reference_equal_weighted_market(returns, present)
+
+    def in_cross_section(descriptor: np.ndarray) -> np.ndarray:
+        return np.where(present, descriptor, np.nan)
+
+    slope, hsigma = use4.beta_descriptors(returns, market)
+    beta_style = reference_standardize(reference_trim(in_cross_section(slope), ones), ones)
+    descriptors = [use4.dastd(returns), use4.cmra(returns), hsigma]
+    combined = reference_combine([reference_trim(in_cross_section(d), ones) for d in descriptors], (0.74, 0.16, 0.10))
+    resvol = reference_standardize(
+        reference_orthogonalize(reference_standardize(combined, ones), [beta_style], ones), ones
+    )
+    return {"market": market, "beta_score": beta_style, "resvol_score": resvol}
+
+
+@pytest.mark.parametrize("score", ["beta_score", "resvol_score"])
+def test_styles_without_caps_are_equal_weighted(
+    steady_panel: pl.DataFrame,
+    steady_reference: dict[str, np.ndarray],
+    no_caps_reference: dict[str, np.ndarray],
+    score: str,
+) -> None:
+    returns, caps = _dense(steady_panel, "asset_returns"), _dense(steady_panel, "market_cap")
+    ones = np.where(np.isfinite(caps), 1.0, np.nan)
+    # the equal-weighted market is the kernel's market with every cap 1, and not the cap-weighted one
+    np.testing.assert_allclose(use4.market_return(returns, ones), no_caps_reference["market"], rtol=1e-12, atol=1e-15)
+    assert np.nanmax(np.abs(no_caps_reference["market"] - use4.market_return(returns, caps))) > 1e-4
+    scores = compute_styles(steady_panel.drop("market_cap"), ["beta", "resvol"])
+    actual = _dense(scores, score)
+    assert_same(actual, no_caps_reference[score], rtol=1e-10, atol=1e-12)
+    both = np.isfinite(actual) & np.isfinite(steady_reference[score])
+    assert both.sum() > 1000 and np.max(np.abs(actual[both] - steady_reference[score][both])) > 1e-2
+
+
+def test_nlsize_needs_the_caps(steady_panel: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"style 'nlsize' needs column\(s\) \['market_cap'\]"):
+        compute_styles(steady_panel.drop("market_cap"), ["nlsize"])
 
 
 def test_nlsize_matches_the_reference_pipeline_with_delistings(

@@ -52,6 +52,7 @@ def factor_list(store: Store) -> FactorsListResponse:
                 any_of=[list(group) for group in style.any_of],
                 unless=list(style.unless),
                 requirement=style.requirement,
+                caps_as_weights=style.caps_as_weights,
                 default=style.default,
             )
             for style in available_styles()

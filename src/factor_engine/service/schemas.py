@@ -149,9 +149,14 @@ class StyleInfo(BaseModel):
     )
     unless: list[str] = Field(description="styles that cover this one, e.g. ['value'] for btop")
     requirement: str = Field(
-        description="the columns needed, in words, e.g. 'market_cap and one of turnover, volume + shares_outstanding'"
+        description="the columns needed, in words, e.g. 'one of turnover, volume + shares_outstanding (market_cap "
+        "optional: equal weights without it)'"
     )
     default: bool = Field(description="whether a model uses it, when the panel supports it, without naming it")
+    caps_as_weights: bool = Field(
+        description="market_cap only weights the style (cap-weighted means and regressions): without it the style "
+        "is still computed, equal-weighted"
+    )
 
 
 class FactorInfo(BaseModel):

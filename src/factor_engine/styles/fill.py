@@ -13,9 +13,11 @@ by the square root of market cap (the model's regression weights), on one dummy 
     ``y_i = a_sector(i) + b · size_i + e_i``,
 
 and an asset without the exposure gets ``a_sector(i) + b · size_i``. A sector with no asset holding the
-exposure that date takes the date's intercept (the same regression without sector dummies). A date on which
-fewer than :data:`MIN_OBSERVED` assets have the exposure is left as it is (nothing to learn from), as is an
-asset without a sector, cap or size. The fit uses within-sector sums (no matrix is formed), so it costs a
+exposure that date takes the date's intercept (the same regression without sector dummies). On a date whose
+caps are all equal (a model without caps gives every asset a cap of 1) size has no dispersion: it is 0 for
+every asset and the fit is on the sectors alone, equally weighted. A date on which fewer than
+:data:`MIN_OBSERVED` assets have the exposure is left as it is (nothing to learn from), as is an asset without
+a sector or a cap. The fit uses within-sector sums (no matrix is formed), so it costs a
 few passes over the (dates × assets) grid.
 """
 
@@ -190,7 +192,8 @@ def _standardized_rows(
 
 def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     """USE4's size of each row: the log cap trimmed at 3σ and standardized within its date (the row-space twin
-    of the size :mod:`factor_engine.styles.descriptors` computes on the grid)."""
+    of the size :mod:`factor_engine.styles.descriptors` computes on the grid); 0 on a date whose caps are all
+    equal."""
     by_date = _ByDate.of(dates, n_dates)
     with np.errstate(invalid="ignore", divide="ignore"):
         usable = np.isfinite(caps) & (caps > 0)
@@ -199,7 +202,12 @@ def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     _, cap_mean, std = _standardized_rows(log_cap, cap_weights, by_date)
     half_width = TRIM_SIGMA * std
     clipped = np.clip(log_cap, by_date.expand(cap_mean - half_width), by_date.expand(cap_mean + half_width))
-    return _standardized_rows(clipped, cap_weights, by_date)[0]
+    size = _standardized_rows(clipped, cap_weights, by_date)[0]
+    # a date whose caps are all equal (a panel without caps, given caps of 1) has no size: 0 for every asset,
+    # so the fit there is on the sectors alone
+    flat = by_date.expand(~(std > 0)) & usable
+    size[flat] = 0.0
+    return size
 
 
 @dataclass(frozen=True)

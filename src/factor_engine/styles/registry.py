@@ -175,6 +175,9 @@ class StyleFactor:
     lookback: the history a date's score needs, given the style's parameters (defaults filled in); None:
         unknown, a model update then recomputes the style on the whole history.
     at_dates: the function takes ``at=`` (dates) and returns the scores of those dates only.
+    caps_as_weights: ``market_cap`` only weights the style's means and regressions (USE4's cap-weighted mean,
+        the cap-weighted market of beta): a panel without it still gets the style, computed with every cap
+        equal to 1 (equal weights, the equal-weighted market), as a model without caps weights its regression.
     """
 
     name: str
@@ -189,6 +192,7 @@ class StyleFactor:
     unless: tuple[str, ...] = ()
     lookback: LookbackRule | None = None
     at_dates: bool = False
+    caps_as_weights: bool = False
 
     def history(self, params: Mapping[str, Any] | None = None) -> Lookback | None:
         """The history a date's score needs with ``params`` (the style's defaults for those not given); None
@@ -199,17 +203,20 @@ class StyleFactor:
 
     @property
     def requirement(self) -> str:
-        """The columns the style needs, in words (for listings), e.g. ``"market_cap and one of turnover,
-        volume + shares_outstanding"``."""
-        needed = [c for c in self.inputs if c not in (DATE, SYMBOL)]
+        """The columns the style needs, in words (for listings), e.g. ``"one of turnover, volume +
+        shares_outstanding (market_cap optional: equal weights without it)"``."""
+        optional = self.caps_as_weights and MARKET_CAP in self.inputs
+        needed = [c for c in self.inputs if c not in (DATE, SYMBOL) and not (optional and c == MARKET_CAP)]
         parts = [", ".join(needed)] if needed else []
         if self.any_of:
             parts.append(f"one of {_alternatives(self.any_of)}")
-        return " and ".join(parts)
+        return " and ".join(parts) + (" (market_cap optional: equal weights without it)" if optional else "")
 
     def _lacking(self, columns: Collection[str]) -> tuple[list[str], bool]:
         """The ``inputs`` a panel with ``columns`` lacks, and whether it lacks every ``any_of`` alternative."""
         present = set(columns)
+        if self.caps_as_weights:
+            present.add(MARKET_CAP)  # given as 1 when absent (equal weights)
         missing = [c for c in self.inputs if c not in present]
         no_alternative = bool(self.any_of) and not any(all(c in present for c in group) for group in self.any_of)
         return missing, no_alternative
@@ -265,6 +272,7 @@ def register_style(
     unless: Sequence[str] = (),
     lookback: LookbackRule | None = None,
     at_dates: bool = False,
+    caps_as_weights: bool = False,
 ) -> Any:
     """Register ``function`` as the style factor ``name`` (usable as a decorator).
 
@@ -286,6 +294,8 @@ def register_style(
         (unknown) makes a model update recompute the style on the whole history.
     at_dates: ``function`` takes ``at=`` (a list of dates) and returns only the scores of those dates (computed
         from the history it looks back on), in the panel's row order.
+    caps_as_weights: ``market_cap`` (in ``inputs``) only weights the style: without it the function gets caps
+        of 1 (equal weights) instead of the style being left out.
     """
     groups = _groups(any_of)
     if isinstance(unless, str):
@@ -311,6 +321,7 @@ def register_style(
             unless=tuple(unless),
             lookback=lookback,
             at_dates=at_dates,
+            caps_as_weights=caps_as_weights,
         )
         return fn
 
@@ -339,8 +350,9 @@ def register_descriptor_style(
     ----------
     name: registry key.
     descriptors: :class:`Descriptor` s (a panel column or a polars expression, a positive weight, optional or
-        not). The style needs ``date, symbol, market_cap`` and every required descriptor's columns; optional
-        descriptors enter when their columns are present.
+        not). The style needs ``date, symbol`` and every required descriptor's columns; optional descriptors
+        enter when their columns are present. ``market_cap`` weights its means and regressions; without it they
+        are equal-weighted (unless a descriptor reads ``market_cap``, which the style then needs).
     score: output column name (default ``f"{name}_score"``).
     orthogonal_to: ``"size"`` (USE4's log cap) and/or ``"beta"`` (USE4's beta; needs ``asset_returns``): the
         style is made orthogonal to them by a cap-weighted regression and standardized again.
@@ -372,6 +384,7 @@ def register_descriptor_style(
         any_of=groups,
         unless=unless,
         lookback=_descriptor_lookback(style),
+        caps_as_weights=MARKET_CAP not in read,
     )
     return get_style(name)
 
@@ -437,7 +450,8 @@ def compute_styles(
 
     Parameters
     ----------
-    panel: long frame with ``date, symbol`` and every input column of the requested styles.
+    panel: long frame with ``date, symbol`` and every input column of the requested styles (``market_cap``
+        optional for the styles it only weights, :attr:`StyleFactor.caps_as_weights`: equal weights without it).
     names: registry keys (default: the default styles whose inputs the panel has, less those covered by
         another one used: :func:`select_styles`).
     params: per-style keyword arguments, e.g. ``{"momentum": {"trailing_days": 504}}``.
@@ -466,6 +480,8 @@ def compute_styles(
         unmet = factor.unmet(columns)
         if unmet:
             raise ValueError(f"style {factor.name!r} needs {unmet}, which the panel lacks")
+    if MARKET_CAP not in columns and any(f.caps_as_weights and MARKET_CAP in f.inputs for f in factors):
+        lazy = lazy.with_columns(pl.lit(1.0).alias(MARKET_CAP))  # no caps: equal weights (caps_as_weights)
 
     on_dates = None if at is None else pl.col(DATE).is_in(pl.Series(list(at)).implode())
 
@@ -564,11 +580,13 @@ register_style(
     beta,
     score=BETA_SCORE,
     inputs=(DATE, SYMBOL, RETURNS, MARKET_CAP),
-    description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market.",
+    description="USE4 beta: exponentially weighted (half-life 63) 252-day regression slope on the cap-weighted market "
+    "(equal-weighted without caps).",
     defaults=BETA_DEFAULTS,
     fill_missing=True,
     lookback=_beta_lookback,
     at_dates=True,
+    caps_as_weights=True,
 )
 register_style(
     "resvol",
@@ -582,6 +600,7 @@ register_style(
     # window's first date needs the caps of the date before it
     lookback=lambda p: Lookback(dates=max(int(p["window"]), CMRA_DAYS, int(BETA_DEFAULTS["window"])) + 1),
     at_dates=True,
+    caps_as_weights=True,
 )
 register_style(
     "nlsize",
@@ -604,6 +623,7 @@ register_style(
     defaults={"month_days": 21, "min_fraction": 0.5},
     fill_missing=True,
     lookback=lambda p: Lookback(dates=max(LIQUIDITY_MONTHS) * int(p["month_days"])),  # turnover over 12 months
+    caps_as_weights=True,
 )
 # USE4's fundamental styles (factor_engine.styles.fundamental), declared from descriptors
 register_descriptor_style(
