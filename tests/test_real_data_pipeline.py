@@ -9,6 +9,7 @@ the pure factor and random portfolios lie in 0.9–1.1.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from pathlib import Path
@@ -60,6 +61,17 @@ def test_build_follows_the_data_and_says_so(work: Path, model: RiskModel) -> Non
     printed = " ".join((work / "build.txt").read_text().split())
     assert "style left out" in printed and "value: the panel has no book_price" in printed
     assert "warning: sector 'Industrials' has fewer than 5 assets" in printed  # GE alone in its sector
+
+
+def test_real_betas_order_the_stocks_as_the_market_knows_them(model: RiskModel) -> None:
+    """USE4's beta on the equal-weighted market of the 20 stocks, averaged over 2018-2022: the consumer staples
+    (Procter & Gamble, Coca-Cola, PepsiCo, Walmart) are low-beta names and AMD, Range Resources (an oil and gas
+    producer), Bank of America and GE high-beta ones, as every published beta of the period has them."""
+    recent = model.exposures.filter(pl.col("date") >= datetime.date(2018, 1, 1))
+    mean = dict(recent.group_by("symbol").agg(pl.col("beta_score").mean()).iter_rows())
+    defensive, cyclical = ["PG", "KO", "PEP", "WMT"], ["AMD", "RRC", "BAC", "GE"]
+    assert max(mean[s] for s in defensive) < -0.5 < 0.3 < min(mean[s] for s in cyclical), mean
+    assert min(mean["AMD"], mean["RRC"]) > 1.0, mean
 
 
 def test_risk_of_the_equal_weight_portfolio_is_plausible(work: Path, model: RiskModel) -> None:
