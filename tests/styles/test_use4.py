@@ -443,15 +443,19 @@ def _dense_scores(panel: pl.DataFrame, scores: dict[str, pl.DataFrame]) -> dict[
     return {"caps": _dense(panel, "market_cap"), **dense}
 
 
-def reference_styles(panel: pl.DataFrame) -> dict[str, np.ndarray]:
+def reference_styles(
+    panel: pl.DataFrame, caps: np.ndarray | None = None, market: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """USE4 styles from the module's validated kernels and the loop references of the descriptor pipeline, each
-    descriptor kept only where the asset has a row (its cross-section on that date)."""
-    returns, caps, present = _dense(panel, "asset_returns"), _dense(panel, "market_cap"), _present(panel)
+    descriptor kept only where the asset has a row (its cross-section on that date); ``caps`` (default the
+    panel's) weight them and, unless ``market`` is given, the market return."""
+    returns, present = _dense(panel, "asset_returns"), _present(panel)
+    caps = _dense(panel, "market_cap") if caps is None else caps
 
     def in_cross_section(descriptor: np.ndarray) -> np.ndarray:
         return np.where(present, descriptor, np.nan)
 
-    slope, hsigma = use4.beta_descriptors(returns, use4.market_return(returns, caps))
+    slope, hsigma = use4.beta_descriptors(returns, use4.market_return(returns, caps) if market is None else market)
     beta_style = reference_standardize(reference_trim(in_cross_section(slope), caps), caps)
     size = reference_trim(np.log(caps), caps)
     descriptors = [use4.dastd(returns), use4.cmra(returns), hsigma]
@@ -572,22 +576,11 @@ def reference_equal_weighted_market(returns: np.ndarray, present: np.ndarray) ->
 @pytest.fixture(scope="module")
 def no_caps_reference(steady_panel: pl.DataFrame) -> dict[str, np.ndarray]:
     """Beta and residual volatility of a panel without caps by the reference pipeline with every cap 1: the
-    equal-weighted market, equal-weighted means and regressions, size (no dispersion) out of resvol's regression."""
-    returns, present = _dense(steady_panel, "asset_returns"), _present(steady_panel)
-    ones = np.where(present, 1.0, np.nan)
-    market = reference_equal_weighted_market(returns, present)
-
-    def in_cross_section(descriptor: np.ndarray) -> np.ndarray:
-        return np.where(present, descriptor, np.nan)
-
-    slope, hsigma = use4.beta_descriptors(returns, market)
-    beta_style = reference_standardize(reference_trim(in_cross_section(slope), ones), ones)
-    descriptors = [use4.dastd(returns), use4.cmra(returns), hsigma]
-    combined = reference_combine([reference_trim(in_cross_section(d), ones) for d in descriptors], (0.74, 0.16, 0.10))
-    resvol = reference_standardize(
-        reference_orthogonalize(reference_standardize(combined, ones), [beta_style], ones), ones
-    )
-    return {"market": market, "beta_score": beta_style, "resvol_score": resvol}
+    equal-weighted market (by the loop), equal-weighted means and regressions, size (no dispersion: no value)
+    out of resvol's regression."""
+    present = _present(steady_panel)
+    market = reference_equal_weighted_market(_dense(steady_panel, "asset_returns"), present)
+    return {"market": market, **reference_styles(steady_panel, np.where(present, 1.0, np.nan), market)}
 
 
 @pytest.mark.parametrize("score", ["beta_score", "resvol_score"])
@@ -602,6 +595,7 @@ def test_styles_without_caps_are_equal_weighted(
     # the equal-weighted market is the kernel's market with every cap 1, and not the cap-weighted one
     np.testing.assert_allclose(use4.market_return(returns, ones), no_caps_reference["market"], rtol=1e-12, atol=1e-15)
     assert np.nanmax(np.abs(no_caps_reference["market"] - use4.market_return(returns, caps))) > 1e-4
+    assert np.isnan(no_caps_reference["size"]).all()  # equal caps: no size, left out of resvol's regression
     scores = compute_styles(steady_panel.drop("market_cap"), ["beta", "resvol"])
     actual = _dense(scores, score)
     assert_same(actual, no_caps_reference[score], rtol=1e-10, atol=1e-12)
