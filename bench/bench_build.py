@@ -3,9 +3,12 @@
 Generates the synthetic market (``factor_engine.synthetic.generate_market``, seed 0), writes it to a
 temporary parquet file, runs ``factor-engine build --data P --out DIR`` in a subprocess and reports its wall
 seconds and peak resident memory (``/usr/bin/time -v`` "Maximum resident set size" when available, else the
-child's VmHWM polled from /proc). Then loads the model, takes the snapshot at its last forecast date and
-times :func:`factor_engine.portfolio.decompose_risk` of the equal-weight portfolio of all its assets (best
-of ``--repeat`` calls, milliseconds; weights passed as a frame ``symbol, weight``).
+child's VmHWM polled from /proc), with its CPU seconds (user and system) and minor page faults: on two cores the
+wall time is about their sum over 1.6, so a slow run with the same CPU seconds was waiting for a busy host, and
+system seconds that vary from run to run are the host backing fresh memory. Then loads the model, takes the
+snapshot at its last forecast date and times :func:`factor_engine.portfolio.decompose_risk` of the equal-weight
+portfolio of all its assets (best of ``--repeat`` calls, milliseconds; weights passed as a frame ``symbol,
+weight``).
 
 Targets at 3,000 assets × 2,520 days: build ≤ 15 s, risk decomposition ≤ 10 ms.
 
@@ -20,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +65,35 @@ def _vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
-def time_build(panel_path: Path, out: Path) -> tuple[float, float | None, str]:
+@dataclass(frozen=True)
+class Run:
+    """One build: wall seconds, peak RSS (MiB, None if unknown) and how it was measured, CPU seconds, minor
+    page faults."""
+
+    seconds: float
+    peak_mib: float | None
+    how: str
+    user: float
+    system: float
+    faults: int
+
+
+def time_build(panel_path: Path, out: Path) -> Run:
+    """Run the build command once (its CPU seconds and page faults from the children's resource usage)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds, peak, how = _timed_build(panel_path, out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Run(
+        seconds,
+        peak,
+        how,
+        after.ru_utime - before.ru_utime,
+        after.ru_stime - before.ru_stime,
+        after.ru_minflt - before.ru_minflt,
+    )
+
+
+def _timed_build(panel_path: Path, out: Path) -> tuple[float, float | None, str]:
     """Run the build command; return (wall seconds, peak RSS in MiB or None, how the peak was measured)."""
     command = [*_cli(), "build", "--data", str(panel_path), "--out", str(out)]
     if GNU_TIME.is_file():
@@ -124,30 +157,37 @@ def main(argv: list[str] | None = None) -> int:
             f"panel: {panel.height:,} rows, {args.assets} assets x {args.days} days, seed 0 "
             f"(generated and written in {time.perf_counter() - start:.1f} s)"
         )
-        # what the service's memory budget check would estimate for this build (default configuration)
-        estimate = estimate_build_bytes(frame_extent(panel), ModelConfig(), n_styles=3)
+        # what the service's memory budget check would estimate for this build (default configuration, the
+        # styles the panel supports)
+        config = ModelConfig()
+        n_styles = len(config.styles.resolve(panel.columns)[0])
+        estimate = estimate_build_bytes(frame_extent(panel), config, n_styles=n_styles)
         del panel
 
         runs = [time_build(panel_path, work / "model") for _ in range(max(1, args.builds))]
-        for seconds, peak_mib, how in runs:
-            peak = "n/a" if peak_mib is None else f"{peak_mib:,.0f} MiB"
-            verdict = "ok" if seconds <= BUILD_TARGET_SECONDS else "OVER TARGET"
+        for run in runs:
+            peak = "n/a" if run.peak_mib is None else f"{run.peak_mib:,.0f} MiB"
+            verdict = "ok" if run.seconds <= BUILD_TARGET_SECONDS else "OVER TARGET"
             print(
-                f"factor-engine build: {seconds:.2f} s wall (target <= {BUILD_TARGET_SECONDS:.0f} s: {verdict}), "
-                f"peak RSS {peak} ({how})"
+                f"factor-engine build: {run.seconds:.2f} s wall (target <= {BUILD_TARGET_SECONDS:.0f} s: {verdict}), "
+                f"peak RSS {peak} ({run.how}); CPU {run.user:.1f} s user + {run.system:.1f} s system, "
+                f"{run.faults / 1e6:.2f} M page faults"
             )
         if len(runs) > 1:
-            times = sorted(seconds for seconds, _, _ in runs)
-            peaks = [p for _, p, _ in runs if p is not None]
+            times = sorted(run.seconds for run in runs)
+            peaks = [run.peak_mib for run in runs if run.peak_mib is not None]
             verdict = "ok" if statistics.median(times) <= BUILD_TARGET_SECONDS else "OVER TARGET"
             print(
                 f"{len(runs)} builds: median {statistics.median(times):.2f} s (target <= {BUILD_TARGET_SECONDS:.0f} s: "
                 f"{verdict}), range {times[0]:.2f}-{times[-1]:.2f} s"
                 + (f", peak RSS up to {max(peaks):,.0f} MiB" if peaks else "")
             )
-        peak_mib = max((p for _, p, _ in runs if p is not None), default=None)
+        peak_mib = max((run.peak_mib for run in runs if run.peak_mib is not None), default=None)
         above = "n/a" if peak_mib is None else f"{estimate / 2**20 / peak_mib:.2f}x the peak"
-        print(f"service memory estimate of this build (service.budget): {estimate / 2**20:,.0f} MiB, {above}")
+        print(
+            f"service memory estimate of this build (service.budget, {n_styles} styles): "
+            f"{estimate / 2**20:,.0f} MiB, {above}"
+        )
 
         risk_ms, snapshot_ms, n = time_risk(work / "model", args.repeat)
         verdict = "ok" if risk_ms <= RISK_TARGET_MS else "OVER TARGET"
