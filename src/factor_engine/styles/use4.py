@@ -62,6 +62,8 @@ CMRA_MONTHS, CMRA_MONTH_DAYS = 12, 21
 CMRA_DAYS = CMRA_MONTHS * CMRA_MONTH_DAYS
 # assets per block of the time-series kernels (bounds the (dates, assets) work arrays; blocks run in parallel)
 _ASSETS_PER_BLOCK = 256
+# dates per block of the cross-sectional kernels
+_DATES_PER_BLOCK = 64
 
 
 def _decay(half_life: float) -> float:
@@ -104,12 +106,15 @@ def market_return(returns: np.ndarray, caps: np.ndarray) -> np.ndarray:
     returns: (T, N) daily simple returns (fractions), NaN where missing.
     caps: (T, N) market caps (currency units).
     """
-    previous = np.full(caps.shape, np.nan)
-    previous[1:] = caps[:-1]
-    usable = np.isfinite(returns) & np.isfinite(previous) & (previous > 0)
-    weights = np.where(usable, previous, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        market: np.ndarray = (weights * np.where(usable, returns, 0.0)).sum(axis=1) / weights.sum(axis=1)
+    market = np.full(returns.shape[0], np.nan)
+    # blocks of dates: the work arrays stay small (no (T, N) temporaries to fault in)
+    for start in range(1, returns.shape[0], _DATES_PER_BLOCK):
+        stop = min(start + _DATES_PER_BLOCK, returns.shape[0])
+        block, previous = returns[start:stop], caps[start - 1 : stop - 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            usable = np.isfinite(block) & np.isfinite(previous) & (previous > 0)
+            weights = np.where(usable, previous, 0.0)
+            market[start:stop] = np.einsum("ij,ij->i", weights, np.where(usable, block, 0.0)) / weights.sum(axis=1)
     return market
 
 
