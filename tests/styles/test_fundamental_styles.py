@@ -260,6 +260,54 @@ def test_custom_descriptor_style_matches_reference(quality: styles.StyleFactor, 
         styles.compute_styles(quality_panel.drop("accruals"), ["quality_test"])
 
 
+def test_custom_styles_without_caps(quality: styles.StyleFactor, quality_panel: pl.DataFrame) -> None:
+    """Without market_cap: a descriptor style runs equal-weighted (the reference with every cap 1; size, which
+    then has no dispersion, drops out of its orthogonalization); a descriptor reading market_cap makes the style
+    need it; a function style gets caps of 1 only if it registered caps_as_weights."""
+    assert quality.caps_as_weights and "market_cap optional" in quality.requirement
+    no_caps = quality_panel.drop("market_cap")
+    ones = np.where(present(quality_panel), 1.0, np.nan)
+    descriptors = [dense(quality_panel, "roe"), -dense(quality_panel, "accruals")]
+    margin = dense(quality_panel, "profit") / dense(quality_panel, "sales")
+    assert np.isnan(reference_size(ones)).all()
+    expected = reference_style([*descriptors, margin], [0.6, 0.4, 0.2], ones, [reference_size(ones)])
+    actual = dense(styles.compute_styles(no_caps, ["quality_test"]), "quality_score")
+    assert_same(actual, expected, rtol=1e-8, atol=1e-10)
+    register_descriptor_style("cap_test", [Descriptor("log_cap", expr=pl.col("market_cap").log())])
+
+    def demeaned(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+        """roe less its cap-weighted mean of the date."""
+        weighted = (pl.col("roe") * pl.col("market_cap")).sum() / pl.col("market_cap").filter(
+            pl.col("roe").is_not_null()
+        ).sum()
+        return (
+            df.lazy()
+            .select("date", "symbol", (pl.col("roe") - weighted.over("date")).alias("demeaned_score"))
+            .collect()
+        )
+
+    try:
+        assert not styles.get_style("cap_test").caps_as_weights
+        with pytest.raises(ValueError, match=r"style 'cap_test' needs column\(s\) \['market_cap'\]"):
+            styles.compute_styles(no_caps, ["cap_test"])
+        for opt_in in (False, True):
+            styles.register_style(
+                "demeaned", demeaned, inputs=("roe", "market_cap"), caps_as_weights=opt_in, replace=True
+            )
+            if not opt_in:
+                with pytest.raises(ValueError, match=r"style 'demeaned' needs column\(s\) \['market_cap'\]"):
+                    styles.compute_styles(no_caps, ["demeaned"])
+                continue
+            scores = styles.compute_styles(no_caps, ["demeaned"]).join(quality_panel, on=["date", "symbol"])
+            equal = scores.select(pl.col("roe") - pl.col("roe").mean().over("date"))
+            np.testing.assert_allclose(
+                scores["demeaned_score"].to_numpy(), equal.to_series().to_numpy(), rtol=1e-12, atol=1e-15
+            )
+    finally:
+        styles.unregister_style("cap_test")
+        styles.unregister_style("demeaned")
+
+
 def test_custom_descriptor_style_orthogonal_to_size_and_beta(quality_panel: pl.DataFrame) -> None:
     register_descriptor_style("roe_test", [Descriptor("roe")], orthogonal_to=("size", "beta"), default=False)
     try:
