@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factor_engine.regression import estimate_from_panel
+from factor_engine.risk import specific as specific_module
 from factor_engine.risk.specific import SpecificRiskConfig, _blend_weight, specific_risk
 from factor_engine.risk.specific_state import SpecificState, extend_specific_risk, specific_risk_with_state
 from factor_engine.synthetic import SyntheticMarket, generate_market
@@ -140,6 +141,22 @@ def test_shrinkage_matches_hand_computation() -> None:
     # one asset per group: nothing to shrink toward but itself
     alone = specific_risk(residuals, cap_frame, config=_config(**base, n_size_groups=5, vra_half_life=None))
     np.testing.assert_allclose(_vol_frame(alone, n_dates, vols.shape[0])[-1], vols, rtol=1e-12)
+
+
+def test_shrinkage_is_the_same_in_batches_of_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shrinkage runs on batches of dates in parallel: batches of 3 dates (uneven, the last shorter) give
+    the values of one batch of every date, asset for asset."""
+    rng = np.random.default_rng(11)
+    sigma = np.abs(rng.normal(0.02, 0.006, (40, 30)))
+    cap = np.exp(rng.normal(21.0, 1.0, (40, 30)))
+    has_row = rng.random((40, 30)) > 0.15
+    sigma[rng.random((40, 30)) < 0.05] = np.nan
+    monkeypatch.setattr(specific_module, "_SHRINK_CELLS", 10_000)
+    whole = specific_module._shrink(sigma, has_row, cap, 0.1, 4)
+    monkeypatch.setattr(specific_module, "_SHRINK_CELLS", 3 * 30)
+    batched = specific_module._shrink(sigma, has_row, cap, 0.1, 4)
+    assert np.isfinite(whole).sum() > 900
+    np.testing.assert_array_equal(batched, whole)
 
 
 # --- step 2: structural model and blend ---------------------------------------------------------------------------

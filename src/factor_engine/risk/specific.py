@@ -85,6 +85,9 @@ RESIDUAL = "residual"
 SPECIFIC_VOL = "specific_vol"
 # Cells (dates × assets × exposure columns) per batch of dates in the structural regressions.
 _BLOCK_CELLS = 1_500_000
+# Cells (dates × assets) per batch of dates in the shrinkage: about 64 dates of 3,000 assets, so the two
+# workers get even shares and the work arrays stay small (a third faster than batches of 500 dates).
+_SHRINK_CELLS = 200_000
 # Dates per parallel task of the fat-tail factor (each sorts a (full_history, N) window).
 _ROBUST_DATES_PER_TASK = 8
 
@@ -694,7 +697,7 @@ def _shrink(sigma: np.ndarray, has_row: np.ndarray, cap: np.ndarray, intensity: 
         return np.where(has_row & np.isfinite(sigma), sigma, np.nan)
     n_dates, n_symbols = sigma.shape
     shrunk = np.empty_like(sigma)
-    block = max(1, _BLOCK_CELLS // max(1, n_symbols))
+    block = max(1, _SHRINK_CELLS // max(1, n_symbols))
 
     def solve_block(lo: int) -> None:
         hi = min(lo + block, n_dates)
