@@ -253,10 +253,14 @@ def test_estimated_betas_recover_the_true_betas_without_noise(dense: dict[str, n
     estimated, _ = beta_descriptors(returns, dense["market"])
     per_date, pooled = _correlations(estimated, dense["betas"])
     assert per_date >= 0.9 and pooled >= 0.9, f"per-date {per_date:.3f}, pooled {pooled:.3f}"
-    # with the noise, the estimates still track the truth, just less closely (recorded, see the xfail above)
+    # with the noise, the estimates still track the truth, just less closely (0.729 / 0.725; the xfail above):
+    # a guard against losing what USE4's estimator can get here (the best causal estimator gets 0.871,
+    # bench/bench_beta_bound.py)
     noisy, _ = beta_descriptors(dense["returns"], market_return(dense["returns"], dense["caps"]))
-    noisy_per_date, _ = _correlations(noisy, dense["betas"])
-    assert 0.5 < noisy_per_date < per_date, f"per-date with noise {noisy_per_date:.3f}"
+    noisy_per_date, noisy_pooled = _correlations(noisy, dense["betas"])
+    assert 0.72 < noisy_per_date < per_date and noisy_pooled > 0.72, (
+        f"with noise {noisy_per_date:.3f}, {noisy_pooled:.3f}"
+    )
 
 
 def test_beta_factor_returns_track_the_true_ones(market: SyntheticMarket) -> None:
