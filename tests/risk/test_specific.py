@@ -159,6 +159,29 @@ def test_shrinkage_is_the_same_in_batches_of_dates(monkeypatch: pytest.MonkeyPat
     np.testing.assert_array_equal(batched, whole)
 
 
+def test_regime_multiplier_is_the_same_in_batches_of_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The regime adjustment's bias statistics are computed on batches of dates in parallel: batches of 3 dates
+    (the first one reaching back to the date before the history, through ``before``) give the multipliers and
+    sums of one batch of every date, exactly."""
+    rng = np.random.default_rng(12)
+    sigma = np.abs(rng.normal(0.02, 0.006, (40, 30)))
+    cap = np.exp(rng.normal(21.0, 1.0, (40, 30)))
+    resid = rng.normal(0.0, 0.02, (40, 30))
+    present = rng.random((40, 30)) > 0.15
+    sigma[rng.random((40, 30)) < 0.05] = np.nan
+    before = specific_module.RegimeContext(
+        shrunk=np.abs(rng.normal(0.02, 0.006, 30)), cap=np.exp(rng.normal(21.0, 1.0, 30)), sums=np.array([1.3, 1.1])
+    )
+    for context in (None, before):
+        monkeypatch.setattr(specific_module, "_REGIME_DATES", 1_000)
+        whole = specific_module._regime_multiplier(resid, present, sigma, cap, 0.95, context)
+        monkeypatch.setattr(specific_module, "_REGIME_DATES", 3)
+        batched = specific_module._regime_multiplier(resid, present, sigma, cap, 0.95, context)
+        assert np.ptp(whole[0]) > 0.01  # the multiplier moves
+        np.testing.assert_array_equal(batched[0], whole[0])
+        np.testing.assert_array_equal(batched[1], whole[1])
+
+
 # --- step 2: structural model and blend ---------------------------------------------------------------------------
 
 

@@ -88,6 +88,8 @@ _BLOCK_CELLS = 1_500_000
 # Cells (dates × assets) per batch of dates in the shrinkage: about 64 dates of 3,000 assets, so the two
 # workers get even shares and the work arrays stay small (a third faster than batches of 500 dates).
 _SHRINK_CELLS = 200_000
+# Dates per parallel batch of the regime adjustment's bias statistics.
+_REGIME_DATES = 64
 # Dates per parallel task of the fat-tail factor (each sorts a (full_history, N) window).
 _ROBUST_DATES_PER_TASK = 8
 
@@ -763,16 +765,28 @@ def _regime_multiplier(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Volatility regime multiplier ``λ_t`` (T,) from the cap-weighted bias statistics of earlier forecasts, and
     the EWMA sums of ``B²`` and of its weights after the last date (2,); ``before`` carries the earlier dates."""
+    n_dates = sigma.shape[0]
     no_row = np.full((1, sigma.shape[1]), np.nan)
-    previous = np.vstack([no_row if before is None else before.shrunk[None], sigma[:-1]])
-    previous_cap = np.vstack([no_row if before is None else before.cap[None], cap[:-1]])
-    usable = present & np.isfinite(previous) & (previous > 0)
-    weight = np.where(usable, previous_cap, 0.0)
-    total = weight.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        standardized = np.where(usable, resid / np.where(usable, previous, 1.0), 0.0)
-        bias_sq = np.where(total > 0, (weight * standardized**2).sum(axis=1) / total, 0.0)
-    has_bias = total > 0
+    bias_sq, has_bias = np.zeros(n_dates), np.zeros(n_dates, dtype=bool)
+
+    def block(lo: int) -> None:
+        """Each date's cap-weighted mean squared standardized residual, on a batch of dates (small work arrays,
+        in parallel; every row's sums are the ones the whole array gives)."""
+        hi = min(lo + _REGIME_DATES, n_dates)
+        if lo == 0:
+            previous = np.vstack([no_row if before is None else before.shrunk[None], sigma[: hi - 1]])
+            previous_cap = np.vstack([no_row if before is None else before.cap[None], cap[: hi - 1]])
+        else:
+            previous, previous_cap = sigma[lo - 1 : hi - 1], cap[lo - 1 : hi - 1]
+        usable = present[lo:hi] & np.isfinite(previous) & (previous > 0)
+        weight = np.where(usable, previous_cap, 0.0)
+        total = weight.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            standardized = np.where(usable, resid[lo:hi] / np.where(usable, previous, 1.0), 0.0)
+            bias_sq[lo:hi] = np.where(total > 0, (weight * standardized**2).sum(axis=1) / total, 0.0)
+        has_bias[lo:hi] = total > 0
+
+    run_parallel(block, range(0, n_dates, _REGIME_DATES))
     weighted, weight_sum = _ewma(bias_sq, decay), _ewma(has_bias.astype(np.float64), decay)
     if before is not None:  # the earlier dates' sums, decayed
         carried = decay ** np.arange(1, sigma.shape[0] + 1, dtype=np.float64)
