@@ -7,7 +7,7 @@ values are scattered into arrays with NaN for absent cells, and results are gath
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +51,24 @@ class Grid:
         t = lookup[days.astype(np.int64) - first]
         codes = frame[SYMBOL].cast(pl.String).cast(pl.Enum(self.symbols)).to_physical().to_numpy()
         return t, codes.astype(np.int64)
+
+    def cells_frame(self, mask: np.ndarray, columns: Mapping[str, np.ndarray], first: int = 0) -> pl.DataFrame:
+        """``date, symbol`` and ``columns`` at the True cells of ``mask``, a (D, N) array over the grid's dates
+        ``first … first + D − 1``, in (date, symbol) order; each column a (D, N) array taken at those cells.
+
+        The rows ``np.nonzero(mask)`` and gathers would give, without their index arrays: the dates repeated by
+        each date's count, the symbols taken through a broadcast column index (a third of the time at 3,000 ×
+        2,520)."""
+        per_date = np.count_nonzero(mask, axis=1)
+        days = np.repeat(self.days[first : first + mask.shape[0]], per_date)
+        symbol_index = np.broadcast_to(np.arange(mask.shape[1]), mask.shape)[mask]
+        return pl.DataFrame(
+            {
+                DATE: pl.Series(DATE, days, dtype=pl.Int32).cast(pl.Date),
+                SYMBOL: self.symbols.gather(symbol_index),
+                **{name: values[mask] for name, values in columns.items()},
+            }
+        )
 
     def scatter(self, t: np.ndarray, n: np.ndarray, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """A (T, N) float64 array holding ``values`` at (t, n) and ``fill`` elsewhere."""

@@ -285,14 +285,7 @@ def estimate_factor_returns(
         | {name: factor_values[solved_dates, k] for k, name in enumerate(factors)}
     ).with_columns(pl.col(name).fill_nan(None) for name in factors)
 
-    t_idx, n_idx = np.nonzero(valid_out)
-    residual_frame = pl.DataFrame(
-        {
-            DATE: ret_dates.gather(t_idx),
-            SYMBOL: grid.symbols.gather(n_idx),
-            "residual": residual[t_idx, n_idx],
-        }
-    )
+    residual_frame = grid.cells_frame(valid_out, {"residual": residual}, first=lag)
     diagnostics = _diagnostics(
         ret_dates, dates_with_rows, n_used, n_excluded, r2, condition, dropped_mask, skip_reason, factors
     )

@@ -302,14 +302,7 @@ def _finish(
         multiplier, regime = _regime_multiplier(state.resid, state.present, shrunk, cap, decay, before)
         sigma = shrunk * multiplier[:, None]
 
-    t_out, n_out = np.nonzero(np.isfinite(sigma))
-    frame = pl.DataFrame(
-        {
-            DATE: grid.date_series().gather(t_out),
-            SYMBOL: grid.symbols.gather(n_out),
-            SPECIFIC_VOL: sigma[t_out, n_out],
-        }
-    )
+    frame = grid.cells_frame(np.isfinite(sigma), {SPECIFIC_VOL: sigma})
     return frame, shrunk, regime
 
 
