@@ -62,7 +62,7 @@ CMRA_MONTHS, CMRA_MONTH_DAYS = 12, 21
 CMRA_DAYS = CMRA_MONTHS * CMRA_MONTH_DAYS
 # assets per block of the time-series kernels (bounds the (dates, assets) work arrays; blocks run in parallel)
 _ASSETS_PER_BLOCK = 256
-# dates per block of the cross-sectional kernels
+# dates per block of the market return (bounds its work arrays)
 _DATES_PER_BLOCK = 64
 
 
