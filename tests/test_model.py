@@ -200,10 +200,13 @@ def test_a_panel_without_any_estimable_date_says_why() -> None:
     # momentum needs 272 observations: no exposure ever, so it is left out and the rest is estimated
     model = build_model(short)
     assert "mom_score" not in model.factors and "no exposure on any date" in model.notes["factors_dropped"]["mom_score"]
-    # a panel where no asset ever has a sector exposure: nothing can be estimated, and the error says why
+    # a panel where no asset ever has a return: nothing can be estimated, and the error says why
+    blank_returns = short.with_columns(pl.lit(None, dtype=pl.Float64).alias("asset_returns"))
+    with pytest.raises(ModelError, match=r"no date could be estimated: .*rows left out: missing return"):
+        build_model(blank_returns)
+    # (a panel without any cap is one without market_cap: built equal-weighted, tests/test_missing_caps.py)
     blank_caps = short.with_columns(pl.lit(None, dtype=pl.Float64).alias("market_cap"))
-    with pytest.raises(ModelError, match=r"no date could be estimated: .*no positive market cap"):
-        build_model(blank_caps)
+    assert build_model(blank_caps).notes["market_cap"].startswith("absent")
 
 
 def test_toraniko_method_through_config(panel: pl.DataFrame) -> None:

@@ -233,14 +233,25 @@ def test_duplicate_keys_counted_with_examples(panel: pl.DataFrame) -> None:
         validate_panel(doubled)
 
 
-@pytest.mark.parametrize("bad_cap", [0.0, -5.0, float("nan"), float("inf"), None])
-def test_bad_market_cap(panel: pl.DataFrame, bad_cap: float | None) -> None:
+@pytest.mark.parametrize("bad_cap", [0.0, -5.0, float("inf"), float("-inf")])
+def test_bad_market_cap(panel: pl.DataFrame, bad_cap: float) -> None:
     broken = set_value(panel, MARKET_CAP, START + dt.timedelta(days=1), "S002", bad_cap)
     with pytest.raises(
         PanelError,
-        match=r"market_cap must be positive and finite .*: 1 bad row, e\.g\. \(2024-01-03, S002\) = ",
+        match=r"market_cap must be positive and finite \(not inf or <= 0; null is allowed: a missing cap\): 1 bad "
+        rf"row, e\.g\. \(2024-01-03, S002\) = {re.escape(repr(bad_cap))}$",
     ):
         validate_panel(broken)
+
+
+@pytest.mark.parametrize("missing_cap", [float("nan"), None])
+def test_missing_market_cap_is_kept_as_null(panel: pl.DataFrame, missing_cap: float | None) -> None:
+    day = START + dt.timedelta(days=1)
+    valid = validate_panel(set_value(panel, MARKET_CAP, day, "S002", missing_cap))
+    caps = valid.get_column(MARKET_CAP)
+    assert caps.null_count() == 1 and caps.is_nan().sum() == 0
+    assert valid.filter(pl.col(MARKET_CAP).is_null()).select(DATE, SYMBOL).row(0) == (day, "S002")
+    assert_frame_equal(valid.drop(MARKET_CAP), validate_panel(panel).drop(MARKET_CAP))
 
 
 @pytest.mark.parametrize("bad_return", [-1.0, -1.5, float("nan"), float("inf"), float("-inf")])

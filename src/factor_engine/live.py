@@ -51,6 +51,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine._dense import single_threaded_blas
+from factor_engine._missing_caps import has_cap
 from factor_engine.config import ModelConfig
 from factor_engine.model import RiskModel
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
@@ -279,12 +280,13 @@ def _caps_used(model: RiskModel, panel: pl.DataFrame | None) -> bool:
 
 def _last_caps(panel: pl.DataFrame | None, as_of: datetime.date) -> pl.DataFrame:
     """``symbol, previous_cap, cap_at_close``: each symbol's last market cap up to ``as_of`` (its universe rank)
-    and its cap on ``as_of`` (null without a row there)."""
+    and its cap on ``as_of`` (NaN without a row there). A row without a cap is left out, as the build leaves it
+    out of the model: the last cap is that of the symbol's latest row with one."""
     if panel is None:  # pragma: no cover - checked by _caps_used
         raise LiveError("no panel")
     return (
         panel.lazy()
-        .filter(pl.col(DATE) <= as_of)
+        .filter((pl.col(DATE) <= as_of) & has_cap())
         .select(DATE, pl.col(SYMBOL).cast(pl.String), pl.col(MARKET_CAP).cast(pl.Float64))
         .sort(DATE)
         .group_by(SYMBOL)

@@ -33,6 +33,7 @@ import polars as pl
 
 from factor_engine import __version__
 from factor_engine._dense import single_threaded_blas
+from factor_engine._missing_caps import leave_out_missing_caps
 from factor_engine.config import ModelConfig, SectorsConfig
 from factor_engine.model_folder import Manifest, ModelError, State, append_folder, read_folder, read_table, write_folder
 from factor_engine.panel import DATE, MARKET_CAP, SECTOR, SYMBOL
@@ -420,9 +421,13 @@ def build_model(
     relabelling), the styles are those configured or, by default, every registered style whose inputs the
     panel has, and without ``market_cap`` the regression weights assets equally (each sector's constraint
     weight is then its number of assets, so the market factor is the equal-weighted market), the universe is
-    every asset, the size style is left out and specific risk shrinks toward the mean of all assets. A factor
-    that cannot be estimated on any date is left out of the model. Each choice is recorded in
-    :attr:`RiskModel.notes` with its reason, and :attr:`RiskModel.warnings` lists what a user should know.
+    every asset, the size style is left out and specific risk shrinks toward the mean of all assets. A row
+    whose ``market_cap`` is missing (null or NaN) is left out of the model as if it were not in the panel (no
+    exposure, residual or specific risk on that date; a symbol without a cap on any date is absent), and a
+    panel without a cap on any row is built as one without ``market_cap``. A factor that cannot be estimated
+    on any date is left out of the model. Each choice is recorded in :attr:`RiskModel.notes` with its reason
+    (``notes["market_cap_missing"]``: the rows and symbols left out for a missing cap), and
+    :attr:`RiskModel.warnings` lists what a user should know.
 
     Parameters
     ----------
@@ -438,12 +443,19 @@ def build_model(
     run = stage or (lambda _name: nullcontext())
     notes: dict[str, Any] = {}
     warnings: list[str] = []
-    has_caps = MARKET_CAP in panel.columns
     with run("universe"):
         panel, relabelled = apply_sectors(panel, config.sectors)
+        # a row without a cap is left out as if it were not in the panel (no kernel sees a null cap)
+        panel, missing = leave_out_missing_caps(panel)
+        if missing.rows:
+            notes["market_cap_missing"] = missing.note()
+            warnings.append(missing.warning())
+        has_caps = MARKET_CAP in panel.columns
         universe = select_universe(panel, config.universe.size, config.universe.include)
         if has_caps:
             notes["market_cap"] = "present: regression weights sqrt(market_cap), cap-weighted sector constraint"
+            if missing.rows:
+                notes["market_cap"] += f"; missing on {missing.summary()}: those rows are left out of the model"
         else:
             notes["market_cap"] = (
                 "absent: equal regression weights, sector constraint weighted by asset counts (equal-weighted "

@@ -15,8 +15,11 @@ column             dtype       required   meaning and units
 ``symbol``         ``String``  yes        asset identifier. Categorical, Enum and integer ids are cast.
 ``asset_returns``  ``Float64`` yes        daily simple return as a fraction (0.01 is +1 %), finite and
                                           > -1. Null is allowed and kept (a missing observation).
-``market_cap``     ``Float64`` no         market capitalisation in currency units; finite and > 0. Without
-                                          it a model weights assets equally (see :mod:`factor_engine.model`).
+``market_cap``     ``Float64`` no         market capitalisation in currency units; finite and > 0 where
+                                          present. Null (or NaN, read as null) is a missing cap: a model
+                                          leaves that row out. Without the column (or with every cap
+                                          missing) a model weights assets equally (see
+                                          :mod:`factor_engine.model`).
 ``sector``         ``String``  yes        sector label: any non-empty text (the user's taxonomy: GICS, ICB,
                                           the seed's names, a broker's codes). ``sectors=`` restricts it.
 ``book_price``     ``Float64`` no         book value to price ratio (book-to-price), unitless.
@@ -49,8 +52,9 @@ column                         meaning and units
 
 Fundamentals are point in time: each row holds the value known on its date.
 
-Value features, trading and fundamental columns may be null (a missing observation; NaN is read as null) but
-never infinite; ``volume`` and ``turnover`` must not be negative and ``shares_outstanding`` must be positive.
+``market_cap``, value features, trading and fundamental columns may be null (a missing observation; NaN is read
+as null) but never infinite; a present ``market_cap`` must be positive, ``volume`` and ``turnover`` must not be
+negative and ``shares_outstanding`` must be positive.
 Every violation raises :class:`PanelError` naming the column, the number of offending rows and up to
 five examples as ``(date, symbol)`` pairs, or as 0-based row numbers for rows lacking them.
 """
@@ -162,6 +166,7 @@ _KEY = (DATE, SYMBOL)
 # optional float columns: null is a missing observation, NaN is read as null, infinity is an error
 _FEATURE_COLUMNS = (*VALUE_FEATURES, *TRADING_COLUMNS, *FUNDAMENTAL_COLUMNS)
 _FLOAT_COLUMNS = (RETURNS, MARKET_CAP, *_FEATURE_COLUMNS)
+_NAN_AS_NULL = (MARKET_CAP, *_FEATURE_COLUMNS)
 _LABEL_COLUMNS = (SYMBOL, SECTOR)
 _CANONICAL_ORDER = (DATE, SYMBOL, RETURNS, MARKET_CAP, SECTOR, *_FEATURE_COLUMNS)
 _MAX_EXAMPLES = 5
@@ -360,8 +365,8 @@ def _row_checks(columns: Sequence[str], sectors: Sequence[str] | None) -> list[_
         checks.append(
             _RowCheck(
                 MARKET_CAP,
-                (cap.is_finite() & (cap > 0)).fill_null(False).not_(),
-                f"{MARKET_CAP} must be positive and finite (not null, NaN, inf or <= 0)",
+                (cap.is_infinite() | (cap <= 0)).fill_null(False),
+                f"{MARKET_CAP} must be positive and finite (not inf or <= 0; null is allowed: a missing cap)",
             )
         )
     if RETURNS in columns:
@@ -475,16 +480,17 @@ def validate_panel(
     -------
     pl.DataFrame
         ``date`` as Date, ``symbol`` and ``sector`` as String, ``asset_returns``, ``market_cap``, value
-        features, trading and fundamental columns and every other numeric column as Float64 (NaN in those
-        optional known columns becomes null), known columns first in schema order, then the other columns
-        in input order; sorted by (date, symbol).
-        Null returns are kept.
+        features, trading and fundamental columns and every other numeric column as Float64 (NaN in
+        ``market_cap`` and those optional known columns becomes null), known columns first in schema order,
+        then the other columns in input order; sorted by (date, symbol).
+        Null returns and null market caps are kept (missing observations; a model leaves a row without a cap
+        out, see :func:`factor_engine.model.build_model`).
 
     Raises
     ------
     PanelError
         For an empty panel, missing columns, unparseable or mistyped columns, null dates or symbols,
-        duplicate (date, symbol) pairs, non-positive or non-finite market caps, returns <= -1 or
+        duplicate (date, symbol) pairs, non-positive or infinite market caps, returns <= -1 or
         non-finite, null, blank or (with ``sectors``) unlisted sectors, infinite value features, trading or
         fundamental columns, negative volume or turnover and non-positive shares outstanding.
         Problems found at the same stage are reported together in one message.
@@ -508,10 +514,8 @@ def validate_panel(
     panel = _sort_by_key(panel)
     _check_values(panel, sectors)
 
-    if any(feature in panel.columns for feature in _FEATURE_COLUMNS):
-        panel = panel.with_columns(
-            pl.col(feature).fill_nan(None) for feature in _FEATURE_COLUMNS if feature in panel.columns
-        )
+    if any(name in panel.columns for name in _NAN_AS_NULL):
+        panel = panel.with_columns(pl.col(name).fill_nan(None) for name in _NAN_AS_NULL if name in panel.columns)
     known = [name for name in _CANONICAL_ORDER if name in panel.columns]
     return panel.select(*known, *(name for name in panel.columns if name not in _CANONICAL_ORDER))
 
@@ -576,7 +580,7 @@ def to_toraniko_frames(panel: pl.DataFrame) -> dict[str, pl.DataFrame]:
     -------
     dict[str, pl.DataFrame]
         ``returns``: date, symbol, asset_returns (daily simple returns, fractions);
-        ``market_cap``: date, symbol, market_cap (currency units);
+        ``market_cap``: date, symbol, market_cap (currency units; null where the panel's cap is missing);
         ``sector_dummies``: date, symbol and one Float64 0/1 column per sector label present, named by the
         label, in sorted order (each row has exactly one 1.0);
         ``value``: date, symbol, book_price, sales_price, cf_price (ratios to price), only when all three

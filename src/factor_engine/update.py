@@ -3,6 +3,9 @@
 Every estimator of the model is point in time, so an update only computes the new dates
 (``docs/design/update.md``):
 
+- the panel is taken as the build took it: a row without a market cap is left out, as if it were not in the
+  panel (the rows of the new dates left out are counted in ``notes["updated"]`` and
+  :attr:`UpdateResult.warnings`), and a model built without caps ignores the panel's;
 - the universe of the new dates is ranked as :func:`~factor_engine.model.select_universe` ranks it (each
   asset's previous row's cap); the universe of the earlier dates is the saved model's (its exposure rows);
 - the styles are recomputed on the universe's rows from :func:`~factor_engine.styles.history_start` on: the
@@ -33,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine._grid import is_sorted_by_keys
+from factor_engine._missing_caps import MissingCaps, leave_out_missing_caps, missing_caps
 from factor_engine.config import ModelConfig
 from factor_engine.model import (
     ModelExtension,
@@ -80,11 +84,14 @@ class UpdateResult:
     folder: the model folder written (None when the panel had no later date).
     new_dates: the dates added, in order.
     history_start: the first date whose rows the styles were recomputed on.
+    warnings: what the update left out, one sentence each (rows of the new dates without a market cap); also in
+        the model's ``notes["updated"]["warnings"]``.
     """
 
     folder: Path | None
     new_dates: tuple[datetime.date, ...]
     history_start: datetime.date | None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,8 @@ def extend_model(
     run = stage or (lambda _name: nullcontext())
     meta = inputs.meta
     last_date = inputs.last_date
+    has_caps = not str(meta["build"].get("market_cap", "")).startswith(_ABSENT_CAPS)
+    panel, missing = _caps_as_built(panel, has_caps, last_date)
     new_dates = panel.filter(pl.col(DATE) > last_date).get_column(DATE).unique().sort()
     if new_dates.len() == 0:
         return None, UpdateResult(None, (), None)
@@ -203,7 +212,6 @@ def extend_model(
     styles = tuple(meta["build"].get("styles", {}).get("used", ()))
     needs = _lookbacks(styles, config)
     factors, model_sectors = tuple(meta["factors"]), tuple(meta["sectors"])
-    has_caps = not str(meta["build"].get("market_cap", "")).startswith(_ABSENT_CAPS)
     lag = config.regression.effective_exposure_lag
     with run("universe"):
         anchor = _anchor(inputs.factor_returns, new_dates[0], lag)
@@ -255,6 +263,10 @@ def extend_model(
     if "universe" in inputs.state:
         state["universe"] = universe_state(exposures, inputs.state["universe"])
     notes_after = dict(meta["build"])
+    updated: dict[str, Any] = {"dates": new_dates.len(), "through": str(new_dates[-1])}
+    warnings = (missing.warning(" of the new dates"),) if missing.rows else ()
+    if missing.rows:
+        updated |= {"market_cap_missing": missing.note(), "warnings": list(warnings)}
     extension = ModelExtension(
         exposures=exposures.select(DATE, SYMBOL, *factors),
         residuals=residuals,
@@ -263,9 +275,34 @@ def extend_model(
         specific_risk=specific_new,
         factor_covariance=covariance,
         state=state,
-        notes={**notes_after, "updated": {"dates": new_dates.len(), "through": str(new_dates[-1])}},
+        notes={**notes_after, "updated": updated},
     )
-    return extension, UpdateResult(None, tuple(new_dates.to_list()), start)
+    return extension, UpdateResult(None, tuple(new_dates.to_list()), start, warnings)
+
+
+def _caps_as_built(panel: pl.DataFrame, has_caps: bool, last_date: datetime.date) -> tuple[pl.DataFrame, MissingCaps]:
+    """The panel as the model's build takes it: without ``market_cap`` for a model built without caps (its caps
+    are not used), else without the rows lacking a cap (as if they were not in the panel); and the rows of the
+    new dates (after ``last_date``) left out for it. ModelError for a model weighted by cap when the panel has
+    no cap at all or none on the new dates."""
+    if not has_caps:
+        return panel.drop(MARKET_CAP, strict=False), MissingCaps(0, panel.height)
+    later = panel.filter(pl.col(DATE) > last_date)
+    if later.height == 0:  # nothing to add
+        return panel, MissingCaps(0, 0)
+    if MARKET_CAP not in panel.columns:
+        raise ModelError(
+            "the model weights by market cap but the panel has no market_cap column: give the panel with its caps, "
+            "or rebuild the model on a panel without them"
+        )
+    missing = missing_caps(later)
+    if missing.every_row:
+        raise ModelError(
+            f"the model weights by market cap but market_cap is missing on every one of the panel's "
+            f"{missing.panel_rows:,} rows after the model's last date {last_date}: give their caps"
+        )
+    panel, _ = leave_out_missing_caps(panel)
+    return panel, missing
 
 
 def _as_date(value: object) -> datetime.date:

@@ -67,8 +67,8 @@ def build(
     as configured, and writes them as Parquet files (one folder per table), plus model.json listing them with
     the effective configuration, factor list, date range, units, engine version and what the build did with
     the data. Without a configuration the model follows the data: every style whose input columns the panel
-    has, the panel's own sector labels, equal weights when there is no market_cap column; what was left out,
-    and why, is printed.
+    has, the panel's own sector labels, equal weights when there is no market_cap column (or no cap in it), the
+    rows without a market cap left out; what was left out, and why, is printed.
 
     Example:
 
@@ -115,8 +115,9 @@ def update(
     continue from the state saved with the model. The panel may hold the whole history or only its recent
     rows: from the history start the command prints (about a year and a month with the default styles) and
     each asset's latest row before the new dates. The new dates are appended; nothing saved is rewritten, and
-    the model folder is replaced atomically. A new sector label or style factor needs a rebuild: the command
-    says so.
+    the model folder is replaced atomically. Rows without a market cap are left out, as the build leaves them
+    out, and a warning counts those of the new dates. A new sector label or style factor needs a rebuild: the
+    command says so.
 
     Example:
 
@@ -139,6 +140,8 @@ def update(
                 f"recomputed from {result.history_start}",
             )
         )
+        for warning in result.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
         console.print(stages.table())
         console.print(f"wrote model folder {result.folder}")
 
