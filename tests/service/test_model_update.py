@@ -273,6 +273,51 @@ def test_a_model_built_from_a_start_date_updates_like_the_build_cut_alike(
     assert "rows from before the model's first date are needed" in binding["error"]
 
 
+def test_missing_caps_are_left_out_of_the_update_as_of_the_build(
+    database: IsolatedDatabase, app_client: ClientFactory, store: Store, panel: pl.DataFrame, dates: list[datetime.date]
+) -> None:
+    """Caps missing in the stored panel: the update equals the build on the same panel. The largest asset has no
+    row in the dates the job reads before the new ones (cross-sectional styles: the last 3) and no cap on its two
+    rows before those: the universe ranks it by its cap before them, as the build does (the job looks further
+    back for it); another asset lacks its cap on a new date, which the update's notes count."""
+    cut = dates[-NEW - 1]
+    config = {**TEST_CONFIG, "styles": {"names": ["size", "value"]}}
+    largest, other = (
+        panel.filter(pl.col("date") == cut)
+        .join(panel.group_by("symbol").len().filter(pl.col("len") == len(dates)), on="symbol", how="semi")
+        .sort("market_cap", descending=True)
+        .get_column("symbol")
+        .head(2)
+        .to_list()
+    )
+    day = pl.col("date")
+    holes = panel.filter(
+        ~((pl.col("symbol") == largest) & day.is_between(dates[-30], dates[-NEW - 1]))  # no row in the dates read
+    ).with_columns(
+        pl.when(
+            ((pl.col("symbol") == largest) & day.is_in(dates[-32:-30]))
+            | ((pl.col("symbol") == other) & (day == dates[-2]))
+        )
+        .then(None)
+        .otherwise(pl.col("market_cap"))
+        .alias("market_cap")
+    )
+    assert holes.filter(day == dates[-1]).height > UNIVERSE  # the universe binds: the previous cap decides
+    with app_client(database) as client:
+        _upload(client, holes.filter(day <= cut))
+        model_id = _build(client, {**BUILD, "config": config})
+        _upload(client, holes.filter(day > cut))
+        job = _update(client, model_id)
+    assert job["status"] == "succeeded", job
+    stored = store.load_model(model_id)
+    reference = build_model(holes, ModelConfig.from_mapping({**config, "universe": {"size": UNIVERSE}}))
+    assert stored.exposures.filter(pl.col("symbol") == largest).get_column("date").max() == dates[-1]
+    assert_updated_equals(stored, reference, cut)
+    updated = store.get_model(model_id).build["updated"]
+    assert updated["market_cap_missing"] == {"rows": 1, "symbols": [other], "symbols_left_out": []}
+    assert updated["warnings"][0].startswith(f"market_cap missing on 1 row of 1 symbol of the new dates ({other})")
+
+
 def test_a_failed_write_leaves_the_model_as_it_was(
     database: IsolatedDatabase,
     app_client: ClientFactory,

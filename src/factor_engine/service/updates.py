@@ -20,8 +20,9 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
+from factor_engine._missing_caps import has_cap
 from factor_engine.model import ModelError
-from factor_engine.panel import DATE, SYMBOL, validate_panel
+from factor_engine.panel import DATE, MARKET_CAP, SYMBOL, validate_panel
 from factor_engine.service.builds import INTERRUPTED, BuildCancelled, Progress
 from factor_engine.service.errors import InputError
 from factor_engine.service.paths import job_path
@@ -114,15 +115,20 @@ def load_update_panel(
 ) -> pl.DataFrame:
     """The stored panel an update of the model read as ``inputs`` needs: the rows of ``symbols`` (None: all)
     from the first date of the exposure keys read up to ``end`` (None: the last), plus, for an asset of the new
-    dates without a row there before them, its latest earlier row (the previous cap the universe ranks by)."""
+    dates without a row there before them, its latest earlier row with a cap (the previous cap the universe ranks
+    by)."""
     since = inputs.keys.get_column(DATE).min() if inputs.keys.height else None
     panel = store.load_panel(symbols=symbols, start=since, end=end)  # type: ignore[arg-type]
     last = inputs.last_date
+    # a row without a cap is not the previous cap's row: the build leaves it out
+    with_cap = has_cap() if MARKET_CAP in panel.columns else pl.lit(True)
     later = panel.filter(pl.col(DATE) > last).get_column(SYMBOL).unique()
-    earlier = panel.filter(pl.col(DATE) <= last).get_column(SYMBOL).unique()
+    earlier = panel.filter((pl.col(DATE) <= last) & with_cap).get_column(SYMBOL).unique()
     unseen = sorted(set(later.to_list()) - set(earlier.to_list()))
     if unseen and isinstance(since, datetime.date):
         before = store.load_panel(symbols=unseen, end=since - datetime.timedelta(days=1))
+        if MARKET_CAP in before.columns:
+            before = before.filter(has_cap())
         previous = before.group_by(SYMBOL, maintain_order=True).last()  # rows come sorted by date
         if previous.height:
             shared = [column for column in panel.columns if column in previous.columns]
