@@ -314,6 +314,25 @@ def test_size_matches_per_date_loop(
         assert 0.5 < zero_share < 0.65
 
 
+def test_size_of_a_missing_cap_is_missing(market_panel: pl.DataFrame, frames_match: FrameMatcher) -> None:
+    """A null cap gives a null score (toraniko's between-test is null there), and the date's other scores are
+    those of the date without that row: it enters neither the standardization nor the quantiles."""
+    dates = market_panel["date"].unique().sort()
+    nulled = (pl.col("date").is_in(dates.gather([3, 4, 10]).implode())) & (pl.col("symbol").rank("dense") % 7 == 0)
+    panel = market_panel.with_columns(pl.when(nulled).then(None).otherwise(pl.col("market_cap")).alias("market_cap"))
+    n_missing = panel["market_cap"].null_count()
+    assert n_missing > 0
+    ours = styles.size(panel)
+    assert ours["sze_score"].null_count() == n_missing
+    assert (
+        ours.filter(pl.col("sze_score").is_null())
+        .select(KEYS)
+        .equals(panel.filter(pl.col("market_cap").is_null()).select(KEYS).sort(KEYS))
+    )
+    expected = reference_size(panel.filter(pl.col("market_cap").is_not_null()), 0.2, 0.8)
+    frames_match(ours.drop_nulls("sze_score"), expected, KEYS, ["sze_score"], atol=1e-12)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # registry
 

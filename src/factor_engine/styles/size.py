@@ -20,7 +20,8 @@ def size(df: pl.DataFrame | pl.LazyFrame, *, lower_decile: float = 0.2, upper_de
 
     Parameters
     ----------
-    df: long frame with ``date, symbol, market_cap`` (currency units, positive).
+    df: long frame with ``date, symbol, market_cap`` (currency units, positive; a null cap gives a null score
+        and is left out of its date's standardization).
     lower_decile, upper_decile: quantile fractions (0–1) bounding the zeroed middle of the distribution.
 
     Returns
@@ -36,5 +37,6 @@ def size(df: pl.DataFrame | pl.LazyFrame, *, lower_decile: float = 0.2, upper_de
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = standardize(layout.to_dense(-np.log(frame[MARKET_CAP].to_numpy())))
     low, high = (q[:, None] for q in quantile_nearest(scores, (lower_decile, upper_decile)))
-    tails = np.where((scores <= low) | (scores >= high), scores, 0.0)
+    # a missing cap (NaN score) stays missing, as in toraniko (its between-test is null there, not true)
+    tails = np.where((scores <= low) | (scores >= high) | np.isnan(scores), scores, 0.0)
     return with_score(frame, SCORE, layout.to_rows(tails))
