@@ -9,6 +9,10 @@ attack. Attacks so far:
   ≤ 50 ms.
 * ``out-of-bounds config``: ``POST /risk-model/create`` (with the key) asking for 10^9 eigenfactor simulations
   and 10^9 size groups. Target: 422 without starting a build (``GET /jobs`` stays empty), /health p95 ≤ 50 ms.
+* ``sparse rows``: ``POST /factors/momentum`` and ``POST /factors/beta`` (with the key) of 20,000 JSON rows, each
+  on a date and a symbol of its own (1.4 MB): 400 million (date, symbol) cells for the kernels' dense grids
+  (before the cell limit, momentum took 40 s and 13 GB on them). Target: 422 naming
+  FACTOR_ENGINE_MAX_SCORE_CELLS in ≤ 0.5 s, ≤ 50 MB RSS increase, /health p95 ≤ 50 ms.
 * ``decompression bomb``: ``POST /data/panel/upload`` (with the key) of a zstd Parquet file of 20,000,000
   identical (date, symbol, asset_returns) rows, a few hundred KB on the wire and about 400 MB once decoded.
   Target: 413 (above FACTOR_ENGINE_MAX_UPLOAD_ROWS, decided from the file's metadata), ≤ 100 MB RSS increase,
@@ -87,6 +91,7 @@ BODY_BYTES = 200_000_000
 ATTACKERS = 3
 CHUNK = b"[" + b"0," * 32_767 + b"0]"  # 64 KiB of JSON-looking bytes
 BOMB_ROWS = 20_000_000
+SPARSE_ROWS = 20_000
 BOMB_GROUP_ROWS = 1_000_000
 LONG_LABEL = "A" * 10_000
 MARKET_ASSETS, MARKET_DAYS = 600, 500  # one build of this synthetic panel takes a few seconds
@@ -219,6 +224,16 @@ def out_of_bounds_config(base: str) -> tuple[int, float, int]:
     with urllib.request.urlopen(jobs, timeout=10) as response:
         runs = len(json.loads(response.read()))
     return status, elapsed, runs
+
+
+def sparse_rows_body(n: int) -> bytes:
+    """The JSON body of ``n`` score rows, each on a date and a symbol of its own (``n`` × ``n`` cells)."""
+    start = datetime.date(1950, 1, 2)
+    rows = [
+        {"symbol": f"S{i:05d}", "date": str(start + datetime.timedelta(days=i)), "asset_returns": 0.01}
+        for i in range(n)
+    ]
+    return json.dumps({"data": rows}).encode()
 
 
 def write_bomb(path: Path) -> int:
@@ -733,7 +748,7 @@ def leaks_and_exemptions(server: Server, database: str, folder: Path, down: Heal
 
 
 def basic_attacks(server: Server, database: str, folder: Path) -> int:
-    """The body, config, bomb and label attacks on ``server``; how many were over target."""
+    """The body, config, sparse rows, bomb and label attacks on ``server``; how many were over target."""
     failures = 0
     time.sleep(0.5)
     resting = rss_bytes(server.process.pid)
@@ -770,6 +785,28 @@ def basic_attacks(server: Server, database: str, folder: Path) -> int:
         f"run(s) created, server RSS +{increase:.1f} MiB, /health p95 {1000 * health.p95():.1f} ms: "
         f"{'ok' if ok else 'OVER TARGET'}"
     )
+    sparse = sparse_rows_body(SPARSE_ROWS)
+    for path in ("/factors/momentum", "/factors/beta"):
+        time.sleep(0.3)
+        resting = rss_bytes(server.process.pid)
+        with PeakRss(server.process.pid) as peak, HealthPoller(server.base) as health:
+            status, seconds, detail = post(server.base, path, sparse, "application/json")
+            time.sleep(0.2)
+        increase = (peak.peak - resting) / 2**20
+        ok = (
+            status == 422
+            and "FACTOR_ENGINE_MAX_SCORE_CELLS" in detail
+            and seconds <= 0.5
+            and increase <= 50
+            and health.p95() <= 0.050
+        )
+        failures += not ok
+        print(
+            f"sparse rows ({database}, {path}): {SPARSE_ROWS:,} rows on as many dates and symbols in "
+            f"{len(sparse) / 1e6:.1f} MB of JSON, status {status} in {1000 * seconds:.1f} ms, server RSS "
+            f"+{increase:.1f} MiB, /health p95 {1000 * health.p95():.1f} ms over {len(health.latencies)} calls: "
+            f"{'ok' if ok else 'OVER TARGET'}\n  {detail}"
+        )
     bomb = Path(folder) / "bomb.parquet"
     size = write_bomb(bomb)
     body = bomb.read_bytes()

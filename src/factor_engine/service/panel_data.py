@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -40,6 +40,7 @@ __all__ = [
     "ingest_rows",
     "ingest_upload",
     "read_upload",
+    "rows_frame",
     "upload_format",
 ]
 
@@ -111,13 +112,18 @@ def ingest_rows(store: Store, rows: list[PanelRow], max_rows: int) -> IngestResu
             f"the request holds {len(rows):,} rows; the limit is {max_rows:,} rows (FACTOR_ENGINE_MAX_UPLOAD_ROWS): "
             "send the panel in several requests (ingestion upserts)"
         )
+    return _ingest(store, rows_frame(rows))
+
+
+def rows_frame(rows: Sequence[PanelRow]) -> pl.DataFrame:
+    """``date, symbol`` and every column some of the JSON ``rows`` set (null where a row lacks it), typed as the
+    data contract types them."""
     present = set().union(*(row.model_fields_set for row in rows))
     columns = [name for name in _COLUMN_TYPES if name in present]
     data: dict[str, list[Any]] = {DATE: [row.date for row in rows], SYMBOL: [row.symbol for row in rows]}
     for column in columns:
         data[column] = [getattr(row, column) for row in rows]
-    frame = pl.DataFrame(data, schema={DATE: pl.Date, SYMBOL: pl.String, **{c: _COLUMN_TYPES[c] for c in columns}})
-    return _ingest(store, frame)
+    return pl.DataFrame(data, schema={DATE: pl.Date, SYMBOL: pl.String, **{c: _COLUMN_TYPES[c] for c in columns}})
 
 
 def _shown(label: str, width: int = 20) -> str:

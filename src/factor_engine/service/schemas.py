@@ -48,6 +48,7 @@ __all__ = [
     "SizeRequest",
     "SpecificRiskResponse",
     "StyleInfo",
+    "StyleScoresRequest",
     "SymbolsResponse",
     "UpdateModelRequest",
     "ValueRequest",
@@ -287,6 +288,29 @@ class PanelRowsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     rows: list[PanelRow] = Field(min_length=1)
+
+
+#: A style parameter's value: a JSON number (finite), boolean, string or null.
+StyleParameter = bool | int | FiniteFloat | Annotated[str, Field(max_length=200)] | None
+
+
+class StyleScoresRequest(BaseModel):
+    """Rows in the data contract's columns (those the style reads; see ``GET /factors/list``) and the keyword
+    parameters of the style's function (its ``defaults`` in ``GET /factors/list``; a window above the
+    service's build limits is refused as for a build).
+
+    Each row is a :class:`PanelRow`, checked by the endpoint in batches in a worker thread: validating 20,000
+    rows as part of the body would hold the event loop (and every other request) for about 40 ms."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="rows of the data contract (PanelRow)",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/PanelRow"}},
+    )
+    params: dict[Annotated[str, Field(max_length=100)], StyleParameter] = Field(
+        default_factory=dict, max_length=50, description='e.g. {"window": 126, "half_life": 42}'
+    )
 
 
 class IngestResponse(BaseModel):

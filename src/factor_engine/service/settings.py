@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     max_upload_rows: most rows one panel upload (or JSON batch) may hold; more is a 413, decided from the
         file's metadata or while it is decoded in batches, never after materializing it
         [FACTOR_ENGINE_MAX_UPLOAD_ROWS]. Upload a longer history in several requests (ingestion upserts).
+    max_score_cells: most (date, symbol) cells the rows posted to a factor-score endpoint (``POST /factors/...``)
+        may span, distinct dates × distinct symbols; more is a 422 before anything is computed: the kernels work
+        on dense (dates × symbols) arrays of about 33 bytes a cell at their peak [FACTOR_ENGINE_MAX_SCORE_CELLS]
+        (default 25,000,000: 10,000 dates of 2,500 symbols, under 1 GB).
     max_upload_decoded_bytes: most bytes an upload may decode to (its uncompressed Arrow size), 413 above
         [FACTOR_ENGINE_MAX_UPLOAD_DECODED_BYTES] (default 1 GiB).
     max_concurrent_builds: model builds running at once in one worker process, direct (200) and background
@@ -93,6 +97,9 @@ class Settings(BaseSettings):
 
     max_upload_rows: int = Field(
         default=10_000_000, gt=0, validation_alias=AliasChoices("FACTOR_ENGINE_MAX_UPLOAD_ROWS", "max_upload_rows")
+    )
+    max_score_cells: int = Field(
+        default=25_000_000, gt=0, validation_alias=AliasChoices("FACTOR_ENGINE_MAX_SCORE_CELLS", "max_score_cells")
     )
     max_upload_decoded_bytes: int = Field(
         default=1024 * MIB,
