@@ -10,6 +10,7 @@ import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from factor_engine.service.limits import (
     BUILD_CONFIG_BOUNDS,
@@ -57,6 +58,15 @@ __all__ = [
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def _rows(row: type[BaseModel]) -> Any:
+    """A request's ``data``: a non-empty list of JSON objects, documented as ``row`` objects (its schema inlined)
+    and validated as such by the endpoint, in batches in a worker thread
+    (:func:`factor_engine.service.factor_scores.validated_rows`): validated as part of the body, 20,000 rows
+    would hold the event loop, and with it every other request, for 20–40 ms."""
+    schema: JsonDict = {"items": row.model_json_schema()}
+    return Field(min_length=1, description=f"rows: {row.__name__}", json_schema_extra=schema)
+
+
 # --------------------------------------------------------------------------------------------------
 # factor scores
 
@@ -94,7 +104,7 @@ class MomentumRequest(BaseModel):
     """Rows and the parameters of :func:`factor_engine.styles.momentum` (windows in observations)."""
 
     model_config = ConfigDict(extra="forbid")
-    data: list[MomentumRow] = Field(min_length=1)
+    data: list[dict[str, Any]] = _rows(MomentumRow)
     trailing_days: int = Field(252, gt=0, le=100_000, description="window length, observations of the symbol")
     half_life: float = Field(126, gt=0, le=1e9, allow_inf_nan=False, description="weight half-life, observations")
     lag: int = Field(20, ge=0, le=100_000, description="latest observations skipped")
@@ -105,7 +115,7 @@ class ValueRequest(BaseModel):
     """Rows and the parameters of :func:`factor_engine.styles.value`."""
 
     model_config = ConfigDict(extra="forbid")
-    data: list[ValueRow] = Field(min_length=1)
+    data: list[dict[str, Any]] = _rows(ValueRow)
     winsorize_features: float | None = Field(None, ge=0, le=0.5, description="fraction clipped per tail, or null")
 
 
@@ -113,7 +123,7 @@ class SizeRequest(BaseModel):
     """Rows and the parameters of :func:`factor_engine.styles.size` (quantile fractions)."""
 
     model_config = ConfigDict(extra="forbid")
-    data: list[SizeRow] = Field(min_length=1)
+    data: list[dict[str, Any]] = _rows(SizeRow)
     lower_decile: float = Field(0.2, ge=0, le=1)
     upper_decile: float = Field(0.8, ge=0, le=1)
 
@@ -299,15 +309,10 @@ class StyleScoresRequest(BaseModel):
     parameters of the style's function (its ``defaults`` in ``GET /factors/list``; a window above the
     service's build limits is refused as for a build).
 
-    Each row is a :class:`PanelRow`, checked by the endpoint in batches in a worker thread: validating 20,000
-    rows as part of the body would hold the event loop (and every other request) for about 40 ms."""
+    Each row is a :class:`PanelRow`."""
 
     model_config = ConfigDict(extra="forbid")
-    data: list[dict[str, Any]] = Field(
-        min_length=1,
-        description="rows of the data contract (PanelRow)",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/PanelRow"}},
-    )
+    data: list[dict[str, Any]] = _rows(PanelRow)
     params: dict[Annotated[str, Field(max_length=100)], StyleParameter] = Field(
         default_factory=dict, max_length=50, description='e.g. {"window": 126, "half_life": 42}'
     )
