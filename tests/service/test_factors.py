@@ -254,7 +254,12 @@ def test_info_masks_the_password_and_reports_limits(app_client: ClientFactory) -
 
     closed = IsolatedDatabase("postgresql", "postgresql://postgres:s3cret@127.0.0.1:1/test", None)
     with app_client(
-        closed, max_body_bytes=1234, sync_build_max_rows=99, max_queued_builds=3, build_memory_budget_bytes=5678
+        closed,
+        max_body_bytes=1234,
+        sync_build_max_rows=99,
+        max_queued_builds=3,
+        build_memory_budget_bytes=5678,
+        max_score_cells=4321,
     ) as client:
         body = client.get(f"{API}/info").json()
     assert body["version"] == __version__
@@ -271,6 +276,7 @@ def test_info_masks_the_password_and_reports_limits(app_client: ClientFactory) -
         "max_queued_builds": 3,
         "build_memory_budget_bytes": 5678,
         "run_lease_seconds": 30.0,
+        "max_score_cells": 4321,
     }
     assert body["cache_configured"] is False
     assert body["capabilities"]["methods"] == ["barra", "toraniko"]

@@ -221,7 +221,8 @@ class Limits(BaseModel):
     """The service's limits: ``max_body_bytes`` (bytes), ``max_upload_rows`` (rows of one upload or JSON
     batch), ``max_upload_decoded_bytes`` (bytes an upload may decode to), ``sync_build_max_rows`` (rows),
     ``cache_ttl_seconds`` (seconds), ``max_concurrent_builds`` and ``max_queued_builds`` (per worker process),
-    ``build_memory_budget_bytes`` (largest estimated peak memory of a build, bytes), ``run_lease_seconds``."""
+    ``build_memory_budget_bytes`` (largest estimated peak memory of a build, bytes), ``run_lease_seconds``,
+    ``max_score_cells`` (distinct dates × symbols the rows of one ``POST /factors/...`` may span)."""
 
     max_body_bytes: int
     max_upload_rows: int
@@ -232,6 +233,7 @@ class Limits(BaseModel):
     max_queued_builds: int
     build_memory_budget_bytes: int
     run_lease_seconds: float
+    max_score_cells: int
 
 
 class Capabilities(BaseModel):

@@ -94,5 +94,6 @@ def info(state: ServiceState) -> InfoResponse:
             max_queued_builds=settings.max_queued_builds,
             build_memory_budget_bytes=settings.memory_budget,
             run_lease_seconds=settings.run_lease_seconds,
+            max_score_cells=settings.max_score_cells,
         ),
     )
