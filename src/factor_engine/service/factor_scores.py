@@ -21,7 +21,7 @@ from factor_engine.config import StylesConfig
 from factor_engine.panel import DATE, MARKET_CAP, RETURNS, SYMBOL, VALUE_FEATURES, validate_panel
 from factor_engine.service.errors import InputError, ResourceNotFound
 from factor_engine.service.limits import build_config_violations
-from factor_engine.service.panel_data import rows_frame as panel_rows_frame
+from factor_engine.service.panel_data import rows_frame
 from factor_engine.service.schemas import (
     MomentumRequest,
     MomentumRow,
@@ -65,15 +65,6 @@ STYLE_ENDPOINTS: dict[str, StyleEndpoint] = {
 }
 
 
-def rows_frame(rows: Sequence[Any], columns: Sequence[str]) -> pl.DataFrame:
-    """A frame of ``date, symbol`` and ``columns`` (Float64) from parsed row models."""
-    data: dict[str, list[Any]] = {DATE: [row.date for row in rows], SYMBOL: [row.symbol for row in rows]}
-    for column in columns:
-        data[column] = [getattr(row, column) for row in rows]
-    schema = {DATE: pl.Date, SYMBOL: pl.String, **dict.fromkeys(columns, pl.Float64)}
-    return pl.DataFrame(data, schema=schema)
-
-
 def check_cells(frame: pl.DataFrame, max_cells: int) -> None:
     """InputError (422) when the rows of ``frame`` span more than ``max_cells`` (date, symbol) cells (the dense
     arrays the kernels work on), naming the dates, symbols and the setting."""
@@ -94,7 +85,7 @@ def scores_json(style: str, request: ScoreRequest, max_cells: int) -> bytes:
     than ``max_cells`` (date, symbol) cells), both 422.
     """
     endpoint = STYLE_ENDPOINTS[style]
-    frame = rows_frame(validated_rows(request.data, endpoint.row), endpoint.inputs)
+    frame = rows_frame(validated_rows(request.data, endpoint.row))
     check_cells(frame, max_cells)
     panel = validate_panel(frame, require=(DATE, SYMBOL, *endpoint.inputs), sectors=None)
     parameters = {name: getattr(request, name) for name in endpoint.parameters}
@@ -126,7 +117,7 @@ def style_scores_json(
     problems = build_config_violations({"styles": {"params": {factor.name: effective}}}, limits)
     if problems:
         raise InputError("; ".join(p.replace("config: [styles.params.", "params: [") for p in problems))
-    frame = panel_rows_frame(validated_rows(request.data, PanelRow))
+    frame = rows_frame(validated_rows(request.data, PanelRow))
     check_cells(frame, max_cells)
     panel = validate_panel(frame, require=(DATE, SYMBOL), sectors=None)
     try:

@@ -115,9 +115,10 @@ def ingest_rows(store: Store, rows: list[PanelRow], max_rows: int) -> IngestResu
     return _ingest(store, rows_frame(rows))
 
 
-def rows_frame(rows: Sequence[PanelRow]) -> pl.DataFrame:
+def rows_frame(rows: Sequence[Any]) -> pl.DataFrame:
     """``date, symbol`` and every column some of the JSON ``rows`` set (null where a row lacks it), typed as the
-    data contract types them."""
+    data contract types them. ``rows``: :class:`PanelRow` models, or those of a score endpoint (whose fields are
+    contract columns, every one required)."""
     present = set().union(*(row.model_fields_set for row in rows))
     columns = [name for name in _COLUMN_TYPES if name in present]
     data: dict[str, list[Any]] = {DATE: [row.date for row in rows], SYMBOL: [row.symbol for row in rows]}
