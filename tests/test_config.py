@@ -73,6 +73,10 @@ def test_toml_overrides_merge_over_defaults(tmp_path: Path) -> None:
         ('[styles]\nnames = ["momentum", "quality"]', r"\[styles\] names: .*quality"),
         ("[styles.momentum]\nwindow = 5", r"\[styles.momentum\] configures a style that is not in|unknown parameter"),
         ('[styles]\nnames = ["momentum"]\n[styles.momentum]\nwindow = 5', r"\[styles.momentum\] unknown parameter"),
+        (
+            '[styles]\nnames = ["beta"]\n[styles.beta]\nat = "2024-01-02"',
+            r"\[styles.beta\] unknown parameter\(s\) \['at'\]; accepted: \['half_life', 'min_observations', 'window'\]",
+        ),
         ('[styles]\nnames = ["momentum"]\n[styles.value]\nwinsorize_features = 0.1', r"\[styles.value\] configures"),
         ('[regression]\nmethod = "ols"', r"\[regression\] method must be 'barra' or 'toraniko', got 'ols'"),
         ("[regression]\nexposure_lag = -2", r"\[regression\] exposure_lag must be a non-negative integer"),

@@ -227,11 +227,12 @@ class StylesConfig:
             where = "[styles] names" if self.names is not None else "the registered styles"
             raise ConfigError(f"[styles.{unknown[0]}] configures a style that is not in {where}")
         for name, params in self.params.items():
+            style = get_style(name)
             accepted = {
                 p.name
-                for p in inspect.signature(get_style(name).function).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY
-            }
+                for p in inspect.signature(style.function).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and not (style.at_dates and p.name == "at")
+            }  # a style's ``at`` (the dates an update scores) is compute_styles' to pass, not a parameter
             extra = sorted(set(params) - accepted)
             if extra:
                 raise ConfigError(f"[styles.{name}] unknown parameter(s) {extra}; accepted: {sorted(accepted)}")

@@ -114,6 +114,7 @@ def test_without_caps_the_style_is_equal_weighted(client: TestClient, panel: pl.
     [
         ("no_such_style", {}, 404, "no style 'no_such_style'; the registered styles are"),
         ("beta", {"params": {"windw": 60}}, 422, "unknown parameter(s) ['windw']"),
+        ("beta", {"params": {"at": "2024-01-02"}}, 422, "unknown parameter(s) ['at']"),
         ("beta", {"params": {"window": 10**6}}, 422, "window = 1000000 is above the service's limit 5040"),
         ("beta", {"params": {"half_life": -1}}, 422, "half_life must be positive"),
         ("beta", {"columns": ["market_cap"]}, 422, "style 'beta' needs column(s) ['asset_returns'], which the panel"),
