@@ -49,7 +49,7 @@ _CLI_CHILD = """
 import resource, sys
 sys.argv = ["factor-engine", *sys.argv[1:]]
 import factor_engine
-assert "numpy" not in sys.modules and "polars" not in sys.modules  # import factor_engine alone loads neither
+assert not {"numpy", "polars", "numba"} & set(sys.modules)  # import factor_engine alone loads none of them
 import factor_engine.cli  # the command line sets the allocator up for a build or update, then loads the rest
 import numpy as np
 np._core.multiarray._set_madvise_hugepage(False)

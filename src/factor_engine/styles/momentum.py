@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from factor_engine._dense import ewma_sum, run_parallel, standardize, winsorize, worker_count
+from factor_engine._dense import run_parallel, standardize, winsorize, worker_count
 from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
@@ -20,8 +20,6 @@ SCORE = "mom_score"
 _SERIES_LIMIT = 0.1
 # Stop the power series when the largest remaining term is below this (absolute, in log-growth units).
 _SERIES_TOL = 1e-14
-# Rows per piece of work (about 8 MB per work array).
-_PIECE_ROWS = 1_000_000
 
 
 def momentum(
@@ -131,9 +129,9 @@ def trailing_weighted_growth(
 
     The log of the product is a sum of ``log1p(w r)`` over the window. Returns below ``_SERIES_LIMIT`` in
     magnitude enter through the power series of ``log1p``: each power is a truncated exponentially weighted
-    sum, computed for all positions at once with a first-order recursive filter. Larger returns (rare) are
-    added exactly. The result matches the direct product to about 1e-14. Work is split across CPU cores
-    at symbol boundaries.
+    sum, all of them advanced in one compiled pass along each symbol's history
+    (:func:`factor_engine.styles._momentum_kernels.weighted_growth`). Larger returns (rare) are added exactly.
+    The result matches the direct product to about 1e-14. Work is split across CPU cores at symbol boundaries.
 
     Parameters
     ----------
@@ -141,97 +139,27 @@ def trailing_weighted_growth(
     new_segment: boolean flags, True on the first row of each symbol.
     window, half_life, lag: as in :func:`momentum` (observations).
     """
+    from factor_engine.styles._momentum_kernels import weighted_growth
+
     n = returns.shape[0]
     out = np.full(n, np.nan)
     if n == 0:
         return out
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
     starts = np.flatnonzero(new_segment)
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
-    if window + lag > int(np.diff(np.append(starts, n)).max()):
-        return out  # no symbol has the lag + window observations a score needs
-    # pieces of whole symbols, small enough that their work arrays stay in the allocator's heap (large
-    # arrays are mapped and page-faulted afresh on every allocation) and at least one per worker
-    n_pieces = max(worker_count(), -(-n // _PIECE_ROWS))
-    targets = np.searchsorted(starts, np.linspace(0, n, n_pieces + 1)[1:-1])
-    cuts = {int(c) for c in starts[np.clip(targets, 0, starts.size - 1)]}
-    bounds = [0, *sorted(cuts - {0, n}), n]
-    pieces = list(itertools.pairwise(bounds))
+    stops = np.append(starts[1:], n)
+    decay = float(np.exp(-np.log(2.0) / half_life))
+    # symbols in one piece per worker, of about equal rows
+    cuts = np.searchsorted(stops, np.linspace(0, n, worker_count() + 1)[1:-1])
+    pieces = [(a, b) for a, b in itertools.pairwise([0, *cuts.tolist(), starts.size]) if b > a]
 
     def run(piece: tuple[int, int]) -> None:
-        lo, hi = piece
-        seg_starts = starts[(starts >= lo) & (starts < hi)] - lo
-        out[lo:hi] = _growth_piece(returns[lo:hi], seg_starts, window, half_life, lag)
+        first, last = piece
+        weighted_growth(
+            returns, starts[first:last], stops[first:last], window, lag, decay, _SERIES_LIMIT, _SERIES_TOL, out
+        )
 
     run_parallel(run, pieces)
-    return out
-
-
-def _growth_piece(returns: np.ndarray, seg_starts: np.ndarray, window: int, half_life: float, lag: int) -> np.ndarray:
-    """:func:`trailing_weighted_growth` on whole symbols; ``seg_starts`` are the first rows of each symbol.
-
-    The symbols' histories are laid side by side, left-aligned, in a (longest history, symbols) array, so each
-    power series term is one recursive filter along its rows (a vectorized step per observation) instead of a
-    walk along one long series; the positions after a short history's end are zeros no output reads."""
-    n = returns.shape[0]
-    out = np.full(n, np.nan)
-    decay = np.exp(-np.log(2.0) / half_life)
-    # position of each row inside its symbol's history, and its symbol
-    segment_id = np.zeros(n, dtype=np.int64)
-    segment_id[seg_starts[1:]] = 1
-    segment_id = np.cumsum(segment_id)
-    pos = np.arange(n) - seg_starts[segment_id]
-    shape = (int(pos.max()) + 1, seg_starts.size)
-    flat = pos * shape[1] + segment_id  # row-major position in the (history, symbols) layout
-
-    finite = np.isfinite(returns)
-    clean = np.zeros(shape)
-    clean.reshape(-1)[flat] = np.where(finite, returns, 0.0)
-    large = np.abs(clean) >= _SERIES_LIMIT
-    small = np.where(large, 0.0, clean)
-
-    # log growth at window end e = A[e] - B[e - window], A and B sums over the power series terms
-    head = np.zeros(shape)  # sum_k c_k E_k
-    tail = np.zeros(shape)  # sum_k c_k decay**(k*window) E_k
-    power = small.copy()
-    max_small = float(np.max(np.abs(small)))
-    k = 1
-    while max_small > 0.0:
-        factor = decay**k
-        coef = (1.0 if k % 2 else -1.0) / k
-        ewsum = ewma_sum(power, factor, axis=0, gain=coef)
-        head += ewsum
-        ewsum *= factor**window
-        tail += ewsum
-        if window * max_small ** (k + 1) / (k + 1) < _SERIES_TOL:
-            break
-        power *= small
-        k += 1
-    log_growth = head
-    log_growth[window:] -= tail[:-window]
-
-    large_idx = np.flatnonzero(large)
-    if large_idx.size:
-        offsets = np.arange(window)
-        weights = decay**offsets
-        size = log_growth.size
-        for start in range(0, large_idx.size, 4096):  # bounded memory: 4096 x window at a time
-            idx = large_idx[start : start + 4096]
-            ends = idx[:, None] + offsets[None, :] * shape[1]  # the same symbol, `offset` observations later
-            with np.errstate(invalid="ignore", divide="ignore"):
-                contrib = np.log1p(clean.reshape(-1)[idx][:, None] * weights[None, :])
-            keep = ends < size
-            ends, contrib = ends[keep], contrib[keep]
-            # the chunk's targets span a few hundred rows: count over that range only
-            low, high = int(ends.min()), int(ends.max()) + 1
-            log_growth.reshape(-1)[low:high] += np.bincount(ends - low, weights=contrib, minlength=high - low)
-
-    n_bad = np.cumsum(~finite, dtype=np.int64)  # along the concatenated histories
-    bad_in_window = n_bad.copy()
-    bad_in_window[window:] -= n_bad[:-window]
-
-    rows = np.flatnonzero(pos >= lag + window - 1)
-    ends = rows - lag
-    ok = bad_in_window[ends] == 0
-    out[rows[ok]] = np.expm1(log_growth.reshape(-1)[flat[ends[ok]]])
     return out
