@@ -521,16 +521,25 @@ def solve_cross_sections(
     fitted_y = np.where(ok, returns, np.nan)
     if winsor_factor is not None:
         fitted_y = winsorize(fitted_y, winsor_factor)
-    design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sectors)
     weight = np.where(ok, np.sqrt(np.where(ok, cap, 1.0)), 0.0)
     target = np.where(ok, fitted_y, 0.0)
     if method == "barra":
         sector_weight = np.where(ok, cap, 0.0)
-        solved = _solve_barra(design, weight, target, sector_weight, n_sectors)
-        fitted = np.matmul(design, np.nan_to_num(solved.factor_returns)[:, :, None])[:, :, 0]
+        if sector_codes is not None and n_sectors:
+            # one-hot sectors (the usual case): the normal equations from the codes, no dense design
+            solved, fitted = _solve_barra_one_hot(
+                ok, weight, target, sector_codes, style_exposure, sector_weight, n_sectors
+            )
+        else:
+            design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sectors)
+            gram, rhs = _gram(design, weight, target)
+            by_sector = np.einsum("tn,tns->ts", sector_weight, design[:, :, 1 : 1 + n_sectors])
+            solved = _solve_barra(gram, rhs, by_sector)
+            fitted = np.matmul(design, np.nan_to_num(solved.factor_returns)[:, :, None])[:, :, 0]
         fit_residual = target - fitted
         raw_residual = np.where(ok, returns, 0.0) - fitted
     else:
+        design = _design_block(ok, sector_codes, sector_exposure, style_exposure, n_sectors)
         solved = _solve_toraniko(design, weight, target, n_sectors, residualize_styles)
         fit_residual = solved.residual
         raw_residual = fit_residual
@@ -623,14 +632,40 @@ def _constraint_basis(
     return basis, factor_of_param
 
 
-def _solve_barra(
-    design: np.ndarray, weight: np.ndarray, target: np.ndarray, sector_weight: np.ndarray, n_sec: int
-) -> _Solved:
-    b, _, n_factors = design.shape
-    gram, rhs = _gram(design, weight, target)
+def _solve_barra_one_hot(
+    ok: np.ndarray,
+    weight: np.ndarray,
+    target: np.ndarray,
+    sector_codes: np.ndarray,
+    style_exposure: np.ndarray,
+    sector_weight: np.ndarray,
+    n_sec: int,
+) -> tuple[_Solved, np.ndarray]:
+    """:func:`_solve_barra` of the design ``[1, sector dummies, styles]`` given by its sector codes (b, N), and
+    the fitted values (b, N; 0 where not ``ok``): compiled sums over the rows
+    (:mod:`factor_engine._regression_kernels`) instead of batched products of the dense design."""
+    from factor_engine._regression_kernels import one_hot_fitted, one_hot_moments
+
+    b, n_symbols = ok.shape
+    n_factors = 1 + n_sec + style_exposure.shape[2]
+    gram = np.empty((b, n_factors, n_factors))
+    rhs = np.empty((b, n_factors))
+    by_sector = np.empty((b, n_sec))
+    one_hot_moments(ok, weight, target, sector_codes, style_exposure, sector_weight, gram, rhs, by_sector)
+    solved = _solve_barra(gram, rhs, by_sector)
+    fitted = np.empty((b, n_symbols))
+    one_hot_fitted(ok, sector_codes, style_exposure, np.nan_to_num(solved.factor_returns), fitted)
+    return solved, fitted
+
+
+def _solve_barra(gram: np.ndarray, rhs: np.ndarray, by_sector: np.ndarray) -> _Solved:
+    """Barra's constrained regression of each date from its normal equations ``gram`` (b, K, K) and ``rhs``
+    (b, K) of the design ``[1, sectors (S), styles]`` and ``by_sector`` (b, S), the sectors' constraint weights
+    (cap-weighted: the sector returns' cap-weighted sum is 0)."""
+    b, n_factors = rhs.shape
+    n_sec = by_sector.shape[1]
     if n_sec:
-        cap_by_sector = np.einsum("tn,tns->ts", sector_weight, design[:, :, 1 : 1 + n_sec])
-        basis, factor_of_param = _constraint_basis(cap_by_sector, n_factors, 1)
+        basis, factor_of_param = _constraint_basis(by_sector, n_factors, 1)
         gram = np.matmul(np.matmul(basis.transpose(0, 2, 1), gram), basis)
         rhs = np.einsum("tkj,tk->tj", basis, rhs)
     else:
