@@ -92,7 +92,8 @@ def _slow_time_series(resid: np.ndarray, has_row: np.ndarray, config: SpecificRi
     return out
 
 
-def test_time_series_matches_slow_loop() -> None:
+@pytest.mark.parametrize("nw_lags", [3, 0])
+def test_time_series_matches_slow_loop(nw_lags: int) -> None:
     rng = np.random.default_rng(11)
     n_dates, n_assets = 70, 6
     vols = rng.uniform(0.01, 0.03, n_assets)
@@ -102,7 +103,7 @@ def test_time_series_matches_slow_loop() -> None:
     has_row[:20, 1] = False  # listed late
     has_row[50:, 2] = False  # delisted
     resid[30, 3] = np.nan  # a row whose residual is missing still gets a forecast
-    config = SpecificRiskConfig(half_life=12, nw_lags=3, min_periods=8, full_history=30, **TS_ONLY)
+    config = SpecificRiskConfig(half_life=12, nw_lags=nw_lags, min_periods=8, full_history=30, **TS_ONLY)
     caps = np.full((n_dates, n_assets), 1e9)
     result = specific_risk(_long(resid, "residual", has_row), _long(caps, "market_cap"), config=config)
     expected = _slow_time_series(resid, has_row, config)
@@ -354,6 +355,80 @@ def test_blend_weight_follows_use4() -> None:
                 tail = _fat_tail_reference(tail_window)
             assert gamma[t, n] == pytest.approx(history * tail, rel=1e-12, abs=1e-15), (t, n)
     assert gamma[-1, 0] == 1.0 and gamma[-1, 1] < 0.5 and gamma[-1, 5] == 0.0
+
+
+def _fat_tail_by_sorting(window: np.ndarray) -> np.ndarray:
+    """The fat-tail factor of each column of a (W, N) window by sorting it whole (numpy's quantiles)."""
+    factors = np.ones(window.shape[1])
+    for n in range(window.shape[1]):
+        values = window[np.isfinite(window[:, n]), n]
+        if values.size < 2:
+            continue
+        robust = (np.quantile(values, 0.75) - np.quantile(values, 0.25)) / 1.35
+        kept = values[np.abs(values) <= 10.0 * robust]
+        if kept.size < 2:
+            factors[n] = 0.0
+        elif robust > 0:
+            factors[n] = min(1.0, math.exp(1.0 - abs(np.std(kept, ddof=1) / robust - 1.0)))
+        else:
+            factors[n] = 0.0
+    return factors
+
+
+@pytest.mark.parametrize(("window", "every"), [(50, 7), (50, 1), (50, 30), (20, 60), (50, 50)])
+def test_fat_tail_windows_kept_sorted_match_sorting_each_window(
+    window: int, every: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fat-tail factor keeps each asset's window sorted from one evaluation to the next (values leaving and
+    entering; anew when the windows are far apart or disjoint): it equals sorting every window, with ties
+    (rounded residuals, runs of zeros), gaps, late listers and blocks of assets (3 wide, the last shorter)."""
+    rng = np.random.default_rng(21)
+    n_dates, n_assets = 170, 11
+    resid = np.round(0.02 * rng.standard_t(3, (n_dates, n_assets)), 3)  # many equal values
+    resid[rng.random((n_dates, n_assets)) < 0.2] = np.nan
+    resid[:90, 2] = np.nan  # a late lister
+    resid[40:80, 3] = 0.0  # a run of zeros: σ̃ 0 in some windows
+    resid[:, 4] = np.nan  # never observed
+    resid[::2, 5] = np.nan  # every other date
+    resid[100:, 6] = -0.0
+    config = SpecificRiskConfig(full_history=window, blend_start=window // 3, robust_every=every, min_periods=5)
+    count = np.cumsum(np.isfinite(resid), axis=0)
+    expected = np.empty((n_dates, n_assets))
+    for t in range(n_dates):
+        evaluated = t // every * every
+        h = count[t] - (count[t - window] if t >= window else 0)
+        history = np.clip((h - window // 3) / (window - window // 3), 0.0, 1.0)
+        expected[t] = history * _fat_tail_by_sorting(resid[max(0, evaluated - window + 1) : evaluated + 1])
+    monkeypatch.setattr(specific_module, "_KERNEL_COLUMNS", 3)
+    gamma = _blend_weight(resid, count, config)
+    np.testing.assert_allclose(gamma, expected, rtol=1e-12, atol=1e-15)
+    assert np.count_nonzero(gamma == 0.0) > 0 and np.count_nonzero((gamma > 0) & (gamma < 1)) > 0
+    last = (n_dates - 1) // every * every
+    np.testing.assert_allclose(
+        specific_module._fat_tail_factor(resid[max(0, last - window + 1) : last + 1]),
+        _fat_tail_by_sorting(resid[max(0, last - window + 1) : last + 1]),
+        rtol=1e-12,
+    )
+
+
+def test_time_series_is_the_same_in_blocks_of_assets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time-series estimate and the blend weight run on blocks of assets in parallel: blocks of 4 assets
+    (the last shorter) give those of one block, exactly, and so does an extension's continued recursion."""
+    residuals, caps, exposures = _random_case(8, n_dates=70, n_assets=30)
+    config = _config(**{**SMALL, "nw_lags": 3}, robust_every=7)
+    whole = specific_module.time_series_specific_risk(residuals, caps, config)
+    expected = specific_risk(residuals, caps, exposures, config)
+    monkeypatch.setattr(specific_module, "_KERNEL_COLUMNS", 4)
+    blocks = specific_module.time_series_specific_risk(residuals, caps, config)
+    np.testing.assert_array_equal(blocks.sigma_ts, whole.sigma_ts)
+    np.testing.assert_array_equal(blocks.gamma, whole.gamma)
+    assert np.isfinite(whole.sigma_ts).sum() > 1000 and (whole.gamma > 0).sum() > 1000
+    cut = START + datetime.timedelta(days=44)
+    first, state = specific_risk_with_state(residuals.filter(pl.col("date") <= cut), caps, exposures, config)
+    later, _ = extend_specific_risk(state, residuals, caps, exposures)
+    extended = pl.concat([first, later])
+    assert extended.select("date", "symbol").equals(expected.select("date", "symbol"))
+    np.testing.assert_allclose(extended["specific_vol"].to_numpy(), expected["specific_vol"].to_numpy(), rtol=1e-12)
 
 
 # --- step 4: volatility regime adjustment -------------------------------------------------------------------------

@@ -17,8 +17,8 @@ so the forecast of date ``t`` (for ``t + 1``) is point in time.
 
    A missing residual contributes nothing (it is 0 with ``P = 0``); a lag with no observed pair so far has
    ``Γ_l = 0``; if the Newey–West sum is not positive the plain ``Γ_0`` is used. ``σ_TS`` exists once the
-   asset has ``h(t) = Σ_{s≤t} P_s ≥ min_periods`` observations. Each EWMA sum is one recursive filter along time
-   on dense (dates × assets) arrays, blocks of assets running in parallel.
+   asset has ``h(t) = Σ_{s≤t} P_s ≥ min_periods`` observations. All the EWMA sums advance together in one
+   compiled pass along the dates of dense (dates × assets) arrays, blocks of assets running in parallel.
 
 2. **Structural estimate** (``structural=True`` and exposures given). On each date ``t`` the assets with a
    full weight on their time-series estimate (``γ = 1`` below, ``σ_TS > 0``) are regressed, with weights
@@ -90,8 +90,8 @@ _BLOCK_CELLS = 1_500_000
 _SHRINK_CELLS = 200_000
 # Dates per parallel batch of the regime adjustment's bias statistics.
 _REGIME_DATES = 64
-# Dates per parallel task of the fat-tail factor (each sorts a (full_history, N) window).
-_ROBUST_DATES_PER_TASK = 8
+# Assets per parallel block of the compiled time-series kernels (their per-asset work arrays stay in cache).
+_KERNEL_COLUMNS = 256
 
 
 @dataclass(frozen=True)
@@ -367,19 +367,11 @@ def _time_series_vol(
     resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int, min_periods: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Newey–West EWMA volatility ``σ_TS`` (T, N), NaN before ``min_periods`` observations, and the (T, N)
-    observation counts ``h``. Computed on blocks of assets in parallel."""
-    n_dates, n_symbols = resid.shape
+    observation counts ``h``."""
     count = np.cumsum(present, axis=0, dtype=np.int32)
-    sigma_ts = np.empty((n_dates, n_symbols))
-    width = max(1, _BLOCK_CELLS // max(1, n_dates))
-
-    def solve_block(lo: int) -> None:
-        hi = min(lo + width, n_symbols)
-        variance = _newey_west_variance(resid[:, lo:hi], present[:, lo:hi], decay, nw_lags)
-        with np.errstate(invalid="ignore"):
-            sigma_ts[:, lo:hi] = np.where(count[:, lo:hi] >= min_periods, np.sqrt(variance), np.nan)
-
-    run_parallel(solve_block, range(0, n_symbols, width))
+    sigma_ts = _newey_west_variance(resid, present, decay, nw_lags)
+    np.sqrt(sigma_ts, out=sigma_ts)
+    sigma_ts[count < min_periods] = np.nan
     return sigma_ts, count
 
 
@@ -393,43 +385,32 @@ def _newey_west_variance(
     initial: np.ndarray | None = None,
     final: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Newey–West EWMA variance (T, n) of the given assets (NaN before an asset's first observation).
+    """Newey–West EWMA variance (T, n) of the given assets (NaN before an asset's first observation): one
+    compiled pass along the dates (:func:`._specific_kernels.newey_west_variance`), blocks of assets in parallel.
 
     For an extension: the first ``context`` rows are earlier dates that only supply the lagged terms of the
-    later rows (``context ≥ nw_lags``), ``initial`` holds the EWMA sums after them (``_SUMS`` layout, (S, n))
-    and the variance of the later rows is returned. ``final``, if given, receives the sums after the last row."""
-    observed = present.astype(np.float64)
-    u = np.where(present, resid, 0.0)
-    rows = u.shape[0] - context
-    cross = np.empty((rows, u.shape[1]))
-    pairs = np.empty((rows, u.shape[1]))
+    later rows (``context ≥ nw_lags``), ``initial`` holds the EWMA sums after them ((S, n), laid out as
+    ``SpecificState.sums``) and the variance of the later rows is returned. ``final``, if given, receives the
+    sums after the last row."""
+    from factor_engine.risk._specific_kernels import newey_west_variance
 
-    def ewma(values: np.ndarray, index: int) -> np.ndarray:
-        summed = _ewma(values, decay)
-        if initial is not None:
-            summed += initial[index] * (decay ** np.arange(1, rows + 1, dtype=np.float64))[:, None]
-        if final is not None and rows:
-            final[index] = summed[-1]
-        return summed
+    resid = np.ascontiguousarray(resid, dtype=np.float64)
+    present = np.ascontiguousarray(present, dtype=np.bool_)
+    n_symbols = resid.shape[1]
+    rows = resid.shape[0] - context
+    n_sums = 2 + 2 * nw_lags
+    sums = np.zeros((n_sums, n_symbols)) if initial is None else np.array(initial, dtype=np.float64, order="C")
+    variance = np.empty((rows, n_symbols))
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gamma0 = ewma(u[context:] * u[context:], 0) / ewma(observed[context:], 1)
-        variance = gamma0.copy()
-        for lag in range(1, nw_lags + 1):
-            # rows s of this call pair with rows s − lag (in the context for the first ones, none before it)
-            head = max(0, lag - context)
-            cross[:head] = 0.0
-            np.multiply(u[context + head :], u[context + head - lag : u.shape[0] - lag], out=cross[head:])
-            pairs[:head] = 0.0
-            np.multiply(observed[context + head :], observed[context + head - lag : u.shape[0] - lag], out=pairs[head:])
-            pair_weight = ewma(pairs, 2 * lag + 1)
-            has_pair = pair_weight > 0
-            autocovariance = ewma(cross, 2 * lag)
-            np.divide(autocovariance, pair_weight, out=autocovariance, where=has_pair)
-            autocovariance[~has_pair] = 0.0
-            variance += 2.0 * (1.0 - lag / (nw_lags + 1)) * autocovariance
-    result: np.ndarray = np.where(variance > 0, variance, gamma0)
-    return result
+    def solve_block(lo: int) -> None:
+        newey_west_variance(
+            resid, present, context, decay, nw_lags, sums, variance, lo, min(lo + _KERNEL_COLUMNS, n_symbols)
+        )
+
+    run_parallel(solve_block, range(0, n_symbols, _KERNEL_COLUMNS))
+    if final is not None and rows:
+        final[...] = sums
+    return variance
 
 
 def _structural(
@@ -643,45 +624,35 @@ def _blend_weight(resid: np.ndarray, count: np.ndarray, config: SpecificRiskConf
     history = np.subtract(in_window, start, dtype=np.float64)
     history /= window - start
     np.clip(history, 0.0, 1.0, out=history)
-    evaluated = np.arange(0, resid.shape[0], config.robust_every)
-    fat_tail = np.empty((evaluated.size, resid.shape[1]))
+    fat_tail = _fat_tail_factors(resid, np.arange(0, resid.shape[0], config.robust_every), window)
+    for row, lo in enumerate(range(0, resid.shape[0], config.robust_every)):
+        history[lo : lo + config.robust_every] *= fat_tail[row]
+    return history
 
-    def evaluate(first: int) -> None:
-        for row in range(first, min(first + _ROBUST_DATES_PER_TASK, evaluated.size)):
-            t = int(evaluated[row])
-            fat_tail[row] = _fat_tail_factor(resid[max(0, t - window + 1) : t + 1])
 
-    run_parallel(evaluate, range(0, evaluated.size, _ROBUST_DATES_PER_TASK))
-    latest = np.arange(resid.shape[0]) // config.robust_every
-    gamma: np.ndarray = history * fat_tail[latest]
-    return gamma
+def _fat_tail_factors(resid: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """(len(ends), N) :func:`_fat_tail_factor` of the windows of ``window`` rows of ``resid`` (T, N) ending at the
+    rows ``ends`` (shorter at the start): one compiled pass per block of assets
+    (:func:`._specific_kernels.fat_tail_factors`), blocks in parallel."""
+    from factor_engine.risk._specific_kernels import fat_tail_factors
+
+    resid = np.ascontiguousarray(resid, dtype=np.float64)
+    ends = np.ascontiguousarray(ends, dtype=np.int64)
+    n_symbols = resid.shape[1]
+    factors = np.empty((ends.size, n_symbols))
+
+    def solve_block(lo: int) -> None:
+        fat_tail_factors(resid, ends, window, lo, min(lo + _KERNEL_COLUMNS, n_symbols), factors)
+
+    run_parallel(solve_block, range(0, n_symbols, _KERNEL_COLUMNS))
+    return factors
 
 
 def _fat_tail_factor(window: np.ndarray) -> np.ndarray:
     """(N,) ``clip(exp(1 − Z), 0, 1)`` with ``Z = |σ_eq / σ̃ − 1|`` of each column of a (W, N) window of
-    residuals (NaN = unobserved); 1 for an asset with fewer than 2 observations (its γ is 0 anyway)."""
-    observed = np.isfinite(window)
-    count = observed.sum(axis=0)
-    ordered = np.sort(np.where(observed, window, np.inf), axis=0)  # observed values first, ascending
-
-    def quantile(q: float) -> np.ndarray:
-        position = q * np.maximum(count - 1, 0)
-        below = np.floor(position).astype(np.int64)
-        above = np.minimum(below + 1, np.maximum(count - 1, 0))
-        low = np.take_along_axis(ordered, below[None], axis=0)[0]
-        high = np.take_along_axis(ordered, above[None], axis=0)[0]
-        return low + (position - below) * np.where(above > below, high - low, 0.0)
-
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        robust = (quantile(0.75) - quantile(0.25)) / 1.35
-        kept = observed & (np.abs(np.where(observed, window, 0.0)) <= 10.0 * robust)
-        values = np.where(kept, window, 0.0)
-        n_kept = kept.sum(axis=0)
-        mean = values.sum(axis=0) / n_kept
-        plain = np.sqrt(np.where(kept, (values - mean) ** 2, 0.0).sum(axis=0) / (n_kept - 1))
-        distance = np.where(robust > 0, np.abs(plain / robust - 1.0), np.inf)
-        factor = np.minimum(1.0, np.exp(1.0 - distance))
-    result: np.ndarray = np.where(count >= 2, np.where(n_kept >= 2, factor, 0.0), 1.0)
+    residuals (NaN = unobserved); 1 for an asset with fewer than 2 observations (its γ is 0 anyway), 0 for one
+    with fewer than 2 residuals within ``±10 σ̃``."""
+    result: np.ndarray = _fat_tail_factors(window, np.array([window.shape[0] - 1]), max(1, window.shape[0]))[0]
     return result
 
 
