@@ -175,6 +175,54 @@ def test_cmra_short_panel_is_all_nan() -> None:
     assert np.isnan(use4.cmra(returns, months=4, month_days=5, min_observations=5)).all()
 
 
+def test_descriptors_of_a_wide_panel_match_the_loops_and_the_dates_at_path() -> None:
+    """More assets than one block of the compiled kernels: the columns on either side of each block boundary
+    match the loop references, every column matches the descriptors summed directly at each date (``at``),
+    and a column-major copy of the input gives the same values."""
+    rng = np.random.default_rng(5)
+    n_dates, n_assets = 90, 300
+    market = 0.0004 + 0.01 * rng.standard_normal(n_dates)
+    market[[0, 17, 55]] = np.nan
+    returns = 0.9 * np.nan_to_num(market)[:, None] + 0.015 * rng.standard_normal((n_dates, n_assets))
+    returns[rng.random(returns.shape) < 0.1] = np.nan
+    returns[:40, 63:66] = np.nan  # late starters at a boundary of CMRA's blocks
+    returns[20:60, 255:258] = np.nan  # a gap at a boundary of beta's and DASTD's blocks
+    returns[30, 256] = -1.0  # a total loss: no log return
+    months, month_days = 4, 5
+    slope, sigma = use4.beta_descriptors(returns, market, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS)
+    volatility = use4.dastd(returns, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS)
+    range_ = use4.cmra(returns, months=months, month_days=month_days, min_observations=MIN_OBS)
+
+    edges = [0, 63, 64, 65, 127, 128, 255, 256, 257, 299]
+    expected_slope, expected_sigma = reference_beta(returns[:, edges], market, WINDOW, HALF_LIFE, MIN_OBS)
+    assert_same(slope[:, edges], expected_slope)
+    assert_same(sigma[:, edges], expected_sigma)
+    assert_same(volatility[:, edges], reference_dastd(returns[:, edges], WINDOW, HALF_LIFE, MIN_OBS))
+    clean = np.where(returns <= -1.0, np.nan, returns)  # the loop has no rule for a total loss
+    assert_same(range_[:, edges], reference_cmra(clean[:, edges], months, month_days, MIN_OBS))
+
+    every = np.arange(n_dates)
+    at_slope, at_sigma = use4.beta_descriptors(
+        returns, market, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS, at=every
+    )
+    assert_same(slope, at_slope)
+    assert_same(sigma, at_sigma)
+    at_volatility = use4.dastd(returns, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS, at=every)
+    assert_same(volatility, at_volatility)
+    assert_same(range_, use4.cmra(returns, months=months, month_days=month_days, min_observations=MIN_OBS, at=every))
+
+    columns = np.asfortranarray(returns)
+    np.testing.assert_array_equal(
+        use4.beta_descriptors(columns, market, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS)[0], slope
+    )
+    np.testing.assert_array_equal(
+        use4.dastd(columns, window=WINDOW, half_life=HALF_LIFE, min_observations=MIN_OBS), volatility
+    )
+    np.testing.assert_array_equal(
+        use4.cmra(columns, months=months, month_days=month_days, min_observations=MIN_OBS), range_
+    )
+
+
 def test_market_return_uses_previous_caps() -> None:
     rng = np.random.default_rng(5)
     returns = 0.01 * rng.standard_normal((30, 6))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from factor_engine._dense import ewma_sum, run_parallel
+from factor_engine._dense import run_parallel
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import with_score
 from factor_engine.styles._panel_grid import PanelGrid, panel_grid
@@ -60,8 +60,10 @@ RESVOL_WEIGHTS = (0.74, 0.16, 0.10)
 #: CMRA's horizon: 12 months of 21 trading days.
 CMRA_MONTHS, CMRA_MONTH_DAYS = 12, 21
 CMRA_DAYS = CMRA_MONTHS * CMRA_MONTH_DAYS
-# assets per block of the time-series kernels (bounds the (dates, assets) work arrays; blocks run in parallel)
+# assets per call of the compiled time-series kernels (their accumulators; blocks run in parallel)
 _ASSETS_PER_BLOCK = 256
+# CMRA's kernel keeps the last months · month_days + 1 cumulative log returns of each asset of its block
+_CMRA_ASSETS_PER_BLOCK = 64
 # dates per block of the market return (bounds its work arrays)
 _DATES_PER_BLOCK = 64
 
@@ -77,24 +79,6 @@ def _check_window(window: int, min_observations: int) -> None:
         raise ValueError(f"window must be an integer ≥ 2, got {window!r}")
     if not 2 <= min_observations <= window:
         raise ValueError(f"min_observations must be in [2, window={window}], got {min_observations!r}")
-
-
-def _window_sum(values: np.ndarray, decay: float, window: int) -> np.ndarray:
-    """Exponentially weighted sum over the last ``window`` rows, ``Σ_{k<window} decay^k x[t−k]``, along axis 0
-    (the infinite weighted sum minus ``decay^window`` times its value ``window`` rows earlier)."""
-    total = ewma_sum(values, decay, axis=0)
-    truncated: np.ndarray = total.copy()
-    truncated[window:] -= decay**window * total[:-window]
-    return truncated
-
-
-def _window_count(mask: np.ndarray, window: int) -> np.ndarray:
-    """Observations (True values) in the last ``window`` rows, along axis 0."""
-    running = mask.astype(np.int64)
-    np.cumsum(running, axis=0, out=running)  # in int64 from the start: a third of the time of casting on the way
-    counts: np.ndarray = running.copy()
-    counts[window:] -= running[:-window]
-    return counts
 
 
 def market_return(returns: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -143,18 +127,18 @@ def beta_descriptors(
     decay = _decay(half_life)
     if at is not None:
         return _beta_at(returns, market, at, window, decay, min_observations)
-    slope = np.full(returns.shape, np.nan)
-    sigma = np.full(returns.shape, np.nan)
+    from factor_engine.styles._use4_kernels import beta_block
+
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
+    market = np.ascontiguousarray(market, dtype=np.float64)
+    if market.shape != returns.shape[:1]:  # the kernel reads market[t] for each row t unchecked
+        raise ValueError(f"market must hold one return per date: {market.shape} against returns {returns.shape}")
+    slope = np.empty(returns.shape)
+    sigma = np.empty(returns.shape)
 
     def block(start: int) -> None:
-        cols = slice(start, start + _ASSETS_PER_BLOCK)
-        slope[:, cols], sigma[:, cols] = _fit(
-            returns[:, cols],
-            market,
-            lambda values: _window_sum(values, decay, window),
-            lambda observed: _window_count(observed, window),
-            min_observations,
-        )
+        stop = min(start + _ASSETS_PER_BLOCK, returns.shape[1])
+        beta_block(returns, market, start, stop, decay, decay**window, window, min_observations, slope, sigma)
 
     run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
     return slope, sigma
@@ -209,18 +193,14 @@ def dastd(
     decay = _decay(half_life)
     if at is not None:
         return _dastd_at(returns, at, window, decay, min_observations)
-    result = np.full(returns.shape, np.nan)
+    from factor_engine.styles._use4_kernels import dastd_block
+
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
+    result = np.empty(returns.shape)
 
     def block(start: int) -> None:
-        cols = slice(start, start + _ASSETS_PER_BLOCK)
-        observed = np.isfinite(returns[:, cols])
-        y = np.where(observed, returns[:, cols], 0.0)
-        w = _window_sum(observed.astype(np.float64), decay, window)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = _window_sum(y, decay, window) / w
-            variance = np.maximum(_window_sum(y * y, decay, window) / w - mean * mean, 0.0)
-        enough = _window_count(observed, window) >= min_observations
-        result[:, cols] = np.where(enough, np.sqrt(variance), np.nan)
+        stop = min(start + _ASSETS_PER_BLOCK, returns.shape[1])
+        dastd_block(returns, start, stop, decay, decay**window, window, min_observations, result)
 
     run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
     return result
@@ -250,30 +230,16 @@ def cmra(
     _check_window(span, min_observations)
     if at is not None:
         return _cmra_at(returns, at, months, month_days, min_observations)
-    n_dates = returns.shape[0]
-    result = np.full(returns.shape, np.nan)
-    if n_dates < span:
-        return result
+    from factor_engine.styles._use4_kernels import cmra_block
+
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
+    result = np.empty(returns.shape)
 
     def block(start: int) -> None:
-        cols = slice(start, start + _ASSETS_PER_BLOCK)
-        observed = np.isfinite(returns[:, cols]) & (returns[:, cols] > -1.0)  # −100 % or worse: no log, missing
-        logs = np.log1p(np.where(observed, returns[:, cols], 0.0))
-        padded = np.zeros((n_dates + 1, logs.shape[1]))
-        np.cumsum(logs, axis=0, out=padded[1:])  # padded[t + 1] = Σ logs[:t + 1]
-        latest = padded[span:]  # the cumulative sum at each window end, dates span − 1 … T − 1
-        z_max = latest - padded[span - month_days : n_dates + 1 - month_days]
-        z_min = z_max.copy()
-        for m in range(2, months + 1):  # running extremes over the months: no (months, T, N) stack
-            z = latest - padded[span - m * month_days : n_dates + 1 - m * month_days]
-            np.maximum(z_max, z, out=z_max)
-            np.minimum(z_min, z, out=z_min)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = np.log1p(z_max) - np.log1p(z_min)
-        enough = _window_count(observed, span)[span - 1 :] >= min_observations
-        result[span - 1 :, cols] = np.where(enough & (z_min > -1.0), value, np.nan)
+        stop = min(start + _CMRA_ASSETS_PER_BLOCK, returns.shape[1])
+        cmra_block(returns, start, stop, months, month_days, min_observations, result)
 
-    run_parallel(block, range(0, returns.shape[1], _ASSETS_PER_BLOCK))
+    run_parallel(block, range(0, returns.shape[1], _CMRA_ASSETS_PER_BLOCK))
     return result
 
 
