@@ -485,14 +485,11 @@ def _structural(
         assert one_hot is not None
         found = np.flatnonzero(rows >= 0)
         wanted = rows[found]
-        x = _frame_rows(other_columns, wanted)
-        known = np.isfinite(x).all(axis=1)
-        keep = found[known]
         result[lo:hi] = _structural_by_group(
-            np.ascontiguousarray(x[known]),
-            one_hot.member[wanted[known]],
-            t[first:last][keep] - lo,
-            n[first:last][keep],
+            np.ascontiguousarray(_frame_rows(other_columns, wanted)),
+            one_hot.member[wanted],
+            t[first:last][found] - lo,
+            n[first:last][found],
             len(one_hot.group),
             in_regression[lo:hi],
             cap[lo:hi],
@@ -561,36 +558,28 @@ def _structural_by_group(
     log_sigma: np.ndarray,
 ) -> np.ndarray:
     """:func:`_structural`'s estimate on a (b, N) block of dates when the exposures hold one group of dummies
-    (sectors), columns of ones and other columns ``x`` (the rows with every exposure, in date order, at dates
-    ``tt`` within the block and symbols ``nn``, each in group ``member``): the same weighted regression on
+    (sectors), columns of ones and other columns ``x`` (the rows with exposures, in date order, at dates ``tt``
+    within the block and symbols ``nn``, each in group ``member``; a row with a missing one is left out): the
+    same weighted regression on
     ``[1, exposures]``, solved by the Frisch–Waugh–Lovell theorem (the other columns and the target demeaned
     within each group member: a P × P system per date, then each member's level) instead of the full design.
     The fitted values are the full regression's: a member without a regression asset that date takes the
     level of the last member with some (in column order), the full regression's intercept once its collinear
-    dummy is dropped."""
+    dummy is dropped. The sums over each date's rows and the fitted values are compiled loops
+    (:func:`._specific_kernels.group_moments`, :func:`._specific_kernels.group_fit`)."""
+    from factor_engine.risk._specific_kernels import group_fit, group_moments
+
     n_dates, n_symbols = in_regression.shape
     n_other = x.shape[1]
-    used = in_regression[tt, nn]
-    w = np.where(used, np.sqrt(cap[tt, nn]), 0.0)
-    y = np.where(used, log_sigma[tt, nn], 0.0)
-    cell = tt * n_members + member
-    cells = n_dates * n_members
-    sum_w = np.bincount(cell, w, cells).reshape(n_dates, n_members)
-    sum_wy = np.bincount(cell, w * y, cells).reshape(n_dates, n_members)
-    wx = w[:, None] * x
-    sum_wx = np.empty((n_dates, n_members, n_other))
-    for j in range(n_other):
-        sum_wx[:, :, j] = np.bincount(cell, wx[:, j], cells).reshape(n_dates, n_members)
+    sum_w = np.zeros((n_dates, n_members))
+    sum_wy = np.zeros((n_dates, n_members))
+    sum_wx = np.zeros((n_dates, n_members, n_other))
+    gram = np.zeros((n_dates, n_other, n_other))
+    rhs = np.zeros((n_dates, n_other))
+    n_used = np.zeros(n_dates, dtype=np.int64)
+    group_moments(x, member, tt, nn, in_regression, cap, log_sigma, sum_w, sum_wy, sum_wx, gram, rhs, n_used)
     with np.errstate(invalid="ignore", divide="ignore"):
         inverse = np.where(sum_w > 0, 1.0 / sum_w, 0.0)
-    # each date's rows are one contiguous range: its moments by one small product each
-    bounds = np.searchsorted(tt, np.arange(n_dates + 1))
-    gram = np.empty((n_dates, n_other, n_other))
-    rhs = np.empty((n_dates, n_other))
-    for d in range(n_dates):
-        lo, hi = bounds[d], bounds[d + 1]
-        gram[d] = wx[lo:hi].T @ x[lo:hi]
-        rhs[d] = wx[lo:hi].T @ y[lo:hi]
     # less each member's mean part: the within-member moments
     scaled = sum_wx * inverse[:, :, None]
     gram -= np.matmul(scaled.transpose(0, 2, 1), sum_wx)
@@ -601,18 +590,9 @@ def _structural_by_group(
     # a member without regression assets: the level of the last member with some that date
     last_present = n_members - 1 - np.argmax(present[:, ::-1], axis=1)
     level = np.where(present, level, level[np.arange(n_dates), last_present][:, None])
-    fitted = level[tt, member]
-    for d in range(n_dates):
-        lo, hi = bounds[d], bounds[d + 1]
-        fitted[lo:hi] += x[lo:hi] @ params[d]
-    n_used = np.bincount(tt, used, n_dates)
     solvable = n_used > present.sum(axis=1) + active.sum(axis=1)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        bias = np.bincount(tt, np.where(used, np.exp(y - fitted), 0.0), n_dates) / n_used
-        estimate = bias[tt] * np.exp(fitted)
     result = np.full((n_dates, n_symbols), np.nan)
-    keep = solvable[tt]
-    result[tt[keep], nn[keep]] = estimate[keep]
+    group_fit(x, member, tt, nn, in_regression, log_sigma, level, params, solvable, n_used, result)
     return result
 
 
