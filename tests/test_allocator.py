@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from factor_engine.model import load_model
+from factor_engine.synthetic import generate_market
 
 _CHILD = """
 import resource, sys
@@ -68,3 +72,23 @@ def test_the_command_line_reuses_memory_for_builds_and_updates_only(argv: list[s
     done = subprocess.run([sys.executable, "-c", _CLI_CHILD, *argv], capture_output=True, text=True, check=True)
     faults, pages = (int(x) for x in done.stdout.split())
     assert (faults <= 0.02 * pages) if reused else (faults >= 0.9 * pages), (argv, faults, pages)
+
+
+def test_a_build_process_exits_with_its_output_and_code(tmp_path: Path) -> None:
+    """``factor-engine build`` ends its process with os._exit once done: the model folder is complete, the
+    output flushed, the exit code kept (0, and 1 with the error line for a bad input)."""
+    panel = generate_market(40, 320, seed=3).panel
+    panel.write_parquet(tmp_path / "panel.parquet")
+    command = [sys.executable, "-m", "factor_engine.cli", "build", "--data", str(tmp_path / "panel.parquet")]
+    done = subprocess.run([*command, "--out", str(tmp_path / "model")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.replace("\n", "").endswith(f"wrote model folder {tmp_path / 'model'}")  # the last line
+    model = load_model(tmp_path / "model")
+    assert model.factor_returns.height > 0 and model.specific_risk is not None
+    failed = subprocess.run(
+        [sys.executable, "-m", "factor_engine.cli", "build", "--data", str(tmp_path / "none.parquet"), "--out", "m"],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1
+    assert "error: cannot read panel" in failed.stderr

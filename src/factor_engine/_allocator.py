@@ -19,11 +19,17 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["ONE_SHOT_COMMANDS", "reuse_freed_memory"]
+__all__ = ["ONE_SHOT_COMMANDS", "is_one_shot", "reuse_freed_memory"]
 
 #: The ``factor-engine`` commands that build or extend a model and exit, for which the command line calls
 #: :func:`reuse_freed_memory` before numpy and polars load.
 ONE_SHOT_COMMANDS = frozenset({"build", "update"})
+
+
+def is_one_shot(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` (``sys.argv``) runs one of :data:`ONE_SHOT_COMMANDS`."""
+    return next((a for a in argv[1:] if not a.startswith("-")), None) in ONE_SHOT_COMMANDS
+
 
 # mallopt parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
