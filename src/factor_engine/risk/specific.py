@@ -203,7 +203,8 @@ def specific_risk(
 @dataclass(frozen=True, eq=False)
 class TimeSeriesState:
     """The part of :func:`specific_risk` that needs no exposures (steps 1 and the inputs of 2–4), so a model
-    build can run it before the exposures exist: the residual grid, the caps on it and ``σ_TS``."""
+    build can run it before the exposures exist: the residual grid, the caps on it and ``σ_TS``; ``sums`` are the
+    Newey–West EWMA sums after the last date (``SpecificState.sums``), which an extension continues from."""
 
     grid: Grid
     t: np.ndarray
@@ -217,6 +218,7 @@ class TimeSeriesState:
     sigma_ts: np.ndarray
     count: np.ndarray
     gamma: np.ndarray
+    sums: np.ndarray
     config: SpecificRiskConfig
 
 
@@ -237,10 +239,11 @@ def time_series_specific_risk(
     t, n, has_row, resid, present, cap_cells, cap = _gridded(grid, residuals, market_cap)
 
     decay = 0.5 ** (1.0 / config.half_life)
-    sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods)
+    sums = np.zeros((2 + 2 * config.nw_lags, grid.n_symbols))
+    sigma_ts, count = _time_series_vol(resid, present, decay, config.nw_lags, config.min_periods, sums)
     gamma = _blend_weight(resid, count, config) if config.structural else np.ones_like(sigma_ts)
     return TimeSeriesState(
-        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, config
+        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, sums, config
     )
 
 
@@ -364,12 +367,12 @@ def _ewma(values: np.ndarray, decay: float) -> np.ndarray:
 
 
 def _time_series_vol(
-    resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int, min_periods: int
+    resid: np.ndarray, present: np.ndarray, decay: float, nw_lags: int, min_periods: int, final: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Newey–West EWMA volatility ``σ_TS`` (T, N), NaN before ``min_periods`` observations, and the (T, N)
-    observation counts ``h``."""
+    observation counts ``h``; ``final`` receives the EWMA sums after the last date."""
     count = np.cumsum(present, axis=0, dtype=np.int32)
-    sigma_ts = _newey_west_variance(resid, present, decay, nw_lags)
+    sigma_ts = _newey_west_variance(resid, present, decay, nw_lags, final=final)
     np.sqrt(sigma_ts, out=sigma_ts)
     sigma_ts[count < min_periods] = np.nan
     return sigma_ts, count

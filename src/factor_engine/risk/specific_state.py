@@ -133,19 +133,8 @@ def finish_with_state(
     """:func:`factor_engine.risk.specific.finish_specific_risk`, also returning the :class:`SpecificState`."""
     frame, shrunk, regime = _finish(state, exposures)
     config = state.config
-    resid, present = state.resid, state.present
+    resid = state.resid
     n_dates = resid.shape[0]
-    decay = 0.5 ** (1.0 / config.half_life)
-    # the EWMA sums at the last date, each a weighted sum over the history
-    weights = decay ** np.arange(n_dates - 1, -1, -1, dtype=np.float64)
-    u = np.where(present, resid, 0.0)
-    observed = present.astype(np.float64)
-    sums = np.zeros((2 + 2 * config.nw_lags, resid.shape[1]))
-    sums[0], sums[1] = weights @ (u * u), weights @ observed
-    for lag in range(1, config.nw_lags + 1):
-        if lag < n_dates:
-            sums[2 * lag] = weights[lag:] @ (u[lag:] * u[:-lag])
-            sums[2 * lag + 1] = weights[lag:] @ (observed[lag:] * observed[:-lag])
     width = _context_rows(config)
     recent = np.full((width, resid.shape[1]), np.nan)
     kept = min(width, n_dates)
@@ -159,7 +148,7 @@ def finish_with_state(
         symbols=state.grid.symbols,
         last_date=state.grid.date_series()[-1],
         n_dates=n_dates,
-        sums=sums,
+        sums=state.sums,
         recent=recent,
         count=state.count[-1].astype(np.int64),
         fat_tail=fat_tail,
@@ -248,7 +237,7 @@ def extend_specific_risk(
         gamma = np.ones_like(sigma_ts)
 
     state = TimeSeriesState(
-        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, config
+        grid, t, n, has_row, resid, present, market_cap, cap_cells, cap, sigma_ts, count, gamma, after_sums, config
     )
     regime_before = RegimeContext(
         shrunk=widen(before.regime.shrunk, np.nan), cap=widen(before.regime.cap, np.nan), sums=before.regime.sums
