@@ -8,6 +8,7 @@ quantiles, polars' own ``Series.quantile`` and the matching builder. NaN and nul
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +19,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from factor_engine import xsection
-from factor_engine._dense import quantile_linear, quantile_nearest, standardize, winsorize
+from factor_engine._dense import (
+    date_bounds,
+    quantile_linear,
+    quantile_nearest,
+    quantile_nearest_rows,
+    standardize,
+    standardize_rows,
+    winsorize,
+    winsorize_rows,
+)
 from factor_engine.xsection import (
     center_xsection,
     exp_weights,
@@ -374,6 +384,95 @@ def test_kernels_keep_missing_cells_missing_and_ignore_them() -> None:
     assert np.isnan(standardize(dense)[2, 0])  # one value: no sample std
     assert np.isnan(quantile_linear(dense, 0.5)[1]) and np.isnan(quantile_nearest(dense, 0.5)[1])
     assert quantile_linear(dense, 0.5)[2] == quantile_nearest(dense, 0.5)[2] == 5.0
+
+
+@st.composite
+def date_segments(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in date order as ``(values, bounds)``: each date a segment of 0–15 cells (an empty date too)."""
+    lengths = draw(st.lists(st.integers(0, 15), min_size=1, max_size=6))
+    values = np.array([draw(CELLS) for _ in range(sum(lengths))], dtype=np.float64)
+    return values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _segments(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    return [values[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+
+
+def _as_grid(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The rows as a (dates, widest date) grid, NaN after each date's rows (the grid functions' input)."""
+    grid = np.full((bounds.size - 1, max(int(np.diff(bounds).max()), 1)), NAN)
+    for d, segment in enumerate(_segments(values, bounds)):
+        grid[d, : segment.size] = segment
+    return grid
+
+
+def _grid_rows(grid: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    return np.concatenate([grid[d, : hi - lo] for d, (lo, hi) in enumerate(itertools.pairwise(bounds))])
+
+
+@HYPOTHESIS
+@given(rows=date_segments())
+def test_standardize_rows_matches_the_grid_kernel_and_a_per_date_loop(rows: tuple[np.ndarray, np.ndarray]) -> None:
+    values, bounds = rows
+    assume(all(_well_spread(segment) for segment in _segments(values, bounds)))
+    ours = standardize_rows(values, bounds)
+    expected = np.concatenate([reference_center(segment, True) for segment in _segments(values, bounds)])
+    _missing_equal(ours, expected, atol=1e-9, rtol=1e-12)
+    _missing_equal(ours, _grid_rows(standardize(_as_grid(values, bounds)), bounds), atol=1e-12, rtol=1e-12)
+
+
+@HYPOTHESIS
+@given(rows=date_segments(), percentile=st.floats(0.0, 0.5))
+def test_winsorize_rows_matches_the_grid_kernel_and_a_per_date_loop(
+    rows: tuple[np.ndarray, np.ndarray], percentile: float
+) -> None:
+    values, bounds = rows
+    ours = winsorize_rows(values, bounds, percentile)
+    # a date with ±inf but no finite value keeps its values (the grid kernel's documented case)
+    plain = [np.isfinite(segment).any() or not np.isinf(segment).any() for segment in _segments(values, bounds)]
+    expected = np.concatenate(
+        [
+            reference_winsorize(segment, percentile) if ok else segment
+            for segment, ok in zip(_segments(values, bounds), plain, strict=True)
+        ]
+    )
+    _missing_equal(ours, expected, atol=1e-9, rtol=1e-12)
+    _missing_equal(ours, _grid_rows(winsorize(_as_grid(values, bounds), percentile), bounds), atol=0.0)
+
+
+@HYPOTHESIS
+@given(rows=date_segments(), fractions=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3))
+def test_quantile_nearest_rows_matches_polars_per_date(
+    rows: tuple[np.ndarray, np.ndarray], fractions: list[float]
+) -> None:
+    values, bounds = rows
+    ours = quantile_nearest_rows(values, bounds, fractions)
+    grid = _as_grid(values, bounds)
+    for q, per_date in zip(fractions, ours, strict=True):
+        expected = np.array([polars_quantile(segment, q) for segment in _segments(values, bounds)])
+        _missing_equal(per_date, expected, atol=0.0)
+        _missing_equal(per_date, quantile_nearest(grid, q), atol=0.0)
+
+
+def test_row_functions_on_a_worked_example() -> None:
+    """Two dates: [1, NaN, 3, 100] and [5]; rows of a frame located by date_bounds."""
+    frame = pl.DataFrame({"date": [START] * 4 + [START + dt.timedelta(days=1)], "x": [1.0, NAN, 3.0, 100.0, 5.0]})
+    bounds = date_bounds(frame)
+    np.testing.assert_array_equal(bounds, [0, 4, 5])
+    values = frame["x"].to_numpy()
+    std = np.std([1.0, 3.0, 100.0], ddof=1)
+    _missing_equal(
+        standardize_rows(values, bounds),
+        np.array([(1.0 - 104 / 3) / std, NAN, (3.0 - 104 / 3) / std, (100.0 - 104 / 3) / std, NAN]),
+        atol=1e-15,
+    )
+    # the 0.25 and 0.75 linear quantiles of 1, 3, 100 are 2 and 51.5; one value is its own quantile
+    _missing_equal(winsorize_rows(values, bounds, 0.25), np.array([2.0, NAN, 3.0, 51.5, 5.0]), atol=1e-15)
+    # nearest rank of 1, 3, 100: positions 0.5 and 1.5 round half away to 1 and 2
+    low, high = quantile_nearest_rows(values, bounds, (0.25, 0.75))
+    np.testing.assert_array_equal(low, [3.0, 5.0])
+    np.testing.assert_array_equal(high, [100.0, 5.0])
+    np.testing.assert_array_equal(date_bounds(frame.head(0)), [0])
 
 
 # --------------------------------------------------------------------------------------------------------------

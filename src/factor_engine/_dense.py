@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import numpy as np
@@ -95,49 +94,62 @@ def _set_threads(library: Any, threads: int) -> None:
         clear()
 
 
-@dataclass(frozen=True)
-class DateLayout:
-    """Where each row of a date-sorted long frame sits in a dense (T, width) array.
-
-    Attributes
-    ----------
-    t: (n,) date index of each row.
-    slot: (n,) position of each row within its date.
-    n_dates: T, the number of distinct dates.
-    width: the largest number of rows on one date.
-    """
-
-    t: np.ndarray
-    slot: np.ndarray
-    n_dates: int
-    width: int
-
-    def to_dense(self, values: np.ndarray) -> np.ndarray:
-        """Row values as a (T, width) float64 array, NaN in unused slots."""
-        dense = np.full((self.n_dates, self.width), np.nan)
-        dense[self.t, self.slot] = values
-        return dense
-
-    def to_rows(self, dense: np.ndarray) -> np.ndarray:
-        """The (n,) row values of a (T, width) array."""
-        rows: np.ndarray = dense[self.t, self.slot]
-        return rows
-
-
-def date_layout(frame: pl.DataFrame) -> DateLayout:
-    """The dense layout of ``frame``, which must be sorted by date (rows of one date contiguous)."""
+def date_bounds(frame: pl.DataFrame) -> np.ndarray:
+    """(T + 1,) the row bounds of each date of ``frame``, which must be sorted by date: the rows of date ``d``
+    are ``bounds[d]:bounds[d + 1]``."""
     days = frame[DATE].to_physical().to_numpy()
-    n = days.shape[0]
-    if n == 0:
-        return DateLayout(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0)
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    np.not_equal(days[1:], days[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
-    t = np.cumsum(change) - 1
-    slot = np.arange(n) - starts[t]
-    counts = np.diff(np.append(starts, n))
-    return DateLayout(t=t, slot=slot, n_dates=int(starts.shape[0]), width=int(counts.max()))
+    if days.shape[0] == 0:
+        return np.zeros(1, np.int64)
+    return np.append(np.flatnonzero(np.diff(days, prepend=days[0] - 1)), days.shape[0]).astype(np.int64)
+
+
+# dates per task of the *_rows functions (a few hundred tasks at most over 30 years of dates)
+_SEGMENTS_PER_TASK = 64
+
+
+def _by_segments(bounds: np.ndarray, work: Callable[[int, int], None]) -> None:
+    """``work(first, last)`` on consecutive blocks of the dates ``bounds`` delimits, in parallel."""
+    n_dates = bounds.shape[0] - 1
+    run_parallel(
+        lambda first: work(first, min(first + _SEGMENTS_PER_TASK, n_dates)), range(0, n_dates, _SEGMENTS_PER_TASK)
+    )
+
+
+def _float_rows(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def standardize_rows(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """:func:`standardize` of rows in date order, each date's rows ``bounds[d]:bounds[d + 1]`` (one compiled
+    pass per date instead of a (dates × width) grid)."""
+    from factor_engine._segment_kernels import standardize_segments
+
+    values = _float_rows(values)
+    out = np.empty_like(values)
+    _by_segments(bounds, lambda first, last: standardize_segments(values, bounds, CONSTANT_TOL, out, first, last))
+    return out
+
+
+def winsorize_rows(values: np.ndarray, bounds: np.ndarray, percentile: float) -> np.ndarray:
+    """:func:`winsorize` of rows in date order (see :func:`standardize_rows`)."""
+    from factor_engine._segment_kernels import winsorize_segments
+
+    values = _float_rows(values)
+    out = np.empty_like(values)
+    _by_segments(bounds, lambda first, last: winsorize_segments(values, bounds, percentile, out, first, last))
+    return out
+
+
+def quantile_nearest_rows(values: np.ndarray, bounds: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
+    """:func:`quantile_nearest` of rows in date order (see :func:`standardize_rows`): for each fraction, the
+    (T,) quantiles of the dates."""
+    from factor_engine._segment_kernels import nearest_quantiles_segments
+
+    values = _float_rows(values)
+    wanted = np.asarray(fractions, dtype=np.float64)
+    out = np.empty((bounds.shape[0] - 1, wanted.shape[0]))
+    _by_segments(bounds, lambda first, last: nearest_quantiles_segments(values, bounds, wanted, out, first, last))
+    return [out[:, j] for j in range(wanted.shape[0])]
 
 
 def dates_sorted(frame: pl.DataFrame) -> bool:

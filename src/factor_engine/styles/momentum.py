@@ -9,7 +9,15 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from factor_engine._dense import run_parallel, standardize, winsorize, worker_count
+from factor_engine._dense import (
+    date_bounds,
+    run_parallel,
+    standardize,
+    standardize_rows,
+    winsorize,
+    winsorize_rows,
+    worker_count,
+)
 from factor_engine._grid import Grid, build_grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
@@ -83,10 +91,11 @@ def momentum(
             dense = winsorize(dense, winsor_factor)
         return with_score(frame.filter(pl.Series(keep)), SCORE, standardize(dense)[position, n[keep]])
     by_symbol[present] = trailing_weighted_growth(by_symbol[present], new_symbol, trailing_days, half_life, lag)
-    scores = by_symbol.T  # (dates, symbols)
+    scores = by_symbol[n, t]  # the frame's rows, in date order: the statistics run date by date on them
+    bounds = date_bounds(frame)
     if winsor_factor is not None:
-        scores = winsorize(scores, winsor_factor)
-    return with_score(frame, SCORE, standardize(scores)[t, n])
+        scores = winsorize_rows(scores, bounds, winsor_factor)
+    return with_score(frame, SCORE, standardize_rows(scores, bounds))
 
 
 def _date_rows(grid: Grid, at: Sequence[datetime.date]) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from factor_engine._dense import date_layout, quantile_nearest, standardize
+from factor_engine._dense import date_bounds, quantile_nearest_rows, standardize_rows
 from factor_engine.panel import MARKET_CAP
 from factor_engine.styles._common import load_inputs, with_score
 
@@ -33,10 +33,11 @@ def size(df: pl.DataFrame | pl.LazyFrame, *, lower_decile: float = 0.2, upper_de
             f"need 0 <= lower_decile <= upper_decile <= 1, got lower_decile={lower_decile}, upper_decile={upper_decile}"
         )
     frame = load_inputs(df, "size", (MARKET_CAP,))
-    layout = date_layout(frame)
+    bounds = date_bounds(frame)  # each date's rows: the statistics run date by date on the rows
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores = standardize(layout.to_dense(-np.log(frame[MARKET_CAP].to_numpy())))
-    low, high = (q[:, None] for q in quantile_nearest(scores, (lower_decile, upper_decile)))
+        scores = standardize_rows(-np.log(frame[MARKET_CAP].to_numpy()), bounds)
+    quantiles = quantile_nearest_rows(scores, bounds, (lower_decile, upper_decile))
+    low, high = (np.repeat(q, np.diff(bounds)) for q in quantiles)  # each row's date's quantiles
     # a missing cap (NaN score) stays missing, as in toraniko (its between-test is null there, not true)
     tails = np.where((scores <= low) | (scores >= high) | np.isnan(scores), scores, 0.0)
-    return with_score(frame, SCORE, layout.to_rows(tails))
+    return with_score(frame, SCORE, tails)

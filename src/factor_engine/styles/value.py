@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from factor_engine._dense import date_layout, standardize, winsorize
+from factor_engine._dense import date_bounds, standardize_rows, winsorize_rows
 from factor_engine.panel import VALUE_FEATURES
 from factor_engine.styles._common import load_inputs, with_score
 
@@ -32,27 +32,27 @@ def value(df: pl.DataFrame | pl.LazyFrame, *, winsorize_features: float | None =
     if winsorize_features is not None and not 0.0 <= winsorize_features <= 0.5:
         raise ValueError(f"winsorize_features must be a fraction in [0, 0.5], got {winsorize_features}")
     frame = load_inputs(df, "value", VALUE_FEATURES)
-    layout = date_layout(frame)
+    bounds = date_bounds(frame)  # each date's rows: the statistics run date by date on the rows
     # the average of the standardized features present, accumulated feature by feature (no stacked copy)
-    total = np.zeros((layout.n_dates, layout.width))
-    present = np.zeros((layout.n_dates, layout.width))
+    total = np.zeros(frame.height)
+    present = np.zeros(frame.height)
     # a feature that is present but not a finite number after the transform (NaN, ±inf, log of a
     # non-positive ratio) makes the score missing, as in toraniko; a null feature is skipped
     invalid = np.zeros(frame.height, dtype=bool)
     for position, name in enumerate(VALUE_FEATURES):
-        feature = layout.to_dense(frame[name].to_numpy())
+        feature = frame[name].to_numpy()
         if winsorize_features is not None:
-            feature = winsorize(feature, winsorize_features)
+            feature = winsorize_rows(feature, bounds, winsorize_features)
         if position < 2:  # book and sales ratios enter in logs
             with np.errstate(invalid="ignore", divide="ignore"):
-                np.log(feature, out=feature)
-        invalid |= frame[name].is_not_null().to_numpy() & ~np.isfinite(layout.to_rows(feature))
-        feature = standardize(feature)
+                feature = np.log(feature)
+        invalid |= frame[name].is_not_null().to_numpy() & ~np.isfinite(feature)
+        feature = standardize_rows(feature, bounds)
         finite = np.isfinite(feature)
         present += finite
         total += np.where(finite, feature, 0.0)
         del feature, finite
     with np.errstate(invalid="ignore", divide="ignore"):
         average = np.divide(total, present, out=total)
-    average[layout.t[invalid], layout.slot[invalid]] = np.nan
-    return with_score(frame, SCORE, layout.to_rows(standardize(average)))
+    average[invalid] = np.nan
+    return with_score(frame, SCORE, standardize_rows(average, bounds))
