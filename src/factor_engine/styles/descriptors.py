@@ -55,42 +55,24 @@ def _cap_weights(caps: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(caps) & (caps > 0), caps, 0.0)
 
 
-def _moments(values: np.ndarray, cap_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's cap-weighted mean and equal-weighted std (NaN without dispersion) of a block of rows, and a
-    work array of its shape the caller may overwrite."""
-    finite = np.isfinite(values)
-    clean = np.where(finite, values, 0.0)
-    present = finite.astype(np.float64)
-    count = present.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # the missing values are 0 in `clean`: the caps need no masking in the numerator
-        cap_mean = np.einsum("ij,ij->i", cap_weights, clean) / np.einsum("ij,ij->i", cap_weights, present)
-        equal_mean = clean.sum(axis=1) / count
-        clean -= equal_mean[:, None]
-        clean *= finite
-        std = np.sqrt(np.einsum("ij,ij->i", clean, clean) / (count - 1))
-        scale = np.maximum(np.abs(equal_mean), np.abs(cap_mean))
-        std[~(std > CONSTANT_TOL * np.maximum(scale, 1e-300))] = np.nan
-    return cap_mean, std, clean
-
-
 def _standardize(values: np.ndarray, caps: np.ndarray, cap_weights: np.ndarray | None = None) -> np.ndarray:
     """:func:`standardize_use4` of a block of rows (``cap_weights``: :func:`_cap_weights` of ``caps``, if known)."""
-    cap_mean, std, work = _moments(values, cap_weights if cap_weights is not None else _cap_weights(caps))
-    result: np.ndarray = np.subtract(values, cap_mean[:, None], out=work)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result /= std[:, None]
+    from factor_engine.styles._descriptor_kernels import standardize_use4_block
+
+    result = np.empty(values.shape)
+    weights = cap_weights if cap_weights is not None else _cap_weights(caps)
+    standardize_use4_block(values, weights, CONSTANT_TOL, result)
     return result
 
 
 def _trim(values: np.ndarray, caps: np.ndarray, limit: float, cap_weights: np.ndarray | None = None) -> np.ndarray:
     """:func:`trim` of a block of rows: the values clipped to ``mean ± limit · std`` in their own units (the
     same as clipping the standardized values at ``±limit``), then standardized."""
-    weights = cap_weights if cap_weights is not None else _cap_weights(caps)
-    cap_mean, std, work = _moments(values, weights)
-    half_width = limit * std
-    clipped = np.clip(values, (cap_mean - half_width)[:, None], (cap_mean + half_width)[:, None], out=work)
-    return _standardize(clipped, caps, weights)
+    from factor_engine.styles._descriptor_kernels import trim_use4_block
+
+    result = np.empty(values.shape)
+    trim_use4_block(values, cap_weights if cap_weights is not None else _cap_weights(caps), limit, CONSTANT_TOL, result)
+    return result
 
 
 def _orthogonal(
