@@ -18,14 +18,13 @@ caps are all equal (a model without caps gives every asset a cap of 1) size has 
 every asset and the fit is on the sectors alone, equally weighted. A date on which fewer than
 :data:`MIN_OBSERVED` assets have the exposure is left as it is (nothing to learn from), as is an asset without
 a sector or a cap. The fit uses within-sector sums (no matrix is formed), so it costs a
-few passes over the (dates × assets) grid.
+few passes over the universe's rows (compiled: :mod:`factor_engine.styles._fill_kernels`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -46,8 +45,42 @@ __all__ = [
 MIN_OBSERVED = 10
 
 
-def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
-    return np.bincount(index, weights=weights, minlength=size)
+def _contiguous(array: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """``array`` as a C-ordered array of ``dtype`` (a copy only where it is not one already)."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _fill_in_place(
+    values: np.ndarray,
+    rows: np.ndarray,
+    dates: np.ndarray,
+    sectors: np.ndarray,
+    size: np.ndarray,
+    weights: np.ndarray,
+    n_dates: int,
+    n_sectors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fill_by_sector_and_size` on usable rows, in place: the missing ``values[rows]`` (float64, C order)
+    filled, given each row's date index, sector code, size and regression weight (the rows in any order);
+    returns the mask of the rows filled and the number filled on each date (int64)."""
+    from factor_engine.styles import _fill_kernels
+
+    wanted = np.empty(rows.size, dtype=bool)
+    counts = np.zeros(n_dates, dtype=np.int64)
+    _fill_kernels.fill_rows(
+        values,
+        _contiguous(rows, np.int64),
+        _contiguous(dates, np.int64),
+        _contiguous(sectors, np.int64),
+        _contiguous(size, np.float64),
+        _contiguous(weights, np.float64),
+        n_dates,
+        n_sectors,
+        MIN_OBSERVED,
+        wanted,
+        counts,
+    )
+    return wanted, counts
 
 
 def _fill_rows(
@@ -58,37 +91,12 @@ def _fill_rows(
     weights: np.ndarray,
     n_dates: int,
     n_sectors: int,
-    cell: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`fill_by_sector_and_size` on usable rows: ``values`` (NaN where missing), each row's date index,
-    sector code, size, regression weight and (date, sector) cell ``date · n_sectors + sector``; returns the
-    filled values and the mask of those filled."""
-    observed = np.isfinite(values)
-    enough = np.bincount(dates[observed], minlength=n_dates) >= MIN_OBSERVED
-    wanted = ~observed & enough[dates]
-    filled = values.copy()
-    if n_sectors == 0 or not wanted.any():
-        return filled, wanted
-    w, x, y = weights[observed], size[observed], values[observed]
-    cell = cell[observed]
-    cells = n_dates * n_sectors
-    wx = w * x
-    sw, swx, swy = _sums(cell, w, cells), _sums(cell, wx, cells), _sums(cell, w * y, cells)
-    swxx, swxy = _sums(cell, wx * x, cells), _sums(cell, wx * y, cells)
-    shape = (n_dates, n_sectors)
-    sw, swx, swy, swxx, swxy = (a.reshape(shape) for a in (sw, swx, swy, swxx, swxy))
-    present = sw > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # the slope from within-sector deviations (the dummies absorb each sector's mean)
-        sxx = np.where(present, swxx - swx * swx / sw, 0.0).sum(axis=1)
-        sxy = np.where(present, swxy - swx * swy / sw, 0.0).sum(axis=1)
-        slope = np.where(sxx > 1e-12 * np.maximum(swxx.sum(axis=1), 1e-300), sxy / sxx, 0.0)
-        intercept = np.where(present, (swy - slope[:, None] * swx) / sw, np.nan)
-        # a sector without observations that date: the date's pooled intercept
-        pooled = (swy.sum(axis=1) - slope * swx.sum(axis=1)) / sw.sum(axis=1)
-    intercept = np.where(present, intercept, pooled[:, None])
-    t_fill = dates[wanted]
-    filled[wanted] = intercept[t_fill, sectors[wanted]] + slope[t_fill] * size[wanted]
+    """:func:`fill_by_sector_and_size` on usable rows: ``values`` (NaN where missing), each row's date index
+    (any order), sector code, size and regression weight; returns the filled values and the mask of those
+    filled."""
+    filled = np.array(values, dtype=np.float64)
+    wanted, _ = _fill_in_place(filled, np.arange(filled.size), dates, sectors, size, weights, n_dates, n_sectors)
     return filled, wanted
 
 
@@ -115,9 +123,7 @@ def fill_by_sector_and_size(
     t, n = np.nonzero(usable)
     n_sectors = int(sectors.max(initial=-1)) + 1
     codes = sectors[t, n]
-    fitted, wanted = _fill_rows(
-        values[t, n], t, codes, size[t, n], np.sqrt(caps[t, n]), values.shape[0], n_sectors, t * n_sectors + codes
-    )
+    fitted, wanted = _fill_rows(values[t, n], t, codes, size[t, n], np.sqrt(caps[t, n]), values.shape[0], n_sectors)
     filled = values.copy()
     filled[t, n] = fitted
     was_filled = np.zeros(values.shape, dtype=bool)
@@ -127,86 +133,31 @@ def fill_by_sector_and_size(
 
 def _date_index(dates: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Each row's index into the sorted unique dates, and those dates (one pass for rows in date order)."""
+    from factor_engine.styles import _fill_kernels
+
     days = dates.to_physical().to_numpy()
-    if days.size and bool(np.all(days[1:] >= days[:-1])):
-        change = np.empty(days.size, dtype=bool)
-        change[0] = True
-        np.not_equal(days[1:], days[:-1], out=change[1:])
-        return np.cumsum(change) - 1, dates.filter(pl.Series(change))
+    if days.size:
+        index = np.empty(days.size, dtype=np.int64)
+        starts = _fill_kernels.sorted_date_index(days, index)
+        if starts.size:
+            return index, dates.gather(starts)
     unique, index = np.unique(days, return_inverse=True)
     return index, pl.Series(dates.name, unique.astype(np.int32)).cast(pl.Date)
-
-
-@dataclass(frozen=True)
-class _ByDate:
-    """Per-date sums of row values and per-row copies of per-date values, for rows given by their date index:
-    contiguous segments (``np.add.reduceat``, ``np.repeat``) when the rows are in date order, as the
-    universe's are, else ``np.bincount`` and a gather."""
-
-    dates: np.ndarray
-    n_dates: int
-    lengths: np.ndarray | None  # rows per date when in date order
-
-    @classmethod
-    def of(cls, dates: np.ndarray, n_dates: int) -> _ByDate:
-        in_order = dates.size == 0 or bool(np.all(dates[1:] >= dates[:-1]))
-        return cls(dates, n_dates, np.bincount(dates, minlength=n_dates) if in_order else None)
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        if self.lengths is None:
-            return np.bincount(self.dates, weights=values, minlength=self.n_dates)
-        sums = np.zeros(self.n_dates)
-        nonempty = self.lengths > 0
-        if values.size:
-            starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1]))
-            sums[nonempty] = np.add.reduceat(values, starts[nonempty])
-        return sums
-
-    def expand(self, per_date: np.ndarray) -> np.ndarray:
-        return np.repeat(per_date, self.lengths) if self.lengths is not None else per_date[self.dates]
-
-
-def _standardized_rows(
-    values: np.ndarray, cap_weights: np.ndarray, by_date: _ByDate
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date, the rows standardized to a cap-weighted mean of 0 and an equal-weighted std of 1 (ddof 1) as
-    :func:`factor_engine.styles.descriptors.standardize_use4` does on the grid; also each date's cap-weighted
-    mean and std."""
-    finite = np.isfinite(values)
-    clean = np.where(finite, values, 0.0)
-    count = by_date.sum(finite.astype(np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weights = cap_weights * finite
-        cap_mean = by_date.sum(weights * clean) / by_date.sum(weights)
-        del weights
-        mean = by_date.sum(clean) / count
-        clean -= by_date.expand(mean)
-        clean *= finite
-        std = np.sqrt(by_date.sum(clean * clean) / (count - 1))
-        del clean
-        std[~(std > CONSTANT_TOL * np.maximum(np.maximum(np.abs(mean), np.abs(cap_mean)), 1e-300))] = np.nan
-        standardized = values - by_date.expand(cap_mean)
-        standardized /= by_date.expand(std)
-    return standardized, cap_mean, std
 
 
 def _size_rows(caps: np.ndarray, dates: np.ndarray, n_dates: int) -> np.ndarray:
     """USE4's size of each row: the log cap trimmed at 3σ and standardized within its date (the row-space twin
     of the size :mod:`factor_engine.styles.descriptors` computes on the grid); 0 on a date whose caps are all
-    equal."""
-    by_date = _ByDate.of(dates, n_dates)
+    equal, NaN for a row without a (positive) cap. The rows may be in any order of their date indices."""
+    from factor_engine.styles import _fill_kernels
+
+    caps = _contiguous(caps, np.float64)
+    if caps.flags.writeable:  # one compiled signature: a frame's column may come read-only (shared memory)
+        caps = caps.view()
+        caps.flags.writeable = False
     with np.errstate(invalid="ignore", divide="ignore"):
-        usable = np.isfinite(caps) & (caps > 0)
-        log_cap = np.where(usable, np.log(np.where(usable, caps, 1.0)), np.nan)
-    cap_weights = np.where(usable, caps, 0.0)
-    _, cap_mean, std = _standardized_rows(log_cap, cap_weights, by_date)
-    half_width = TRIM_SIGMA * std
-    clipped = np.clip(log_cap, by_date.expand(cap_mean - half_width), by_date.expand(cap_mean + half_width))
-    size = _standardized_rows(clipped, cap_weights, by_date)[0]
-    # a date whose caps are all equal (a panel without caps, given caps of 1) has no size: 0 for every asset,
-    # so the fit there is on the sectors alone
-    flat = by_date.expand(~(std > 0)) & usable
-    size[flat] = 0.0
+        size = np.log(caps)  # finite where the cap is finite and positive
+    _fill_kernels.size_rows(caps, _contiguous(dates, np.int64), n_dates, TRIM_SIGMA, CONSTANT_TOL, size)
     return size
 
 
@@ -232,12 +183,6 @@ class FillContext:
     weights: np.ndarray
     n_sectors: int
 
-    @cached_property
-    def cells(self) -> np.ndarray:
-        """(R,) each row's (date, sector) cell, ``t · n_sectors + sector``."""
-        cells: np.ndarray = self.t * self.n_sectors + self.sectors
-        return cells
-
     def fill(self, scores: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndarray]:
         """``scores`` (``date, symbol`` + ``column``, rows of the universe) with the missing values of
         ``column`` filled, and the number filled on each date (int64, aligned with :attr:`dates`)."""
@@ -249,18 +194,18 @@ class FillContext:
             if matched["__key_row__"].null_count():
                 raise ValueError("scores hold rows that are not in the universe")
             order = matched["__key_row__"].to_numpy()
-        score = scores.get_column(column).cast(pl.Float64).to_numpy()
-        values = np.full(self.keys.height, np.nan)
+        score = scores.get_column(column).cast(pl.Float64)
         if order is None:
-            values[:] = score
+            values = score.to_numpy(writable=True)  # filled in place (a copy of the column's data at most once)
         else:
-            values[order] = score
-        n_dates = self.dates.len()
-        fitted, wanted = _fill_rows(
-            values[self.used], self.t, self.sectors, self.size, self.weights, n_dates, self.n_sectors, self.cells
-        )
-        values[self.used] = fitted
-        counts = np.bincount(self.t[wanted], minlength=n_dates).astype(np.int64)
+            values = np.full(self.keys.height, np.nan)
+            values[order] = score.to_numpy()
+        if order is None and bool(np.isfinite(values).all()):
+            counts = np.zeros(self.dates.len(), dtype=np.int64)  # nothing missing: nothing to fill
+        else:
+            _, counts = _fill_in_place(
+                values, self.used, self.t, self.sectors, self.size, self.weights, self.dates.len(), self.n_sectors
+            )
         result = values if order is None else values[order]
         return scores.with_columns(pl.Series(column, result, nan_to_null=True)), counts
 
@@ -274,16 +219,20 @@ def fill_context(universe: pl.DataFrame) -> FillContext:
     sectors = labels.cast(pl.Enum(names.to_list())).to_physical().fill_null(-1).to_numpy().astype(np.int64)
     caps = keys.get_column(MARKET_CAP).cast(pl.Float64).to_numpy()
     size = _size_rows(caps, t, dates.len())
-    with np.errstate(invalid="ignore"):
-        used = np.flatnonzero((sectors >= 0) & np.isfinite(size) & np.isfinite(caps) & (caps > 0))
+    # a finite size implies a finite, positive cap
+    used = np.flatnonzero((sectors >= 0) & np.isfinite(size))
+    if used.size == t.size:  # every row takes part (the usual case): no copies
+        t_used, sectors_used, size_used, caps_used = t, sectors, size, caps
+    else:
+        t_used, sectors_used, size_used, caps_used = t[used], sectors[used], size[used], caps[used]
     return FillContext(
         keys=keys.select(DATE, SYMBOL),
         dates=dates,
         used=used,
-        t=t[used],
-        sectors=sectors[used],
-        size=size[used],
-        weights=np.sqrt(caps[used]),
+        t=t_used,
+        sectors=sectors_used,
+        size=size_used,
+        weights=np.sqrt(caps_used),
         n_sectors=len(names),
     )
 
