@@ -98,6 +98,12 @@ def build_grid(frames: Sequence[pl.DataFrame]) -> Grid:
     return Grid(days=days.astype(np.int32), symbols=symbols.rename(SYMBOL))
 
 
+def compact_index(index: np.ndarray, bound: int) -> np.ndarray:
+    """``index`` (non-negative integers below ``bound``, or −1) as int32 when ``bound`` allows it: row and cell
+    indices held for a whole build take half the memory (about 28 MB per array at 7 million rows)."""
+    return index.astype(np.int32) if bound < 2**31 else index
+
+
 def check_unique(grid: Grid, t: np.ndarray, n: np.ndarray, what: str) -> None:
     """Raise ValueError naming examples when a (date, symbol) cell appears more than once."""
     flat = t * grid.n_symbols

@@ -75,7 +75,7 @@ import numpy as np
 import polars as pl
 
 from factor_engine._dense import ewma_sum, run_parallel, single_threaded_blas
-from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed, sort_by_keys
+from factor_engine._grid import Grid, build_grid, check_unique, collect_keyed, compact_index, sort_by_keys
 from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.regression import _rank_revealing_solve
 
@@ -257,6 +257,7 @@ def _gridded(
     positive, finite cap."""
     t, n = grid.locate(residuals)
     check_unique(grid, t, n, "residuals")
+    t, n = compact_index(t, grid.n_dates), compact_index(n, grid.n_symbols)  # kept for the whole build
     has_row = np.zeros((grid.n_dates, grid.n_symbols), dtype=bool)
     has_row[t, n] = True
     resid = grid.scatter(t, n, residuals[RESIDUAL].cast(pl.Float64).fill_null(np.nan).to_numpy())
@@ -332,10 +333,13 @@ def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.
     on_grid = (t >= 0) & (n >= 0)
     if on_grid.all():
         check_unique(grid, t, n, what)
-        return np.arange(frame.height), t, n
-    rows = np.flatnonzero(on_grid)
-    check_unique(grid, t[rows], n[rows], what)
-    return rows, t[rows], n[rows]
+        rows = np.arange(frame.height)
+    else:
+        rows = np.flatnonzero(on_grid)
+        t, n = t[rows], n[rows]
+        check_unique(grid, t, n, what)
+    # int32 where they fit: the cells of the caps are kept for the whole build
+    return compact_index(rows, frame.height), compact_index(t, grid.n_dates), compact_index(n, grid.n_symbols)
 
 
 def _dense_column(
@@ -354,7 +358,7 @@ def _source_rows(
     """For each cell ``(t[i], n[i])``, the row of a frame located at ``cells`` (:func:`_locate`) at that
     (date, symbol), or −1 where it has none."""
     rows, frame_t, frame_n = cells
-    cell_row = np.full((grid.n_dates, grid.n_symbols), -1, dtype=np.int64)
+    cell_row = np.full((grid.n_dates, grid.n_symbols), -1, dtype=rows.dtype)
     cell_row[frame_t, frame_n] = rows
     source: np.ndarray = cell_row[t, n]
     return source
@@ -541,13 +545,16 @@ def _one_hot_columns(numeric: pl.DataFrame) -> _OneHot | None:
     other = [i for i in range(len(columns)) if not binary[i]]
     if len(group) < 2 or not other or any(null[i] for i in (*group, *constant)):
         return None  # (without other columns the general solve is small already)
-    member_of, count = numeric.select(
-        pl.sum_horizontal(pl.col(columns[i]) * float(k) for k, i in enumerate(group)).alias("member"),
-        pl.sum_horizontal(columns[i] for i in group).alias("count"),
-    )
-    if not bool((count == 1.0).all()):
+    # column by column on numpy views of the (null-free) dummies: no (rows,) temporary per dummy column
+    member = np.zeros(numeric.height, dtype=np.int32)
+    count = np.zeros(numeric.height, dtype=np.int32)
+    for k, i in enumerate(group):
+        one = numeric.get_column(columns[i]).to_numpy() == 1.0
+        member[one] = k
+        count += one
+    if not bool(np.all(count == 1)):
         return None
-    return _OneHot(group, other, member_of.cast(pl.Int64).to_numpy())
+    return _OneHot(group, other, member)
 
 
 def _structural_by_group(
