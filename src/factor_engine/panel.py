@@ -565,7 +565,9 @@ def load_panel(
             frame = pl.read_csv(path, schema_overrides=as_text)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise PanelError(f"cannot read panel {path}: {error}") from error
-    return validate_panel(frame, sectors=sectors, require=require)
+    # one chunk per column (a Parquet file is read as one chunk per row group): every later step reads whole
+    # columns, which a chunked column would copy each time (numpy views, gathers, casts)
+    return validate_panel(frame.rechunk(), sectors=sectors, require=require)
 
 
 def to_toraniko_frames(panel: pl.DataFrame) -> dict[str, pl.DataFrame]:
