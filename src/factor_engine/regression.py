@@ -15,6 +15,7 @@ says so in :attr:`FactorReturns.diagnostics`; other dates are unaffected.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -197,15 +198,17 @@ def estimate_factor_returns(
     n_dates, n_symbols = grid.n_dates, grid.n_symbols
 
     t_r, n_r = _locate(grid, returns, "returns_df")
-    has_row = np.zeros((n_dates, n_symbols), dtype=bool)
-    has_row[t_r, n_r] = True
-    y = grid.scatter(t_r, n_r, returns[RETURNS].cast(pl.Float64).to_numpy())
     known = (returns, t_r, n_r)
-    t_c, n_c = _locate_like(grid, caps, "mkt_cap_df", known)
-    cap = grid.scatter(t_c, n_c, caps[MARKET_CAP].cast(pl.Float64).to_numpy())
-
-    sector_names, sector_codes, sector_exposure = _sector_inputs(grid, sectors_frame, known)
-    style_names, style_exposure = _style_inputs(grid, styles_frame, known)
+    with ThreadPoolExecutor(max_workers=1) as side:
+        # the (dates, symbols, styles) exposures, the largest input, in a second thread meanwhile
+        styles_on_grid = side.submit(_style_inputs, grid, styles_frame, known)
+        has_row = np.zeros((n_dates, n_symbols), dtype=bool)
+        has_row[t_r, n_r] = True
+        y = grid.scatter(t_r, n_r, returns[RETURNS].cast(pl.Float64).to_numpy())
+        t_c, n_c = _locate_like(grid, caps, "mkt_cap_df", known)
+        cap = grid.scatter(t_c, n_c, caps[MARKET_CAP].cast(pl.Float64).to_numpy())
+        sector_names, sector_codes, sector_exposure = _sector_inputs(grid, sectors_frame, known)
+        style_names, style_exposure = styles_on_grid.result()
     n_sec = len(sector_names)
     factors = (MARKET, *sector_names, *style_names)
     if len(set(factors)) != len(factors):
