@@ -11,7 +11,8 @@ memory. Then loads the model, takes the snapshot at its last forecast date and t
 :func:`factor_engine.portfolio.decompose_risk` of the equal-weight portfolio of all its assets (best of
 ``--repeat`` calls, milliseconds; weights passed as a frame ``symbol, weight``).
 
-Targets at 3,000 assets × 2,520 days: build ≤ 15 s, risk decomposition ≤ 10 ms.
+Targets at 3,000 assets × 2,520 days: build ≤ 15 s and ≤ 4 GB peak resident memory (read strictly: 4e9 bytes,
+3,815 MiB), risk decomposition ≤ 10 ms.
 
 Usage::
 
@@ -46,6 +47,8 @@ from factor_engine.service.builds import frame_extent
 from factor_engine.synthetic import generate_market
 
 BUILD_TARGET_SECONDS = 15.0
+# the build's peak resident memory, read strictly: 4 GB = 4e9 bytes (3,815 MiB)
+MEMORY_TARGET_BYTES = 4e9
 RISK_TARGET_MS = 10.0
 GNU_TIME = Path("/usr/bin/time")
 # the warm-up build's assets and days
@@ -56,6 +59,12 @@ def _cli() -> list[str]:
     """The ``factor-engine`` console script next to this interpreter, else ``python -m factor_engine.cli``."""
     script = Path(sys.executable).with_name("factor-engine")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "factor_engine.cli"]
+
+
+def _memory_verdict(peak_mib: float) -> str:
+    """``<GB> GB, target <= 4 GB: ok`` (or OVER TARGET) of a peak in MiB."""
+    verdict = "ok" if peak_mib * 2**20 <= MEMORY_TARGET_BYTES else "OVER TARGET"
+    return f"{peak_mib * 2**20 / 1e9:.2f} GB, target <= {MEMORY_TARGET_BYTES / 1e9:.0f} GB: {verdict}"
 
 
 def _vm_hwm_mib(pid: int) -> float | None:
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = [time_build(panel_path, work / "model") for _ in range(max(1, args.builds))]
         for run in runs:
-            peak = "n/a" if run.peak_mib is None else f"{run.peak_mib:,.0f} MiB"
+            peak = "n/a" if run.peak_mib is None else f"{run.peak_mib:,.0f} MiB ({_memory_verdict(run.peak_mib)})"
             verdict = "ok" if run.seconds <= BUILD_TARGET_SECONDS else "OVER TARGET"
             print(
                 f"factor-engine build: {run.seconds:.2f} s wall (target <= {BUILD_TARGET_SECONDS:.0f} s: {verdict}), "
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{len(runs)} builds: median {statistics.median(times):.2f} s (target <= {BUILD_TARGET_SECONDS:.0f} s: "
                 f"{verdict}), range {times[0]:.2f}-{times[-1]:.2f} s"
-                + (f", peak RSS up to {max(peaks):,.0f} MiB" if peaks else "")
+                + (f", peak RSS up to {max(peaks):,.0f} MiB ({_memory_verdict(max(peaks))})" if peaks else "")
             )
         peak_mib = max((run.peak_mib for run in runs if run.peak_mib is not None), default=None)
         above = "n/a" if peak_mib is None else f"{estimate / 2**20 / peak_mib:.2f}x the peak"
