@@ -93,3 +93,20 @@ def weighted_growth(
             if e >= window:
                 log_growth -= tail[e - window]
             out[lo + p] = np.expm1(log_growth)
+
+
+@kernel
+def symbol_major_order(codes: np.ndarray, n_symbols: int) -> np.ndarray:  # pragma: no cover - compiled
+    """The rows ordered by their symbol code ``codes`` (0…``n_symbols`` − 1), keeping their order within a
+    symbol: a counting sort, two passes (a frame in date order gives each symbol's rows in date order)."""
+    first = np.zeros(n_symbols + 1, dtype=np.int64)
+    for i in range(codes.shape[0]):
+        first[codes[i] + 1] += 1
+    for s in range(n_symbols):
+        first[s + 1] += first[s]
+    order = np.empty(codes.shape[0], dtype=np.int64)
+    for i in range(codes.shape[0]):
+        code = codes[i]
+        order[first[code]] = i
+        first[code] += 1
+    return order

@@ -19,7 +19,7 @@ from factor_engine.panel import DATE, MARKET_CAP, SYMBOL
 from factor_engine.styles._common import load_expressions, load_inputs
 from factor_engine.styles._shared import shared
 
-__all__ = ["PanelGrid", "panel_grid"]
+__all__ = ["PanelGrid", "date_ordered_grid", "panel_grid"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def panel_grid(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
 
 def _load(df: pl.DataFrame | pl.LazyFrame, what: str) -> PanelGrid:
     frame = load_inputs(df, what, (MARKET_CAP,))  # in date order
-    grid, t, n = _date_ordered_grid(frame)
+    grid, t, n = date_ordered_grid(frame)
     cells = t * grid.n_symbols + n
     if not bool(np.all(cells[1:] > cells[:-1])):  # rows sorted by (date, symbol) are unique
         check_unique(grid, t, n, f"{what} input")
@@ -88,7 +88,7 @@ def _scatter(grid: Grid, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
     return dense.reshape(grid.n_dates, grid.n_symbols)
 
 
-def _date_ordered_grid(frame: pl.DataFrame) -> tuple[Grid, np.ndarray, np.ndarray]:
+def date_ordered_grid(frame: pl.DataFrame) -> tuple[Grid, np.ndarray, np.ndarray]:
     """The grid of a frame in date order and each row's (date, symbol) index: the dates where they change
     (one pass, no sort; the same axes as :func:`factor_engine._grid.build_grid`)."""
     if frame.height == 0:

@@ -18,9 +18,10 @@ from factor_engine._dense import (
     winsorize_rows,
     worker_count,
 )
-from factor_engine._grid import Grid, build_grid, check_unique
+from factor_engine._grid import Grid, check_unique
 from factor_engine.panel import RETURNS
 from factor_engine.styles._common import load_inputs, with_score
+from factor_engine.styles._panel_grid import date_ordered_grid
 
 SCORE = "mom_score"
 
@@ -66,36 +67,61 @@ def momentum(
     if not np.isfinite(half_life) or half_life <= 0:
         raise ValueError(f"half_life must be positive, got {half_life!r}")
     frame = load_inputs(df, "momentum", (RETURNS,))
-    grid = build_grid([frame])
-    t, n = grid.locate(frame)
+    grid, t, n = date_ordered_grid(frame)
     check_unique(grid, t, n, "momentum input")
-    # each symbol's history in date order, symbols one after another: the transposed grid, flattened
-    present = np.zeros((grid.n_symbols, grid.n_dates), dtype=bool)
-    present[n, t] = True
-    by_symbol = np.full((grid.n_symbols, grid.n_dates), np.nan)
-    by_symbol[n, t] = frame[RETURNS].to_numpy()
-    symbol_of_row = np.nonzero(present)[0]
-    new_symbol = np.ones(symbol_of_row.shape[0], dtype=bool)
-    new_symbol[1:] = symbol_of_row[1:] != symbol_of_row[:-1]
+    returns = frame[RETURNS].to_numpy()
     if at is not None:
-        wanted = _date_rows(grid, at)  # grid date indices
-        keep = np.isin(t, wanted)
-        # each wanted row's position in the symbols' concatenated histories (symbol-major, date order)
-        flat = np.cumsum(present.ravel()).reshape(present.shape) - 1
-        targets = flat[n[keep], t[keep]]
-        values = trailing_growth_at(by_symbol[present], new_symbol, targets, trailing_days, half_life, lag)
-        position = np.searchsorted(wanted, t[keep])
-        dense = np.full((wanted.size, grid.n_symbols), np.nan)
-        dense[position, n[keep]] = values
-        if winsor_factor is not None:
-            dense = winsorize(dense, winsor_factor)
-        return with_score(frame.filter(pl.Series(keep)), SCORE, standardize(dense)[position, n[keep]])
-    by_symbol[present] = trailing_weighted_growth(by_symbol[present], new_symbol, trailing_days, half_life, lag)
-    scores = by_symbol[n, t]  # the frame's rows, in date order: the statistics run date by date on them
+        return _momentum_at(frame, grid, t, n, returns, at, trailing_days, half_life, lag, winsor_factor)
+    from factor_engine.styles._momentum_kernels import symbol_major_order
+
+    # each symbol's rows in date order, symbols one after another (a stable counting sort by symbol: the frame
+    # is in date order), the growth computed along them and put back in the frame's order
+    order = symbol_major_order(n, grid.n_symbols)
+    by_symbol = n[order]
+    new_symbol = np.ones(order.shape[0], dtype=bool)
+    new_symbol[1:] = by_symbol[1:] != by_symbol[:-1]
+    scores = np.empty(order.shape[0])
+    scores[order] = trailing_weighted_growth(returns[order], new_symbol, trailing_days, half_life, lag)
+    # the statistics run date by date on the frame's rows
     bounds = date_bounds(frame)
     if winsor_factor is not None:
         scores = winsorize_rows(scores, bounds, winsor_factor)
     return with_score(frame, SCORE, standardize_rows(scores, bounds))
+
+
+def _momentum_at(
+    frame: pl.DataFrame,
+    grid: Grid,
+    t: np.ndarray,
+    n: np.ndarray,
+    returns: np.ndarray,
+    at: Sequence[datetime.date],
+    trailing_days: int,
+    half_life: float,
+    lag: int,
+    winsor_factor: float | None,
+) -> pl.DataFrame:
+    """:func:`momentum`'s scores of the dates ``at`` only, each product summed directly over its window."""
+    # each symbol's history in date order, symbols one after another: the transposed grid, flattened
+    present = np.zeros((grid.n_symbols, grid.n_dates), dtype=bool)
+    present[n, t] = True
+    by_symbol = np.full((grid.n_symbols, grid.n_dates), np.nan)
+    by_symbol[n, t] = returns
+    symbol_of_row = np.nonzero(present)[0]
+    new_symbol = np.ones(symbol_of_row.shape[0], dtype=bool)
+    new_symbol[1:] = symbol_of_row[1:] != symbol_of_row[:-1]
+    wanted = _date_rows(grid, at)  # grid date indices
+    keep = np.isin(t, wanted)
+    # each wanted row's position in the symbols' concatenated histories (symbol-major, date order)
+    flat = np.cumsum(present.ravel()).reshape(present.shape) - 1
+    targets = flat[n[keep], t[keep]]
+    values = trailing_growth_at(by_symbol[present], new_symbol, targets, trailing_days, half_life, lag)
+    position = np.searchsorted(wanted, t[keep])
+    dense = np.full((wanted.size, grid.n_symbols), np.nan)
+    dense[position, n[keep]] = values
+    if winsor_factor is not None:
+        dense = winsorize(dense, winsor_factor)
+    return with_score(frame.filter(pl.Series(keep)), SCORE, standardize(dense)[position, n[keep]])
 
 
 def _date_rows(grid: Grid, at: Sequence[datetime.date]) -> np.ndarray:
