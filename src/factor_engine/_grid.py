@@ -106,7 +106,7 @@ def compact_index(index: np.ndarray, bound: int) -> np.ndarray:
 
 def check_unique(grid: Grid, t: np.ndarray, n: np.ndarray, what: str) -> None:
     """Raise ValueError naming examples when a (date, symbol) cell appears more than once."""
-    flat = t * grid.n_symbols
+    flat = t.astype(np.int64) * grid.n_symbols  # int64 whatever the indices' type: no overflow on a large grid
     flat += n
     if flat.size < 2 or bool(np.all(flat[1:] > flat[:-1])):
         return  # rows in (date, symbol) order without a repeat, the usual case: one pass, no count per cell

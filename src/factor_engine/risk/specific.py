@@ -324,22 +324,27 @@ def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.
     first = int(grid.days[0])
     span = int(grid.days[-1]) - first + 1
     # day -> date index, with -1 on both sides of the grid's span: one gather, no masks
-    lookup = np.full(span + 2, -1, dtype=np.int64)
+    lookup = np.full(span + 2, -1, dtype=np.int32)
     lookup[grid.days.astype(np.int64) - first + 1] = np.arange(grid.n_dates)
-    offset = frame[DATE].to_physical().cast(pl.Int64).fill_null(first - 2).to_numpy() - (first - 1)  # null: -1
+    days = frame[DATE].to_physical()
+    offset = (days.fill_null(first - 2) if days.null_count() else days).to_numpy().astype(np.int64)  # null: -1
+    offset -= first - 1
     t = lookup[np.clip(offset, 0, span + 1, out=offset)]
-    symbols = frame[SYMBOL].cast(pl.String).cast(pl.Enum(grid.symbols), strict=False)
-    n = symbols.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-    on_grid = (t >= 0) & (n >= 0)
+    del offset
+    codes = frame[SYMBOL].cast(pl.String).cast(pl.Enum(grid.symbols), strict=False).to_physical()
+    on_grid = t >= 0
+    if codes.null_count():  # a symbol off the grid
+        on_grid &= codes.is_not_null().to_numpy()
+        codes = codes.fill_null(0)
+    n = codes.to_numpy().astype(np.int32)
+    # int32 (where they fit): the cells of the caps are kept for the whole build
     if on_grid.all():
         check_unique(grid, t, n, what)
-        rows = np.arange(frame.height)
-    else:
-        rows = np.flatnonzero(on_grid)
-        t, n = t[rows], n[rows]
-        check_unique(grid, t, n, what)
-    # int32 where they fit: the cells of the caps are kept for the whole build
-    return compact_index(rows, frame.height), compact_index(t, grid.n_dates), compact_index(n, grid.n_symbols)
+        return compact_index(np.arange(frame.height), frame.height), t, n
+    rows = np.flatnonzero(on_grid)
+    t, n = t[rows], n[rows]
+    check_unique(grid, t, n, what)
+    return compact_index(rows, frame.height), t, n
 
 
 def _dense_column(
