@@ -225,6 +225,7 @@ def descriptor_to_style(
     *,
     against: Sequence[np.ndarray] = (),
     against_size: bool = False,
+    keep: np.ndarray | None = None,
 ) -> np.ndarray:
     """USE4's pipeline from raw descriptors to a style exposure: each descriptor trimmed and standardized,
     combined with ``weights``, standardized, orthogonalized to ``against`` and/or size (if any) and standardized
@@ -238,6 +239,8 @@ def descriptor_to_style(
     against: (T, N) exposures the style is made orthogonal to (cap-weighted).
     against_size: also orthogonal to USE4's size, the log of ``caps`` trimmed and standardized, computed block by
         block (the same as passing it in ``against``, without a (T, N) array).
+    keep: (T, N) bool, the cells whose descriptor values count (the others are taken as missing), applied block
+        by block (the same as masking each descriptor first, without a (T, N) copy of each).
     """
     if len(descriptors) != len(weights) or not descriptors:
         raise ValueError(f"need one weight per descriptor, got {len(descriptors)} descriptors, {len(weights)} weights")
@@ -246,7 +249,8 @@ def descriptor_to_style(
     def work(rows: slice) -> None:
         block_caps = caps[rows]
         cap_weights = _cap_weights(block_caps)
-        trimmed = [_trim(d[rows], block_caps, TRIM_SIGMA, cap_weights) for d in descriptors]
+        raw = [d[rows] if keep is None else np.where(keep[rows], d[rows], np.nan) for d in descriptors]
+        trimmed = [_trim(d, block_caps, TRIM_SIGMA, cap_weights) for d in raw]
         style = _standardize(combine(trimmed, weights), block_caps, cap_weights)
         regressors = [x[rows] for x in against]
         if against_size:

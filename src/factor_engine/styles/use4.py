@@ -328,13 +328,12 @@ def _dense_inputs(df: pl.DataFrame | pl.LazyFrame, what: str) -> tuple[PanelGrid
     return panel, shared("use4 returns", load_returns)
 
 
-def _on_rows(values: np.ndarray, panel: PanelGrid, rows: np.ndarray | None = None) -> np.ndarray:
-    """``values`` kept only at the panel's (date, symbol) rows, NaN elsewhere: a delisted asset's trailing
-    window still yields a descriptor after its last row, which must not enter that date's cross-section.
-    ``rows``: ``values`` holds only these dates (grid indices)."""
-    on_rows = panel.on_rows if rows is None else panel.on_rows[rows]
-    kept: np.ndarray = np.where(on_rows, values, np.nan)
-    return kept
+def _rows_mask(panel: PanelGrid, rows: np.ndarray | None = None) -> np.ndarray:
+    """Where the panel has a row (of the dates ``rows`` only, when given): the cells whose descriptor values
+    count. A delisted asset's trailing window still yields a descriptor after its last row, which must not enter
+    that date's cross-section."""
+    mask: np.ndarray = panel.on_rows if rows is None else panel.on_rows[rows]
+    return mask
 
 
 def _dates_at(panel: PanelGrid, at: Sequence[datetime.date] | None) -> np.ndarray | None:
@@ -420,7 +419,7 @@ def _beta_style(
     def compute() -> np.ndarray:
         slope, _ = _beta_regression(returns, panel.caps, window, half_life, min_observations, rows)
         caps = panel.caps if rows is None else panel.caps[rows]
-        return descriptor_to_style([_on_rows(slope, panel, rows)], [1.0], caps)
+        return descriptor_to_style([slope], [1.0], caps, keep=_rows_mask(panel, rows))
 
     key = None if rows is None else rows.tobytes()
     return shared(("use4 beta style", window, half_life, min_observations, key), compute)
@@ -454,14 +453,12 @@ def resvol(
     rows = _dates_at(panel, at)
     _, hsigma = _beta_regression(returns, panel.caps, window, beta_half_life, min_observations, rows)
     volatility = dastd(returns, window=window, half_life=dastd_half_life, min_observations=min_observations, at=rows)
-    descriptors = [
-        _on_rows(volatility, panel, rows),
-        _on_rows(cmra(returns, min_observations=min_observations, at=rows), panel, rows),
-        _on_rows(hsigma, panel, rows),
-    ]
+    descriptors = [volatility, cmra(returns, min_observations=min_observations, at=rows), hsigma]
     beta_style = _beta_style(returns, panel, window, beta_half_life, min_observations, rows)
     caps = panel.caps if rows is None else panel.caps[rows]
-    style = descriptor_to_style(descriptors, RESVOL_WEIGHTS, caps, against=[beta_style], against_size=True)
+    style = descriptor_to_style(
+        descriptors, RESVOL_WEIGHTS, caps, against=[beta_style], against_size=True, keep=_rows_mask(panel, rows)
+    )
     return _scores(panel, rows, RESVOL_SCORE, style)
 
 
