@@ -8,6 +8,7 @@ the child so a fault is one 4 KiB page either way.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,22 +57,38 @@ import factor_engine
 assert not {"numpy", "polars", "numba"} & set(sys.modules)  # import factor_engine alone loads none of them
 import factor_engine.cli  # the command line sets the allocator up for a build or update, then loads the rest
 import numpy as np
+huge_pages = np._core.multiarray._get_madvise_hugepage()
 np._core.multiarray._set_madvise_hugepage(False)
 size = 256 * 2**20 // 8
 first = np.ones(size)
 del first
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 second = np.ones(size)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, size * 8 // 4096)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, size * 8 // 4096, int(huge_pages))
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
 @pytest.mark.parametrize(("argv", "reused"), [(["build", "--data", "p"], True), (["update"], True), (["risk"], False)])
 def test_the_command_line_reuses_memory_for_builds_and_updates_only(argv: list[str], reused: bool) -> None:
-    done = subprocess.run([sys.executable, "-c", _CLI_CHILD, *argv], capture_output=True, text=True, check=True)
-    faults, pages = (int(x) for x in done.stdout.split())
+    """A build or update reuses freed memory and turns numpy's transparent huge pages off; other commands keep
+    numpy's default (on, for Linux 4.6 and later) and glibc's."""
+    environment = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI_CHILD, *argv], capture_output=True, text=True, check=True, env=environment
+    )
+    faults, pages, huge_pages = (int(x) for x in done.stdout.split())
     assert (faults <= 0.02 * pages) if reused else (faults >= 0.9 * pages), (argv, faults, pages)
+    assert huge_pages == (not reused), argv
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_a_huge_page_setting_in_the_environment_is_kept() -> None:
+    environment = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI_CHILD, "build"], capture_output=True, text=True, check=True, env=environment
+    )
+    assert done.stdout.split()[2] == "1"
 
 
 def test_a_build_process_exits_with_its_output_and_code(tmp_path: Path) -> None:
