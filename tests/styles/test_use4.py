@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from factor_engine.styles import compute_styles, use4
-from factor_engine.styles.descriptors import combine, orthogonalize, standardize_use4, trim
+from factor_engine.styles.descriptors import combine, descriptor_to_style, orthogonalize, standardize_use4, trim
 from factor_engine.synthetic import generate_market
 
 WINDOW = 40
@@ -368,6 +368,22 @@ def test_orthogonalize_leaves_out_an_exposure_missing_on_the_whole_date() -> Non
     # an exposure missing for only some assets still leaves those assets out
     against[1][1, :4] = np.nan
     assert np.isnan(orthogonalize(values, against, caps)[1, :4]).all()
+
+
+def test_descriptor_to_style_keep_masks_the_descriptors_as_missing() -> None:
+    """``keep`` (applied block by block) gives what masking each descriptor to NaN first gives, on more dates
+    than one block."""
+    rng = np.random.default_rng(5)
+    shape = (40, 30)
+    descriptors = [rng.standard_normal(shape) for _ in range(2)]
+    caps = np.exp(rng.normal(21, 1.0, shape))
+    keep = rng.random(shape) > 0.2
+    against = [rng.standard_normal(shape)]
+    masked = [np.where(keep, d, np.nan) for d in descriptors]
+    expected = descriptor_to_style(masked, [0.7, 0.3], caps, against=against, against_size=True)
+    actual = descriptor_to_style(descriptors, [0.7, 0.3], caps, against=against, against_size=True, keep=keep)
+    np.testing.assert_array_equal(actual, expected)
+    assert np.isfinite(actual[keep]).all() and np.isnan(actual[~keep]).all()
 
 
 def test_orthogonalize_matches_per_date_lstsq() -> None:
