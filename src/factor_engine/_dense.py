@@ -2,8 +2,11 @@
 
 The built-in style factors and the regression run their per-date statistics here rather than through
 polars window expressions: a row of a dense array is one date's cross-section, so a statistic over every
-date is one vectorized numpy call. Semantics match the ``pl.Expr`` builders of :mod:`factor_engine.xsection`
-(statistics over finite values only; missing stays missing), which the tests check against each other.
+date is one vectorized numpy call. The ``*_rows`` functions take the same statistics on long rows in date
+order, each date a contiguous segment (:func:`date_bounds`), with compiled kernels
+(:mod:`factor_engine._segment_kernels`) and no grid. Semantics match the ``pl.Expr`` builders of
+:mod:`factor_engine.xsection` (statistics over finite values only; missing stays missing), which the tests check
+against each other.
 """
 
 from __future__ import annotations
