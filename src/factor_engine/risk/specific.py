@@ -337,7 +337,8 @@ def _locate(grid: Grid, frame: pl.DataFrame, what: str) -> tuple[np.ndarray, np.
         on_grid &= codes.is_not_null().to_numpy()
         codes = codes.fill_null(0)
     n = codes.to_numpy().astype(np.int32)
-    # int32 (where they fit): the cells of the caps are kept for the whole build
+    # t and n are int32 (a date or symbol index always fits), the rows int32 where they fit: the cells of the caps
+    # are kept for the whole build
     if on_grid.all():
         check_unique(grid, t, n, what)
         return compact_index(np.arange(frame.height), frame.height), t, n
